@@ -1,0 +1,1 @@
+"""background_actor package (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""delegation package (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""interaction_actor package (see ../shared/DESIGN.md)."""
