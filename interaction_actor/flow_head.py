@@ -1,0 +1,109 @@
+"""Flow-matching mel head: hidden state -> one 80-band log10 mel frame.
+
+A small residual MLP whose norms are modulated (adaptive RMSNorm: scale and shift) by the
+transformer's hidden state and the flow time. Trained with the conditional flow-matching loss
+(straight path x_t = (1-t) x0 + t x1, target velocity x1 - x0) and sampled with Euler steps from
+Gaussian noise that the caller seeds (per session and position, see `frame_noise`), so sampling
+replays exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+from interaction_actor.config import ModelConfig
+
+MEL_MEAN = -2.5  # log10 mel normalisation for the flow (dMel range [-7, 2] -> about [-1.8, 1.8])
+MEL_STD = 2.5
+TIME_FEATURES = 64
+
+
+def normalize_mel(mel: torch.Tensor) -> torch.Tensor:
+    return (mel - MEL_MEAN) / MEL_STD
+
+
+def denormalize_mel(x: torch.Tensor) -> torch.Tensor:
+    return x * MEL_STD + MEL_MEAN
+
+
+def time_features(t: torch.Tensor) -> torch.Tensor:
+    """[N] flow time in [0, 1] -> [N, 64] sinusoidal features."""
+    half = TIME_FEATURES // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    ang = (t.float() * 1000.0)[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
+
+
+def frame_noise(seed: int, turn: int, n_frames: int, n_mels: int) -> torch.Tensor:
+    """The Gaussian start noise of a turn's mel frames: a pure function of (session seed, turn)."""
+    digest = hashlib.blake2b(f"{seed}:{turn}".encode(), digest_size=8).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+    return torch.randn(n_frames, n_mels, generator=g)
+
+
+class _AdaBlock(nn.Module):
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.mod = nn.Parameter(torch.zeros(2 * w, w))
+        self.mod_b = nn.Parameter(torch.zeros(2 * w))
+        self.fc1 = nn.Parameter(torch.randn(2 * w, w) / math.sqrt(w))
+        self.fc2 = nn.Parameter(torch.randn(w, 2 * w) / math.sqrt(2 * w) * 0.5)
+
+
+class FlowHead(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        w, d, m = cfg.flow_dim, cfg.d_model, cfg.n_mels
+        self.eps = cfg.norm_eps
+        self.n_mels = m
+        self.w_in = nn.Parameter(torch.randn(w, m) / math.sqrt(m))
+        self.w_cond = nn.Parameter(torch.randn(w, d) / math.sqrt(d))
+        self.w_time = nn.Parameter(torch.randn(w, TIME_FEATURES) / math.sqrt(TIME_FEATURES))
+        self.b_cond = nn.Parameter(torch.zeros(w))
+        self.blocks = nn.ModuleList(_AdaBlock(w) for _ in range(cfg.flow_blocks))
+        self.out_mod = nn.Parameter(torch.zeros(2 * w, w))
+        self.out_mod_b = nn.Parameter(torch.zeros(2 * w))
+        self.w_out = nn.Parameter(torch.zeros(m, w))
+        self.b_out = nn.Parameter(torch.zeros(m))
+        self.register_buffer("ones", torch.ones(w), persistent=False)
+
+    def _adanorm(self, x: torch.Tensor, c: torch.Tensor, mod: torch.Tensor, mod_b: torch.Tensor) -> torch.Tensor:
+        scale, shift = kernels.linear(c, mod, mod_b).chunk(2, dim=-1)
+        return kernels.rms_norm(x, self.ones, self.eps) * (1.0 + scale) + shift
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """x_t [N, n_mels] (normalised), t [N], cond [N, d_model] -> velocity [N, n_mels]."""
+        return self._velocity(x_t, t, kernels.linear(cond, self.w_cond, self.b_cond))
+
+    def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond_proj: torch.Tensor) -> torch.Tensor:
+        c = F.silu(cond_proj + kernels.linear(time_features(t), self.w_time))
+        h = kernels.linear(x_t, self.w_in)
+        for blk in self.blocks:
+            y = self._adanorm(h, c, blk.mod, blk.mod_b)
+            h = h + kernels.linear(F.silu(kernels.linear(y, blk.fc1)), blk.fc2)
+        return kernels.linear(self._adanorm(h, c, self.out_mod, self.out_mod_b), self.w_out, self.b_out)
+
+    def loss(self, cond: torch.Tensor, target_mel: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+             ) -> torch.Tensor:
+        """Conditional flow-matching loss (mean squared velocity error) for log10 mel targets."""
+        x1 = normalize_mel(target_mel)
+        tt = t[:, None]
+        x_t = (1.0 - tt) * noise + tt * x1
+        return (self.velocity(x_t, t, cond) - (x1 - noise)).pow(2).mean()
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+        """Euler integration from `noise` [N, n_mels] at t=0 to t=1 -> log10 mel [N, n_mels] in [-7, 2]."""
+        x = noise.clone()
+        dt = 1.0 / steps
+        cond_proj = kernels.linear(cond, self.w_cond, self.b_cond)
+        for i in range(steps):
+            t = torch.full((x.shape[0],), i * dt, device=x.device)
+            x = x + dt * self._velocity(x, t, cond_proj)
+        return denormalize_mel(x).clamp(-7.0, 2.0)

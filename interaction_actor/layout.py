@@ -1,0 +1,207 @@
+"""The micro-turn slot layout, and SlotChunk: what stands at each position of the sequence.
+
+A sequence is position 0 = <bos>, then one fixed block of `turn_len` slots per 200 ms turn
+(turn k starts at position 1 + k * turn_len). Offsets within a block:
+
+  0                        <turn> | <turn:barge_in>          turn marker: time is always in the sequence
+  1 .. 16                  audio frames: <audio> + dMel bag-of-embeddings, or <silence>
+  17 .. 17+P-1             image patches (P = rows*cols): <image> + hMLP token, or <no_frame>
+  next T_in                text in: UTF-8 bytes of typed text, or <pad>
+  next C                   context injection: bytes of background context, or <ctx_pad>
+  next 16                  mel out: <mel:voiced>|<mel:quiet>, + a projection of the previous turn's
+                           mel frame j when that turn was voiced; the flow head reads these slots'
+                           hidden states and emits this turn's 16 mel frames (80 frames/s)
+  `out`                    <out>: its logits predict y_0
+  out+1 .. out+K           y_0 .. y_{K-1}: output tokens (bytes, <empty>, controls); the logits at
+                           <out> and y_0..y_{K-2} predict y_0..y_{K-1} (teacher forcing = shift by 1)
+
+Text or context longer than its slots waits in the session and continues next turn. The streaming
+session computes turn k as: one chunk [previous position (<bos> or y_{K-1} of turn k-1), <turn> ..
+<out>], then K-1 one-token decode steps; y_{K-1} is written at the start of the next turn's chunk.
+The training forward sees the same positions all at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from interaction_actor import text as T
+from interaction_actor.config import ModelConfig
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TurnLayout:
+    frames: int
+    patches: int
+    text_in: int
+    context: int
+    out_slots: int
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> TurnLayout:
+        return cls(cfg.frames_per_turn, cfg.image_patches, cfg.text_in_slots, cfg.context_slots, cfg.text_out_slots)
+
+    @property
+    def audio(self) -> int:
+        return 1
+
+    @property
+    def image(self) -> int:
+        return self.audio + self.frames
+
+    @property
+    def text(self) -> int:
+        return self.image + self.patches
+
+    @property
+    def ctx(self) -> int:
+        return self.text + self.text_in
+
+    @property
+    def mel(self) -> int:
+        return self.ctx + self.context
+
+    @property
+    def out(self) -> int:
+        return self.mel + self.frames
+
+    @property
+    def turn_len(self) -> int:
+        return self.out + 1 + self.out_slots
+
+    def turn_start(self, turn: int) -> int:
+        """Absolute position of turn `turn`'s marker in an uncompacted sequence."""
+        return 1 + turn * self.turn_len
+
+    def describe(self) -> list[tuple[str, int, int]]:
+        """(name, first offset, count) for every slot group of a turn block."""
+        return [("turn", 0, 1), ("audio", self.audio, self.frames), ("image", self.image, self.patches),
+                ("text_in", self.text, self.text_in), ("context", self.ctx, self.context),
+                ("mel_out", self.mel, self.frames), ("out", self.out, 1), ("y", self.out + 1, self.out_slots)]
+
+
+@dataclass
+class SlotChunk:
+    """Inputs of B rows x T positions. The embedding of a position is E[token] plus, where masked,
+    the dMel bag (audio_mask), the next hMLP token (image_mask; `patches` row-major over [B, T]) and
+    a projection of `mel_in` (mel_mask)."""
+
+    tokens: torch.Tensor  # long [B, T]
+    dmel: torch.Tensor  # long [B, T, n_mels]
+    audio_mask: torch.Tensor  # bool [B, T]
+    patches: torch.Tensor  # float [N, 40, 40, 3]
+    image_mask: torch.Tensor  # bool [B, T], N True entries
+    mel_in: torch.Tensor  # float [B, T, n_mels] log10 mel
+    mel_mask: torch.Tensor  # bool [B, T]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.tokens.shape)
+
+    @staticmethod
+    def empty(b: int, t: int, cfg: ModelConfig, token: int = T.PAD) -> SlotChunk:
+        return SlotChunk(
+            tokens=torch.full((b, t), token, dtype=torch.long),
+            dmel=torch.zeros(b, t, cfg.n_mels, dtype=torch.long),
+            audio_mask=torch.zeros(b, t, dtype=torch.bool),
+            patches=torch.zeros(0, cfg.patch, cfg.patch, 3),
+            image_mask=torch.zeros(b, t, dtype=torch.bool),
+            mel_in=torch.zeros(b, t, cfg.n_mels),
+            mel_mask=torch.zeros(b, t, dtype=torch.bool),
+        )
+
+    @staticmethod
+    def cat_time(chunks: list[SlotChunk]) -> SlotChunk:
+        """Concatenate single-row chunks along time."""
+        if any(c.tokens.shape[0] != 1 for c in chunks):
+            raise ValueError("cat_time joins single-row chunks")
+        return SlotChunk(*(torch.cat([getattr(c, f) for c in chunks], dim=0 if f == "patches" else 1)
+                           for f in _FIELDS))
+
+    @staticmethod
+    def stack(chunks: list[SlotChunk]) -> SlotChunk:
+        """Stack equal-length chunks as batch rows."""
+        return SlotChunk(*(torch.cat([getattr(c, f) for c in chunks], dim=0) for f in _FIELDS))
+
+    def to(self, device: torch.device | str) -> SlotChunk:
+        if self.tokens.device == torch.device(device):
+            return self
+        return SlotChunk(*(getattr(self, f).to(device) for f in _FIELDS))
+
+
+_FIELDS = ("tokens", "dmel", "audio_mask", "patches", "image_mask", "mel_in", "mel_mask")
+
+
+def bos_chunk(cfg: ModelConfig) -> SlotChunk:
+    return SlotChunk.empty(1, 1, cfg, T.BOS)
+
+
+def turn_chunk(cfg: ModelConfig, *, barge_in: bool = False, dmel: torch.Tensor | None = None,
+               has_audio: torch.Tensor | None = None, patches: torch.Tensor | None = None,
+               text_ids: Sequence[int] = (), context_ids: Sequence[int] = (), voiced: bool = False,
+               prev_mel: torch.Tensor | None = None, out_tokens: list[int] | None = None) -> SlotChunk:
+    """One turn block as a single-row chunk: up to and including <out> when `out_tokens` is None,
+    else the whole block with y_0..y_{K-1} = out_tokens."""
+    lay = TurnLayout.from_config(cfg)
+    n = lay.turn_len if out_tokens is not None else lay.out + 1
+    c = SlotChunk.empty(1, n, cfg)
+    tok = c.tokens[0]
+    tok[0] = T.TURN_BARGE_IN if barge_in else T.TURN
+    a = slice(lay.audio, lay.audio + lay.frames)
+    if dmel is not None:
+        mask = has_audio if has_audio is not None else torch.ones(lay.frames, dtype=torch.bool)
+        tok[a] = torch.where(mask, T.AUDIO, T.SILENCE)
+        c.dmel[0, a] = dmel
+        c.audio_mask[0, a] = mask
+    else:
+        tok[a] = T.SILENCE
+    im = slice(lay.image, lay.image + lay.patches)
+    if patches is not None:
+        if patches.shape[0] != lay.patches:
+            raise ValueError(f"expected {lay.patches} patches, got {patches.shape[0]}")
+        tok[im] = T.IMAGE
+        c.image_mask[0, im] = True
+        c.patches = patches.float()
+    else:
+        tok[im] = T.NO_FRAME
+    if len(text_ids) > lay.text_in or len(context_ids) > lay.context:
+        raise ValueError("more text/context ids than the turn has slots")
+    tok[lay.text : lay.text + lay.text_in] = torch.tensor([*text_ids, *[T.PAD] * (lay.text_in - len(text_ids))])
+    tok[lay.ctx : lay.ctx + lay.context] = torch.tensor(
+        [*context_ids, *[T.CTX_PAD] * (lay.context - len(context_ids))])
+    ms = slice(lay.mel, lay.mel + lay.frames)
+    tok[ms] = T.MEL_VOICED if voiced else T.MEL_QUIET
+    if prev_mel is not None:
+        c.mel_in[0, ms] = prev_mel
+        c.mel_mask[0, ms] = True
+    tok[lay.out] = T.OUT
+    if out_tokens is not None:
+        if len(out_tokens) != lay.out_slots:
+            raise ValueError(f"expected {lay.out_slots} output tokens")
+        tok[lay.out + 1 :] = torch.tensor(out_tokens)
+    return c
+
+
+def block_offsets(length: int, lay: TurnLayout) -> torch.Tensor:
+    """Offset within its turn block of each position 0..length-1 of an uncompacted sequence (-1 for <bos>)."""
+    p = torch.arange(length)
+    return torch.where(p == 0, -1, (p - 1) % lay.turn_len)
+
+
+def text_targets(tokens: torch.Tensor, lay: TurnLayout) -> torch.Tensor:
+    """[B, T] -> next-token targets at <out> and y_0..y_{K-2} (the decoded slots), IGNORE elsewhere."""
+    off = block_offsets(tokens.shape[1], lay)
+    predict = (off >= lay.out) & (off < lay.out + lay.out_slots)
+    nxt = torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], IGNORE)], dim=1)
+    return torch.where(predict[None, :], nxt, torch.full_like(tokens, IGNORE))
+
+
+def mel_slot_mask(length: int, lay: TurnLayout) -> torch.Tensor:
+    """[T] bool: positions that are mel-out slots."""
+    off = block_offsets(length, lay)
+    return (off >= lay.mel) & (off < lay.mel + lay.frames)

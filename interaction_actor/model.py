@@ -1,0 +1,151 @@
+"""InteractionModel: encoder-free early fusion over the micro-turn layout, and its training forward.
+
+The same modules serve both paths. `forward_sequence(chunk)` runs a whole interleaved sequence
+(position 0 = <bos>) with the causal mask and returns final hidden states and text logits;
+`training_loss` adds text cross-entropy and the flow-matching loss. The streaming session calls
+`forward_chunk(chunk, caches, starts)`, which appends a chunk to per-session KV caches at its
+positions. Equality of the two paths is tested with `session.new_session(..., record=True)`:
+`state.record.sequence()` is the streamed sequence as one SlotChunk to feed `forward_sequence`,
+and `state.record.hidden()` / `.logits()` are what the session computed at each position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import kernels
+from interaction_actor import text as T
+from interaction_actor.config import ModelConfig, preset
+from interaction_actor.flow_head import FlowHead, normalize_mel
+from interaction_actor.hmlp import HMLPStem
+from interaction_actor.layout import IGNORE, SlotChunk, TurnLayout
+from interaction_actor.transformer import Transformer
+from interplay.log import get_logger
+
+log = get_logger("interaction_actor.model")
+
+
+class InteractionModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        d = config.d_model
+        self.layout = TurnLayout.from_config(config)
+        self.tok_emb = nn.Parameter(torch.randn(T.VOCAB_SIZE, d) * 0.02)
+        self.audio_emb = nn.Parameter(torch.randn(config.n_mels * config.dmel_levels, d) * 0.02 / config.n_mels**0.5)
+        self.mel_in = nn.Parameter(torch.randn(d, config.n_mels) * 0.02)
+        self.hmlp = HMLPStem(config)
+        self.transformer = Transformer(config)
+        self.flow = FlowHead(config)
+        self.register_buffer("channel_offsets", torch.arange(config.n_mels) * config.dmel_levels, persistent=False)
+        allowed = torch.full((T.VOCAB_SIZE,), float("-inf"))
+        allowed[list(T.OUTPUT_TOKENS)] = 0.0
+        self.register_buffer("output_bias", allowed, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.device
+
+    # ---- embeddings and heads -------------------------------------------------------------
+    def embed(self, chunk: SlotChunk) -> torch.Tensor:
+        """SlotChunk [B, T] -> input embeddings [B, T, d_model] (see SlotChunk)."""
+        x = kernels.embedding_bag_sum(self.tok_emb, chunk.tokens[..., None])
+        extra = None
+        if bool(chunk.audio_mask.any()):
+            extra = torch.zeros_like(x)
+            idx = chunk.dmel[chunk.audio_mask] + self.channel_offsets
+            extra[chunk.audio_mask] = kernels.embedding_bag_sum(self.audio_emb, idx)
+        if bool(chunk.image_mask.any()):
+            extra = torch.zeros_like(x) if extra is None else extra
+            extra[chunk.image_mask] = self.hmlp(chunk.patches)
+        if bool(chunk.mel_mask.any()):
+            extra = torch.zeros_like(x) if extra is None else extra
+            extra[chunk.mel_mask] = kernels.linear(normalize_mel(chunk.mel_in[chunk.mel_mask]), self.mel_in)
+        return x if extra is None else x + extra
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Text head tied to the token embedding."""
+        return kernels.linear(hidden, self.tok_emb)
+
+    # ---- the two paths ------------------------------------------------------------------------
+    def forward_sequence(self, chunk: SlotChunk, lengths: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Whole sequences from position 0 -> (hidden [B, T, d], logits [B, T, V]); causal by position."""
+        chunk = chunk.to(self.device)
+        b, t = chunk.tokens.shape
+        positions = torch.arange(t, device=self.device)[None, :].expand(b, t)
+        hidden = self.transformer(self.embed(chunk), positions,
+                                  lengths=None if lengths is None else lengths.to(self.device))
+        return hidden, self.logits(hidden)
+
+    def forward_chunk(self, chunk: SlotChunk, caches: list[torch.Tensor], starts: list[int]) -> torch.Tensor:
+        """Append chunk row b at positions starts[b].. to caches[b] -> hidden [B, T, d]."""
+        chunk = chunk.to(self.device)
+        b, t = chunk.tokens.shape
+        positions = torch.tensor(starts, dtype=torch.long, device=self.device)[:, None] + torch.arange(
+            t, device=self.device)[None, :]
+        return self.transformer(self.embed(chunk), positions, caches=caches, starts=starts)
+
+    def training_loss(self, chunk: SlotChunk, text_targets: torch.Tensor, mel_targets: torch.Tensor,
+                      mel_loss_mask: torch.Tensor, lengths: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None, flow_weight: float = 1.0) -> dict:
+        """Training forward over whole sequences.
+
+        text_targets [B, T] long (IGNORE where no target; see layout.text_targets), mel_targets
+        [B, T, n_mels] log10 mel of the assistant's voice at mel-out slots, mel_loss_mask [B, T]
+        where a flow target exists. Returns {"loss", "text_ce", "flow", "hidden", "logits"}.
+        """
+        hidden, logits = self.forward_sequence(chunk, lengths)
+        valid = text_targets != IGNORE
+        text_targets, mel_targets = text_targets.to(self.device), mel_targets.to(self.device)
+        mel_loss_mask, valid = mel_loss_mask.to(self.device), valid.to(self.device)
+        if bool(valid.any()):
+            logp = kernels.log_softmax(logits[valid], dim=-1)
+            text_ce = -logp.gather(-1, text_targets[valid][:, None]).mean()
+        else:
+            text_ce = logits.sum() * 0.0
+        if bool(mel_loss_mask.any()):
+            cond = hidden[mel_loss_mask]
+            target = mel_targets[mel_loss_mask]
+            noise = torch.randn(target.shape, generator=generator).to(self.device)
+            t = torch.rand(target.shape[0], generator=generator).to(self.device)
+            flow = self.flow.loss(cond, target, noise, t)
+        else:
+            flow = hidden.sum() * 0.0
+        return {"loss": text_ce + flow_weight * flow, "text_ce": text_ce, "flow": flow,
+                "hidden": hidden, "logits": logits}
+
+
+def save_checkpoint(model: InteractionModel, path: str | Path) -> None:
+    """Config + weights, loadable by build_model(checkpoint=path)."""
+    torch.save({"config": dataclasses.asdict(model.config), "state_dict": model.state_dict()}, str(path))
+
+
+def build_model(preset: str = "small", checkpoint: str | None = None, seed: int = 0) -> InteractionModel:
+    """A model of the named preset with weights from `checkpoint`, or freshly initialised from `seed`."""
+    cfg = _preset(preset)
+    state = None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"model checkpoint not found: {path}")
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+        conf = dict(blob["config"])
+        conf["image_grid"] = tuple(conf["image_grid"])
+        cfg = ModelConfig(**conf).validate()
+        state = blob["state_dict"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = InteractionModel(cfg)
+    if state is not None:
+        model.load_state_dict(state)
+    model.eval()
+    log.info("model_built", preset=preset, checkpoint=checkpoint or "", params=sum(p.numel() for p in model.parameters()))
+    return model
+
+
+_preset = preset
