@@ -1,0 +1,135 @@
+"""Delegator: hands a task to the Background service without ever blocking the micro-turn loop.
+
+`start()` builds a ContextPackage (with `delegation.build_package` when that exists, else a minimal
+package here) and starts an asyncio task that calls Background.Delegate over gRPC; every Update
+it streams is appended to the session's `updates` deque, which the loop drains at a turn
+boundary. The loop never awaits these tasks. A failure (no address, unreachable server, deadline)
+arrives in the same deque as a terminal ERROR update, so every delegation settles exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import grpc
+
+from interplay.log import get_logger
+from interplay.v1 import background_pb2 as bpb
+from interplay.v1 import background_pb2_grpc as bgrpc
+from interplay.v1 import common_pb2 as cpb
+from interplay.v1 import context_pb2 as xpb
+
+log = get_logger("interaction_actor.delegator")
+
+try:  # the delegation package's budgeted builder, when it is there
+    from delegation import build_package as _build_package  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - depends on the delegation helper's progress
+    _build_package = None
+
+
+@dataclass
+class DelegationRequest:
+    """What the loop knows when the model emits <delegate>."""
+
+    session_id: str
+    task: str
+    turn: int
+    time_ms: int
+    transcript: list[xpb.TranscriptEntry] = field(default_factory=list)
+    user_state: int = cpb.USER_STATE_SILENT
+
+
+def minimal_package(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str],
+                    max_entries: int = 32) -> xpb.ContextPackage:
+    """A small package: the task, the newest `max_entries` transcript entries, state and deadline."""
+    entries = req.transcript[-max_entries:]
+    dropped = len(req.transcript) - len(entries)
+    return xpb.ContextPackage(
+        task_id=task_id, session_id=req.session_id, task=req.task, transcript=entries,
+        earlier_summary=f"{dropped} earlier entries omitted" if dropped else "", dropped_entries=dropped,
+        user_state=req.user_state, allowed_tools=allowed_tools, deadline_ms=deadline_ms,
+        priority=cpb.PRIORITY_NORMAL, origin_turn=req.turn, created_unix_ms=int(time.time() * 1000),
+        preferred_mode=cpb.SURFACING_MODE_WHEN_IDLE)
+
+
+def build(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str]) -> xpb.ContextPackage:
+    if _build_package is not None:
+        try:
+            return _build_package(task_id=task_id, session_id=req.session_id, task=req.task,
+                                  transcript=req.transcript, user_state=req.user_state,
+                                  allowed_tools=allowed_tools, deadline_ms=deadline_ms, origin_turn=req.turn)
+        except TypeError as exc:  # signature differs from what this module expects: fall back, say so
+            log.warning("build_package_fallback", error=str(exc))
+    return minimal_package(req, task_id, deadline_ms, allowed_tools)
+
+
+def error_update(task_id: str, code: str, message: str, retryable: bool = False) -> bpb.Update:
+    return bpb.Update(task_id=task_id, kind=bpb.UPDATE_KIND_ERROR,
+                      error=cpb.ErrorInfo(code=code, message=message, retryable=retryable),
+                      created_unix_ms=int(time.time() * 1000))
+
+
+class Delegator:
+    """Starts Background.Delegate calls as tasks on the running asyncio loop."""
+
+    def __init__(self, address: str | None, deadline_ms: int = 30_000, allowed_tools: list[str] | None = None) -> None:
+        self.address = address
+        self.deadline_ms = deadline_ms
+        self.allowed_tools = list(allowed_tools or [])
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._channel: grpc.aio.Channel | None = None
+
+    def _stub(self) -> bgrpc.BackgroundStub:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        return bgrpc.BackgroundStub(self._channel)
+
+    def start(self, req: DelegationRequest, inbox: deque) -> str:
+        """Begin a delegation; returns its task id at once. Updates land in `inbox`."""
+        task_id = uuid.uuid4().hex[:16]
+        pkg = build(req, task_id, self.deadline_ms, self.allowed_tools)
+        task = asyncio.get_running_loop().create_task(self._run(pkg, inbox), name=f"delegate-{task_id}")
+        self.tasks[task_id] = task
+        task.add_done_callback(lambda _t, k=task_id: self.tasks.pop(k, None))
+        log.info("delegation_started", session_id=req.session_id, task_id=task_id, turn=req.turn,
+                 address=self.address or "")
+        return task_id
+
+    async def _run(self, pkg: xpb.ContextPackage, inbox: deque) -> None:
+        task_id = pkg.task_id
+        terminal = False
+        if not self.address:
+            inbox.append(error_update(task_id, "no_background", "no background service is configured"))
+            return
+        try:
+            call = self._stub().Delegate(pkg, timeout=self.deadline_ms / 1000.0)
+            async for upd in call:
+                inbox.append(upd)
+                terminal = upd.kind in (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED)
+            if not terminal:
+                inbox.append(error_update(task_id, "no_terminal_update", "the background stream ended early", True))
+        except asyncio.CancelledError:
+            inbox.append(error_update(task_id, "cancelled", "the session closed"))
+            raise
+        except grpc.aio.AioRpcError as exc:
+            code = "deadline_exceeded" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "background_unavailable"
+            inbox.append(error_update(task_id, code, f"Background.Delegate failed: {exc.code().name}",
+                                      retryable=code == "background_unavailable"))
+            log.warning("delegation_failed", task_id=task_id, code=exc.code().name)
+
+    def cancel_all(self, task_ids: list[str]) -> None:
+        for k in task_ids:
+            t = self.tasks.get(k)
+            if t is not None:
+                t.cancel()
+
+    async def close(self) -> None:
+        for t in list(self.tasks.values()):
+            t.cancel()
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+            self._channel = None

@@ -1,0 +1,409 @@
+"""TurnLoop: many sessions, one clock; every slot steps all live sessions as one batch.
+
+Per turn: wait for the slot (clock.py) → take each session's raw inputs and background updates
+that arrived in the window → in ONE worker thread: decode/validate inputs (inputs.py), admit new
+sessions, `step_batch` for all of them, build OutputChunks → back on the asyncio loop: stamp
+timing, put chunks in the per-client OutputSinks (never blocks), start delegations as tasks.
+The model runs in the worker thread (torch releases the GIL), so gRPC and Ray work on the
+asyncio loop cannot delay the step, and the step cannot starve the loop's I/O. Nothing the loop
+awaits is anyone else's work: delegations are tasks, updates are deques drained at boundaries.
+
+Background updates (until delegation.InterleaveScheduler exists): FINAL text is injected as
+context at the next turn and reported as RESULT_SURFACED (mode SILENT: context only; the model
+decides whether to voice it); PROGRESS/PARTIAL/ACCEPTED/QUEUED/TOOL_RESULT become PROGRESS
+events, TOOL_CALL a TOOL_CALL event, ERROR/CANCELLED an ERROR event with the update's code.
+
+Back-pressure (OutputSink): each client has a bounded queue of `output_queue` chunks; when it is
+full the OLDEST chunk is dropped and counted; the next chunk the client receives carries the
+running total in `dropped_chunks` and an OUTPUT_DROPPED event with the count since the last one.
+Inputs: at most `max_inbox` raw items wait per session; beyond that items are refused with an
+`input_overflow` error event. A refused input never touches the session's other inputs or others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from interaction_actor.clock import TurnClock
+from interaction_actor.delegator import DelegationRequest, Delegator
+from interaction_actor.inputs import InputError, InputLimits, WindowBuilder
+from interaction_actor.metrics import LoopMetrics
+from interaction_actor.model import InteractionModel
+from interaction_actor.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
+from interplay.log import get_logger
+from interplay.v1 import background_pb2 as bpb
+from interplay.v1 import common_pb2 as cpb
+from interplay.v1 import context_pb2 as xpb
+from interplay.v1 import session_pb2 as spb
+
+log = get_logger("interaction_actor.loop")
+
+CONTROL_TOKENS = {"delegate": spb.CONTROL_TOKEN_DELEGATE, "start_speaking": spb.CONTROL_TOKEN_START_SPEAKING,
+                  "stop_speaking": spb.CONTROL_TOKEN_STOP_SPEAKING, "listen": spb.CONTROL_TOKEN_LISTEN}
+TERMINAL = (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED)
+
+
+@dataclass
+class LoopConfig:
+    turn_ms: int = 200
+    max_sessions: int = 64
+    output_queue: int = 50  # chunks per client before the oldest is dropped
+    max_inbox: int = 512  # raw input items per session per window
+    torch_threads: int = 1
+    niceness: int | None = 0  # best effort: lower the loop threads' niceness to this (Ray starts workers at 15)
+    send_mel: bool = False  # also send mel frames in AudioOutput
+    background_address: str | None = None
+    delegation_deadline_ms: int = 30_000
+    transcript_entries: int = 64
+    limits: InputLimits = field(default_factory=InputLimits)
+
+
+class SessionError(Exception):
+    """A session cannot be opened (duplicate id, actor full)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def raise_priority(niceness: int | None) -> int:
+    """Lower the calling thread's niceness to `niceness` when it is higher (Linux: per thread).
+
+    Ray starts worker processes at niceness 15 (`worker_niceness`), so without this any ordinary
+    CPU-hungry process on the machine starves the clock. Needs CAP_SYS_NICE to go down; without it
+    the loop logs a warning (start Ray with RAY_worker_niceness=0 instead). Returns the niceness.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if niceness is None or current <= niceness:
+        return current
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        return niceness
+    except OSError as exc:
+        log.warning("loop_priority_unchanged", niceness=current, wanted=niceness, error=str(exc),
+                    advice="start Ray with RAY_worker_niceness=0 or grant CAP_SYS_NICE")
+        return current
+
+
+def event(kind: int, text: str = "", *, task_id: str = "", code: str = "", retryable: bool = False,
+          mode: int = 0, **attrs: object) -> spb.Event:
+    ev = spb.Event(kind=kind, text=text, task_id=task_id, mode=mode, attrs={k: str(v) for k, v in attrs.items()})
+    if code:
+        ev.error.CopyFrom(cpb.ErrorInfo(code=code, message=text, retryable=retryable))
+    return ev
+
+
+class OutputSink:
+    """Bounded per-client output queue: put() never blocks; the oldest chunk is dropped when full."""
+
+    def __init__(self, maxlen: int, metrics: LoopMetrics | None = None) -> None:
+        self.maxlen = max(1, maxlen)
+        self.q: deque[spb.OutputChunk] = deque()
+        self.dropped = 0
+        self._reported = 0
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.metrics = metrics
+
+    def put(self, chunk: spb.OutputChunk) -> None:
+        if self.closed:
+            return
+        if len(self.q) >= self.maxlen:
+            self.q.popleft()
+            self.dropped += 1
+            if self.metrics is not None:
+                self.metrics.dropped_outputs += 1
+        self.q.append(chunk)
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def get(self) -> spb.OutputChunk | None:
+        """The next chunk (stamped with the drop count), or None once closed and empty."""
+        while not self.q:
+            if self.closed:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        chunk = self.q.popleft()
+        chunk.dropped_chunks = self.dropped
+        if self.dropped > self._reported:
+            chunk.events.append(event(spb.EVENT_KIND_OUTPUT_DROPPED, "client read too slowly; oldest chunks dropped",
+                                      dropped=self.dropped - self._reported, total=self.dropped))
+            self._reported = self.dropped
+        return chunk
+
+
+@dataclass
+class LiveSession:
+    id: str
+    sink: OutputSink | None
+    window: WindowBuilder
+    state: SessionState | None = None  # created in the worker at the first turn
+    inbox: deque = field(default_factory=deque)  # raw client items, appended by the service
+    updates: deque = field(default_factory=deque)  # background Updates, appended by delegation tasks
+    events: list[spb.Event] = field(default_factory=list)  # attached to the next chunk
+    context: list[str] = field(default_factory=list)  # injected at the next turn
+    refused: int = 0
+    origin: float | None = None  # clock time of its first turn
+    stopping: bool = False
+    closed: bool = False
+    tasks: set[str] = field(default_factory=set)
+    transcript: deque = field(default_factory=lambda: deque(maxlen=64))
+    last: spb.OutputChunk | None = None  # for tests and the actor's inspection
+
+
+@dataclass
+class _Work:
+    """One session's share of a turn, handed to the worker thread."""
+
+    live: LiveSession
+    items: list
+    context: str
+    events: list[spb.Event]
+    time_ms: int
+
+
+class TurnLoop:
+    def __init__(self, model: InteractionModel, config: LoopConfig | None = None,
+                 delegator: Delegator | None = None) -> None:
+        self.model = model
+        self.config = config or LoopConfig()
+        self.metrics = LoopMetrics(turn_ms=float(self.config.turn_ms))
+        self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms)
+        self.sessions: dict[str, LiveSession] = {}
+        self.clock: TurnClock | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-step",
+                                            initializer=raise_priority, initargs=(self.config.niceness,))
+        self._task: asyncio.Task | None = None
+        self._stop = asyncio.Event()
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+
+    # ---- sessions (called on the asyncio loop) ------------------------------------------------
+    def open(self, session_id: str = "", sink: OutputSink | None = None) -> LiveSession:
+        sid = session_id or uuid.uuid4().hex[:12]
+        if sid in self.sessions:
+            raise SessionError("session_exists", f"session {sid!r} is already live")
+        if len(self.sessions) >= self.config.max_sessions:
+            raise SessionError("too_many_sessions", f"this actor hosts at most {self.config.max_sessions} sessions")
+        live = LiveSession(id=sid, sink=sink, window=WindowBuilder(limits=self.config.limits),
+                           transcript=deque(maxlen=self.config.transcript_entries))
+        live.events.append(event(spb.EVENT_KIND_SESSION_STARTED, session_id=sid))
+        self.sessions[sid] = live
+        log.info("session_opened", session_id=sid, live=len(self.sessions))
+        return live
+
+    def sink(self) -> OutputSink:
+        return OutputSink(self.config.output_queue, self.metrics)
+
+    def submit(self, session_id: str, item: object) -> None:
+        """Queue one raw input for the session's current window (never blocks, never raises)."""
+        live = self.sessions.get(session_id)
+        if live is None or live.closed:
+            return
+        if len(live.inbox) >= self.config.max_inbox:
+            live.refused += 1
+            self.metrics.input_errors += 1
+            return
+        live.inbox.append(item)
+
+    def stop_session(self, session_id: str) -> None:
+        """End the session after its next turn (a STOP or a half-closed stream)."""
+        live = self.sessions.get(session_id)
+        if live is not None:
+            live.stopping = True
+
+    def close(self, session_id: str) -> None:
+        """The client is gone: drop the session now and cancel its delegations."""
+        live = self.sessions.pop(session_id, None)
+        if live is None:
+            return
+        live.closed = True
+        if live.sink is not None:
+            live.sink.close()
+        self.delegator.cancel_all(list(live.tasks))
+        log.info("session_closed", session_id=session_id, turns=live.state.turn if live.state else 0)
+
+    def start_delegation(self, session_id: str, task: str) -> str:
+        """Start a delegation for the session (the loop does this on <delegate>); never awaited."""
+        live = self.sessions[session_id]
+        turn = live.state.turn if live.state is not None else 0
+        req = DelegationRequest(session_id=session_id, task=task, turn=turn,
+                                time_ms=int(turn * self.config.turn_ms), transcript=list(live.transcript))
+        task_id = self.delegator.start(req, live.updates)
+        live.tasks.add(task_id)
+        self.metrics.delegations += 1
+        live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn))
+        return task_id
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def start(self) -> asyncio.Task:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="turn-loop")
+        return self._task
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        for sid in list(self.sessions):
+            self.close(sid)
+        await self.delegator.close()
+        self._executor.shutdown(wait=True)
+
+    async def run(self, max_turns: int | None = None) -> None:
+        raise_priority(self.config.niceness)  # the asyncio thread that owns the clock
+        self.clock = TurnClock(self.config.turn_ms / 1000.0)
+        loop = asyncio.get_running_loop()
+        done = 0
+        log.info("loop_started", turn_ms=self.config.turn_ms)
+        while not self._stop.is_set() and (max_turns is None or done < max_turns):
+            tick = await self.clock.wait()
+            try:
+                work = [self._gather(live, tick.scheduled) for live in self.sessions.values() if not live.closed]
+                chunks, compute_ms = await loop.run_in_executor(self._executor, self._compute, work)
+            except Exception as exc:  # noqa: BLE001 - the clock outlives any one turn's failure
+                log.error("turn_failed", slot=tick.slot, error=repr(exc))
+                work, chunks, compute_ms = [], [], 0.0
+            fin = self.clock.finish(tick)
+            self._emit(work, chunks, tick.lateness_ms, compute_ms, fin.missed)
+            self.metrics.record_turn(slot=tick.slot, sessions=len(work), lateness_ms=tick.lateness_ms,
+                                     compute_ms=compute_ms, total_ms=fin.compute_ms, missed=fin.missed,
+                                     skipped=fin.skipped)
+            done += 1
+        log.info("loop_stopped", turns=self.metrics.turns, missed=self.metrics.missed)
+
+    def _gather(self, live: LiveSession, scheduled: float) -> _Work:
+        """Take what arrived in the window (asyncio side: cheap, no decoding)."""
+        if live.origin is None:
+            live.origin = scheduled
+        items = list(live.inbox)
+        live.inbox.clear()
+        events, live.events = live.events, []
+        if live.refused:
+            events.append(event(spb.EVENT_KIND_ERROR, f"{live.refused} inputs refused: more than "
+                                f"{self.config.max_inbox} arrived in one turn window", code="input_overflow",
+                                retryable=True))
+            live.refused = 0
+        while live.updates:
+            events.extend(self._absorb(live, live.updates.popleft()))
+        context, live.context = "\n".join(live.context), []
+        return _Work(live=live, items=items, context=context, events=events,
+                     time_ms=int(round((scheduled - live.origin) * 1000)))
+
+    def _absorb(self, live: LiveSession, upd: bpb.Update) -> list[spb.Event]:
+        """Fallback interleaving (no scheduler yet): FINAL text enters context next turn; all become events."""
+        kind = bpb.UpdateKind.Name(upd.kind).removeprefix("UPDATE_KIND_").lower()
+        if upd.kind in TERMINAL:
+            live.tasks.discard(upd.task_id)
+        if upd.kind == bpb.UPDATE_KIND_FINAL:
+            live.context.append(upd.text)
+            live.transcript.append(xpb.TranscriptEntry(speaker=xpb.SPEAKER_BACKGROUND, kind=xpb.ENTRY_KIND_UTTERANCE,
+                                                       text=upd.text))
+            return [event(spb.EVENT_KIND_RESULT_SURFACED, upd.text, task_id=upd.task_id,
+                          mode=cpb.SURFACING_MODE_SILENT, seq=upd.seq)]
+        if upd.kind in (bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
+            code = upd.error.code or kind
+            return [event(spb.EVENT_KIND_ERROR, upd.error.message or kind, task_id=upd.task_id, code=code,
+                          retryable=upd.error.retryable, seq=upd.seq)]
+        if upd.kind == bpb.UPDATE_KIND_TOOL_CALL:
+            return [event(spb.EVENT_KIND_TOOL_CALL, upd.tool_call.name, task_id=upd.task_id,
+                          arguments=upd.tool_call.arguments_json, seq=upd.seq)]
+        return [event(spb.EVENT_KIND_PROGRESS, upd.text or upd.tool_result.content, task_id=upd.task_id,
+                      update=kind, seq=upd.seq, progress=upd.progress)]
+
+    def _compute(self, work: list[_Work]) -> tuple[list[tuple[spb.OutputChunk | None, str | None]], float]:
+        """Worker thread: decode inputs, admit sessions, one batched model step, build chunks."""
+        t0 = time.perf_counter()
+        inputs: list[TurnInput] = []
+        for w in work:
+            live = w.live
+            if live.state is None:
+                live.state = new_session(self.model, live.id)
+            for item in w.items:
+                try:
+                    live.window.add(item)
+                except InputError as exc:
+                    self.metrics.input_errors += 1
+                    w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
+                    log.info("input_refused", session_id=live.id, code=exc.code, error=exc.message)
+            inp, counts = live.window.take(context=w.context)
+            if live.window.stop:
+                live.stopping = True
+            if inp.text:
+                live.transcript.append(xpb.TranscriptEntry(
+                    speaker=xpb.SPEAKER_USER, kind=xpb.ENTRY_KIND_UTTERANCE, text=inp.text, typed=True,
+                    start_turn=live.state.turn, end_turn=live.state.turn, start_ms=w.time_ms, end_ms=w.time_ms))
+            inputs.append(inp)
+        outs = self._step([w.live.state for w in work], inputs, work)
+        chunks = [(self._chunk(w, o), o.delegate_task) if o is not None else (None, None)
+                  for w, o in zip(work, outs, strict=True)]
+        return chunks, (time.perf_counter() - t0) * 1000.0
+
+    def _step(self, states: list[SessionState], inputs: list[TurnInput], work: list[_Work]) -> list[TurnOutput | None]:
+        try:
+            return list(step_batch(self.model, states, inputs))
+        except Exception as exc:  # noqa: BLE001 - isolate the session whose input the model refused
+            log.error("step_batch_failed", error=repr(exc), sessions=len(states))
+        outs: list[TurnOutput | None] = []
+        for s, inp, w in zip(states, inputs, work, strict=True):
+            try:
+                outs.append(step_batch(self.model, [s], [inp])[0])
+            except Exception as exc:  # noqa: BLE001
+                try:  # drop the refused input, keep time moving for this session
+                    outs.append(step_batch(self.model, [s], [TurnInput()])[0])
+                    w.events.append(event(spb.EVENT_KIND_ERROR, f"input refused by the model: {exc}",
+                                          code="bad_input"))
+                except Exception as exc2:  # noqa: BLE001
+                    outs.append(None)
+                    w.live.events.append(event(spb.EVENT_KIND_ERROR, f"turn failed: {exc2}", code="turn_failed",
+                                               retryable=True))
+        return outs
+
+    def _chunk(self, w: _Work, out: TurnOutput) -> spb.OutputChunk:
+        chunk = spb.OutputChunk(session_id=out.session_id, turn=out.turn, time_ms=w.time_ms, text=out.text,
+                                controls=[CONTROL_TOKENS[c] for c in out.controls if c in CONTROL_TOKENS],
+                                events=w.events)
+        if out.pcm is not None and out.pcm.numel():
+            pcm = (out.pcm.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
+            chunk.audio.pcm16 = pcm.numpy().tobytes()
+            chunk.audio.sample_rate_hz = self.model.config.sample_rate
+        if self.config.send_mel and out.mel.numel():
+            chunk.audio.mel.extend(out.mel.flatten().tolist())
+            chunk.audio.n_mels = int(out.mel.shape[1])
+        if out.text:
+            w.live.transcript.append(xpb.TranscriptEntry(
+                speaker=xpb.SPEAKER_ASSISTANT, kind=xpb.ENTRY_KIND_UTTERANCE, text=out.text, start_turn=out.turn,
+                end_turn=out.turn, start_ms=w.time_ms, end_ms=w.time_ms))
+        return chunk
+
+    def _emit(self, work: list[_Work], chunks: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
+        """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped sessions."""
+        for w, (chunk, task) in zip(work, chunks, strict=True):
+            live = w.live
+            if chunk is None or live.closed:
+                continue
+            chunk.timing.lateness_ms = lateness_ms
+            chunk.timing.compute_ms = compute_ms
+            chunk.timing.missed = missed
+            if task:
+                self.start_delegation(live.id, task)  # a task on the loop; its events ride the next chunk
+            if live.stopping:
+                chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
+            live.last = chunk
+            if live.sink is not None:
+                live.sink.put(chunk)
+            if live.stopping:
+                self.close(live.id)

@@ -1,0 +1,94 @@
+"""Session.Converse over grpc.aio: the client-facing bidi stream, served by a TurnLoop.
+
+Each stream is one session: the first chunk's `session_id` names it (the server assigns one when
+empty). A reader task hands raw chunks to the loop (no decoding here); the response side yields
+from the session's bounded OutputSink, so a slow client only ever loses its own oldest chunks
+(counted in `dropped_chunks`, see loop.py) and never slows the loop. The request deserializer
+never raises: bytes that are not an InputChunk become an error event, not a broken stream.
+A STOP control or a half-closed request stream ends the session after its next turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from interaction_actor.inputs import Malformed, safe_parse
+from interaction_actor.loop import SessionError, TurnLoop
+from interplay.log import get_logger
+from interplay.v1 import session_pb2 as spb
+
+log = get_logger("interaction_actor.service")
+
+SERVICE = "interplay.v1.Session"
+
+
+class SessionService:
+    def __init__(self, loop: TurnLoop) -> None:
+        self.loop = loop
+
+    async def Converse(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802 - gRPC name
+        try:
+            first = await anext(request_iterator)
+        except StopAsyncIteration:
+            return
+        sid = first.session_id if isinstance(first, spb.InputChunk) else ""
+        sink = self.loop.sink()
+        try:
+            live = self.loop.open(sid, sink)
+        except SessionError as exc:
+            status = grpc.StatusCode.ALREADY_EXISTS if exc.code == "session_exists" else grpc.StatusCode.RESOURCE_EXHAUSTED
+            await context.abort(status, str(exc))
+            return
+        sid = live.id
+        self.loop.submit(sid, first)
+        reader = asyncio.get_running_loop().create_task(self._read(sid, request_iterator))
+        try:
+            while (chunk := await sink.get()) is not None:
+                if context.done():
+                    break
+                try:
+                    await context.write(chunk)
+                except Exception as exc:  # noqa: BLE001 - the client went away mid-write
+                    log.info("client_gone", session_id=sid, error=type(exc).__name__)
+                    break
+        finally:
+            reader.cancel()
+            self.loop.close(sid)
+
+    async def _read(self, sid: str, request_iterator) -> None:
+        try:
+            async for item in request_iterator:
+                self.loop.submit(sid, item)
+            self.loop.stop_session(sid)  # half-close == STOP
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken client stream ends only its own session
+            log.info("client_stream_error", session_id=sid, error=repr(exc))
+            self.loop.close(sid)
+
+
+def handler(service: SessionService) -> grpc.GenericRpcHandler:
+    """The Session service with a deserializer that turns unparsable bytes into `Malformed`."""
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Converse": grpc.stream_stream_rpc_method_handler(
+            service.Converse, request_deserializer=safe_parse,
+            response_serializer=spb.OutputChunk.SerializeToString),
+    })
+
+
+async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
+                options: list[tuple[str, object]] | None = None) -> tuple[grpc.aio.Server, str]:
+    """Start a grpc.aio server for the Session service; returns (server, "host:port")."""
+    server = grpc.aio.server(options=options or [])
+    server.add_generic_rpc_handlers((handler(SessionService(loop)),))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        raise RuntimeError(f"could not bind the Session service on {host}:{port}")
+    await server.start()
+    log.info("session_service_started", address=f"{host}:{bound}")
+    return server, f"{host}:{bound}"
+
+
+__all__ = ["Malformed", "SessionService", "handler", "serve"]

@@ -1,0 +1,229 @@
+"""A small Python client of Session.Converse: stream audio / frames / text in real time, read turns.
+
+`SessionClient(address)` opens one bidi stream: `send(chunk)` never blocks the caller's loop for
+long, `chunks()` yields OutputChunks. Sources (`wav_source`, `frames_source`, `script_source`)
+turn a WAV file, a folder of JPEG/PNG frames or a timed text script into (time_s, InputChunk)
+pairs that `stream_sources` sends on their real-time schedule. `talk_main(...)` is the CLI's
+`talk`: it prints one timeline line per turn (what was sent in the turn, what came out, timing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+import wave
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+
+from interplay.v1 import session_pb2 as spb
+from interplay.v1 import session_pb2_grpc as sgrpc
+
+CHUNK_MS = 20  # audio is sent in 20 ms pieces, as a microphone would
+
+
+def control(kind: int, session_id: str = "", **options: str) -> spb.InputChunk:
+    return spb.InputChunk(session_id=session_id, control=spb.Control(kind=kind, options=options))
+
+
+def audio_chunk(pcm16: bytes, sample_rate_hz: int = 16000, channels: int = 1) -> spb.InputChunk:
+    return spb.InputChunk(audio=spb.AudioChunk(pcm16=pcm16, sample_rate_hz=sample_rate_hz, channels=channels))
+
+
+def text_chunk(text: str) -> spb.InputChunk:
+    return spb.InputChunk(text=spb.TextInput(text=text))
+
+
+def wav_source(path: str | Path, chunk_ms: int = CHUNK_MS) -> Iterator[tuple[float, spb.InputChunk]]:
+    """16-bit PCM WAV (any rate, any channels: the server resamples/downmixes) in `chunk_ms` pieces."""
+    with wave.open(str(path), "rb") as w:
+        if w.getsampwidth() != 2:
+            raise ValueError(f"{path}: only 16-bit PCM WAV is supported (got {8 * w.getsampwidth()}-bit)")
+        rate, ch = w.getframerate(), w.getnchannels()
+        per = max(1, rate * chunk_ms // 1000)
+        t = 0.0
+        while data := w.readframes(per):
+            yield t, audio_chunk(data, rate, ch)
+            t += len(data) / (2 * ch) / rate
+
+
+def frames_source(folder: str | Path, fps: float = 5.0) -> Iterator[tuple[float, spb.InputChunk]]:
+    """JPEG/PNG files of a folder, in name order, at `fps` frames per second."""
+    enc = {".jpg": spb.FRAME_ENCODING_JPEG, ".jpeg": spb.FRAME_ENCODING_JPEG, ".png": spb.FRAME_ENCODING_PNG}
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in enc)
+    for i, p in enumerate(files):
+        yield i / fps, spb.InputChunk(video=spb.VideoFrame(data=p.read_bytes(), encoding=enc[p.suffix.lower()]))
+
+
+def script_source(path: str | Path, gap_s: float = 1.0) -> Iterator[tuple[float, spb.InputChunk]]:
+    """A text script: one line per message, `SECONDS: text` for a fixed time, else `gap_s` after the last."""
+    t = -gap_s
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        head, sep, rest = line.partition(":")
+        try:
+            t, text = (float(head), rest.strip()) if sep else (t + gap_s, line.strip())
+        except ValueError:
+            t, text = t + gap_s, line.strip()
+        yield t, text_chunk(text)
+
+
+def merge_sources(*sources: Iterable[tuple[float, spb.InputChunk]]) -> list[tuple[float, spb.InputChunk]]:
+    return sorted((item for src in sources for item in src), key=lambda x: x[0])
+
+
+class SessionClient:
+    """One Converse stream. Use as `async with SessionClient(addr) as c:`."""
+
+    def __init__(self, address: str, session_id: str = "", options: list[tuple[str, object]] | None = None,
+                 max_pending: int = 1024) -> None:
+        self.address = address
+        self.session_id = session_id or uuid.uuid4().hex[:12]
+        self._channel = grpc.aio.insecure_channel(address, options=options or [])
+        self._out: asyncio.Queue[spb.InputChunk | None] = asyncio.Queue(max_pending)
+        self._seq = 0
+        self._call = None
+
+    async def __aenter__(self) -> SessionClient:
+        stub = sgrpc.SessionStub(self._channel)
+        self._call = stub.Converse(self._requests())
+        await self.send(control(spb.CONTROL_KIND_START))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _requests(self) -> AsyncIterator[spb.InputChunk]:
+        while (item := await self._out.get()) is not None:
+            yield item
+
+    async def send(self, chunk: spb.InputChunk) -> None:
+        chunk.session_id = self.session_id
+        chunk.seq = self._seq
+        self._seq += 1
+        await self._out.put(chunk)
+
+    async def finish(self) -> None:
+        """Half-close the request stream (the server ends the session after its next turn)."""
+        await self._out.put(None)
+
+    async def chunks(self) -> AsyncIterator[spb.OutputChunk]:
+        async for chunk in self._call:
+            yield chunk
+
+    async def close(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        await self._channel.close(grace=None)
+
+
+async def stream_sources(client: SessionClient, items: list[tuple[float, spb.InputChunk]],
+                         realtime: bool = True, on_send=None) -> None:
+    """Send (time_s, chunk) items at their times relative to now (or as fast as possible)."""
+    t0 = time.monotonic()
+    for t, chunk in items:
+        if realtime:
+            delay = t0 + t - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if on_send is not None:
+            on_send(chunk)
+        await client.send(chunk)
+
+
+@dataclass
+class Timeline:
+    """What was sent since the last output chunk, for the per-turn line."""
+
+    samples: int = 0
+    frames: int = 0
+    texts: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)
+
+    def sent(self, chunk: spb.InputChunk) -> None:
+        kind = chunk.WhichOneof("payload")
+        if kind == "audio":
+            self.samples += len(chunk.audio.pcm16) // 2 // max(1, chunk.audio.channels)
+        elif kind == "video":
+            self.frames += 1
+        elif kind == "text":
+            self.texts.append(chunk.text.text)
+        elif kind == "control":
+            self.controls.append(spb.ControlKind.Name(chunk.control.kind).removeprefix("CONTROL_KIND_").lower())
+
+    def line(self, c: spb.OutputChunk) -> str:
+        ins = []
+        if self.samples:
+            ins.append(f"audio {self.samples} smp")
+        if self.frames:
+            ins.append(f"{self.frames} frame")
+        ins += [f"text {t!r}" for t in self.texts] + self.controls
+        outs = []
+        if c.text:
+            outs.append(f"text {c.text!r}")
+        if c.audio.pcm16:
+            outs.append(f"audio {len(c.audio.pcm16) // 2} smp")
+        outs += [spb.ControlToken.Name(k).removeprefix("CONTROL_TOKEN_").lower() for k in c.controls]
+        for e in c.events:
+            name = spb.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()
+            outs.append(f"{name}({e.error.code or e.text})" if (e.error.code or e.text) else name)
+        self.samples, self.frames, self.texts, self.controls = 0, 0, [], []
+        miss = " MISSED" if c.timing.missed else ""
+        return (f"turn {c.turn:5d} {c.time_ms / 1000:7.2f}s | in: {', '.join(ins) or '-':<28} | "
+                f"out: {', '.join(outs) or '-':<30} | compute {c.timing.compute_ms:6.1f} ms  "
+                f"late {c.timing.lateness_ms:5.1f} ms{miss}" + (f"  dropped {c.dropped_chunks}" if c.dropped_chunks
+                                                                 else ""))
+
+
+async def talk(address: str, wav: str | None = None, frames_dir: str | None = None, script: str | None = None,
+               fps: float = 5.0, tail_s: float = 1.0, realtime: bool = True, session_id: str = "",
+               out: TextIO = sys.stdout) -> dict:
+    """Stream the given sources to a running actor and print the live timeline; returns a summary."""
+    sources = []
+    if wav:
+        sources.append(wav_source(wav))
+    if frames_dir:
+        sources.append(frames_source(frames_dir, fps))
+    if script:
+        sources.append(script_source(script))
+    items = merge_sources(*sources)
+    tl = Timeline()
+    turns, missed, texts, compute = 0, 0, [], []
+    async with SessionClient(address, session_id) as client:
+        tl.controls.append("start")
+
+        async def produce() -> None:
+            await stream_sources(client, items, realtime, on_send=tl.sent)
+            await asyncio.sleep(tail_s)
+            await client.finish()
+
+        producer = asyncio.get_running_loop().create_task(produce())
+        try:
+            async for c in client.chunks():
+                print(tl.line(c), file=out, flush=True)
+                turns += 1
+                missed += int(c.timing.missed)
+                compute.append(c.timing.compute_ms)
+                if c.text:
+                    texts.append(c.text)
+        finally:
+            producer.cancel()
+    compute.sort()
+    summary = {"session_id": client.session_id, "turns": turns, "missed": missed, "text": "".join(texts),
+               "compute_ms_p50": compute[len(compute) // 2] if compute else 0.0}
+    print(f"session {client.session_id}: {turns} turns, {missed} missed, compute p50 "
+          f"{summary['compute_ms_p50']:.1f} ms", file=out, flush=True)
+    return summary
+
+
+def talk_main(address: str, wav: str | None = None, frames_dir: str | None = None, script: str | None = None,
+              fps: float = 5.0, tail_s: float = 1.0, realtime: bool = True, session_id: str = "",
+              out: TextIO = sys.stdout) -> dict:
+    """CLI entry: `interplay talk ADDRESS [--wav F] [--frames DIR] [--script F] [--fps N] [--tail S]`."""
+    return asyncio.run(talk(address, wav, frames_dir, script, fps, tail_s, realtime, session_id, out))

@@ -1,0 +1,172 @@
+"""The TurnLoop in-process with the real model and real gRPC on 127.0.0.1: overruns, delegation, float input.
+
+A real Background gRPC server is started here (its Delegate handler hangs, or answers) because the
+property under test is the loop's independence from it, not the background actor's behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+import torch
+
+from interaction_actor.inputs import FloatAudio
+from interaction_actor.loop import LoopConfig, TurnLoop
+from interaction_actor.model import build_model
+from interaction_actor.service import serve
+from interplay.client import SessionClient, audio_chunk
+from interplay.v1 import background_pb2 as bpb
+from interplay.v1 import background_pb2_grpc as bgrpc
+from interplay.v1 import session_pb2 as spb
+
+PCM_100MS = (torch.sin(torch.arange(1600) / 4.0) * 6000).to(torch.int16).numpy().tobytes()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_model("tiny")
+
+
+def kinds(chunk: spb.OutputChunk) -> list[int]:
+    return [e.kind for e in chunk.events]
+
+
+async def collect(address: str, turns: int, during=None) -> list[spb.OutputChunk]:
+    """Stream 100 ms of audio per turn for `turns` chunks; `during(session_id, k)` runs after chunk k."""
+    got = []
+    async with SessionClient(address) as c:
+        await c.send(audio_chunk(PCM_100MS))
+        async for chunk in c.chunks():
+            got.append(chunk)
+            if during is not None:
+                await during(c.session_id, len(got))
+            if len(got) >= turns:
+                break
+            await c.send(audio_chunk(PCM_100MS))
+    return got
+
+
+class HangingBackground(bgrpc.BackgroundServicer):
+    def __init__(self, answer: str | None = None) -> None:
+        self.received: list = []
+        self.release = asyncio.Event()
+        self.answer = answer
+
+    async def Delegate(self, request, context):  # noqa: N802
+        self.received.append(request)
+        yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ACCEPTED)
+        if self.answer is None:
+            try:
+                await asyncio.wait_for(self.release.wait(), 20.0)  # hangs (bounded) until the test ends
+            except TimeoutError:
+                return
+        yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL, text=self.answer or "late")
+
+
+async def background(servicer) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    bgrpc.add_BackgroundServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def test_a_hanging_background_server_does_not_delay_any_turn(tiny):
+    bg = HangingBackground()
+    bg_server, bg_addr = await background(bg)
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=100, background_address=bg_addr))
+    loop.start()
+    server, address = await serve(loop)
+
+    async def delegate_at_turn_2(sid: str, k: int) -> None:
+        if k == 2:
+            loop.start_delegation(sid, "look up the weather")  # the path a <delegate> token takes
+
+    try:
+        chunks = await collect(address, 15, delegate_at_turn_2)
+    finally:
+        bg.release.set()
+        await server.stop(0.2)
+        await loop.stop()
+        await bg_server.stop(0.2)
+    assert [c.turn for c in chunks] == list(range(15))
+    assert any(spb.EVENT_KIND_DELEGATION_STARTED in kinds(c) for c in chunks)
+    assert bg.received and bg.received[0].task == "look up the weather"
+    assert not any(spb.EVENT_KIND_RESULT_SURFACED in kinds(c) for c in chunks)  # it was still hanging
+    assert max(c.timing.lateness_ms for c in chunks) < 20.0 and not any(c.timing.missed for c in chunks)
+
+
+async def test_a_final_background_result_is_surfaced_on_the_stream(tiny):
+    bg_server, bg_addr = await background(HangingBackground(answer="It is 21 degrees."))
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr))
+    loop.start()
+    server, address = await serve(loop)
+
+    async def delegate_at_turn_1(sid: str, k: int) -> None:
+        if k == 1:
+            loop.start_delegation(sid, "weather?")
+
+    try:
+        chunks = await collect(address, 12, delegate_at_turn_1)
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+        await bg_server.stop(0.2)
+    surfaced = [e for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
+    assert [e.text for e in surfaced] == ["It is 21 degrees."]
+
+
+async def test_nan_float_samples_cost_one_error_event_and_no_other_session_is_touched(tiny):
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, output_queue=100))
+    victim, bystander = loop.open("victim", loop.sink()), loop.open("bystander", loop.sink())
+    loop.start()
+    await asyncio.sleep(0.12)
+    loop.submit("victim", FloatAudio(torch.tensor([0.1, float("nan"), 0.3])))
+    loop.submit("victim", FloatAudio(torch.full((800,), 0.05)))  # good input of the same window survives
+    await asyncio.sleep(0.3)
+    await loop.stop()
+    v = list(victim.sink.q)
+    b = list(bystander.sink.q)
+    errs = [(c.turn, e.error.code) for c in v for e in c.events if e.kind == spb.EVENT_KIND_ERROR]
+    assert len(errs) == 1 and errs[0][1] == "nan_samples"
+    assert [c.turn for c in v] == list(range(len(v))) and v[-1].turn > errs[0][0]
+    assert not any(e.kind == spb.EVENT_KIND_ERROR for c in b for e in c.events)
+    assert [c.turn for c in b] == list(range(len(b)))
+
+
+async def test_a_real_overrun_is_counted_and_the_next_turn_starts_on_the_grid_not_in_a_burst():
+    model = build_model("small")  # 16 small sessions need ~100 ms a turn here: far over a 20 ms budget
+    loop = TurnLoop(model, LoopConfig(turn_ms=20, output_queue=1000))
+    lives = [loop.open(f"s{i}", loop.sink()) for i in range(16)]
+    await loop.run(max_turns=8)
+    await loop.stop()
+    m = loop.metrics
+    assert m.missed >= 6 and m.skipped_slots >= 2 * m.missed  # each overrun skipped the slots it ran over
+    assert m.lateness_ms.max < 10.0  # every turn began at (or just after) its grid slot: no catch-up burst
+    for live in lives:
+        assert [c.turn for c in live.sink.q] == list(range(8))  # session turns stay gapless
+        assert all(c.timing.missed for c in list(live.sink.q)[1:])
+
+
+async def test_the_metrics_endpoint_reports_turns_and_lateness_buckets_over_http(tiny):
+    import httpx
+
+    from interaction_actor.metrics import serve_metrics
+
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=20))
+    loop.open("s", loop.sink())
+    http = await serve_metrics(loop.metrics)
+    host, port = http.sockets[0].getsockname()[:2]
+    await loop.run(max_turns=5)
+    try:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://{host}:{port}/metrics")).text
+            snap = (await client.get(f"http://{host}:{port}/metrics.json")).json()
+    finally:
+        http.close()
+        await loop.stop()
+    assert host == "127.0.0.1"
+    assert "interplay_loop_turns_total 5" in text and 'interplay_loop_lateness_ms_bucket{le="+Inf"} 5' in text
+    assert snap["turns"] == 5 and snap["session_turns"] == 5 and snap["compute_ms"]["count"] == 5
