@@ -5,6 +5,11 @@ package here) and starts an asyncio task that calls Background.Delegate over gRP
 it streams is appended to the session's `updates` deque, which the loop drains at a turn
 boundary. The loop never awaits these tasks. A failure (no address, unreachable server, deadline)
 arrives in the same deque as a terminal ERROR update, so every delegation settles exactly once.
+
+A pool: `address` may list several Background servers ("h:p1,h:p2"). Each delegation goes to the
+one with the fewest tasks in flight from this actor (ties: round robin); when a server is
+unreachable before it has accepted the task, the next one is tried (failover). Once a server has
+sent an update for a task, losing it is that task's terminal error: work is never run twice.
 """
 
 from __future__ import annotations
@@ -76,17 +81,32 @@ def error_update(task_id: str, code: str, message: str, retryable: bool = False)
 class Delegator:
     """Starts Background.Delegate calls as tasks on the running asyncio loop."""
 
-    def __init__(self, address: str | None, deadline_ms: int = 30_000, allowed_tools: list[str] | None = None) -> None:
-        self.address = address
+    def __init__(self, address: str | list[str] | None, deadline_ms: int = 30_000,
+                 allowed_tools: list[str] | None = None) -> None:
+        if isinstance(address, str):
+            address = [a.strip() for a in address.split(",") if a.strip()]
+        self.addresses: list[str] = list(address or [])
+        self.address = ",".join(self.addresses)
         self.deadline_ms = deadline_ms
         self.allowed_tools = list(allowed_tools or [])
         self.tasks: dict[str, asyncio.Task] = {}
-        self._channel: grpc.aio.Channel | None = None
+        self.where: dict[str, str] = {}  # task id -> the server running it
+        self.inflight: dict[str, int] = dict.fromkeys(self.addresses, 0)
+        self.failovers = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._rr = 0
 
-    def _stub(self) -> bgrpc.BackgroundStub:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-        return bgrpc.BackgroundStub(self._channel)
+    def _stub(self, address: str) -> bgrpc.BackgroundStub:
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address)
+        return bgrpc.BackgroundStub(self._channels[address])
+
+    def _order(self) -> list[str]:
+        """Servers to try, least loaded first (round robin among equals)."""
+        self._rr += 1
+        n = len(self.addresses)
+        rotated = [self.addresses[(self._rr + i) % n] for i in range(n)]
+        return sorted(rotated, key=lambda a: self.inflight.get(a, 0))
 
     def start(self, req: DelegationRequest, inbox: deque) -> str:
         """Begin a delegation; returns its task id at once. Updates land in `inbox`."""
@@ -94,32 +114,59 @@ class Delegator:
         pkg = build(req, task_id, self.deadline_ms, self.allowed_tools)
         task = asyncio.get_running_loop().create_task(self._run(pkg, inbox), name=f"delegate-{task_id}")
         self.tasks[task_id] = task
-        task.add_done_callback(lambda _t, k=task_id: self.tasks.pop(k, None))
+        task.add_done_callback(lambda _t, k=task_id: (self.tasks.pop(k, None), self.where.pop(k, None)))
         log.info("delegation_started", session_id=req.session_id, task_id=task_id, turn=req.turn,
-                 address=self.address or "")
+                 address=self.address)
         return task_id
 
     async def _run(self, pkg: xpb.ContextPackage, inbox: deque) -> None:
         task_id = pkg.task_id
-        terminal = False
-        if not self.address:
+        if not self.addresses:
             inbox.append(error_update(task_id, "no_background", "no background service is configured"))
             return
-        try:
-            call = self._stub().Delegate(pkg, timeout=self.deadline_ms / 1000.0)
-            async for upd in call:
-                inbox.append(upd)
-                terminal = upd.kind in (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED)
-            if not terminal:
+        last: grpc.aio.AioRpcError | None = None
+        for address in self._order():
+            self.where[task_id] = address
+            self.inflight[address] = self.inflight.get(address, 0) + 1
+            started = False
+            try:
+                call = self._stub(address).Delegate(pkg, timeout=self.deadline_ms / 1000.0)
+                async for upd in call:
+                    started = True
+                    inbox.append(upd)
+                    if upd.kind in (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
+                        return
                 inbox.append(error_update(task_id, "no_terminal_update", "the background stream ended early", True))
-        except asyncio.CancelledError:
-            inbox.append(error_update(task_id, "cancelled", "the session closed"))
-            raise
+                return
+            except asyncio.CancelledError:
+                inbox.append(error_update(task_id, "cancelled", "the session closed"))
+                raise
+            except grpc.aio.AioRpcError as exc:
+                last = exc
+                log.warning("delegation_failed", task_id=task_id, address=address, code=exc.code().name,
+                            started=started)
+                if started or exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    break
+                self.failovers += 1  # never reached this server: the next one may take the task
+            finally:
+                self.inflight[address] -= 1
+        code = ("deadline_exceeded" if last is not None and last.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                else "background_unavailable")
+        name = last.code().name if last is not None else "UNKNOWN"
+        inbox.append(error_update(task_id, code, f"Background.Delegate failed: {name}",
+                                  retryable=code == "background_unavailable"))
+
+    async def steer(self, task_id: str, text: str) -> bool:
+        """Send a follow-up to a running task; False when it is not running anywhere (never raises)."""
+        address = self.where.get(task_id)
+        if address is None:
+            return False
+        try:
+            resp = await self._stub(address).Steer(bpb.SteerRequest(task_id=task_id, text=text), timeout=2.0)
+            return bool(resp.accepted)
         except grpc.aio.AioRpcError as exc:
-            code = "deadline_exceeded" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "background_unavailable"
-            inbox.append(error_update(task_id, code, f"Background.Delegate failed: {exc.code().name}",
-                                      retryable=code == "background_unavailable"))
-            log.warning("delegation_failed", task_id=task_id, code=exc.code().name)
+            log.warning("steer_failed", task_id=task_id, code=exc.code().name)
+            return False
 
     def cancel_all(self, task_ids: list[str]) -> None:
         for k in task_ids:
@@ -130,6 +177,6 @@ class Delegator:
     async def close(self) -> None:
         for t in list(self.tasks.values()):
             t.cancel()
-        if self._channel is not None:
-            await self._channel.close(grace=None)
-            self._channel = None
+        for ch in self._channels.values():
+            await ch.close(grace=None)
+        self._channels = {}

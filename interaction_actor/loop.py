@@ -8,10 +8,11 @@ The model runs in the worker thread (torch releases the GIL), so gRPC and Ray wo
 asyncio loop cannot delay the step, and the step cannot starve the loop's I/O. Nothing the loop
 awaits is anyone else's work: delegations are tasks, updates are deques drained at boundaries.
 
-Background updates (until delegation.InterleaveScheduler exists): FINAL text is injected as
-context at the next turn and reported as RESULT_SURFACED (mode SILENT: context only; the model
-decides whether to voice it); PROGRESS/PARTIAL/ACCEPTED/QUEUED/TOOL_RESULT become PROGRESS
-events, TOOL_CALL a TOOL_CALL event, ERROR/CANCELLED an ERROR event with the update's code.
+Background updates go through the session's Weaver (weave.py, around delegation's
+InterleaveScheduler): at each boundary they are offered to the scheduler (TOOL_CALL, PROGRESS and
+ERROR events go out at once); in the worker, before the model step, the scheduler decides from the
+user's state (speaking / silent / barge-in) what enters this turn's context slots — INTERRUPT now,
+WHEN_IDLE at the user's pause, SILENT as context only — and each is reported as RESULT_SURFACED.
 
 Back-pressure (OutputSink): each client has a bounded queue of `output_queue` chunks; when it is
 full the OLDEST chunk is dropped and counted; the next chunk the client receives carries the
@@ -38,6 +39,7 @@ from interaction_actor.inputs import InputError, InputLimits, WindowBuilder
 from interaction_actor.metrics import LoopMetrics
 from interaction_actor.model import InteractionModel
 from interaction_actor.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.weave import Weaver, event, user_state
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
@@ -62,6 +64,7 @@ class LoopConfig:
     send_mel: bool = False  # also send mel frames in AudioOutput
     background_address: str | None = None
     delegation_deadline_ms: int = 30_000
+    allowed_tools: list[str] = field(default_factory=list)  # tools a delegation may use (the package's allow-list)
     transcript_entries: int = 64
     limits: InputLimits = field(default_factory=InputLimits)
 
@@ -91,14 +94,6 @@ def raise_priority(niceness: int | None) -> int:
         log.warning("loop_priority_unchanged", niceness=current, wanted=niceness, error=str(exc),
                     advice="start Ray with RAY_worker_niceness=0 or grant CAP_SYS_NICE")
         return current
-
-
-def event(kind: int, text: str = "", *, task_id: str = "", code: str = "", retryable: bool = False,
-          mode: int = 0, **attrs: object) -> spb.Event:
-    ev = spb.Event(kind=kind, text=text, task_id=task_id, mode=mode, attrs={k: str(v) for k, v in attrs.items()})
-    if code:
-        ev.error.CopyFrom(cpb.ErrorInfo(code=code, message=text, retryable=retryable))
-    return ev
 
 
 class OutputSink:
@@ -158,8 +153,9 @@ class LiveSession:
     origin: float | None = None  # clock time of its first turn
     stopping: bool = False
     closed: bool = False
-    tasks: set[str] = field(default_factory=set)
+    tasks: dict[str, int] = field(default_factory=dict)  # running delegations (task id -> turn), oldest first
     transcript: deque = field(default_factory=lambda: deque(maxlen=64))
+    weave: Weaver = field(default_factory=Weaver)
     last: spb.OutputChunk | None = None  # for tests and the actor's inspection
 
 
@@ -172,6 +168,7 @@ class _Work:
     context: str
     events: list[spb.Event]
     time_ms: int
+    typed: str = ""  # text the user typed in this window (a follow-up for a running delegation)
 
 
 class TurnLoop:
@@ -180,12 +177,14 @@ class TurnLoop:
         self.model = model
         self.config = config or LoopConfig()
         self.metrics = LoopMetrics(turn_ms=float(self.config.turn_ms))
-        self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms)
+        self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms,
+                                                self.config.allowed_tools)
         self.sessions: dict[str, LiveSession] = {}
         self.clock: TurnClock | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-step",
                                             initializer=raise_priority, initargs=(self.config.niceness,))
         self._task: asyncio.Task | None = None
+        self._side: set[asyncio.Task] = set()  # steer calls in flight (never awaited by the loop)
         self._stop = asyncio.Event()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
@@ -233,6 +232,7 @@ class TurnLoop:
         if live.sink is not None:
             live.sink.close()
         self.delegator.cancel_all(list(live.tasks))
+        live.weave.close(live.state.turn if live.state is not None else 0)
         log.info("session_closed", session_id=session_id, turns=live.state.turn if live.state else 0)
 
     def start_delegation(self, session_id: str, task: str) -> str:
@@ -242,10 +242,22 @@ class TurnLoop:
         req = DelegationRequest(session_id=session_id, task=task, turn=turn,
                                 time_ms=int(turn * self.config.turn_ms), transcript=list(live.transcript))
         task_id = self.delegator.start(req, live.updates)
-        live.tasks.add(task_id)
+        live.tasks[task_id] = turn
+        live.weave.track(task_id, turn)
         self.metrics.delegations += 1
         live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn))
         return task_id
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
+        self._side.add(t)
+        t.add_done_callback(self._side.discard)
+
+    async def _steer(self, live: LiveSession, task_id: str, text: str) -> None:
+        """Forward a follow-up to the running task; the outcome rides the session's next chunk."""
+        ok = await self.delegator.steer(task_id, text)
+        live.events.append(event(spb.EVENT_KIND_PROGRESS, text if ok else f"steer not accepted: {text}",
+                                 task_id=task_id, update="steered" if ok else "steer_refused"))
 
     # ---- the loop -----------------------------------------------------------------------------
     def start(self) -> asyncio.Task:
@@ -297,32 +309,18 @@ class TurnLoop:
                                 f"{self.config.max_inbox} arrived in one turn window", code="input_overflow",
                                 retryable=True))
             live.refused = 0
+        turn = live.state.turn if live.state is not None else 0
         while live.updates:
-            events.extend(self._absorb(live, live.updates.popleft()))
+            upd = live.updates.popleft()
+            if upd.kind in TERMINAL:
+                live.tasks.pop(upd.task_id, None)
+            if upd.kind == bpb.UPDATE_KIND_FINAL:
+                live.transcript.append(xpb.TranscriptEntry(
+                    speaker=xpb.SPEAKER_BACKGROUND, kind=xpb.ENTRY_KIND_UTTERANCE, text=upd.text, start_turn=turn))
+            events.extend(live.weave.offer(upd, turn))
         context, live.context = "\n".join(live.context), []
         return _Work(live=live, items=items, context=context, events=events,
                      time_ms=int(round((scheduled - live.origin) * 1000)))
-
-    def _absorb(self, live: LiveSession, upd: bpb.Update) -> list[spb.Event]:
-        """Fallback interleaving (no scheduler yet): FINAL text enters context next turn; all become events."""
-        kind = bpb.UpdateKind.Name(upd.kind).removeprefix("UPDATE_KIND_").lower()
-        if upd.kind in TERMINAL:
-            live.tasks.discard(upd.task_id)
-        if upd.kind == bpb.UPDATE_KIND_FINAL:
-            live.context.append(upd.text)
-            live.transcript.append(xpb.TranscriptEntry(speaker=xpb.SPEAKER_BACKGROUND, kind=xpb.ENTRY_KIND_UTTERANCE,
-                                                       text=upd.text))
-            return [event(spb.EVENT_KIND_RESULT_SURFACED, upd.text, task_id=upd.task_id,
-                          mode=cpb.SURFACING_MODE_SILENT, seq=upd.seq)]
-        if upd.kind in (bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
-            code = upd.error.code or kind
-            return [event(spb.EVENT_KIND_ERROR, upd.error.message or kind, task_id=upd.task_id, code=code,
-                          retryable=upd.error.retryable, seq=upd.seq)]
-        if upd.kind == bpb.UPDATE_KIND_TOOL_CALL:
-            return [event(spb.EVENT_KIND_TOOL_CALL, upd.tool_call.name, task_id=upd.task_id,
-                          arguments=upd.tool_call.arguments_json, seq=upd.seq)]
-        return [event(spb.EVENT_KIND_PROGRESS, upd.text or upd.tool_result.content, task_id=upd.task_id,
-                      update=kind, seq=upd.seq, progress=upd.progress)]
 
     def _compute(self, work: list[_Work]) -> tuple[list[tuple[spb.OutputChunk | None, str | None]], float]:
         """Worker thread: decode inputs, admit sessions, one batched model step, build chunks."""
@@ -339,9 +337,16 @@ class TurnLoop:
                     self.metrics.input_errors += 1
                     w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
                     log.info("input_refused", session_id=live.id, code=exc.code, error=exc.message)
-            inp, counts = live.window.take(context=w.context)
             if live.window.stop:
                 live.stopping = True
+            inp, counts = live.window.take()
+            state = user_state(inp.audio, inp.text, inp.barge_in)
+            if inp.barge_in:
+                w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.state.turn))
+            woven, surfaced = live.weave.decide(live.state.turn, state)
+            w.events.extend(surfaced)
+            inp.context = "\n".join(c for c in (w.context, woven) if c)
+            w.typed = inp.text
             if inp.text:
                 live.transcript.append(xpb.TranscriptEntry(
                     speaker=xpb.SPEAKER_USER, kind=xpb.ENTRY_KIND_UTTERANCE, text=inp.text, typed=True,
@@ -400,6 +405,8 @@ class TurnLoop:
             chunk.timing.missed = missed
             if task:
                 self.start_delegation(live.id, task)  # a task on the loop; its events ride the next chunk
+            elif w.typed and live.tasks:  # a follow-up while a delegation runs: steer the newest one
+                self._spawn(self._steer(live, next(reversed(live.tasks.keys())), w.typed))
             if live.stopping:
                 chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
             live.last = chunk

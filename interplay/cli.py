@@ -60,5 +60,65 @@ def bench_model(
     emit("interplay bench model", run(quick=quick, preset=preset, threads=threads), as_json)
 
 
+@bench_app.command("loop")
+def bench_loop(
+    quick: bool = QUICK,
+    as_json: bool = JSON,
+    preset: str = typer.Option("small", help="Model preset the sessions run."),
+    seconds: float = typer.Option(None, help="Seconds per configuration (default 20, --quick 3)."),
+    turn_ms: int = typer.Option(200, help="Turn length in milliseconds."),
+) -> None:
+    """Turn-start lateness, compute fraction and misses for 1/4/16 sessions, idle and with a busy neighbour."""
+    from interaction_actor.bench_loop import bench_loop as run
+
+    emit("interplay bench loop", run(quick=quick, preset=preset, seconds=seconds, turn_ms=turn_ms), as_json)
+
+
+@bench_app.command("delegation")
+def bench_delegation(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Context-package handoff time (build + serialize + send) and result surfacing delay in turns."""
+    from delegation.bench import bench_delegation as run
+
+    emit("interplay bench delegation", run(quick=quick), as_json)
+
+
+@app.command()
+def talk(
+    address: str = typer.Argument(..., help="Session service address, host:port (printed by `serve`)."),
+    wav: str = typer.Option(None, "--wav", help="16 kHz mono PCM16 WAV to stream in real time."),
+    frames: str = typer.Option(None, "--frames", help="Folder of JPEG/PNG frames, streamed at --fps."),
+    script: str = typer.Option(None, "--script", help="Text file: one typed message per line."),
+    fps: float = typer.Option(5.0, help="Frames per second for --frames."),
+    tail: float = typer.Option(1.0, help="Seconds to keep listening after the inputs end."),
+    fast: bool = typer.Option(False, "--fast", help="Send as fast as possible instead of in real time."),
+    session_id: str = typer.Option("", help="Session id (default: chosen by the server)."),
+) -> None:
+    """Stream a WAV (and frames, a text script) to a running actor; print the live per-turn timeline."""
+    from interplay.client import talk_main
+
+    if not (wav or frames or script):
+        raise typer.BadParameter("give at least one of --wav, --frames, --script")
+    talk_main(address, wav=wav, frames_dir=frames, script=script, fps=fps, tail_s=tail, realtime=not fast,
+              session_id=session_id)
+
+
+@app.command()
+def study(
+    as_json: bool = JSON,
+    quick: bool = QUICK,
+    policies: str = typer.Option(None, help="Comma-separated policy names (default: all registered)."),
+    scenarios: str = typer.Option("examples/scenarios", help="Folder (or file) of scenario JSON."),
+    out: str = typer.Option("runs/study", help="Where study.csv, study.json and plots go."),
+    seed: int = typer.Option(0, help="Base seed."),
+    repeats: int = typer.Option(3, help="Runs per policy x scenario."),
+) -> None:
+    """Compare delegation policies over scripted scenarios; writes CSV, JSON and plots."""
+    from delegation.study import run_study
+
+    names = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
+    result = run_study(names, scenarios, out, seed=seed, repeats=1 if quick else repeats)
+    emit("interplay study", result, as_json)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -40,7 +40,8 @@ def configure_logging(level: str = "info", json: bool | None = None, stream=None
 
 def get_logger(name: str | None = None, **bound: object) -> structlog.stdlib.BoundLogger:
     """A structlog logger bound to `component=name` and any extra keys."""
-    log = structlog.get_logger()
     if name:
         bound = {"component": name, **bound}
-    return log.bind(**bound) if bound else log
+    # Lazy: structlog resolves the configuration at first use, so loggers made at import time
+    # (before configure_logging runs) still follow the CLI's --log-level / --log-json.
+    return structlog.get_logger(**bound)

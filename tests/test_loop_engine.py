@@ -19,6 +19,7 @@ from interaction_actor.service import serve
 from interplay.client import SessionClient, audio_chunk
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc
+from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 
 PCM_100MS = (torch.sin(torch.arange(1600) / 4.0) * 6000).to(torch.int16).numpy().tobytes()
@@ -33,8 +34,9 @@ def kinds(chunk: spb.OutputChunk) -> list[int]:
     return [e.kind for e in chunk.events]
 
 
-async def collect(address: str, turns: int, during=None) -> list[spb.OutputChunk]:
-    """Stream 100 ms of audio per turn for `turns` chunks; `during(session_id, k)` runs after chunk k."""
+async def collect(address: str, turns: int, during=None, speak_turns: int | None = None) -> list[spb.OutputChunk]:
+    """Stream 100 ms of audio per turn for `turns` chunks (the user falls silent after `speak_turns`
+    chunks when given); `during(session_id, k)` runs after chunk k."""
     got = []
     async with SessionClient(address) as c:
         await c.send(audio_chunk(PCM_100MS))
@@ -44,7 +46,8 @@ async def collect(address: str, turns: int, during=None) -> list[spb.OutputChunk
                 await during(c.session_id, len(got))
             if len(got) >= turns:
                 break
-            await c.send(audio_chunk(PCM_100MS))
+            if speak_turns is None or len(got) < speak_turns:
+                await c.send(audio_chunk(PCM_100MS))
     return got
 
 
@@ -109,13 +112,37 @@ async def test_a_final_background_result_is_surfaced_on_the_stream(tiny):
             loop.start_delegation(sid, "weather?")
 
     try:
-        chunks = await collect(address, 12, delegate_at_turn_1)
+        chunks = await collect(address, 14, delegate_at_turn_1, speak_turns=8)
     finally:
         await server.stop(0.2)
         await loop.stop()
         await bg_server.stop(0.2)
-    surfaced = [e for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
-    assert [e.text for e in surfaced] == ["It is 21 degrees."]
+    surfaced = [(c.turn, e) for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
+    assert [e.text for _, e in surfaced] == ["It is 21 degrees."]
+    assert surfaced[0][1].mode == cpb.SURFACING_MODE_WHEN_IDLE and surfaced[0][1].attrs["voiced"] == "True"
+
+
+async def test_a_when_idle_result_waits_for_the_users_pause(tiny):
+    bg_server, bg_addr = await background(HangingBackground(answer="It is 21 degrees."))
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr))
+    loop.start()
+    server, address = await serve(loop)
+
+    async def delegate_at_turn_1(sid: str, k: int) -> None:
+        if k == 1:
+            loop.start_delegation(sid, "weather?")
+
+    try:
+        chunks = await collect(address, 16, delegate_at_turn_1, speak_turns=10)
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+        await bg_server.stop(0.2)
+    received = min(c.turn for c in chunks for e in c.events
+                   if e.kind == spb.EVENT_KIND_PROGRESS and e.attrs.get("update") == "final")
+    surfaced = [c.turn for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
+    assert received < 8  # the answer was there while the user was still talking ...
+    assert surfaced and surfaced[0] >= 9  # ... and entered the conversation only once they paused
 
 
 async def test_nan_float_samples_cost_one_error_event_and_no_other_session_is_touched(tiny):

@@ -1,0 +1,122 @@
+"""Weaver: one session's bridge between background Updates and its micro-turns.
+
+`offer(update, turn)` (asyncio side, at a turn boundary) hands each Update to the session's
+`delegation.InterleaveScheduler` and returns the stream events it implies (tool call, progress,
+errors). `decide(turn, user_state)` (worker side, once per turn, before the model step) returns the
+text that enters the model's context this turn and the RESULT_SURFACED / interruption events. The
+scheduler picks the moment (INTERRUPT now, WHEN_IDLE at the user's pause, SILENT as context only);
+the model, which sees the text in its context slots, voices it. Every delegation settles once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from delegation import InterleaveScheduler, SchedulerConfig, SchedulerError, SurfacingMode, UserState
+from interplay.log import get_logger
+from interplay.v1 import background_pb2 as bpb
+from interplay.v1 import common_pb2 as cpb
+from interplay.v1 import session_pb2 as spb
+
+log = get_logger("interaction_actor.weave")
+
+SPEECH_RMS = 0.01  # user audio louder than this (RMS over the window's last 100 ms) counts as speech
+TAIL_SAMPLES = 1600
+
+
+def event(kind: int, text: str = "", *, task_id: str = "", code: str = "", retryable: bool = False,
+          mode: int = 0, **attrs: object) -> spb.Event:
+    """An output-stream Event; `code` adds an ErrorInfo."""
+    ev = spb.Event(kind=kind, text=text, task_id=task_id, mode=mode, attrs={k: str(v) for k, v in attrs.items()})
+    if code:
+        ev.error.CopyFrom(cpb.ErrorInfo(code=code, message=text, retryable=retryable))
+    return ev
+
+
+def user_state(audio: torch.Tensor | None, text: str, barge_in: bool) -> UserState:
+    """INTERRUPTED on a barge-in control; SPEAKING when the window's tail holds speech or text was
+    typed in it; SILENT otherwise. A cheap energy rule: the scheduler only needs "is the user pausing"."""
+    if barge_in:
+        return UserState.INTERRUPTED
+    if text:
+        return UserState.SPEAKING
+    if audio is not None and audio.numel():
+        tail = audio[-TAIL_SAMPLES:].float()
+        if float(tail.pow(2).mean().sqrt()) > SPEECH_RMS:
+            return UserState.SPEAKING
+    return UserState.SILENT
+
+
+def _kind(upd: bpb.Update) -> str:
+    return bpb.UpdateKind.Name(upd.kind).removeprefix("UPDATE_KIND_").lower()
+
+
+@dataclass
+class Weaver:
+    """Per-session interleaving state; not thread-safe (the loop calls it from one side at a time)."""
+
+    config: SchedulerConfig = field(default_factory=SchedulerConfig)
+    scheduler: InterleaveScheduler = field(init=False)
+    surfaced: int = 0
+    voiced: int = 0
+
+    def __post_init__(self) -> None:
+        self.scheduler = InterleaveScheduler(self.config)
+
+    def track(self, task_id: str, turn: int, preferred_mode: int = cpb.SURFACING_MODE_WHEN_IDLE) -> None:
+        self.scheduler.track(task_id, turn, preferred_mode)
+
+    def cancel(self, task_id: str, turn: int) -> None:
+        self.scheduler.cancel(task_id, turn, "cancelled_by_user")
+
+    def offer(self, upd: bpb.Update, turn: int) -> list[spb.Event]:
+        """Queue an Update for the scheduler; return the events the client sees for it right away."""
+        try:
+            self.scheduler.offer(upd, turn)
+        except SchedulerError as exc:
+            log.warning("update_refused", error=str(exc), kind=_kind(upd))
+            return [event(spb.EVENT_KIND_ERROR, str(exc), task_id=upd.task_id, code="bad_update")]
+        if upd.kind in (bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
+            return [event(spb.EVENT_KIND_ERROR, upd.error.message or _kind(upd), task_id=upd.task_id,
+                          code=upd.error.code or _kind(upd), retryable=upd.error.retryable, seq=upd.seq)]
+        if upd.kind == bpb.UPDATE_KIND_TOOL_CALL:
+            return [event(spb.EVENT_KIND_TOOL_CALL, upd.tool_call.name, task_id=upd.task_id,
+                          arguments=upd.tool_call.arguments_json, seq=upd.seq)]
+        if upd.kind == bpb.UPDATE_KIND_FINAL:
+            return [event(spb.EVENT_KIND_PROGRESS, "result received", task_id=upd.task_id, update="final",
+                          seq=upd.seq)]
+        text = upd.text or upd.tool_result.content
+        return [event(spb.EVENT_KIND_PROGRESS, text, task_id=upd.task_id, update=_kind(upd), seq=upd.seq,
+                      progress=upd.progress)]
+
+    def decide(self, turn: int, state: UserState) -> tuple[str, list[spb.Event]]:
+        """This turn's context text and the surfacing events (called once per turn, turns increasing)."""
+        try:
+            d = self.scheduler.step(turn, state)
+        except SchedulerError as exc:  # a turn replayed out of order: surface nothing, keep going
+            log.warning("scheduler_step_refused", error=str(exc), turn=turn)
+            return "", []
+        events: list[spb.Event] = []
+        voiced = {(s.task_id, s.seq) for s in d.voice}
+        for s in d.context:
+            if not s.text:  # ACCEPTED / QUEUED acknowledgements carry nothing to surface
+                continue
+            is_voiced = (s.task_id, s.seq) in voiced
+            self.surfaced += 1
+            self.voiced += int(is_voiced)
+            events.append(event(spb.EVENT_KIND_RESULT_SURFACED, s.text, task_id=s.task_id, mode=int(s.mode),
+                                voiced=is_voiced, received_turn=s.received_turn, age_ms=s.age_ms,
+                                update=bpb.UpdateKind.Name(s.kind).removeprefix("UPDATE_KIND_").lower(),
+                                redelivery=s.redelivery))
+        for s in d.interrupted:
+            events.append(event(spb.EVENT_KIND_BARGE_IN, f"voicing of {s.task_id} cut", task_id=s.task_id,
+                                mode=int(SurfacingMode.WHEN_IDLE)))
+        for st in d.settled:
+            log.info("delegation_settled", task_id=st.task_id, outcome=st.outcome, turn=st.turn)
+        return d.context_text(), events
+
+    def close(self, turn: int) -> None:
+        for st in self.scheduler.close(turn):
+            log.info("delegation_settled", task_id=st.task_id, outcome=st.outcome, turn=st.turn)

@@ -1,0 +1,175 @@
+"""The loop's side of delegation with real gRPC on 127.0.0.1: steering a running task, failover and
+least-loaded choice across a background pool, and the barge-in event.
+
+The Background servers here are small real gRPC servicers written for the test, because the
+property under test is the interaction side's behaviour (the background actor has its own tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import grpc
+import pytest
+import torch
+
+from interaction_actor.delegator import DelegationRequest, Delegator
+from interaction_actor.loop import LoopConfig, TurnLoop
+from interaction_actor.model import build_model
+from interaction_actor.service import serve
+from interplay.client import SessionClient, audio_chunk, control, text_chunk
+from interplay.v1 import background_pb2 as bpb
+from interplay.v1 import background_pb2_grpc as bgrpc
+from interplay.v1 import session_pb2 as spb
+
+QUIET_100MS = torch.zeros(1600, dtype=torch.int16).numpy().tobytes()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_model("tiny")
+
+
+class SteerableBackground(bgrpc.BackgroundServicer):
+    """Accepts, waits for a steer (bounded), then answers with the follow-up folded in."""
+
+    def __init__(self) -> None:
+        self.steers: list[tuple[str, str]] = []
+        self.delegated: list[str] = []
+        self._steered = asyncio.Event()
+
+    async def Delegate(self, request, context):  # noqa: N802
+        self.delegated.append(request.task_id)
+        yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ACCEPTED)
+        try:
+            await asyncio.wait_for(self._steered.wait(), 10.0)
+        except TimeoutError:
+            return
+        yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL,
+                         text=f"{request.task} ({self.steers[-1][1]})")
+
+    async def Steer(self, request, context):  # noqa: N802
+        self.steers.append((request.task_id, request.text))
+        self._steered.set()
+        return bpb.SteerResponse(accepted=True)
+
+
+async def background(servicer) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    bgrpc.add_BackgroundServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+async def test_text_typed_while_a_delegation_runs_steers_that_task(tiny):
+    bg = SteerableBackground()
+    bg_server, bg_addr = await background(bg)
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr))
+    loop.start()
+    server, address = await serve(loop)
+    chunks: list[spb.OutputChunk] = []
+    try:
+        async with SessionClient(address, "steer") as c:
+            async for chunk in c.chunks():
+                chunks.append(chunk)
+                if len(chunks) == 2:
+                    task_id = loop.start_delegation("steer", "weather Oslo")
+                if len(chunks) == 5:
+                    await c.send(text_chunk("in celsius"))
+                if len(chunks) >= 20:
+                    break
+                await c.send(audio_chunk(QUIET_100MS))
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+        await bg_server.stop(0.2)
+    assert bg.steers == [(task_id, "in celsius")]
+    steered = [e for ch in chunks for e in ch.events if e.attrs.get("update") == "steered"]
+    assert steered and steered[0].task_id == task_id
+    surfaced = [e.text for ch in chunks for e in ch.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
+    assert surfaced == ["weather Oslo (in celsius)"]
+
+
+async def test_a_delegation_fails_over_to_the_next_background_when_one_is_unreachable():
+    class Answering(bgrpc.BackgroundServicer):
+        async def Delegate(self, request, context):  # noqa: N802
+            yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_FINAL, text="done")
+
+    bg_server, bg_addr = await background(Answering())
+    dead = closed_port()
+    d = Delegator(f"{dead},{bg_addr}", deadline_ms=5000)
+    inboxes = []
+    try:
+        for i in range(4):  # round robin puts the dead server first for some of them
+            inbox: list = []
+            d.start(DelegationRequest(session_id="s", task=f"t{i}", turn=0, time_ms=0), inbox)
+            inboxes.append(inbox)
+        for _ in range(100):
+            if all(inboxes):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await d.close()
+        await bg_server.stop(0.2)
+    assert [[u.kind for u in box] for box in inboxes] == [[bpb.UPDATE_KIND_FINAL]] * 4
+    assert d.failovers >= 1
+
+
+async def test_a_new_delegation_goes_to_the_least_loaded_background():
+    class Holding(bgrpc.BackgroundServicer):
+        def __init__(self) -> None:
+            self.got: list[str] = []
+            self.release = asyncio.Event()
+
+        async def Delegate(self, request, context):  # noqa: N802
+            self.got.append(request.task)
+            yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ACCEPTED)
+            try:
+                await asyncio.wait_for(self.release.wait(), 10.0)
+            except TimeoutError:
+                return
+            yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL, text="ok")
+
+    a, b = Holding(), Holding()
+    (sa, aa), (sb, ab) = await background(a), await background(b)
+    d = Delegator(f"{aa},{ab}", deadline_ms=5000)
+    try:
+        for i in range(4):
+            d.start(DelegationRequest(session_id="s", task=f"t{i}", turn=0, time_ms=0), [])
+            await asyncio.sleep(0.1)  # let each call land before the next choice
+        spread = (len(a.got), len(b.got))
+    finally:
+        a.release.set()
+        b.release.set()
+        await d.close()
+        await sa.stop(0.2)
+        await sb.stop(0.2)
+    assert spread == (2, 2)
+
+
+async def test_a_barge_in_control_is_reported_on_the_turn_it_lands(tiny):
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50))
+    loop.start()
+    server, address = await serve(loop)
+    chunks: list[spb.OutputChunk] = []
+    try:
+        async with SessionClient(address, "barge") as c:
+            async for chunk in c.chunks():
+                chunks.append(chunk)
+                if len(chunks) == 3:
+                    await c.send(control(spb.CONTROL_KIND_BARGE_IN))
+                if len(chunks) >= 8:
+                    break
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+    barges = [ch.turn for ch in chunks for e in ch.events if e.kind == spb.EVENT_KIND_BARGE_IN]
+    assert len(barges) == 1 and 3 <= barges[0] <= 5
