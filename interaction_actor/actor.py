@@ -9,6 +9,7 @@ own asyncio loop; the model step runs in the loop's worker thread.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import ray
 
@@ -18,6 +19,25 @@ from interaction_actor.metrics import serve_metrics
 from interplay.log import configure_logging, get_logger
 
 log = get_logger("interaction_actor.actor")
+
+
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+
+
+def shipped_checkpoint(preset: str) -> str | None:
+    """The checkpoint `interplay train` shipped for `preset` (interaction_actor/checkpoints/), if any."""
+    path = CHECKPOINTS / f"{preset}.pt"
+    return str(path) if path.is_file() else None
+
+
+def resolve_checkpoint(preset: str, checkpoint: str | None) -> str | None:
+    """None → the shipped checkpoint of the preset (random init when there is none); "none" → random init."""
+    if checkpoint is None:
+        found = shipped_checkpoint(preset)
+        if found is None:
+            log.warning("no_shipped_checkpoint", preset=preset, advice="run `interplay train`; using random init")
+        return found
+    return None if checkpoint.lower() in ("none", "random") else checkpoint
 
 
 class InteractionActorImpl:
@@ -44,7 +64,7 @@ class InteractionActorImpl:
         from interaction_actor.service import serve
 
         configure_logging(self.log_level)
-        model = build_model(self.preset, self.checkpoint, self.seed)
+        model = build_model(self.preset, resolve_checkpoint(self.preset, self.checkpoint), self.seed)
         self.loop = TurnLoop(model, self.config)
         self.loop.start()
         self.server, self.address = await serve(self.loop, self.host, self.port)
@@ -68,6 +88,10 @@ class InteractionActorImpl:
     def start_delegation(self, session_id: str, task: str) -> str:
         """Delegate for a live session now (what a <delegate> token does); returns the task id."""
         return self.loop.start_delegation(session_id, task)
+
+    def recent_packages(self) -> list[bytes]:
+        """The newest context packages this actor delegated (serialized ContextPackage), oldest first."""
+        return [p.SerializeToString() for p in self.loop.delegator.sent] if self.loop else []
 
     def sessions(self) -> list[str]:
         return list(self.loop.sessions) if self.loop else []

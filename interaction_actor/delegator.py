@@ -46,6 +46,9 @@ class DelegationRequest:
     time_ms: int
     transcript: list[xpb.TranscriptEntry] = field(default_factory=list)
     user_state: int = cpb.USER_STATE_SILENT
+    preferred_mode: int = cpb.SURFACING_MODE_WHEN_IDLE
+    allowed_tools: list[str] | None = None  # None: the delegator's default allow-list
+    deadline_ms: int | None = None  # None: the delegator's default deadline
 
 
 def minimal_package(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str],
@@ -58,7 +61,7 @@ def minimal_package(req: DelegationRequest, task_id: str, deadline_ms: int, allo
         earlier_summary=f"{dropped} earlier entries omitted" if dropped else "", dropped_entries=dropped,
         user_state=req.user_state, allowed_tools=allowed_tools, deadline_ms=deadline_ms,
         priority=cpb.PRIORITY_NORMAL, origin_turn=req.turn, created_unix_ms=int(time.time() * 1000),
-        preferred_mode=cpb.SURFACING_MODE_WHEN_IDLE)
+        preferred_mode=req.preferred_mode)
 
 
 def build(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str]) -> xpb.ContextPackage:
@@ -66,7 +69,8 @@ def build(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools:
         try:
             return _build_package(task_id=task_id, session_id=req.session_id, task=req.task,
                                   transcript=req.transcript, user_state=req.user_state,
-                                  allowed_tools=allowed_tools, deadline_ms=deadline_ms, origin_turn=req.turn)
+                                  allowed_tools=allowed_tools, deadline_ms=deadline_ms, origin_turn=req.turn,
+                                  preferred_mode=req.preferred_mode)
         except TypeError as exc:  # signature differs from what this module expects: fall back, say so
             log.warning("build_package_fallback", error=str(exc))
     return minimal_package(req, task_id, deadline_ms, allowed_tools)
@@ -93,6 +97,7 @@ class Delegator:
         self.where: dict[str, str] = {}  # task id -> the server running it
         self.inflight: dict[str, int] = dict.fromkeys(self.addresses, 0)
         self.failovers = 0
+        self.sent: deque[xpb.ContextPackage] = deque(maxlen=32)  # the newest packages, for inspection
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._rr = 0
 
@@ -111,7 +116,9 @@ class Delegator:
     def start(self, req: DelegationRequest, inbox: deque) -> str:
         """Begin a delegation; returns its task id at once. Updates land in `inbox`."""
         task_id = uuid.uuid4().hex[:16]
-        pkg = build(req, task_id, self.deadline_ms, self.allowed_tools)
+        tools = self.allowed_tools if req.allowed_tools is None else list(req.allowed_tools)
+        pkg = build(req, task_id, req.deadline_ms or self.deadline_ms, tools)
+        self.sent.append(pkg)
         task = asyncio.get_running_loop().create_task(self._run(pkg, inbox), name=f"delegate-{task_id}")
         self.tasks[task_id] = task
         task.add_done_callback(lambda _t, k=task_id: (self.tasks.pop(k, None), self.where.pop(k, None)))

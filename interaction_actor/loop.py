@@ -24,6 +24,7 @@ Inputs: at most `max_inbox` raw items wait per session; beyond that items are re
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 import uuid
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from delegation import Delegation, TurnState, UserState, load_policy
 from interaction_actor.clock import TurnClock
 from interaction_actor.delegator import DelegationRequest, Delegator
 from interaction_actor.inputs import InputError, InputLimits, WindowBuilder
@@ -65,6 +67,8 @@ class LoopConfig:
     background_address: str | None = None
     delegation_deadline_ms: int = 30_000
     allowed_tools: list[str] = field(default_factory=list)  # tools a delegation may use (the package's allow-list)
+    policy: object = "model_token"  # delegation policy: a registered name, "module:attr", or an object with decide()
+    policy_options: dict = field(default_factory=dict)
     transcript_entries: int = 64
     limits: InputLimits = field(default_factory=InputLimits)
 
@@ -156,6 +160,7 @@ class LiveSession:
     tasks: dict[str, int] = field(default_factory=dict)  # running delegations (task id -> turn), oldest first
     transcript: deque = field(default_factory=lambda: deque(maxlen=64))
     weave: Weaver = field(default_factory=Weaver)
+    policy: object | None = None  # this session's delegation policy (policies keep per-session state)
     last: spb.OutputChunk | None = None  # for tests and the actor's inspection
 
 
@@ -169,6 +174,7 @@ class _Work:
     events: list[spb.Event]
     time_ms: int
     typed: str = ""  # text the user typed in this window (a follow-up for a running delegation)
+    user: UserState = UserState.SILENT
 
 
 class TurnLoop:
@@ -197,7 +203,7 @@ class TurnLoop:
         if len(self.sessions) >= self.config.max_sessions:
             raise SessionError("too_many_sessions", f"this actor hosts at most {self.config.max_sessions} sessions")
         live = LiveSession(id=sid, sink=sink, window=WindowBuilder(limits=self.config.limits),
-                           transcript=deque(maxlen=self.config.transcript_entries))
+                           transcript=deque(maxlen=self.config.transcript_entries), policy=self._policy())
         live.events.append(event(spb.EVENT_KIND_SESSION_STARTED, session_id=sid))
         self.sessions[sid] = live
         log.info("session_opened", session_id=sid, live=len(self.sessions))
@@ -235,15 +241,25 @@ class TurnLoop:
         live.weave.close(live.state.turn if live.state is not None else 0)
         log.info("session_closed", session_id=session_id, turns=live.state.turn if live.state else 0)
 
-    def start_delegation(self, session_id: str, task: str) -> str:
-        """Start a delegation for the session (the loop does this on <delegate>); never awaited."""
+    def _policy(self) -> object:
+        spec = self.config.policy
+        if isinstance(spec, (str, type)):
+            return load_policy(spec, **self.config.policy_options)
+        return copy.deepcopy(spec)  # a ready object: one copy per session (policies keep state)
+
+    def start_delegation(self, session_id: str, task: str, decision: Delegation | None = None) -> str:
+        """Start a delegation for the session (what the policy's decision does); never awaited."""
         live = self.sessions[session_id]
         turn = live.state.turn if live.state is not None else 0
+        mode = int(decision.preferred_mode) if decision is not None else cpb.SURFACING_MODE_WHEN_IDLE
         req = DelegationRequest(session_id=session_id, task=task, turn=turn,
-                                time_ms=int(turn * self.config.turn_ms), transcript=list(live.transcript))
+                                time_ms=int(turn * self.config.turn_ms), transcript=list(live.transcript),
+                                preferred_mode=mode,
+                                allowed_tools=decision.allowed_tools if decision is not None else None,
+                                deadline_ms=decision.deadline_ms if decision is not None else None)
         task_id = self.delegator.start(req, live.updates)
         live.tasks[task_id] = turn
-        live.weave.track(task_id, turn)
+        live.weave.track(task_id, turn, mode)
         self.metrics.delegations += 1
         live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn))
         return task_id
@@ -346,7 +362,7 @@ class TurnLoop:
             woven, surfaced = live.weave.decide(live.state.turn, state)
             w.events.extend(surfaced)
             inp.context = "\n".join(c for c in (w.context, woven) if c)
-            w.typed = inp.text
+            w.typed, w.user = inp.text, state
             if inp.text:
                 live.transcript.append(xpb.TranscriptEntry(
                     speaker=xpb.SPEAKER_USER, kind=xpb.ENTRY_KIND_UTTERANCE, text=inp.text, typed=True,
@@ -388,11 +404,27 @@ class TurnLoop:
         if self.config.send_mel and out.mel.numel():
             chunk.audio.mel.extend(out.mel.flatten().tolist())
             chunk.audio.n_mels = int(out.mel.shape[1])
-        if out.text:
+        last = w.live.transcript[-1] if w.live.transcript else None
+        if out.text and last is not None and last.speaker == xpb.SPEAKER_ASSISTANT and last.end_turn == out.turn - 1:
+            last.text += out.text  # one utterance over several turns stays one entry
+            last.end_turn, last.end_ms = out.turn, w.time_ms
+        elif out.text:
             w.live.transcript.append(xpb.TranscriptEntry(
                 speaker=xpb.SPEAKER_ASSISTANT, kind=xpb.ENTRY_KIND_UTTERANCE, text=out.text, start_turn=out.turn,
                 end_turn=out.turn, start_ms=w.time_ms, end_ms=w.time_ms))
         return chunk
+
+    def _decide(self, live: LiveSession, w: _Work, chunk: spb.OutputChunk, task: str | None) -> Delegation | None:
+        """Ask the session's policy whether this turn starts a delegation (a failing policy is logged)."""
+        controls = [spb.ControlToken.Name(c).removeprefix("CONTROL_TOKEN_").lower() for c in chunk.controls]
+        st = TurnState(session_id=live.id, turn=chunk.turn, time_ms=w.time_ms, user_state=w.user,
+                       utterance=w.typed, utterance_final=bool(w.typed), controls=controls, delegate_task=task,
+                       active_tasks=list(live.tasks))
+        try:
+            return live.policy.decide(st)
+        except Exception as exc:  # noqa: BLE001 - a policy bug must not stop the clock
+            log.error("policy_failed", session_id=live.id, error=repr(exc))
+            return None
 
     def _emit(self, work: list[_Work], chunks: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
         """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped sessions."""
@@ -403,8 +435,9 @@ class TurnLoop:
             chunk.timing.lateness_ms = lateness_ms
             chunk.timing.compute_ms = compute_ms
             chunk.timing.missed = missed
-            if task:
-                self.start_delegation(live.id, task)  # a task on the loop; its events ride the next chunk
+            decision = self._decide(live, w, chunk, task)
+            if decision is not None:
+                self.start_delegation(live.id, decision.task, decision)  # a task; its events ride the next chunk
             elif w.typed and live.tasks:  # a follow-up while a delegation runs: steer the newest one
                 self._spawn(self._steer(live, next(reversed(live.tasks.keys())), w.typed))
             if live.stopping:

@@ -21,6 +21,7 @@ from interaction_actor.service import serve
 from interplay.client import SessionClient, audio_chunk, control, text_chunk
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc
+from interplay.v1 import context_pb2 as xpb
 from interplay.v1 import session_pb2 as spb
 
 QUIET_100MS = torch.zeros(1600, dtype=torch.int16).numpy().tobytes()
@@ -173,3 +174,32 @@ async def test_a_barge_in_control_is_reported_on_the_turn_it_lands(tiny):
         await loop.stop()
     barges = [ch.turn for ch in chunks for e in ch.events if e.kind == spb.EVENT_KIND_BARGE_IN]
     assert len(barges) == 1 and 3 <= barges[0] <= 5
+
+
+async def test_a_rule_policy_delegates_a_typed_request_with_the_conversation_in_its_package(tiny):
+    bg = SteerableBackground()
+    bg_server, bg_addr = await background(bg)
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr, policy="rule",
+                                     allowed_tools=["weather"]))
+    loop.start()
+    server, address = await serve(loop)
+    chunks: list[spb.OutputChunk] = []
+    try:
+        async with SessionClient(address, "rule") as c:
+            await c.send(text_chunk("hi there"))
+            async for chunk in c.chunks():
+                chunks.append(chunk)
+                if len(chunks) == 3:
+                    await c.send(text_chunk("what is the weather in Oslo?"))
+                if len(chunks) >= 8:
+                    break
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+        await bg_server.stop(0.2)
+    started = [e.text for ch in chunks for e in ch.events if e.kind == spb.EVENT_KIND_DELEGATION_STARTED]
+    assert started == ["what is the weather in Oslo?"]
+    pkg = loop.delegator.sent[0]
+    users = [e.text for e in pkg.transcript if e.speaker == xpb.SPEAKER_USER]
+    assert users == ["hi there", "what is the weather in Oslo?"]
+    assert list(pkg.allowed_tools) == ["weather"]
