@@ -326,14 +326,16 @@ class TurnLoop:
                                 retryable=True))
             live.refused = 0
         turn = live.state.turn if live.state is not None else 0
+        arrived = []
         while live.updates:
             upd = live.updates.popleft()
+            arrived.append(upd)
             if upd.kind in TERMINAL:
                 live.tasks.pop(upd.task_id, None)
             if upd.kind == bpb.UPDATE_KIND_FINAL:
                 live.transcript.append(xpb.TranscriptEntry(
                     speaker=xpb.SPEAKER_BACKGROUND, kind=xpb.ENTRY_KIND_UTTERANCE, text=upd.text, start_turn=turn))
-            events.extend(live.weave.offer(upd, turn))
+        events.extend(live.weave.offer_all(arrived, turn))
         context, live.context = "\n".join(live.context), []
         return _Work(live=live, items=items, context=context, events=events,
                      time_ms=int(round((scheduled - live.origin) * 1000)))

@@ -71,13 +71,37 @@ class Weaver:
     def cancel(self, task_id: str, turn: int) -> None:
         self.scheduler.cancel(task_id, turn, "cancelled_by_user")
 
+    @staticmethod
+    def for_the_model(upd: bpb.Update) -> bool:
+        """Which updates the scheduler weaves into the conversation: results, errors, cancellations,
+        and progress the background explicitly asks to surface (a timer's alert). Streamed partial
+        text, tool traffic and acknowledgements are shown to the client but never enter the model's
+        context slots: fragments there would be noise the model was not trained on."""
+        if upd.kind in (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
+            return True
+        return upd.kind == bpb.UPDATE_KIND_PROGRESS and upd.surfacing != cpb.SURFACING_MODE_UNSPECIFIED
+
+    def offer_all(self, updates: list[bpb.Update], turn: int) -> list[spb.Event]:
+        """`offer` each update, with consecutive PARTIAL updates of a task merged into one event."""
+        events: list[spb.Event] = []
+        for upd in updates:
+            prev = events[-1] if events else None
+            if (upd.kind == bpb.UPDATE_KIND_PARTIAL and prev is not None and prev.task_id == upd.task_id
+                    and prev.attrs.get("update") == "partial"):
+                prev.text += upd.text
+                prev.attrs["seq"] = str(upd.seq)
+                continue
+            events.extend(self.offer(upd, turn))
+        return events
+
     def offer(self, upd: bpb.Update, turn: int) -> list[spb.Event]:
         """Queue an Update for the scheduler; return the events the client sees for it right away."""
-        try:
-            self.scheduler.offer(upd, turn)
-        except SchedulerError as exc:
-            log.warning("update_refused", error=str(exc), kind=_kind(upd))
-            return [event(spb.EVENT_KIND_ERROR, str(exc), task_id=upd.task_id, code="bad_update")]
+        if self.for_the_model(upd):
+            try:
+                self.scheduler.offer(upd, turn)
+            except SchedulerError as exc:
+                log.warning("update_refused", error=str(exc), kind=_kind(upd))
+                return [event(spb.EVENT_KIND_ERROR, str(exc), task_id=upd.task_id, code="bad_update")]
         if upd.kind in (bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
             return [event(spb.EVENT_KIND_ERROR, upd.error.message or _kind(upd), task_id=upd.task_id,
                           code=upd.error.code or _kind(upd), retryable=upd.error.retryable, seq=upd.seq)]

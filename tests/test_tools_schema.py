@@ -211,3 +211,21 @@ def test_schemas_respect_an_allow_list():
 def test_registries_are_independent_objects():
     a, b = Registry([plan]), Registry()
     assert "plan" in a and "plan" not in b
+
+
+def test_a_tool_and_its_registry_survive_pickling_for_shipping_to_an_actor():
+    import asyncio
+    import pickle
+
+    import cloudpickle
+
+    from tools import Registry, tool
+
+    @tool(timeout_s=1.0)
+    def shout(word: str) -> str:
+        """Say it loud."""
+        return word.upper()
+
+    reg = pickle.loads(cloudpickle.dumps(Registry([shout])))
+    outcome = asyncio.run(reg.call("shout", '{"word": "hi"}', call_id="c1"))
+    assert outcome.ok and outcome.content == "HI"

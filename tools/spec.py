@@ -87,6 +87,16 @@ class Tool:
         if fn is not None:
             functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (Ray ships registries to actors): the per-loop gates are rebuilt, not copied."""
+        state = dict(self.__dict__)
+        state.pop("_semaphores", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._semaphores = weakref.WeakKeyDictionary()
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function directly (no validation, no limits): handy in unit tests."""
         if self.fn is None:
