@@ -1,8 +1,9 @@
 """ModelConfig: every size and layout constant of the interaction model, with named presets.
 
 `tiny` is for CPU tests (fast), `small` is the CPU demo default (one session's turn well inside
-the 200 ms budget on one core), `gpu` is a bigger model for an accelerator. Audio constants are
-the dMel paper's and are not meant to be changed per preset.
+the 200 ms budget on one core), `gpu` is a bigger model for an accelerator; `tiny_moe` and
+`small_moe` are tiny and small with a top-2 mixture-of-experts FFN (4 experts, each half the dense
+width). Audio constants are the dMel paper's and are not meant to be changed per preset.
 """
 
 from __future__ import annotations
@@ -89,13 +90,17 @@ class ModelConfig:
         return dataclasses.replace(self, **changes).validate()
 
 
+_TINY = ModelConfig(
+    d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=4096,
+    image_grid=(1, 1), text_in_slots=4, context_slots=4, text_out_slots=3, capacity=4096,
+    flow_dim=64, flow_blocks=1, flow_steps=2, griffin_lim_iters=8,
+)
+
 PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(
-        d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=4096,
-        image_grid=(1, 1), text_in_slots=4, context_slots=4, text_out_slots=3, capacity=4096,
-        flow_dim=64, flow_blocks=1, flow_steps=2, griffin_lim_iters=8,
-    ),
+    "tiny": _TINY,
+    "tiny_moe": dataclasses.replace(_TINY, ffn_dim=64, moe_experts=4, moe_top_k=2),
     "small": ModelConfig(),
+    "small_moe": ModelConfig(ffn_dim=256, moe_experts=4, moe_top_k=2),
     "gpu": ModelConfig(
         d_model=1024, n_layers=16, n_heads=16, n_kv_heads=4, ffn_dim=2816, moe_experts=8, moe_top_k=2,
         max_seq_len=32768, image_grid=(3, 4), text_in_slots=16, context_slots=16, text_out_slots=6,
@@ -105,7 +110,7 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 def preset(name: str) -> ModelConfig:
-    """The named preset (`tiny`, `small`, `gpu`); raises KeyError listing the names otherwise."""
+    """The named preset (`tiny`, `tiny_moe`, `small`, `small_moe`, `gpu`); KeyError listing the names otherwise."""
     if name not in PRESETS:
         raise KeyError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].validate()

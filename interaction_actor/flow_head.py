@@ -13,7 +13,6 @@ import hashlib
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import kernels
@@ -82,11 +81,11 @@ class FlowHead(nn.Module):
         return self._velocity(x_t, t, kernels.linear(cond, self.w_cond, self.b_cond))
 
     def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond_proj: torch.Tensor) -> torch.Tensor:
-        c = F.silu(cond_proj + kernels.linear(time_features(t), self.w_time))
+        c = kernels.silu(cond_proj + kernels.linear(time_features(t), self.w_time))
         h = kernels.linear(x_t, self.w_in)
         for blk in self.blocks:
             y = self._adanorm(h, c, blk.mod, blk.mod_b)
-            h = h + kernels.linear(F.silu(kernels.linear(y, blk.fc1)), blk.fc2)
+            h = h + kernels.linear(kernels.silu(kernels.linear(y, blk.fc1)), blk.fc2)
         return kernels.linear(self._adanorm(h, c, self.out_mod, self.out_mod_b), self.w_out, self.b_out)
 
     def loss(self, cond: torch.Tensor, target_mel: torch.Tensor, noise: torch.Tensor, t: torch.Tensor

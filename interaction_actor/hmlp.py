@@ -75,8 +75,8 @@ class HMLPStem(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         x = _group(patches, 4)  # [N, 10, 10, 48]
-        x = F.gelu(kernels.rms_norm(kernels.linear(x, self.w1, self.b1), self.n1, self.eps))
+        x = kernels.gelu(kernels.rms_norm(kernels.linear(x, self.w1, self.b1), self.n1, self.eps))
         x = _group(x, 2)  # [N, 5, 5, 4*c1]
-        x = F.gelu(kernels.rms_norm(kernels.linear(x, self.w2, self.b2), self.n2, self.eps))
+        x = kernels.gelu(kernels.rms_norm(kernels.linear(x, self.w2, self.b2), self.n2, self.eps))
         x = _group(x, 5)  # [N, 1, 1, 25*c1]
         return kernels.linear(x[:, 0, 0], self.w3, self.b3)

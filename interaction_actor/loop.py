@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+import kernels
 from delegation import Delegation, TurnState, UserState, load_policy
 from interaction_actor.clock import TurnClock
 from interaction_actor.delegator import DelegationRequest, Delegator
@@ -62,6 +63,7 @@ class LoopConfig:
     output_queue: int = 50  # chunks per client before the oldest is dropped
     max_inbox: int = 512  # raw input items per session per window
     torch_threads: int = 1
+    deterministic: bool = True  # batch-invariant kernels: a session's bits do not depend on its batch-mates
     niceness: int | None = 0  # best effort: lower the loop threads' niceness to this (Ray starts workers at 15)
     send_mel: bool = False  # also send mel frames in AudioOutput
     background_address: str | None = None
@@ -194,6 +196,7 @@ class TurnLoop:
         self._stop = asyncio.Event()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
+        kernels.set_deterministic_default(self.config.deterministic)  # process-wide: the step runs in a worker thread
 
     # ---- sessions (called on the asyncio loop) ------------------------------------------------
     def open(self, session_id: str = "", sink: OutputSink | None = None) -> LiveSession:

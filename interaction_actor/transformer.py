@@ -5,9 +5,9 @@ and a chunk appended to per-session preallocated KV caches written by position (
 RoPE angles come from one precomputed table indexed by absolute position, so a position's rotation
 is the same bits whichever path or chunk computed it. K is stored rotated; compaction moves K to a
 new position by rotating it by the (negative) shift with the same table (`rerotate`).
-Elementwise ops (RoPE, SiLU) act on inner dims that are multiples of 16 in the presets (head_dim/2
-in small/gpu, ffn_dim), so ATen's vectorised loops take no scalar tail that could round differently
-between a chunk's shape and the full sequence's.
+Every matmul, norm, attention, MoE and SiLU goes through kernels.ops, so `kernels.deterministic()`
+makes each position's bits independent of the path, chunk and batch that computed it; RoPE is
+plain mul/add, which rounds the same in ATen's vector body and scalar tail.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import kernels
@@ -92,7 +91,7 @@ class DenseFFN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = kernels.linear(x, self.w13)
-        return kernels.linear(F.silu(h[..., : self.f]) * h[..., self.f :], self.w2)
+        return kernels.linear(kernels.silu(h[..., : self.f]) * h[..., self.f :], self.w2)
 
 
 class MoEFFN(nn.Module):

@@ -1,66 +1,124 @@
 """The ops the interaction model computes with, behind one switch.
 
 Every model module calls these functions (never F.linear / sdpa directly), so that
-`with deterministic():` routes the whole model through the batch-invariant kernels of this
-package, and the default path uses plain torch ops. Signatures are the contract:
+`with deterministic():` (this thread) or `set_deterministic_default(True)` (every thread outside such a
+block) routes the whole model through the batch-invariant kernels of this package; the default
+path uses plain torch ops. Signatures are the contract:
 
   linear(x[..., K], weight[N, K], bias[N] | None) -> [..., N]
   rms_norm(x[..., D], weight[D], eps) -> [..., D]
   log_softmax(x, dim=-1)
-  embedding_bag_sum(table[V, D], idx[..., B]) -> [..., D]      (sum over the last index axis)
+  silu(x), gelu(x)                                              (elementwise; gelu is the erf form)
+  embedding_bag_sum(table[V, D], idx[..., B]) -> [..., D]      (sum over the last index axis; one
+      implementation for both paths: ATen's embedding_bag is the fast kernel and batch-invariant)
   attention(q[B, Hq, Tq, Dh], k[B, Hkv, S, Dh], v[B, Hkv, S, Dh], q_pos[B, Tq], kv_len[B]) -> [B, Hq, Tq, Dh]
       causal by absolute position: query at absolute position p sees cache slots 0..p
       (and only slots < kv_len[b]); GQA when Hq is a multiple of Hkv.
   moe_ffn(x[T, D], router_logits[T, E], w1[E, F, D], w3[E, F, D], w2[E, D, F], top_k) -> [T, D]
       SwiGLU experts; top-k softmax-renormalised routing; experts summed in slot order.
+
+Deterministic implementations: kernels.batch_invariant (linear, rms_norm, log_softmax, silu, gelu,
+embedding_bag_sum), kernels.splitkv (split-KV attention), kernels.moe (gather+gemv / grouped). Optional
+keyword arguments (`split`, `q_block` for attention; `path` for moe_ffn) only act on that path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+from kernels import batch_invariant as _bi
+from kernels import cnr
+from kernels import moe as _moe
+from kernels import splitkv as _att
+
 _state = threading.local()
 
 
+_default = {"deterministic": False}
+
+
 def is_deterministic() -> bool:
-    return getattr(_state, "deterministic", False)
+    return getattr(_state, "deterministic", _default["deterministic"])
+
+
+def set_deterministic_default(enabled: bool) -> None:
+    """The mode of every thread outside a `deterministic()` block (a runtime's setting; default False)."""
+    if enabled:
+        _warn_if_not_strict()
+    _default["deterministic"] = bool(enabled)
+
+
+def _warn_if_not_strict() -> None:
+    if not cnr.strict() and not _default.get("warned"):
+        _default["warned"] = True
+        warnings.warn("MKL is not in strict CNR mode (it computed before `kernels` was imported, or "
+                      "KERNELS_MKL_STRICT=0): deterministic() pads gemm rows instead, which is batch-invariant "
+                      "only on the CPUs where that was measured", RuntimeWarning, stacklevel=3)
 
 
 @contextlib.contextmanager
 def deterministic(enabled: bool = True):
     """Route every op of this module through the batch-invariant kernels while active."""
-    prev = is_deterministic()
+    if enabled:
+        _warn_if_not_strict()
+    prev = getattr(_state, "deterministic", None)
     _state.deterministic = enabled
     try:
         yield
     finally:
-        _state.deterministic = prev
+        if prev is None:
+            del _state.deterministic
+        else:
+            _state.deterministic = prev
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    if is_deterministic():
+        return _bi.linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    if is_deterministic():
+        return _bi.rms_norm(x, weight, eps)
     xf = x.float()
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * weight
 
 
 def log_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    if is_deterministic():
+        return _bi.log_softmax(x, dim)
     return F.log_softmax(x, dim=dim)
 
 
+def silu(x: torch.Tensor) -> torch.Tensor:
+    if is_deterministic():
+        return _bi.silu(x)
+    return F.silu(x)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    if is_deterministic():
+        return _bi.gelu(x)
+    return F.gelu(x)
+
+
 def embedding_bag_sum(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return table[idx].sum(dim=-2)
+    # one implementation for both paths: ATen's embedding_bag is the fast kernel and batch-invariant
+    return _bi.embedding_bag_sum(table, idx)
 
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, kv_len: torch.Tensor
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, kv_len: torch.Tensor,
+    *, split: int = _att.SPLIT, q_block: int = _att.Q_BLOCK,
 ) -> torch.Tensor:
+    if is_deterministic():
+        return _att.attention(q, k, v, q_pos, kv_len, split=split, q_block=q_block)
     b, hq, tq, dh = q.shape
     s = k.shape[2]
     rep = hq // k.shape[1]
@@ -79,7 +137,11 @@ def moe_ffn(
     w3: torch.Tensor,
     w2: torch.Tensor,
     top_k: int,
+    *,
+    path: str = "auto",
 ) -> torch.Tensor:
+    if is_deterministic():
+        return _moe.moe_ffn(x, router_logits, w1, w3, w2, top_k, path=path)
     weights, experts = torch.topk(router_logits.float().softmax(-1), top_k, dim=-1)
     weights = (weights / weights.sum(-1, keepdim=True)).to(x.dtype)
     out = torch.zeros_like(x)

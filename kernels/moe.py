@@ -1,0 +1,80 @@
+"""Batch-invariant MoE FFN: a gather+gemv decode path and a grouped per-expert path with the same bits.
+
+Routing: softmax over the router logits, top-k, renormalised. Each (token, slot) pair runs its
+expert's SwiGLU through kernels.batch_invariant.mm, whose row bits do not depend on the row count;
+the k slot outputs are then summed in slot order. `gather` indexes the routed expert's weights for
+each (token, slot) pair and contracts the token with them (gemv; gpt-fast's mixtral-moe shape, here
+on weight views instead of a gathered copy); `grouped` runs one gemm per expert over the rows routed
+to it. `auto` picks gather up to GATHER_MAX_TOKENS tokens (decode), grouped above (prefill, training).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.batch_invariant import mm, row_sum, silu, softmax
+
+GATHER_MAX_TOKENS = 1  # auto: gather+gemv up to this many tokens (bench_kernels: grouped wins from 4 on)
+
+
+def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, E] logits -> (weights [T, k] float32 renormalised, experts [T, k] long), row-local."""
+    probs = softmax(router_logits.float())
+    weights, experts = torch.topk(probs, top_k, dim=-1)
+    return weights / row_sum(weights, keepdim=True), experts
+
+
+def _combine(y: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """y [T, k, D] expert outputs -> [T, D], summed in slot order."""
+    w = weights.to(dtype)
+    out = y[:, 0] * w[:, 0, None]
+    for slot in range(1, y.shape[1]):
+        out = out + y[:, slot] * w[:, slot, None]
+    return out
+
+
+def moe_gather(x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor,
+               w2: torch.Tensor) -> torch.Tensor:
+    """Gather+gemv: per (token, slot) pair, the routed expert's weights contract that one token."""
+    t, k = experts.shape
+    y = x.new_empty(t, k, x.shape[1])
+    for i, row in enumerate(experts.tolist()):
+        xi = x[i : i + 1]
+        for slot, e in enumerate(row):
+            h = silu(mm(xi, w1[e].t())) * mm(xi, w3[e].t())
+            y[i, slot] = mm(h, w2[e].t())[0]
+    return _combine(y, weights, x.dtype)
+
+
+def moe_grouped(x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor,
+                w2: torch.Tensor) -> torch.Tensor:
+    """Grouped: for each expert with tokens, one gemm over the (token, slot) rows routed to it."""
+    t, k = experts.shape
+    d = x.shape[1]
+    flat = experts.reshape(-1)
+    y = x.new_empty(t * k, d)
+    order = torch.argsort(flat, stable=True)
+    counts = torch.bincount(flat, minlength=w1.shape[0]).tolist()
+    start = 0
+    for ex, c in enumerate(counts):
+        if not c:
+            continue
+        rows = order[start : start + c]
+        start += c
+        xe = x[rows // k]
+        h = silu(mm(xe, w1[ex].t())) * mm(xe, w3[ex].t())
+        y[rows] = mm(h, w2[ex].t())
+    return _combine(y.view(t, k, d), weights, x.dtype)
+
+
+def moe_ffn(x: torch.Tensor, router_logits: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor,
+            top_k: int, *, path: str = "auto") -> torch.Tensor:
+    """x [T, D] -> [T, D]; path "gather", "grouped" or "auto" (gather for <= GATHER_MAX_TOKENS tokens)."""
+    if path not in ("auto", "gather", "grouped"):
+        raise ValueError(f"unknown moe path {path!r}; use 'auto', 'gather' or 'grouped'")
+    if x.shape[0] == 0:
+        return x.new_zeros(x.shape)
+    weights, experts = route(router_logits, top_k)
+    if path == "gather" or (path == "auto" and x.shape[0] <= GATHER_MAX_TOKENS):
+        return moe_gather(x, weights, experts, w1, w3, w2)
+    return moe_grouped(x, weights, experts, w1, w3, w2)
