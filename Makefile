@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/interplay info
+	$(BIN)/interplay demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -113,9 +113,12 @@ class InteractionActor(InteractionActorImpl):
     """Ray async actor (all public methods are coroutines or cheap)."""
 
 
-def spawn(name: str | None = None, num_cpus: float = 0, **options: object) -> tuple[ray.actor.ActorHandle, str]:
-    """Create an InteractionActor and wait for its Session address."""
-    opts = {"num_cpus": num_cpus}
+def spawn(name: str | None = None, num_cpus: float = 0, resources: dict[str, float] | None = None,
+          **options: object) -> tuple[ray.actor.ActorHandle, str]:
+    """Create an InteractionActor (on a node offering `resources`, when given) and wait for its address."""
+    opts: dict[str, object] = {"num_cpus": num_cpus}
+    if resources:
+        opts["resources"] = resources
     if name:
         opts["name"] = name
     handle = InteractionActor.options(**opts).remote(**options)

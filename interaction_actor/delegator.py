@@ -8,7 +8,7 @@ arrives in the same deque as a terminal ERROR update, so every delegation settle
 
 A pool: `address` may list several Background servers ("h:p1,h:p2"). Each delegation goes to the
 one with the fewest tasks in flight from this actor (ties: round robin); when a server is
-unreachable before it has accepted the task, the next one is tried (failover). Once a server has
+unreachable, or refuses the task as `overloaded`, before it has accepted it, the next one is tried. Once a server has
 sent an update for a task, losing it is that task's terminal error: work is never run twice.
 """
 
@@ -132,17 +132,26 @@ class Delegator:
             inbox.append(error_update(task_id, "no_background", "no background service is configured"))
             return
         last: grpc.aio.AioRpcError | None = None
-        for address in self._order():
+        order = self._order()
+        for address in order:
             self.where[task_id] = address
             self.inflight[address] = self.inflight.get(address, 0) + 1
             started = False
             try:
                 call = self._stub(address).Delegate(pkg, timeout=self.deadline_ms / 1000.0)
                 async for upd in call:
+                    if (not started and upd.kind == bpb.UPDATE_KIND_ERROR and upd.error.code == "overloaded"
+                            and address != order[-1]):
+                        self.failovers += 1  # this server is full: offer the task to the next one
+                        log.info("delegation_overflow", task_id=task_id, address=address)
+                        break
                     started = True
                     inbox.append(upd)
                     if upd.kind in (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED):
                         return
+                if not started and address != order[-1]:
+                    call.cancel()
+                    continue
                 inbox.append(error_update(task_id, "no_terminal_update", "the background stream ended early", True))
                 return
             except asyncio.CancelledError:

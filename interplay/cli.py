@@ -60,6 +60,27 @@ def bench_model(
     emit("interplay bench model", run(quick=quick, preset=preset, threads=threads), as_json)
 
 
+@bench_app.command("kernels")
+def bench_kernels(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Deterministic vs default per-turn time (small); MoE gather+gemv vs grouped at 1/4/16 tokens."""
+    from kernels.bench import bench_kernels as run
+
+    emit("interplay bench kernels", run(quick=quick), as_json)
+
+
+@bench_app.command("engine")
+def bench_engine(
+    quick: bool = QUICK,
+    as_json: bool = JSON,
+    engine: str = typer.Option("local", help="local | openai | vllm"),
+    tool_choice: str = typer.Option("", help="First-step tool policy; '' = the engine's default (local: required)."),
+) -> None:
+    """Background engine on the fixed prompt set: tokens/s, time to first token, tool-call success."""
+    from background_actor.bench import bench_engine as run
+
+    emit("interplay bench engine", run(quick=quick, engine=engine, tool_choice=tool_choice), as_json)
+
+
 @bench_app.command("loop")
 def bench_loop(
     quick: bool = QUICK,
@@ -118,6 +139,56 @@ def study(
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
     result = run_study(names, scenarios, out, seed=seed, repeats=1 if quick else repeats)
     emit("interplay study", result, as_json)
+
+
+@app.command()
+def demo(
+    as_json: bool = JSON,
+    engine: str = typer.Option("local", help="Background engine: local (embedded SmolLM2), openai, vllm."),
+    backgrounds: int = typer.Option(1, help="Background actors in the pool."),
+    checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
+    out: str = typer.Option("runs/demo", help="Where timeline.jsonl and assistant.wav go."),
+    ray_address: str = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
+) -> None:
+    """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time."""
+    from interplay.demo import DemoConfig, run_demo
+
+    s = load_settings()
+    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, background_actors=backgrounds, checkpoint=checkpoint,
+                     preset=s.model.preset, out_dir=out, ray_address=ray_address or s.ray_address)
+    summary = run_demo(cfg)
+    summary.pop("config", None)
+    emit("interplay demo: summary", summary, as_json)
+
+
+@app.command()
+def serve(
+    ray_address: str = typer.Option(None, "--address", help="Ray cluster to run on (default: start a local one)."),
+    engine: str = typer.Option("local", help="Background engine: local, openai, vllm."),
+    backgrounds: int = typer.Option(2, help="Background actors in the pool (the interaction actor fails over)."),
+    checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
+    seconds: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C)."),
+) -> None:
+    """Run the interaction actor and a background pool as services; prints the Session endpoint for `talk`."""
+    import time
+
+    from interplay.demo import DemoConfig, start_runtime, stop_runtime
+
+    s = load_settings()
+    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, background_actors=backgrounds, checkpoint=checkpoint,
+                     preset=s.model.preset, ray_address=ray_address or s.ray_address)
+    handles, address, bg = start_runtime(cfg)
+    typer.echo(f"session endpoint: {address}")
+    typer.echo(f"background pool: {', '.join(bg)}")
+    typer.echo(f"try: interplay talk {address} --wav examples/assets/hello.wav", err=True)
+    try:
+        deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
+        while time.monotonic() < deadline:
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_runtime(handles)
 
 
 if __name__ == "__main__":  # pragma: no cover

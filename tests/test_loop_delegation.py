@@ -203,3 +203,38 @@ async def test_a_rule_policy_delegates_a_typed_request_with_the_conversation_in_
     users = [e.text for e in pkg.transcript if e.speaker == xpb.SPEAKER_USER]
     assert users == ["hi there", "what is the weather in Oslo?"]
     assert list(pkg.allowed_tools) == ["weather"]
+
+
+async def test_a_delegation_refused_as_overloaded_is_offered_to_the_next_background():
+    from interplay.v1 import common_pb2 as cpb
+
+    class Full(bgrpc.BackgroundServicer):
+        def __init__(self) -> None:
+            self.refused = 0
+
+        async def Delegate(self, request, context):  # noqa: N802
+            self.refused += 1
+            yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ERROR,
+                             error=cpb.ErrorInfo(code="overloaded", message="full", retryable=True))
+
+    class Answering(bgrpc.BackgroundServicer):
+        async def Delegate(self, request, context):  # noqa: N802
+            yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_FINAL, text="done")
+
+    full = Full()
+    (sf, af), (sa, aa) = await background(full), await background(Answering())
+    d = Delegator(f"{af},{aa}", deadline_ms=5000)
+    boxes: list[list] = [[], []]
+    try:
+        for box in boxes:
+            d.start(DelegationRequest(session_id="s", task="t", turn=0, time_ms=0), box)
+        for _ in range(100):
+            if all(boxes):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await d.close()
+        await sf.stop(0.2)
+        await sa.stop(0.2)
+    assert [[u.text for u in box] for box in boxes] == [["done"], ["done"]]
+    assert full.refused >= 1

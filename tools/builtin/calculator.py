@@ -38,7 +38,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "atan": math.atan, "floor": math.floor, "ceil": math.ceil, "factorial": math.factorial,
 }
 _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e, "tau": math.tau}
-_ALLOWED_HELP = "numbers, + - * / // % **, parentheses, " + ", ".join(sorted(_FUNCTIONS)) + ", pi, e, tau"
+_ALLOWED_HELP = "numbers, + - * / // % ** (or ^), parentheses, " + ", ".join(sorted(_FUNCTIONS)) + ", pi, e, tau"
 
 
 class CalculatorError(ToolError):
@@ -49,6 +49,8 @@ def evaluate(expression: str) -> int | float:
     """Value of an arithmetic expression; CalculatorError (message safe for the model) otherwise."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise CalculatorError(f"expression is longer than {MAX_EXPRESSION_CHARS} characters")
+    # "^" is power the way people (and small models) write it; Python's XOR is never arithmetic here.
+    expression = expression.replace("^", "**")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
@@ -73,8 +75,7 @@ def _eval(node: ast.AST) -> Any:
     if isinstance(node, ast.BinOp):
         op = _BINOPS.get(type(node.op))
         if op is None:
-            hint = " (use ** for powers)" if isinstance(node.op, ast.BitXor) else ""
-            raise CalculatorError(f"operator {type(node.op).__name__} is not allowed{hint}; allowed: {_ALLOWED_HELP}")
+            raise CalculatorError(f"operator {type(node.op).__name__} is not allowed; allowed: {_ALLOWED_HELP}")
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow):
             _check_power(left, right)

@@ -23,7 +23,7 @@ log = tools_logger("tools.clock")
 def zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name.strip() or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "US" is a tzdata folder
         raise ToolError(f"unknown time zone '{name}'; use an IANA name like 'Europe/Paris' or 'UTC'") from None
 
 

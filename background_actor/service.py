@@ -1,0 +1,137 @@
+"""The Background gRPC service (grpc.aio) on 127.0.0.1, plus the standard health service.
+
+`Delegate` streams a task's updates and ends after its one terminal update; a caller that goes away
+(deadline, cancel) cancels its task. `Steer` / `Cancel` address a live task by id. `serve(...)`
+builds engine + registry + agent + task manager and starts the server; `BackgroundServer.stop()`
+cancels every live task (each still gets its terminal update) and shuts the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from background_actor.agent import AgentConfig, AgentLoop
+from background_actor.engine import Engine, make_engine
+from background_actor.tasks import TERMINAL, TaskConfig, TaskManager
+from interplay.log import get_logger
+from interplay.v1 import background_pb2 as bpb
+from interplay.v1 import background_pb2_grpc as bgrpc
+from interplay.v1 import context_pb2 as xpb
+from tools import Registry
+
+log = get_logger("background_actor.service")
+
+SERVICE_NAME = "interplay.v1.Background"
+
+
+class BackgroundServicer(bgrpc.BackgroundServicer):
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+
+    async def Delegate(self, request: xpb.ContextPackage, context: grpc.aio.ServicerContext
+                       ) -> AsyncIterator[bpb.Update]:
+        t = self.manager.submit(request)
+        log.info("delegate", task_id=t.task_id, state=t.state, session_id=request.session_id)
+        terminal = False
+        try:
+            while not terminal:
+                upd = await t.updates.get()
+                terminal = upd.kind in TERMINAL
+                yield upd
+        finally:
+            if not terminal:  # the caller left (deadline, cancel, disconnect): stop its work
+                self.manager.cancel(t.task_id, "the caller went away")
+                log.info("delegate_caller_gone", task_id=t.task_id)
+
+    async def Steer(self, request: bpb.SteerRequest, context: grpc.aio.ServicerContext) -> bpb.SteerResponse:
+        ok, reason = self.manager.steer(request.task_id, request.text)
+        log.info("steer", task_id=request.task_id, accepted=ok, reason=reason)
+        return bpb.SteerResponse(accepted=ok, reason=reason)
+
+    async def Cancel(self, request: bpb.CancelRequest, context: grpc.aio.ServicerContext) -> bpb.CancelResponse:
+        ok, reason = self.manager.cancel(request.task_id, request.reason)
+        log.info("cancel", task_id=request.task_id, cancelled=ok, reason=reason)
+        return bpb.CancelResponse(cancelled=ok, reason=reason)
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0                                  # 0: any free port
+    engine: str = "local"
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    tools: tuple[str, ...] = ("calculator", "clock")  # built-in tools served (see tools.builtin)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    grace_s: float = 1.0
+
+
+@dataclass
+class BackgroundServer:
+    server: grpc.aio.Server
+    address: str
+    manager: TaskManager
+    engine: Engine
+    registry: Registry
+    health: Any
+
+    async def stop(self) -> None:
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.manager.shutdown()
+        await self.server.stop(grace=1.0)
+        await self.engine.aclose()
+        await self.registry.aclose()
+
+
+async def serve(config: ServerConfig | None = None, *, engine: Engine | None = None,
+                registry: Registry | None = None,
+                registry_factory: Callable[[], Registry] | None = None) -> BackgroundServer:
+    """Start the Background + health services; returns once the engine is loaded and the port bound."""
+    cfg = config or ServerConfig()
+    if registry is None:
+        if registry_factory is not None:
+            registry = registry_factory()
+        else:
+            from tools.builtin import default_registry
+
+            registry = default_registry(include=cfg.tools)
+    engine = engine or make_engine(cfg.engine, **cfg.engine_options)
+    await engine.start()
+    manager = TaskManager(AgentLoop(engine, registry, cfg.agent), cfg.tasks)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    bgrpc.add_BackgroundServicer_to_server(BackgroundServicer(manager), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+    if port == 0:
+        raise OSError(f"could not bind {cfg.host}:{cfg.port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    address = f"{cfg.host}:{port}"
+    log.info("background_serving", address=address, engine=engine.describe(), tools=registry.names(),
+             max_concurrent=cfg.tasks.max_concurrent, max_queued=cfg.tasks.max_queued)
+    return BackgroundServer(server, address, manager, engine, registry, health_servicer)
+
+
+async def wait_serving(address: str, timeout_s: float = 30.0) -> bool:
+    """Poll the health service until it answers SERVING (True) or `timeout_s` passes (False)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    async with grpc.aio.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while loop.time() < end:
+            try:
+                r = await stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1.0)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    return False

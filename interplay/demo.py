@@ -1,0 +1,298 @@
+"""`interplay demo`: the whole runtime on this machine, playing a scripted conversation in real time.
+
+Starts Ray, a pool of background actors (the demo's tools; the local engine by default) and the
+interaction actor wired to them over gRPC, then plays the script through the real client: speech
+(WAVs in examples/assets), typed text, video frames and a barge-in. Prints one line per turn,
+writes `timeline.jsonl` and `assistant.wav` into the output folder, and returns a summary.
+Everything the assistant says is the interaction model's own output; nothing is scripted on its side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+import wave
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from google.protobuf.json_format import MessageToDict
+
+from interplay.client import SessionClient, Timeline, control, text_chunk, wav_source
+from interplay.log import get_logger
+from interplay.v1 import session_pb2 as spb
+
+log = get_logger("interplay.demo")
+
+ASSETS = Path(__file__).resolve().parent.parent / "examples" / "assets"
+
+
+@dataclass
+class DemoConfig:
+    turn_ms: int = 200
+    engine: str = "local"  # background engine: local | openai | vllm
+    background_actors: int = 1
+    checkpoint: str | None = None  # interaction model weights (default: the shipped checkpoint)
+    preset: str = "small"
+    out_dir: str = "runs/demo"
+    ray_address: str | None = None
+    tail_s: float = 6.0  # keep listening after the last cue (the voiced answer may come late)
+    max_s: float = 60.0  # hard stop
+    city: str = "Oslo"
+    # What a delegation may use. The demo asks only for weather, and a 135M background model picks
+    # far more reliably among few tools; widen this (calculator, clock) with a larger engine.
+    allowed_tools: tuple[str, ...] = ("weather",)
+    assets: str = str(ASSETS)
+
+
+@dataclass
+class Cue:
+    at_s: float
+    kind: str  # wav | text | frame | barge_in
+    value: object = None
+    note: str = ""
+
+
+def _frame(red: bool, rng: random.Random) -> spb.InputChunk:
+    """An 80x80 RGB frame of one or two shapes (a red one when `red`): the cue_speak task's scene."""
+    from interaction_actor.synth import draw
+
+    def shape(colour: str) -> tuple[str, str, int, int, int]:
+        r = rng.randint(8, 12)
+        return (rng.choice(("circle", "square")), colour, rng.randint(r, 79 - r), rng.randint(r, 79 - r), r)
+
+    shapes = [shape(rng.choice(("blue", "green", "yellow")))]
+    if red:
+        shapes.append(shape("red"))
+    img = draw(shapes, 110)
+    return spb.InputChunk(video=spb.VideoFrame(data=img.numpy().tobytes(), encoding=spb.FRAME_ENCODING_RAW_RGB,
+                                               width=80, height=80))
+
+
+def script(cfg: DemoConfig) -> list[Cue]:
+    """The conversation: greeting by voice, a tool-backed question, a follow-up while it runs,
+    a visual cue, and (reactively, see `Player`) a barge-in over the assistant's reply."""
+    a = Path(cfg.assets)
+    rng = random.Random(7)
+    cues = [Cue(0.0, "wav", a / "hello.wav", "user says hello"),
+            Cue(3.0, "text", f"weather in {cfg.city}?", "needs the weather tool: a delegation"),
+            Cue(4.4, "text", "in celsius", "follow-up while the background task runs: a steer"),
+            Cue(6.0, "text", "tell me when red", "a visual cue task")]
+    cues += [Cue(6.8 + 0.2 * i, "frame", _frame(i >= 6, rng), "red shape appears" if i == 6 else "")
+             for i in range(10)]
+    return cues
+
+
+@dataclass
+class Player:
+    """Streams the cues at their times and watches the replies; barges in once over the assistant."""
+
+    cfg: DemoConfig
+    out: TextIO
+    timeline: Timeline = field(default_factory=Timeline)
+    records: list[dict] = field(default_factory=list)
+    chunks: list[spb.OutputChunk] = field(default_factory=list)
+    sent_at_turn: dict[str, int] = field(default_factory=dict)
+    barged_at: int | None = None
+    t0: float = 0.0
+
+    def _note(self, kind: str, **what: object) -> None:
+        self.records.append({"t_s": round(time.monotonic() - self.t0, 3), "dir": "in", "kind": kind, **what})
+
+    async def _send(self, client: SessionClient, cue: Cue) -> None:
+        turn = self.chunks[-1].turn + 1 if self.chunks else 0
+        if cue.kind == "wav":
+            await self._wav(client, Path(cue.value))
+        elif cue.kind == "text":
+            self.sent_at_turn.setdefault(str(cue.value), turn)
+            ch = text_chunk(str(cue.value))
+            self.timeline.sent(ch)
+            await client.send(ch)
+        elif cue.kind == "frame":
+            self.timeline.sent(cue.value)
+            await client.send(cue.value)
+        self._note(cue.kind, value=str(cue.value) if cue.kind != "frame" else "80x80 rgb", note=cue.note, turn=turn)
+
+    async def _wav(self, client: SessionClient, path: Path) -> None:
+        start = time.monotonic()
+        for t, ch in wav_source(path):
+            delay = start + t - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.timeline.sent(ch)
+            await client.send(ch)
+
+    async def _barge(self, client: SessionClient) -> None:
+        ch = control(spb.CONTROL_KIND_BARGE_IN)
+        self.timeline.sent(ch)
+        await client.send(ch)
+        self._note("barge_in", turn=self.barged_at, note="user talks over the assistant")
+        await self._wav(client, Path(self.cfg.assets) / "barge_in.wav")
+
+    async def play(self, address: str) -> list[spb.OutputChunk]:
+        cues = script(self.cfg)
+        end_s = max(c.at_s for c in cues) + self.cfg.tail_s
+        async with SessionClient(address, "demo") as client:
+            self.t0 = time.monotonic()
+
+            async def produce() -> None:
+                for cue in cues:
+                    delay = self.t0 + cue.at_s - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await self._send(client, cue)
+                await asyncio.sleep(max(0.0, self.t0 + end_s - time.monotonic()))
+                await client.finish()
+
+            tasks = {asyncio.get_running_loop().create_task(produce())}
+            try:
+                async with asyncio.timeout(self.cfg.max_s):
+                    async for c in client.chunks():
+                        self.chunks.append(c)
+                        print(self.timeline.line(c), file=self.out, flush=True)
+                        self.records.append({"t_s": round(time.monotonic() - self.t0, 3), "dir": "out",
+                                             **MessageToDict(c, preserving_proto_field_name=True,
+                                                             always_print_fields_with_no_presence=False)})
+                        self.records[-1].pop("audio", None)
+                        if (self.barged_at is None and c.audio.pcm16 and c.turn * self.cfg.turn_ms > 1000
+                                and "weather" not in " ".join(self.sent_at_turn)):
+                            self.barged_at = c.turn  # the assistant replies to "hello": talk over it
+                            tasks.add(asyncio.get_running_loop().create_task(self._barge(client)))
+            except TimeoutError:
+                log.warning("demo_timeout", seconds=self.cfg.max_s)
+            finally:
+                for t in tasks:
+                    t.cancel()
+        return self.chunks
+
+
+def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> dict:
+    """Turns, misses, delegations, the tool calls, how results surfaced, barge-in handling, and the
+    time from the tool-backed request to the first turn the assistant voices after its result surfaced."""
+    ev = [(c.turn, e) for c in chunks for e in c.events]
+
+    def of(kind: int) -> list[tuple[int, spb.Event]]:
+        return [(t, e) for t, e in ev if e.kind == kind]
+
+    surfaced = of(spb.EVENT_KIND_RESULT_SURFACED)
+    voiced = [(t, e) for t, e in surfaced if e.attrs.get("voiced") == "True" and e.attrs.get("update") == "final"]
+    req = next((t for k, t in player.sent_at_turn.items() if k.startswith("weather")), None)
+    voice_turn = None
+    if voiced:
+        voice_turn = next((c.turn for c in chunks if c.turn >= voiced[0][0] and c.audio.pcm16), None)
+    barge = of(spb.EVENT_KIND_BARGE_IN)
+    stopped = None
+    if barge:
+        bt = barge[0][0]
+        stopped = next((c.turn for c in chunks if c.turn >= bt and (
+            spb.CONTROL_TOKEN_STOP_SPEAKING in c.controls or not c.audio.pcm16)), None)
+    said = "".join(c.text for c in chunks)
+    return {
+        "turns": len(chunks),
+        "missed_deadlines": sum(int(c.timing.missed) for c in chunks),
+        "turn_gaps": sum(1 for a, b in zip(chunks, chunks[1:], strict=False) if b.turn != a.turn + 1),
+        "compute_ms_p50": sorted(c.timing.compute_ms for c in chunks)[len(chunks) // 2] if chunks else 0.0,
+        "delegations": len(of(spb.EVENT_KIND_DELEGATION_STARTED)),
+        "delegated_tasks": [e.text for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
+        "tool_calls": [e.text for _, e in of(spb.EVENT_KIND_TOOL_CALL)],
+        "steers": sum(1 for _, e in of(spb.EVENT_KIND_PROGRESS) if e.attrs.get("update") == "steered"),
+        "results_surfaced": [{"turn": t, "mode": e.mode, "voiced": e.attrs.get("voiced"), "text": e.text}
+                             for t, e in surfaced],
+        "errors": [e.error.code for _, e in of(spb.EVENT_KIND_ERROR)],
+        "barge_in_turn": barge[0][0] if barge else None,
+        "barge_in_stop_turns": (stopped - barge[0][0]) if barge and stopped is not None else None,
+        "request_to_voiced_ms": (voice_turn - req) * turn_ms if req is not None and voice_turn is not None else None,
+        "assistant_said": said,
+    }
+
+
+def write_outputs(chunks: list[spb.OutputChunk], records: list[dict], out_dir: Path, sample_rate: int = 16000,
+                  turn_ms: int = 200) -> tuple[Path, Path]:
+    """timeline.jsonl (every input and output chunk) and assistant.wav (silence where it said nothing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_path, wav_path = out_dir / "timeline.jsonl", out_dir / "assistant.wav"
+    with log_path.open("w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    per_turn = sample_rate * turn_ms // 1000
+    with wave.open(str(wav_path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        for c in chunks:
+            pcm = c.audio.pcm16
+            w.writeframes(pcm + b"\x00\x00" * max(0, per_turn - len(pcm) // 2))
+    return log_path, wav_path
+
+
+def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
+    """Ray, the background pool and the interaction actor; returns (handles, session address, bg addresses)."""
+    from background_actor.actor import start_background
+    from interaction_actor.actor import spawn
+    from interplay.demo_tools import demo_registry
+    from interplay.raylocal import ensure_ray
+
+    ensure_ray(cfg.ray_address)
+    handles, bg_addresses = [], []
+    for _ in range(cfg.background_actors):
+        h, addr = start_background(engine=cfg.engine, registry_factory=demo_registry)
+        handles.append(h)
+        bg_addresses.append(addr)
+    ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint,
+                        turn_ms=cfg.turn_ms, background_address=",".join(bg_addresses),
+                        allowed_tools=list(cfg.allowed_tools))
+    handles.append(ia)
+    return handles, address, bg_addresses
+
+
+def sent_packages(interaction_actor) -> list[dict]:
+    """What the interaction actor handed to the background: task, conversation size, allowed tools."""
+    import ray
+
+    from interplay.v1 import context_pb2 as xpb
+
+    out = []
+    for raw in ray.get(interaction_actor.recent_packages.remote(), timeout=10):
+        p = xpb.ContextPackage.FromString(raw)
+        out.append({"task_id": p.task_id, "task": p.task, "transcript_entries": len(p.transcript),
+                    "transcript": [e.text for e in p.transcript][-6:], "allowed_tools": list(p.allowed_tools),
+                    "bytes": len(raw)})
+    return out
+
+
+def stop_runtime(handles: list) -> None:
+    import ray
+
+    for h in handles:
+        try:
+            ray.get(h.stop.remote(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+            log.warning("actor_stop_failed", error=repr(exc))
+        ray.kill(h)
+
+
+def run_demo(cfg: DemoConfig | None = None, out: TextIO = sys.stdout, address: str | None = None) -> dict:
+    """Play the demo; with `address` against an already running Session service, else start everything."""
+    cfg = cfg or DemoConfig()
+    handles: list = []
+    if address is None:
+        print("starting Ray, the background pool and the interaction actor ...", file=out, flush=True)
+        handles, address, bg = start_runtime(cfg)
+        print(f"session service {address}; background {', '.join(bg)} (engine {cfg.engine})", file=out, flush=True)
+    packages: list[dict] = []
+    try:
+        player = Player(cfg, out)
+        chunks = asyncio.run(player.play(address))
+        if handles:
+            packages = sent_packages(handles[-1])
+    finally:
+        if handles:
+            stop_runtime(handles)
+    summary = summarize(chunks, player, cfg.turn_ms)
+    summary["packages"] = packages
+    log_path, wav_path = write_outputs(chunks, player.records, Path(cfg.out_dir), turn_ms=cfg.turn_ms)
+    summary.update(timeline=str(log_path), audio=str(wav_path), config=asdict(cfg))
+    return summary

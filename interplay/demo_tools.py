@@ -1,0 +1,41 @@
+"""The demo's own tool: `weather(city)` answered from a small forecast table.
+
+It stands where a product team's real weather API would be (this machine has no internet): a real
+tool, registered and called through the tool registry by the background agent, whose data is a
+fixed table. `demo_registry()` is the demo's tool set: this tool plus the built-in calculator and clock.
+"""
+
+from __future__ import annotations
+
+from tools import Registry, ToolError, tool
+
+# city -> (condition, temperature in C). The interaction model's synthetic training data uses
+# these cities and these one-word conditions, so its voiced answer can repeat them.
+FORECAST: dict[str, tuple[str, int]] = {
+    "oslo": ("snow", -3),
+    "rome": ("sun", 19),
+    "lima": ("fog", 16),
+    "kyiv": ("rain", 7),
+}
+
+
+@tool(timeout_s=2.0, idempotent=True)
+def weather(city: str) -> str:
+    """Today's weather for a city: the condition in one word and the temperature.
+
+    Args:
+        city: City name, e.g. "Oslo".
+    """
+    key = city.strip().lower()
+    if key not in FORECAST:
+        known = ", ".join(c.title() for c in FORECAST)
+        raise ToolError(f"no forecast for {city!r}; known cities: {known}")
+    cond, temp = FORECAST[key]
+    return f"{city.strip().title()} {cond}, {temp} C"
+
+
+def demo_registry() -> Registry:
+    """The demo's tools: weather, calculator, clock."""
+    from tools.builtin import default_registry
+
+    return default_registry(include=("calculator", "clock")) | Registry([weather], name="demo")

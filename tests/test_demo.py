@@ -1,0 +1,74 @@
+"""The README's demo, end to end, in real time: Ray, the background actor (local engine, the weather
+tool), the interaction actor with the shipped checkpoint, and the scripted conversation through the
+real client. One run; each test reads one property off its events.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import ray
+
+from interaction_actor.actor import shipped_checkpoint
+from interplay.demo import DemoConfig, run_demo
+from interplay.v1 import common_pb2 as cpb
+
+pytestmark = pytest.mark.skipif(shipped_checkpoint("small") is None,
+                                reason="no shipped checkpoint: run `interplay train` first")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = io.StringIO()
+    if ray.is_initialized():
+        ray.shutdown()
+    summary = run_demo(DemoConfig(out_dir=str(tmp_path_factory.mktemp("demo"))), out=out)
+    ray.shutdown()
+    return summary, out.getvalue()
+
+
+def test_the_demo_prints_one_timeline_line_per_turn(demo):
+    summary, printed = demo
+    assert summary["turns"] > 50
+    assert sum(1 for line in printed.splitlines() if line.startswith("turn ")) == summary["turns"]
+
+
+def test_the_demo_misses_no_deadline_and_skips_no_turn(demo):
+    summary, _ = demo
+    assert summary["missed_deadlines"] == 0 and summary["turn_gaps"] == 0
+
+
+def test_the_weather_request_is_delegated_with_the_conversation_in_its_package(demo):
+    summary, _ = demo
+    assert summary["delegations"] >= 1
+    pkg = summary["packages"][0]
+    assert "weather" in pkg["task"].lower()
+    assert pkg["transcript_entries"] >= 2 and any("weather" in t for t in pkg["transcript"])
+    assert pkg["allowed_tools"] == ["weather"]
+
+
+def test_the_background_ran_the_weather_tool(demo):
+    summary, _ = demo
+    assert "weather" in summary["tool_calls"]
+
+
+def test_the_result_surfaced_when_idle_as_the_model_token_policy_chose_and_was_voiced(demo):
+    summary, _ = demo
+    finals = [r for r in summary["results_surfaced"] if r["voiced"] == "True"]
+    assert finals and finals[0]["mode"] == cpb.SURFACING_MODE_WHEN_IDLE
+    assert summary["request_to_voiced_ms"] is not None
+
+
+def test_the_barge_in_stops_the_assistant_within_a_turn(demo):
+    summary, _ = demo
+    assert summary["barge_in_turn"] is not None
+    assert summary["barge_in_stop_turns"] is not None and summary["barge_in_stop_turns"] <= 1
+
+
+def test_the_demo_writes_its_timeline_and_the_assistants_audio(demo):
+    from pathlib import Path
+
+    summary, _ = demo
+    assert Path(summary["timeline"]).stat().st_size > 0
+    assert Path(summary["audio"]).stat().st_size > 44
