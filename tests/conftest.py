@@ -9,4 +9,42 @@ import os
 
 os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 lets any busy process starve the clock
 
+import pytest  # noqa: E402
+
 import kernels  # noqa: E402, F401
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray instance shared by the modules that need one (started once, ~4 s; stopped at the end).
+
+    A module that needs a different Ray (test_cluster.py) shuts it down; the next user starts it again.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    return ray
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+async def serve_background(servicer):
+    """Start a test's own Background servicer with real gRPC on 127.0.0.1; returns (server, address)."""
+    import grpc
+
+    from interplay.v1 import background_pb2_grpc as bgrpc
+
+    server = grpc.aio.server()
+    bgrpc.add_BackgroundServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+

@@ -23,17 +23,10 @@ TERMINAL = (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCEL
 
 
 @pytest.fixture(scope="module")
-def actor():
-    started = not ray.is_initialized()
-    if started:
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+def actor(ray_local):
     handle, address = start_background("local", agent=AgentConfig(max_steps=2, max_tokens=160), log_level="warning")
     yield handle, address
     ray.kill(handle, no_restart=True)
-    if started:
-        ray.shutdown()
 
 
 async def wait_for(inbox: deque, pred, limit_s: float) -> float:

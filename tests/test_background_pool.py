@@ -21,18 +21,11 @@ TERMINAL = (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCEL
 
 
 @pytest.fixture(scope="module")
-def pool():
-    started = not ray.is_initialized()
-    if started:
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+def pool(ray_local):
     handles, addresses = start_pool(2, "local", agent=AgentConfig(max_steps=2, max_tokens=160), log_level="warning")
     yield handles, addresses
     for h in handles:
         ray.kill(h, no_restart=True)
-    if started:
-        ray.shutdown()
 
 
 async def run_and_kill(handles, addresses, idempotent: bool) -> list[bpb.Update]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import socket
 
-import grpc
 import pytest
 import torch
+from conftest import serve_background as background
 
 from interaction_actor.delegator import DelegationRequest, Delegator
 from interaction_actor.loop import LoopConfig, TurnLoop
@@ -54,14 +54,6 @@ class SteerableBackground(bgrpc.BackgroundServicer):
         self.steers.append((request.task_id, request.text))
         self._steered.set()
         return bpb.SteerResponse(accepted=True)
-
-
-async def background(servicer) -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server()
-    bgrpc.add_BackgroundServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
 
 
 def closed_port() -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
 import pytest
 import torch
+from conftest import serve_background as background
 
 from interaction_actor.inputs import FloatAudio
 from interaction_actor.loop import LoopConfig, TurnLoop
@@ -68,14 +68,6 @@ class HangingBackground(bgrpc.BackgroundServicer):
         yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL, text=self.answer or "late")
 
 
-async def background(servicer) -> tuple[grpc.aio.Server, str]:
-    server = grpc.aio.server()
-    bgrpc.add_BackgroundServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    return server, f"127.0.0.1:{port}"
-
-
 async def test_a_hanging_background_server_does_not_delay_any_turn(tiny):
     bg = HangingBackground()
     bg_server, bg_addr = await background(bg)
@@ -101,7 +93,8 @@ async def test_a_hanging_background_server_does_not_delay_any_turn(tiny):
     assert max(c.timing.lateness_ms for c in chunks) < 20.0 and not any(c.timing.missed for c in chunks)
 
 
-async def test_a_final_background_result_is_surfaced_on_the_stream(tiny):
+async def answered_session(tiny, turns: int, speak_turns: int) -> list[spb.OutputChunk]:
+    """A session whose delegation (at turn 1) is answered at once; the user talks for `speak_turns`."""
     bg_server, bg_addr = await background(HangingBackground(answer="It is 21 degrees."))
     loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr))
     loop.start()
@@ -112,32 +105,22 @@ async def test_a_final_background_result_is_surfaced_on_the_stream(tiny):
             loop.start_delegation(sid, "weather?")
 
     try:
-        chunks = await collect(address, 14, delegate_at_turn_1, speak_turns=8)
+        return await collect(address, turns, delegate_at_turn_1, speak_turns=speak_turns)
     finally:
         await server.stop(0.2)
         await loop.stop()
         await bg_server.stop(0.2)
+
+
+async def test_a_final_background_result_is_surfaced_on_the_stream(tiny):
+    chunks = await answered_session(tiny, 14, speak_turns=8)
     surfaced = [(c.turn, e) for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
     assert [e.text for _, e in surfaced] == ["It is 21 degrees."]
     assert surfaced[0][1].mode == cpb.SURFACING_MODE_WHEN_IDLE and surfaced[0][1].attrs["voiced"] == "True"
 
 
 async def test_a_when_idle_result_waits_for_the_users_pause(tiny):
-    bg_server, bg_addr = await background(HangingBackground(answer="It is 21 degrees."))
-    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr))
-    loop.start()
-    server, address = await serve(loop)
-
-    async def delegate_at_turn_1(sid: str, k: int) -> None:
-        if k == 1:
-            loop.start_delegation(sid, "weather?")
-
-    try:
-        chunks = await collect(address, 16, delegate_at_turn_1, speak_turns=10)
-    finally:
-        await server.stop(0.2)
-        await loop.stop()
-        await bg_server.stop(0.2)
+    chunks = await answered_session(tiny, 16, speak_turns=10)
     received = min(c.turn for c in chunks for e in c.events
                    if e.kind == spb.EVENT_KIND_PROGRESS and e.attrs.get("update") == "final")
     surfaced = [c.turn for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
