@@ -3,8 +3,9 @@
 One small interface: `decide(state: TurnState) -> Delegation | None`, called once per micro-turn,
 plus `on_steer(task_id, text)` / `on_cancel(task_id, reason)` hooks and `reset()` between sessions.
 Built-ins: model_token, rule, always, never, threshold (a confidence wrapper around another
-policy). `load_policy(name_or_object, **opts)` returns a policy from its registered name, a
-"module:attr" path, a class, or an object that already has `decide`.
+policy), first_of (the first of several that decides). `load_policy(name_or_object, **opts)`
+returns a policy from its registered name, a "module:attr" path, a class, or an object that
+already has `decide`.
 """
 
 from __future__ import annotations
@@ -219,12 +220,59 @@ class ThresholdPolicy(Policy):
             self.inner.reset()
 
 
+class FirstOfPolicy(Policy):
+    """Ask several policies in order; the first decision wins, and one request delegates once.
+
+    E.g. `first_of` with ["model_token", "rule"]: the interaction model decides, and an intent rule
+    on typed requests backs it up. A decision within `dedupe_turns` turns of the last one, while that
+    delegation still runs, is dropped (the backup must not repeat what the model already sent).
+    """
+
+    name = "first_of"
+
+    def __init__(self, policies: Iterable[Any] = ("model_token", "rule"), dedupe_turns: int = 10) -> None:
+        self.inner = [load_policy(p) for p in policies]
+        if not self.inner:
+            raise PolicyError("first_of needs at least one policy")
+        self.dedupe_turns = int(dedupe_turns)
+        self._last_turn: int | None = None
+        names = ",".join(getattr(p, "name", type(p).__name__) for p in self.inner)
+        self.name = f"first_of({names})"
+
+    def decide(self, state: TurnState) -> Delegation | None:
+        decisions = [(p, p.decide(state)) for p in self.inner]  # every policy sees every turn (they keep state)
+        policy, d = next(((p, d) for p, d in decisions if d is not None), (None, None))
+        if d is None:
+            return None
+        if (self._last_turn is not None and state.active_tasks
+                and state.turn - self._last_turn < self.dedupe_turns):
+            return None
+        self._last_turn = state.turn
+        d.reason = d.reason or getattr(policy, "name", "")
+        return d
+
+    def on_steer(self, task_id: str, text: str) -> None:
+        for p in self.inner:
+            p.on_steer(task_id, text)
+
+    def on_cancel(self, task_id: str, reason: str) -> None:
+        for p in self.inner:
+            p.on_cancel(task_id, reason)
+
+    def reset(self) -> None:
+        self._last_turn = None
+        for p in self.inner:
+            if hasattr(p, "reset"):
+                p.reset()
+
+
 _REGISTRY: dict[str, Callable[..., Any]] = {
     "never": NeverPolicy,
     "always": AlwaysPolicy,
     "model_token": ModelTokenPolicy,
     "rule": RulePolicy,
     "threshold": ThresholdPolicy,
+    "first_of": FirstOfPolicy,
 }
 
 

@@ -265,7 +265,8 @@ class TurnLoop:
         live.tasks[task_id] = turn
         live.weave.track(task_id, turn, mode)
         self.metrics.delegations += 1
-        live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn))
+        live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn,
+                                 policy=(decision.reason if decision is not None else "") or "direct"))
         return task_id
 
     def _spawn(self, coro) -> None:

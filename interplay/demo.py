@@ -45,6 +45,10 @@ class DemoConfig:
     # What a delegation may use. The demo asks only for weather, and a 135M background model picks
     # far more reliably among few tools; widen this (calculator, clock) with a larger engine.
     allowed_tools: tuple[str, ...] = ("weather",)
+    # The interaction model decides when to delegate (its <delegate> token); an intent rule on typed
+    # requests backs it up, once per request (delegation.FirstOfPolicy).
+    policy: str = "first_of"
+    policy_options: dict = field(default_factory=lambda: {"policies": ["model_token", "rule"]})
     assets: str = str(ASSETS)
 
 
@@ -196,7 +200,7 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         "turn_gaps": sum(1 for a, b in zip(chunks, chunks[1:], strict=False) if b.turn != a.turn + 1),
         "compute_ms_p50": sorted(c.timing.compute_ms for c in chunks)[len(chunks) // 2] if chunks else 0.0,
         "delegations": len(of(spb.EVENT_KIND_DELEGATION_STARTED)),
-        "delegated_tasks": [e.text for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
+        "delegated_tasks": [f"{e.text} (by {e.attrs.get('policy', '?')})" for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
         "tool_calls": [e.text for _, e in of(spb.EVENT_KIND_TOOL_CALL)],
         "steers": sum(1 for _, e in of(spb.EVENT_KIND_PROGRESS) if e.attrs.get("update") == "steered"),
         "results_surfaced": [{"turn": t, "mode": e.mode, "voiced": e.attrs.get("voiced"), "text": e.text}
@@ -243,7 +247,8 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
         bg_addresses.append(addr)
     ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint,
                         turn_ms=cfg.turn_ms, background_address=",".join(bg_addresses),
-                        allowed_tools=list(cfg.allowed_tools))
+                        allowed_tools=list(cfg.allowed_tools), policy=cfg.policy,
+                        policy_options=dict(cfg.policy_options))
     handles.append(ia)
     return handles, address, bg_addresses
 

@@ -113,3 +113,14 @@ def test_threshold_wrapper_passes_steer_and_cancel_to_the_wrapped_policy():
 def test_a_policy_spec_can_be_a_mapping_with_its_options():
     p = load_policy({"policy": "threshold", "inner": "rule", "threshold": 0.3})
     assert p.name == "threshold(rule,0.3)"
+
+
+def test_first_of_lets_the_model_decide_and_a_rule_back_it_up_once_per_request():
+    p = load_policy("first_of", policies=["model_token", "rule"])
+    backup = p.decide(final("what's the weather in Oslo?", turn=3))
+    assert backup is not None and backup.reason.startswith("rule")
+    # the model emits its own <delegate> for the same request two turns later: not sent twice
+    again = p.decide(TurnState(turn=5, controls=["delegate"], delegate_task="weather Oslo", active_tasks=["t1"]))
+    assert again is None
+    model = p.decide(TurnState(turn=30, controls=["delegate"], delegate_task="weather Rome"))
+    assert model is not None and model.task == "weather Rome"
