@@ -124,6 +124,40 @@ def talk(
 
 
 @app.command()
+def train(
+    preset: str = typer.Option("small", help="Model preset to train from scratch."),
+    steps: int = typer.Option(None, help="Optimizer steps (default: the preset's training config)."),
+    minutes: float = typer.Option(None, help="Wall-clock budget; the learning-rate schedule follows it."),
+    seed: int = typer.Option(0, help="Seed of the weights and of the episode stream."),
+    out: str = typer.Option(None, help="Checkpoint path (default: interaction_actor/checkpoints/<preset>.pt)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last resumable state."),
+    threads: int = typer.Option(None, help="torch threads (default: all cores)."),
+    evaluate_after: bool = typer.Option(True, "--eval/--no-eval", help="Run the quick eval and record it in the card."),
+) -> None:
+    """Co-train the interaction model from scratch on synthetic micro-turn episodes; writes weights + card."""
+    import json
+
+    from interaction_actor.train import train_main
+
+    card = train_main(preset=preset, steps=steps, minutes=minutes, seed=seed, out=out, resume=resume,
+                      threads=threads, evaluate_after=evaluate_after, eval_quick=True, progress=True)
+    typer.echo(json.dumps({k: card[k] for k in ("checkpoint", "steps", "train_seconds", "final_losses")
+                           if k in card}))
+
+
+@app.command("eval")
+def eval_(
+    quick: bool = QUICK,
+    as_json: bool = JSON,
+    checkpoint: str = typer.Option(None, help="Weights to evaluate (default: the shipped checkpoint)."),
+) -> None:
+    """Interactivity suite on held-out episodes, turn by turn through the streaming session, vs a turn-based baseline."""
+    from interaction_actor.evaluate import eval_main
+
+    emit("interplay eval", eval_main(checkpoint=checkpoint, quick=quick), as_json)
+
+
+@app.command()
 def study(
     as_json: bool = JSON,
     quick: bool = QUICK,

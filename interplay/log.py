@@ -14,12 +14,28 @@ import structlog
 _configured = False
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the moment of writing, never a stale object: a test
+    runner (pytest, typer's CliRunner) swaps stderr per test and closes the old one."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
 def configure_logging(level: str = "info", json: bool | None = None, stream=None) -> None:
-    """Configure structlog and the stdlib root logger; safe to call again to reconfigure."""
+    """Configure structlog and the stdlib root logger; safe to call again to reconfigure.
+
+    Without `stream`, events go to the current sys.stderr (looked up at each write)."""
     global _configured
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()
     if json is None:
-        json = not (hasattr(stream, "isatty") and stream.isatty())
+        json = not stream.isatty()
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(

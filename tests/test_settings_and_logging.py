@@ -38,3 +38,17 @@ def test_logs_are_json_key_values_when_not_a_tty():
     event = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert event["event"] == "turn" and event["session"] == "s1" and event["compute_ms"] == 12.5
     assert event["component"] == "test" and event["level"] == "info"
+
+
+def test_logging_survives_the_stderr_it_was_configured_under_being_closed(monkeypatch, capsys):
+    import io
+
+    from interplay.log import configure_logging, get_logger
+
+    temporary = io.StringIO()
+    monkeypatch.setattr("sys.stderr", temporary)  # what typer's CliRunner does during invoke()
+    configure_logging("info", json=True)
+    monkeypatch.undo()
+    temporary.close()
+    get_logger("test").info("still_logging", ok=True)  # must not raise "I/O operation on closed file"
+    assert "still_logging" in capsys.readouterr().err

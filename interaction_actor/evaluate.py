@@ -1,0 +1,352 @@
+"""Interactivity suite: held-out synthetic episodes run through the real streaming session, turn by turn.
+
+`evaluate(...) -> dict` steps every episode (synth.py, seeds >= synth.HELD_OUT_BASE) with
+session.new_session/step_batch, reads what the model said and when, and scores: per-task accuracy
+(right content at the right turn, TOL turns of slack), turn-taking latency (user speech end -> the
+end of the turn whose output starts the reply, plus the measured per-turn compute), barge-in stop
+latency (barge-in onset -> the end of the first turn whose output is silent, plus compute), and
+delegation precision/recall. The same suite runs a turn-based baseline: the same model (same size,
+same weights) behind a VAD harness (`VadHarness`) that gives it the user's input only when the
+user's turn ends, as turn-based voice agents do. Keys follow ../shared/FIGURES.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from interaction_actor import synth
+from interaction_actor.model import InteractionModel, build_model
+from interaction_actor.session import TurnInput, TurnOutput, new_session, step_batch
+from interplay.log import get_logger
+
+log = get_logger("interaction_actor.evaluate")
+
+TOL = 1  # turns of slack on "the right turn" (200 ms); cue_speak's "within one turn of the cue"
+TURN_MS = 200.0
+SAMPLES_PER_MS = 16.0
+
+
+@dataclass
+class Delivered:
+    """What the user received at the end of one real turn (several model turns when a harness replays)."""
+
+    text: str = ""
+    controls: list[str] = field(default_factory=list)
+    delegate_tasks: list[str] = field(default_factory=list)
+    speaking: bool = False
+
+    def add(self, o: TurnOutput) -> None:
+        self.text += o.text
+        self.controls += o.controls
+        if o.delegate_task is not None:
+            self.delegate_tasks.append(o.delegate_task)
+        self.speaking = self.speaking or o.speaking
+
+    @property
+    def says(self) -> bool:
+        return bool(self.text) or "start_speaking" in self.controls
+
+    @property
+    def silent(self) -> bool:
+        return not self.speaking and not self.text and "start_speaking" not in self.controls
+
+
+def utterances(tr: list[Delivered]) -> list[tuple[int, str]]:
+    """(start turn, text) of each utterance: from <start_speaking> (or a first byte) until
+    <stop_speaking> or two turns without text."""
+    out: list[tuple[int, str]] = []
+    cur: list | None = None
+    idle = 0
+    for k, d in enumerate(tr):
+        if cur is None and d.says:
+            cur, idle = [k, ""], 0
+        if cur is not None:
+            cur[1] += d.text
+            idle = 0 if d.text or "start_speaking" in d.controls else idle + 1
+            if "stop_speaking" in d.controls or idle >= 2:
+                out.append((cur[0], cur[1]))
+                cur = None
+    if cur is not None:
+        out.append((cur[0], cur[1]))
+    return out
+
+
+def _at(turn: int | None, start: int, lo: int = 0) -> bool:
+    return turn is not None and turn - lo <= start <= turn + TOL
+
+
+def score(ep: synth.Episode, tr: list[Delivered]) -> bool:
+    """Right content at the right turn, and nothing said where nothing should be (see synth builders)."""
+    ex, utt = ep.expect, utterances(tr)
+    if ep.task in ("time_speak", "rep_count"):
+        return len(utt) == 1 and utt[0][1].strip() == ex["say"] and _at(ex["turn"], utt[0][0])
+    if ep.task == "cue_speak":
+        if ex["say"] is None:
+            return not utt
+        return len(utt) == 1 and utt[0][1].strip() == ex["say"] and _at(ex["turn"], utt[0][0])
+    if ep.task == "turn_taking":
+        if not utt or not _at(ex["turn"], utt[0][0]):
+            return False
+        if ex["barge_in"] is None:
+            return len(utt) == 1 and utt[0][1] == ex["say"]
+        b = ex["barge_in"]
+        first_ok = utt[0][1] and ex["say"].startswith(utt[0][1]) and tr[b].silent
+        later = [u for u in utt[1:]]
+        t2 = ex["turn2"]
+        if t2 is None or t2 >= len(tr):
+            return bool(first_ok) and not later
+        return bool(first_ok) and len(later) == 1 and _at(t2, later[0][0]) and ex["say"].startswith(later[0][1])
+    if ep.task == "delegation":
+        tasks = [(k, t) for k, d in enumerate(tr) for t in d.delegate_tasks]
+        if len(tasks) != 1 or tasks[0][1] != ex["task"] or tasks[0][0] > ex["result_turn"]:
+            return False
+        if ex["turn"] is None:
+            return not utt
+        if len(utt) != 1:
+            return False
+        start, said = utt[0][0], utt[0][1].strip()
+        room = 3 * (len(tr) - start) - 1  # bytes an utterance started at `start` can say before the end
+        return _at(ex["turn"], start) and ex["say"].startswith(said) \
+            and len(said) >= min(len(ex["say"]), room)
+    raise KeyError(ep.task)
+
+
+def latencies(ep: synth.Episode, tr: list[Delivered], compute_ms: float) -> tuple[list[float], list[float]]:
+    """(turn-taking ms, barge-in stop ms) of a turn_taking episode (empty lists otherwise)."""
+    if ep.task != "turn_taking":
+        return [], []
+    ex = ep.expect
+    take, stop = [], []
+    ends = [(ex["end_sample"], ep.speech[0][0] // 3200, ex.get("barge_in"))]
+    if ex["barge_in"] is not None:
+        ends.append((ex["barge_end_sample"], ex["barge_in"] + 1, None))
+    for end, from_turn, until in ends:
+        j = next((k for k in range(from_turn, len(tr) if until is None else until) if tr[k].says), None)
+        if j is not None:
+            take.append(((j + 1) * 3200 - end) / SAMPLES_PER_MS + compute_ms)
+    if ex["barge_in"] is not None:
+        b = ex["barge_in"]
+        j = next((k for k in range(b, len(tr)) if tr[k].silent), None)
+        if j is not None:
+            stop.append(((j + 1) * 3200 - ex["barge_sample"]) / SAMPLES_PER_MS + compute_ms)
+    return take, stop
+
+
+# ---- the turn-based baseline harness ---------------------------------------------------------
+@dataclass
+class VadHarness:
+    """A turn-based harness around the same streaming model.
+
+    An energy VAD (10 ms frames, RMS > `threshold`) tracks the user's speech. The user's turn ends at
+    the endpoint: `endpoint_ms` of silence after speech (500 ms, a common server-VAD default), or the
+    window a typed message is sent in; a background result also triggers a response when the user is
+    silent. Until then the user's windows are buffered and the model is not run; at the trigger the
+    buffered windows are replayed through the session (video reduced to the frame current at the
+    trigger, as turn-based assistants attach one snapshot) and whatever the model says is delivered
+    at that moment. The model then runs in real time while it keeps producing output and stops after
+    `grace` quiet turns. Speech onset while it responds (VAD, `onset_ms`) cancels the response.
+    """
+
+    endpoint_ms: float = 500.0
+    onset_ms: float = 100.0
+    threshold: float = 0.01
+    grace: int = 2
+
+    def vad(self, audio: list[torch.Tensor]) -> torch.Tensor:
+        x = torch.cat(audio).view(-1, 160)
+        return x.pow(2).mean(-1).sqrt() > self.threshold  # per 10 ms
+
+    def triggers(self, ep: synth.Episode) -> tuple[list[bool], list[float | None]]:
+        """(trigger in window k, time in ms of a user speech onset the VAD detects in window k, else None)."""
+        speech = self.vad([i.audio if i.audio is not None else torch.zeros(3200) for i in ep.inputs])
+        n = ep.turns
+        trig: list[bool] = [False] * n
+        onset: list[float | None] = [None] * n
+        frames = speech.tolist()
+        run_sil, run_sp, talked = 0, 0, False
+        for f, sp in enumerate(frames):
+            k = f // 20
+            run_sp = run_sp + 1 if sp else 0
+            run_sil = 0 if sp else run_sil + 1
+            talked = talked or sp
+            if run_sp * 10 == self.onset_ms and onset[k] is None:
+                onset[k] = (f + 1) * 10.0
+            if talked and run_sil * 10 == self.endpoint_ms:
+                trig[k] = True
+                talked = False
+        user_silent = [not any(frames[20 * k : 20 * k + 20]) for k in range(n)]
+        for k, inp in enumerate(ep.inputs):
+            if inp.text or (inp.context and user_silent[k]):
+                trig[k] = True
+        return trig, onset
+
+
+def run_baseline(model: InteractionModel, eps: list[synth.Episode], harness: VadHarness
+                 ) -> tuple[list[list[Delivered]], list[list[float]]]:
+    """Every episode through the harness (sessions batched round by round) -> (what each real turn
+    delivered, the times in ms at which the harness cut a response on a detected speech onset)."""
+    sessions = [new_session(model, f"base-{ep.task}-{ep.seed}") for ep in eps]
+    plans = [harness.triggers(ep) for ep in eps]
+    buffers: list[list[TurnInput]] = [[] for _ in eps]
+    active = [False] * len(eps)
+    quiet = [0] * len(eps)
+    cuts: list[list[float]] = [[] for _ in eps]
+    trs = [[Delivered() for _ in range(ep.turns)] for ep in eps]
+    for k in range(eps[0].turns):
+        work: list[list[TurnInput]] = [[] for _ in eps]
+        for i, ep in enumerate(eps):
+            trig, onset = plans[i]
+            inp = ep.inputs[k]
+            if active[i] and onset[k] is not None:
+                active[i] = False  # barge-in: the harness cancels the response when the VAD fires
+                cuts[i].append(onset[k])
+            if active[i]:
+                work[i] = [inp]
+            elif trig[k]:
+                work[i] = [*buffers[i], inp]
+                buffers[i] = []
+                active[i], quiet[i] = True, 0
+            else:
+                buffers[i].append(TurnInput(audio=inp.audio, frame=None, text=inp.text, context=inp.context,
+                                            barge_in=inp.barge_in))
+        while any(work):
+            idx = [i for i in range(len(eps)) if work[i]]
+            outs = step_batch(model, [sessions[i] for i in idx], [work[i].pop(0) for i in idx])
+            for i, o in zip(idx, outs, strict=True):
+                trs[i][k].add(o)
+        for i in range(len(eps)):
+            if active[i]:
+                d = trs[i][k]
+                busy = d.says or d.speaking or d.controls or d.delegate_tasks or sessions[i].delegate_buf is not None
+                quiet[i] = 0 if busy else quiet[i] + 1
+                if quiet[i] >= harness.grace:
+                    active[i] = False
+    return trs, cuts
+
+
+def run_interactive(model: InteractionModel, eps: list[synth.Episode]) -> list[list[Delivered]]:
+    """Every episode through its own streaming session, all sessions batched turn by turn."""
+    sessions = [new_session(model, f"{ep.task}-{ep.seed}") for ep in eps]
+    trs = [[Delivered() for _ in range(ep.turns)] for ep in eps]
+    for k in range(eps[0].turns):
+        for i, o in enumerate(step_batch(model, sessions, [ep.inputs[k] for ep in eps])):
+            trs[i][k].add(o)
+    return trs
+
+
+def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None) -> list[Delivered]:
+    """What a session would deliver if the model emitted `outputs` (default: the episode's targets):
+    the session's own output rules (session._finish_turn, the barge-in and voicing rules) without a
+    model. The scorer's upper bound: the targets themselves must score as right."""
+    from interaction_actor.session import SessionState, _finish_turn
+
+    s = SessionState(id="oracle", seed=0, capacity=0, kv=torch.zeros(0))
+    tr = []
+    for k, inp in enumerate(ep.inputs):
+        if inp.barge_in:
+            s.speaking = False
+        voiced = s.speaking
+        d = Delivered()
+        d.add(_finish_turn(s, list((outputs or ep.targets)[k]), voiced, None, None, 80))
+        s.turn += 1
+        tr.append(d)
+    return tr
+
+
+def turn_compute_ms(model: InteractionModel, ep: synth.Episode) -> float:
+    """Median wall time of one session's step (what a reply waits for after its window closes)."""
+    s = new_session(model, "timing")
+    times = []
+    for inp in ep.inputs:
+        t = time.perf_counter()
+        step_batch(model, [s], [inp])
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times[1:])
+
+
+def _p50(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 1) if xs else None
+
+
+def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, list[list[Delivered]]],
+           compute_ms: float, cuts_by_task: dict[str, list[list[float]]] | None = None) -> dict:
+    """Scores of one system. `cuts_by_task` (the VAD baseline): the harness, not the model, stops a
+    response when its VAD detects the barge-in, so barge-in stop latency is onset -> that detection."""
+    tasks, take, stop = {}, [], []
+    tp = emitted = needed = 0
+    for task, eps in eps_by_task.items():
+        trs = trs_by_task[task]
+        tasks[task] = round(sum(score(e, t) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
+        for i, (e, t) in enumerate(zip(eps, trs, strict=True)):
+            a, b = latencies(e, t, compute_ms)
+            if cuts_by_task is not None:
+                b = []
+                if task == "turn_taking" and e.expect["barge_in"] is not None:
+                    onset = e.expect["barge_sample"] / SAMPLES_PER_MS
+                    b = [min(c for c in cuts_by_task[task][i] if c >= onset) - onset] \
+                        if any(c >= onset for c in cuts_by_task[task][i]) else []
+            take += a
+            stop += b
+            emitted_here = [x for d in t for x in d.delegate_tasks]
+            emitted += len(emitted_here)
+            if task == "delegation":
+                needed += 1
+                tp += int(bool(emitted_here) and emitted_here[0] == e.expect["task"])
+    return {"tasks": tasks, "turn_taking_ms_p50": _p50(take), "barge_in_stop_ms_p50": _p50(stop),
+            "delegation_precision": round(tp / emitted, 4) if emitted else 0.0,
+            "delegation_recall": round(tp / needed, 4) if needed else 0.0,
+            "turn_taking_responses": len(take), "barge_in_stops": len(stop)}
+
+
+QUICK_EPISODES = 10  # per task: --quick takes ~15 s on a shared 2-core CPU (full: ~1 min)
+FULL_EPISODES = 50
+
+
+def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: int | None = None,
+             preset: str = "small", baseline: bool = True, threads: int | None = 1,
+             model: InteractionModel | None = None) -> dict:
+    """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite).
+
+    `checkpoint` defaults to the shipped one (train.DEFAULT_CHECKPOINT); `episodes` per task
+    (default QUICK_EPISODES with `quick`, else FULL_EPISODES). `threads` (default 1): a session's
+    ops are small, and on a shared CPU a second OpenMP thread mostly waits (measured: many times
+    slower under load); None leaves torch's setting."""
+    from interaction_actor.train import DEFAULT_CHECKPOINT
+
+    if threads:
+        torch.set_num_threads(threads)
+    if model is None:
+        ckpt = checkpoint or (str(DEFAULT_CHECKPOINT) if Path(DEFAULT_CHECKPOINT).is_file() else None)
+        model = build_model(preset, checkpoint=ckpt)
+    else:
+        ckpt = checkpoint
+    n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
+    t0 = time.perf_counter()
+    eps = {task: [synth.episode(s, task, model.config) for s in synth.held_out_seeds(n, offset=i * 1_000_000)]
+           for i, task in enumerate(synth.TASKS)}
+    compute_ms = turn_compute_ms(model, eps["turn_taking"][0])
+    ours = _suite(eps, {t: run_interactive(model, e) for t, e in eps.items()}, compute_ms)
+    result = {**ours, "episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
+              "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
+    if baseline:
+        harness = VadHarness()
+        runs = {t: run_baseline(model, e, harness) for t, e in eps.items()}
+        base = _suite(eps, {t: r[0] for t, r in runs.items()}, compute_ms, {t: r[1] for t, r in runs.items()})
+        result["baseline"] = {**base, "harness": "vad", "endpoint_ms": harness.endpoint_ms}
+        result["tasks"] = {t: {"interaction": ours["tasks"][t], "baseline": base["tasks"][t]} for t in synth.TASKS}
+    result["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    log.info("eval_done", **{k: v for k, v in result.items() if not isinstance(v, dict)})
+    return result
+
+
+def eval_main(checkpoint: str | None = None, quick: bool = False) -> dict:
+    """`interplay eval [--quick] [--checkpoint PATH]`: the suite on the shipped (or given) checkpoint ->
+    the FIGURES.md dict: `tasks` (task -> {"interaction": acc, "baseline": acc}), `turn_taking_ms_p50`,
+    `barge_in_stop_ms_p50`, `delegation_precision`, `delegation_recall` (of the interaction model),
+    and `baseline` (the same keys for the VAD-harness baseline) plus run details."""
+    return evaluate(checkpoint=checkpoint, quick=quick)

@@ -1,0 +1,373 @@
+"""Co-training of the interaction model from scratch on synthetic episodes (synth.py).
+
+`train(...)` draws episodes by seed (deterministic), featurizes them exactly as the streaming session
+does (`featurize`: the same dMel stream, hMLP patching, text/context slot queues, voiced rule and
+turn_chunk layout), and optimises `InteractionModel.training_loss` (text cross-entropy, decisions and
+content weighted `content_weight`, + flow matching, + an auxiliary next-byte "reading" loss inside the
+text/context slots) through the same modules and kernels.ops calls the runtime uses. It shows a progress bar,
+logs losses with structlog, writes resumable checkpoints (model + optimizer + step) and finally the
+shipped checkpoint (fp16 weights) with a JSON card beside it: config, seed, data version, steps,
+wall time, and eval scores when `evaluate_after` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import kernels
+from interaction_actor import synth
+from interaction_actor import text as T
+from interaction_actor.config import ModelConfig, preset
+from interaction_actor.dmel import DMelStream, dmel_stream_push
+from interaction_actor.hmlp import frame_to_patches
+from interaction_actor.layout import (
+    IGNORE,
+    SlotChunk,
+    TurnLayout,
+    block_offsets,
+    bos_chunk,
+    mel_slot_mask,
+    text_targets,
+    turn_chunk,
+)
+from interaction_actor.model import InteractionModel
+from interplay.log import get_logger
+
+log = get_logger("interaction_actor.train")
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "small.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the settings of the shipped checkpoint (see its card)."""
+
+    preset: str = "small"
+    steps: int = 1000
+    batch: int = 5  # one episode of each task per step (task = seed % 5)
+    lr: float = 2e-3
+    min_lr_fraction: float = 0.1
+    warmup: int = 20
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    flow_weight: float = 0.5
+    seed: int = 0
+    max_minutes: float = 14.5  # > 0: stop (and save) when this much wall time has passed; 0 = by steps only
+    threads: int = 2  # torch threads (0 = leave as is); on a heavily shared CPU 1 can be faster (erratic OMP waits)
+    checkpoint_every: int = 50
+    content_weight: float = 2.0  # text CE weight of non-<empty> targets (decisions and content) vs <empty>
+    reading_weight: float = 0.5  # > 0: auxiliary next-byte loss inside the text-in and context slots
+
+
+@dataclass
+class Features:
+    chunk: SlotChunk  # [1, 1 + turns * turn_len]
+    text_targets: torch.Tensor  # [1, L]
+    mel_targets: torch.Tensor  # [1, L, n_mels]
+    mel_mask: torch.Tensor  # [1, L]
+    voiced: list[bool]
+
+
+def _take(queue: list[int], n: int) -> list[int]:
+    out = queue[:n]
+    del queue[:n]
+    return out
+
+
+def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None) -> Features:
+    """The training sequence of an episode: what the streaming session would write, position by
+    position, if the model emitted `outputs` (default: the episode's targets), with the previous voiced
+    turn's target mel fed to the mel-out slots (teacher forcing)."""
+    outputs = ep.targets if outputs is None else outputs
+    lay = TurnLayout.from_config(cfg)
+    dstate = DMelStream()
+    text_q: list[int] = []
+    ctx_q: list[int] = []
+    speaking = False
+    prev_mel: torch.Tensor | None = None
+    chunks = [bos_chunk(cfg)]
+    mel_rows: list[torch.Tensor] = []
+    voiced_turns: list[bool] = []
+    for k, inp in enumerate(ep.inputs):
+        if inp.barge_in:
+            speaking = False
+        voiced = speaking
+        dm, has_audio = dmel_stream_push(dstate, inp.audio, cfg)
+        patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
+        text_q.extend(T.encode(inp.text))
+        ctx_q.extend(T.encode(inp.context))
+        chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,
+                                 text_ids=_take(text_q, lay.text_in), context_ids=_take(ctx_q, lay.context),
+                                 voiced=voiced, prev_mel=prev_mel, out_tokens=list(outputs[k])))
+        mel = synth.voice_mel(outputs[k - 1], cfg.n_mels) if voiced and k > 0 else None
+        mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
+        voiced_turns.append(mel is not None)
+        prev_mel = mel
+        for t in outputs[k]:
+            if t == T.START_SPEAKING:
+                speaking = True
+            elif t == T.STOP_SPEAKING:
+                speaking = False
+    chunk = SlotChunk.cat_time(chunks)
+    length = chunk.tokens.shape[1]
+    slots = mel_slot_mask(length, lay)
+    mel_targets = torch.zeros(1, length, cfg.n_mels)
+    mel_mask = torch.zeros(1, length, dtype=torch.bool)
+    for k, v in enumerate(voiced_turns):
+        a = lay.turn_start(k) + lay.mel
+        mel_targets[0, a : a + lay.frames] = mel_rows[k]
+        mel_mask[0, a : a + lay.frames] = v
+    assert bool((mel_mask[0] <= slots).all())
+    return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns)
+
+
+def batch_features(seeds: list[int], cfg: ModelConfig) -> Features:
+    """Episodes for `seeds` (task = seed % 5), featurized and stacked (all episodes have one length)."""
+    feats = [featurize(synth.episode(s, cfg=cfg), cfg) for s in seeds]
+    return Features(SlotChunk.stack([f.chunk for f in feats]), torch.cat([f.text_targets for f in feats]),
+                    torch.cat([f.mel_targets for f in feats]), torch.cat([f.mel_mask for f in feats]),
+                    [v for f in feats for v in f.voiced])
+
+
+def train_seeds(step: int, batch: int, seed: int) -> list[int]:
+    """Training episode seeds of a step: a deterministic stream below synth.HELD_OUT_BASE."""
+    base = (seed * 1_000_003 + step * batch) % (synth.HELD_OUT_BASE - batch)
+    return [base + i for i in range(batch)]
+
+
+def _lr(tc: TrainConfig, step: int, total: int, elapsed_s: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to min_lr_fraction over the run: by step, or, with a time
+    budget (max_minutes), by whichever of steps and wall time is further along (so a time-budgeted run
+    still anneals; such a run depends on the machine's speed and is not bit-reproducible)."""
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    p = min(1.0, (step - tc.warmup) / max(1, total - tc.warmup))
+    if tc.max_minutes > 0:
+        p = max(p, min(1.0, elapsed_s / (tc.max_minutes * 60)))
+    return tc.lr * (tc.min_lr_fraction + (1 - tc.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _reweighted(model: InteractionModel, res: dict, targets: torch.Tensor, tc: TrainConfig) -> dict:
+    """Text CE recomputed from the same logits with non-<empty> targets weighted `content_weight`."""
+    valid = targets != IGNORE
+    tgt = targets[valid].to(model.device)
+    logp = kernels.log_softmax(res["logits"][valid], dim=-1).gather(-1, tgt[:, None])[:, 0]
+    w = torch.where(tgt == T.EMPTY, 1.0, tc.content_weight)
+    text_ce = -(w * logp).sum() / w.sum()
+    return {**res, "text_ce": text_ce, "loss": text_ce + tc.flow_weight * res["flow"]}
+
+
+def reading_targets(tokens: torch.Tensor, lay: TurnLayout) -> torch.Tensor:
+    """[B, T] -> next-byte targets inside the text-in and context slot groups (a byte followed by a
+    byte of the same group), IGNORE elsewhere: a dense auxiliary "read what you see" signal."""
+    off = block_offsets(tokens.shape[1], lay)
+    inside = ((off >= lay.text) & (off < lay.text + lay.text_in - 1)) | ((off >= lay.ctx) & (off < lay.ctx + lay.context - 1))
+    nxt = torch.cat([tokens[:, 1:], torch.full_like(tokens[:, :1], IGNORE)], dim=1)
+    keep = inside[None, :] & (tokens < T.N_BYTES) & (nxt >= 0) & (nxt < T.N_BYTES)
+    return torch.where(keep, nxt, torch.full_like(tokens, IGNORE))
+
+
+def _with_reading(model: InteractionModel, res: dict, chunk: SlotChunk, tc: TrainConfig) -> dict:
+    tgt = reading_targets(chunk.tokens, model.layout)
+    valid = tgt != IGNORE
+    if not bool(valid.any()):
+        return res
+    logp = kernels.log_softmax(res["logits"][valid.to(model.device)], dim=-1)
+    reading = -logp.gather(-1, tgt[valid].to(model.device)[:, None]).mean()
+    return {**res, "reading": reading, "loss": res["loss"] + tc.reading_weight * reading}
+
+
+def _param_groups(model: InteractionModel, wd: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.dim() < 2 or "norm" in name or name.endswith(("_b", ".b1", ".b2", ".b3")) else decay).append(p)
+    return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def save_shipped(model: InteractionModel, path: str | Path) -> None:
+    """Config + fp16 weights (loadable by build_model(checkpoint=path); the model runs in fp32)."""
+    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": dataclasses.asdict(model.config), "state_dict": state}, str(path))
+
+
+def _resume_key(tc: dict) -> dict:
+    """The settings a resumed run must share with the run it continues (its length may grow)."""
+    return {k: v for k, v in tc.items() if k not in ("steps", "max_minutes", "threads", "checkpoint_every")}
+
+
+def card_path(checkpoint: str | Path) -> Path:
+    return Path(checkpoint).with_suffix(".json")
+
+
+def default_work_dir(out: str | Path) -> Path:
+    """Where the resumable state of a run writing `out` lives (outside the package tree):
+    $XDG_CACHE_HOME/interplay/train/<stem>-<hash of out's absolute path>."""
+    out = Path(out).resolve()
+    tag = hashlib.blake2b(str(out).encode(), digest_size=4).hexdigest()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "interplay" / "train" / f"{out.stem}-{tag}"
+
+
+def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = None, resume: bool = True,
+          work_dir: str | Path | None = None, evaluate_after: bool = False, eval_quick: bool = True,
+          progress: bool = True, model_config: ModelConfig | None = None) -> dict:
+    """Train from scratch (or resume from `work_dir`/last.pt) and write the shipped checkpoint `out`
+    plus its JSON card. Returns the card as a dict."""
+    tc = config or TrainConfig()
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    cfg = model_config or preset(tc.preset)
+    out = Path(out)
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out)
+    work.mkdir(parents=True, exist_ok=True)
+    last = work / "last.pt"
+    torch.manual_seed(tc.seed)
+    model = InteractionModel(cfg)
+    model.train()
+    opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98))
+    step, elapsed, history = 0, 0.0, []
+    resumed_from = 0
+    if resume and last.is_file():
+        blob = torch.load(str(last), map_location="cpu", weights_only=False)
+        if _resume_key(blob["train_config"]) != _resume_key(dataclasses.asdict(tc)) \
+                or blob["model_config"] != dataclasses.asdict(cfg):
+            raise ValueError(f"{last} was written with another configuration; remove it or pass resume=False")
+        model.load_state_dict(blob["model"])
+        opt.load_state_dict(blob["optimizer"])
+        step, elapsed, history = blob["step"], blob["elapsed_s"], blob["history"]
+        resumed_from = step
+        log.info("train_resumed", step=step, elapsed_s=round(elapsed, 1))
+    load_start = round(os.getloadavg()[0], 2)
+    log.info("train_start", preset=tc.preset, steps=tc.steps, batch=tc.batch, data_version=synth.DATA_VERSION,
+             params=sum(p.numel() for p in model.parameters()), threads=torch.get_num_threads())
+    bar = _Progress(tc.steps, step, enabled=progress)
+    t0 = time.perf_counter() - elapsed
+    ema: dict[str, float] = {}
+    stopped_early = False
+    while step < tc.steps:
+        feats = batch_features(train_seeds(step, tc.batch, tc.seed), cfg)
+        for g in opt.param_groups:
+            g["lr"] = _lr(tc, step, tc.steps, time.perf_counter() - t0)
+        gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
+        res = model.training_loss(feats.chunk, feats.text_targets, feats.mel_targets, feats.mel_mask,
+                                  generator=gen, flow_weight=tc.flow_weight)
+        if tc.content_weight != 1.0:
+            res = _reweighted(model, res, feats.text_targets, tc)
+        if tc.reading_weight > 0:
+            res = _with_reading(model, res, feats.chunk, tc)
+        opt.zero_grad(set_to_none=True)
+        res["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        step += 1
+        vals = {k: float(res[k].detach()) for k in ("loss", "text_ce", "flow")}
+        for k, v in vals.items():
+            ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
+        bar.update(step, f"ce {ema['text_ce']:.3f} flow {ema['flow']:.3f}")
+        if step % 10 == 0 or step == 1:
+            history.append({"step": step, **{k: round(v, 5) for k, v in vals.items()}})
+            log.info("train_step", step=step, lr=round(opt.param_groups[0]["lr"], 6),
+                     elapsed_s=round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in vals.items()})
+        over = tc.max_minutes > 0 and time.perf_counter() - t0 > tc.max_minutes * 60
+        if step % tc.checkpoint_every == 0 or step == tc.steps or over:
+            _save_work(last, model, opt, tc, cfg, step, time.perf_counter() - t0, history)
+        if over:
+            stopped_early = True
+            log.warning("train_time_budget_reached", step=step, max_minutes=tc.max_minutes)
+            break
+    bar.close()
+    train_s = time.perf_counter() - t0
+    model.eval()
+    save_shipped(model, out)
+    card = {"checkpoint": out.name, "data_version": synth.DATA_VERSION, "train_config": dataclasses.asdict(tc),
+            "model_config": dataclasses.asdict(cfg), "params": sum(p.numel() for p in model.parameters()),
+            "steps": step, "resumed_from": resumed_from, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_avg_1m_start": load_start, "load_avg_1m_end": round(os.getloadavg()[0], 2),
+            "final_losses": history[-1] if history else {}, "loss_history": _thin(history, 40)}
+    if evaluate_after:
+        from interaction_actor.evaluate import evaluate
+
+        card["eval"] = evaluate(checkpoint=str(out), quick=eval_quick)
+    card_path(out).write_text(json.dumps(card, indent=1))
+    log.info("train_done", checkpoint=str(out), steps=step, train_seconds=round(train_s, 1))
+    return card
+
+
+def _thin(history: list[dict], n: int) -> list[dict]:
+    """About n entries of the loss history, always keeping the first and the last."""
+    if len(history) <= n:
+        return list(history)
+    kept = history[:: max(1, len(history) // n)]
+    return kept if kept[-1] is history[-1] else [*kept, history[-1]]
+
+
+def train_main(preset: str = "small", steps: int | None = None, minutes: float | None = None, seed: int = 0,
+               out: str | None = None, resume: bool = False, threads: int | None = None,
+               evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True) -> dict:
+    """`interplay train`: train `preset` from scratch (or `resume` the run that writes `out`) and write
+    the checkpoint + JSON card to `out` (default: the shipped interaction_actor/checkpoints/small.pt).
+    `steps` and `minutes` bound the run (defaults: TrainConfig's, the settings of the shipped model);
+    `threads` defaults to TrainConfig's. Returns the card (with quick eval scores if `evaluate_after`)."""
+    tc = TrainConfig(preset=preset, seed=seed)
+    if steps is not None:
+        tc.steps = int(steps)
+    if minutes is not None:
+        tc.max_minutes = float(minutes)
+    if threads is not None:
+        tc.threads = int(threads)
+    return train(out or DEFAULT_CHECKPOINT, config=tc, resume=resume, evaluate_after=evaluate_after,
+                 eval_quick=eval_quick, progress=progress)
+
+
+class _Progress:
+    """A rich progress bar on stderr (steps, losses, elapsed, ETA); a no-op when disabled."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self._p = None
+        if not enabled:
+            return
+        import sys
+
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+                           console=Console(file=sys.stderr), transient=False)
+        self._p.start()
+        self._task = self._p.add_task("train", total=total, completed=done, losses="")
+
+    def update(self, done: int, losses: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, completed=done, losses=losses)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+def _save_work(path: Path, model: InteractionModel, opt: torch.optim.Optimizer, tc: TrainConfig, cfg: ModelConfig,
+               step: int, elapsed: float, history: list) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "elapsed_s": elapsed,
+                "history": history, "train_config": dataclasses.asdict(tc),
+                "model_config": dataclasses.asdict(cfg)}, str(tmp))
+    os.replace(tmp, path)

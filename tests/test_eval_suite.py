@@ -1,0 +1,68 @@
+"""The interactivity suite: its scorer accepts exactly the right content at the right turn, the VAD
+baseline waits for the user's endpoint, and the whole suite runs end to end through real sessions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interaction_actor import synth
+from interaction_actor import text as T
+from interaction_actor.evaluate import VadHarness, evaluate, latencies, oracle_transcript, score
+from interaction_actor.model import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.set_num_threads(1)
+    return build_model("tiny", seed=3)
+
+
+@pytest.mark.parametrize("task", synth.TASKS)
+def test_the_episode_targets_themselves_score_as_right(task):
+    eps = [synth.episode(s, task) for s in synth.held_out_seeds(8)]
+    assert all(score(ep, oracle_transcript(ep)) for ep in eps)
+
+
+@pytest.mark.parametrize("task", ["time_speak", "rep_count", "turn_taking"])
+def test_the_right_words_two_turns_late_score_as_wrong(task):
+    ep = synth.episode(synth.held_out_seeds(1)[0], task)
+    late = [[T.EMPTY] * len(ep.targets[0])] * 2 + ep.targets[:-2]
+    assert score(ep, oracle_transcript(ep)) and not score(ep, oracle_transcript(ep, late))
+
+
+def test_saying_nothing_scores_as_wrong_when_something_was_due():
+    ep = synth.episode(synth.held_out_seeds(1)[0], "delegation")
+    silent = [[T.EMPTY] * len(ep.targets[0]) for _ in ep.targets]
+    assert not score(ep, oracle_transcript(ep, silent))
+
+
+def test_turn_taking_latency_of_the_targets_is_the_quiet_detection_delay():
+    """Replying at the first quiet turn answers 125..325 ms after the user stops (plus compute)."""
+    take = []
+    for s in synth.held_out_seeds(8):
+        ep = synth.episode(s, "turn_taking")
+        take += latencies(ep, oracle_transcript(ep), compute_ms=0.0)[0]
+    assert take and all(100.0 <= t <= 400.0 for t in take)
+
+
+def test_the_vad_harness_ends_the_users_turn_after_the_endpoint_silence():
+    harness = VadHarness()
+    eps = [synth.episode(s, "turn_taking") for s in synth.held_out_seeds(8)]
+    for ep in [e for e in eps if e.expect["barge_in"] is None]:  # one utterance, then silence
+        trig, _ = harness.triggers(ep)
+        first = trig.index(True)
+        end_ms = ep.speech[0][1] / 16.0
+        assert end_ms + harness.endpoint_ms - 20 <= (first + 1) * 200.0
+        assert first * 200.0 <= end_ms + harness.endpoint_ms + 20
+
+
+def test_the_suite_runs_end_to_end_on_a_tiny_model_and_reports_the_figures_keys(tiny):
+    r = evaluate(model=tiny, episodes=2)
+    assert {"tasks", "turn_taking_ms_p50", "barge_in_stop_ms_p50", "delegation_precision",
+            "delegation_recall"} <= set(r)
+    assert set(r["tasks"]) == set(synth.TASKS)
+    for v in r["tasks"].values():
+        assert set(v) == {"interaction", "baseline"}
+        assert 0.0 <= v["interaction"] <= 1.0 and 0.0 <= v["baseline"] <= 1.0
+    assert r["turn_compute_ms"] > 0 and r["baseline"]["harness"] == "vad"

@@ -1,0 +1,49 @@
+"""The shipped checkpoint: small enough to commit, described by its card (config, seed, data version,
+measured scores), and streamed bit for bit as trained (kernels.deterministic)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import kernels
+from interaction_actor import synth
+from interaction_actor.model import build_model
+from interaction_actor.session import new_session, step_batch
+from interaction_actor.train import DEFAULT_CHECKPOINT, card_path
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    torch.set_num_threads(1)
+    return build_model("small", checkpoint=str(DEFAULT_CHECKPOINT))
+
+
+def test_the_shipped_checkpoint_is_a_few_megabytes_with_its_card_beside_it():
+    assert DEFAULT_CHECKPOINT.stat().st_size < 6_000_000
+    card = json.loads(card_path(DEFAULT_CHECKPOINT).read_text())
+    assert card["data_version"] == synth.DATA_VERSION
+    assert {"seed", "steps", "lr", "batch"} <= set(card["train_config"]) and card["train_seconds"] > 0
+    assert card["model_config"]["d_model"] == 192 and card["steps"] > 0
+
+
+def test_the_card_records_the_measured_scores_of_model_and_baseline_per_task():
+    ev = json.loads(card_path(DEFAULT_CHECKPOINT).read_text())["eval"]
+    assert set(ev["tasks"]) == set(synth.TASKS)
+    assert all(set(v) == {"interaction", "baseline"} for v in ev["tasks"].values())
+    assert {"turn_taking_ms_p50", "barge_in_stop_ms_p50", "delegation_precision", "delegation_recall"} <= set(ev)
+
+
+def test_the_streaming_session_reproduces_the_shipped_models_training_forward_bit_for_bit(shipped):
+    """Under kernels.deterministic() the session's logits (chunked prefill + decode, voiced turns
+    included) equal forward_sequence, the forward training_loss differentiates, bit for bit."""
+    ep = synth.episode(synth.held_out_seeds(1)[0], "turn_taking", shipped.config)
+    with kernels.deterministic():
+        s = new_session(shipped, "bits", record=True)
+        outs = [step_batch(shipped, [s], [inp])[0] for inp in ep.inputs]
+        with torch.no_grad():
+            _, logits = shipped.forward_sequence(s.record.sequence())
+    assert any(o.speaking for o in outs), "the trained model speaks in this episode (voiced mel slots)"
+    assert torch.equal(s.record.logits(), logits[0])

@@ -1,0 +1,72 @@
+"""The trainer: a short run lowers the loss, resuming equals an uninterrupted run, the card records the
+run, and the streaming session reproduces the trained model's training-forward logits bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import kernels
+from interaction_actor import synth
+from interaction_actor.model import build_model
+from interaction_actor.session import new_session, step_batch
+from interaction_actor.train import TrainConfig, card_path, train
+
+
+def _cfg(steps: int, **kw) -> TrainConfig:
+    return TrainConfig(preset="tiny", steps=steps, batch=5, lr=3e-3, warmup=4, threads=1, checkpoint_every=3,
+                       max_minutes=0.0, **kw)
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """A test-sized run: the tiny preset, 30 steps of 5 episodes (one per task)."""
+    d = tmp_path_factory.mktemp("short")
+    card = train(d / "t.pt", config=_cfg(30), progress=False, work_dir=d / "work")
+    return d / "t.pt", card
+
+
+def test_a_short_training_run_lowers_the_text_loss(short_run):
+    _, card = short_run
+    hist = card["loss_history"]
+    assert hist[0]["step"] == 1 and hist[-1]["step"] == 30
+    assert hist[-1]["text_ce"] < 0.5 * hist[0]["text_ce"]
+
+
+def _streamed_vs_trained(model, ep):
+    s = new_session(model, "bits", record=True)
+    for inp in ep.inputs:
+        step_batch(model, [s], [inp])
+    with torch.no_grad():
+        _, logits = model.forward_sequence(s.record.sequence())
+    return s.record.logits(), logits[0]
+
+
+def test_the_session_reproduces_the_trained_models_training_forward_logits_bit_for_bit(short_run):
+    """Under kernels.deterministic() the session's chunked prefill + decode equal forward_sequence
+    (the forward training_loss differentiates) over the streamed sequence, bit for bit."""
+    model = build_model("tiny", checkpoint=str(short_run[0]))
+    for task in ("turn_taking", "cue_speak"):
+        with kernels.deterministic():
+            streamed, trained = _streamed_vs_trained(model, synth.episode(synth.held_out_seeds(1)[0], task))
+        assert torch.equal(streamed, trained), task
+
+
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    train(tmp_path / "a.pt", config=_cfg(6), progress=False, work_dir=tmp_path / "wa")
+    train(tmp_path / "b.pt", config=_cfg(3), progress=False, work_dir=tmp_path / "wb")
+    card = train(tmp_path / "b.pt", config=_cfg(6), progress=False, work_dir=tmp_path / "wb")
+    assert card["steps"] == 6 and card["resumed_from"] == 3
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_card_beside_the_checkpoint_records_config_seed_and_data_version(tmp_path):
+    train(tmp_path / "c.pt", config=_cfg(2, seed=5), progress=False, work_dir=tmp_path / "w")
+    card = json.loads(card_path(tmp_path / "c.pt").read_text())
+    assert card["data_version"] == synth.DATA_VERSION
+    assert card["train_config"]["seed"] == 5
+    assert card["model_config"]["d_model"] == 64 and card["steps"] == 2
