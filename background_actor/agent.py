@@ -108,7 +108,7 @@ class AgentLoop:
         used_tools = False
         step = restarts = 0
         while step < cfg.max_steps:
-            await self._apply_steers(steer, messages, emit, step)
+            await self._apply_steers(steer, messages, emit, step, pkg.task)
             last = step == cfg.max_steps - 1
             choice = "none" if (last or not tools) else (first_choice if not used_tools else followup)
             req = GenerateRequest(messages=list(messages), tools=tools,
@@ -132,10 +132,17 @@ class AgentLoop:
             step += 1
         raise AgentError("step_limit", f"no final answer within {cfg.max_steps} steps")
 
-    async def _apply_steers(self, steer: asyncio.Queue[str], messages: list[Message], emit: Emit, step: int) -> None:
+    async def _apply_steers(self, steer: asyncio.Queue[str], messages: list[Message], emit: Emit, step: int,
+                            task: str = "") -> None:
         while not steer.empty():
             text = steer.get_nowait()
-            messages.append({"role": "user", "content": text})  # the follow-up, as the user phrased it
+            # The follow-up joins the task's own user turn ("weather in Oslo? — in celsius"): as a
+            # separate user message the 135M model dropped the task's subject and invented a city.
+            first_user = next((m for m in messages if m.get("role") == "user"), None)
+            if first_user is not None and len(messages) <= 2:
+                first_user["content"] = f"{first_user['content']} — {text}"
+            else:  # tool traffic already follows the task: the follow-up comes after it
+                messages.append({"role": "user", "content": f"{text} (about: {task})" if task else text})
             await emit(bpb.UPDATE_KIND_STEERED, text=text, step=step)
 
     async def _step(self, req: GenerateRequest, emit: Emit, step: int, steer: asyncio.Queue[str]

@@ -70,6 +70,7 @@ class LoopConfig:
     background_address: str | None = None
     delegation_deadline_ms: int = 30_000
     allowed_tools: list[str] = field(default_factory=list)  # tools a delegation may use (the package's allow-list)
+    steer_window_turns: int = 10  # typed text this soon after a delegation started is a follow-up: Steer it
     policy: object = "model_token"  # delegation policy: a registered name, "module:attr", or an object with decide()
     policy_options: dict = field(default_factory=dict)
     transcript_entries: int = 64
@@ -450,8 +451,10 @@ class TurnLoop:
             decision = self._decide(live, w, chunk, task)
             if decision is not None:
                 self.start_delegation(live.id, decision.task, decision)  # a task; its events ride the next chunk
-            elif w.typed and live.tasks:  # a follow-up while a delegation runs: steer the newest one
-                self._spawn(self._steer(live, next(reversed(live.tasks.keys())), w.typed))
+            elif w.typed and live.tasks:  # a follow-up soon after a delegation started: steer it
+                newest, started = next(reversed(live.tasks.items()))
+                if chunk.turn - started <= self.config.steer_window_turns:
+                    self._spawn(self._steer(live, newest, w.typed))
             if live.stopping:
                 chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
             live.last = chunk

@@ -175,6 +175,13 @@ def study(
     emit("interplay study", result, as_json)
 
 
+def _engine_options(engine: str, s) -> dict:
+    """Engine options from the settings (INTERPLAY_BACKGROUND__OPENAI_BASE_URL, ..._OPENAI_MODEL)."""
+    if engine == "openai":
+        return {"base_url": s.background.openai_base_url, "model": s.background.openai_model}
+    return {}
+
+
 @app.command()
 def demo(
     as_json: bool = JSON,
@@ -188,8 +195,9 @@ def demo(
     from interplay.demo import DemoConfig, run_demo
 
     s = load_settings()
-    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, background_actors=backgrounds, checkpoint=checkpoint,
-                     preset=s.model.preset, out_dir=out, ray_address=ray_address or s.ray_address)
+    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
+                     background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset, out_dir=out,
+                     ray_address=ray_address or s.ray_address)
     summary = run_demo(cfg)
     summary.pop("config", None)
     emit("interplay demo: summary", summary, as_json)
@@ -209,8 +217,9 @@ def serve(
     from interplay.demo import DemoConfig, start_runtime, stop_runtime
 
     s = load_settings()
-    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, background_actors=backgrounds, checkpoint=checkpoint,
-                     preset=s.model.preset, ray_address=ray_address or s.ray_address)
+    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
+                     background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset,
+                     ray_address=ray_address or s.ray_address)
     handles, address, bg = start_runtime(cfg)
     typer.echo(f"session endpoint: {address}")
     typer.echo(f"background pool: {', '.join(bg)}")

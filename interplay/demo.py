@@ -34,13 +34,15 @@ ASSETS = Path(__file__).resolve().parent.parent / "examples" / "assets"
 class DemoConfig:
     turn_ms: int = 200
     engine: str = "local"  # background engine: local | openai | vllm
+    engine_options: dict = field(default_factory=dict)  # e.g. {"base_url": ..., "model": ...} for openai
     background_actors: int = 1
     checkpoint: str | None = None  # interaction model weights (default: the shipped checkpoint)
     preset: str = "small"
     out_dir: str = "runs/demo"
     ray_address: str | None = None
-    tail_s: float = 6.0  # keep listening after the last cue (the voiced answer may come late)
-    max_s: float = 60.0  # hard stop
+    tail_s: float = 3.0  # keep listening after the last cue, then until every delegation has come back
+    max_s: float = 90.0  # hard stop
+    voice_s: float = 8.0  # once every delegation is back, wait at most this long for the voiced answer
     city: str = "Oslo"
     # What a delegation may use. The demo asks only for weather, and a 135M background model picks
     # far more reliably among few tools; widen this (calculator, clock) with a larger engine.
@@ -83,7 +85,7 @@ def script(cfg: DemoConfig) -> list[Cue]:
     rng = random.Random(7)
     cues = [Cue(0.0, "wav", a / "hello.wav", "user says hello"),
             Cue(3.0, "text", f"weather in {cfg.city}?", "needs the weather tool: a delegation"),
-            Cue(4.4, "text", "in celsius", "follow-up while the background task runs: a steer"),
+            Cue(4.4, "text", "keep it short", "follow-up while the background task runs: a steer"),
             Cue(6.0, "text", "tell me when red", "a visual cue task")]
     cues += [Cue(6.8 + 0.2 * i, "frame", _frame(i >= 6, rng), "red shape appears" if i == 6 else "")
              for i in range(10)]
@@ -102,6 +104,7 @@ class Player:
     sent_at_turn: dict[str, int] = field(default_factory=dict)
     barged_at: int | None = None
     t0: float = 0.0
+    _settled_at: float | None = None
 
     def _note(self, kind: str, **what: object) -> None:
         self.records.append({"t_s": round(time.monotonic() - self.t0, 3), "dir": "in", "kind": kind, **what})
@@ -136,6 +139,21 @@ class Player:
         self._note("barge_in", turn=self.barged_at, note="user talks over the assistant")
         await self._wav(client, Path(self.cfg.assets) / "barge_in.wav")
 
+    def _waiting(self) -> bool:
+        """True while a delegation has not come back (result surfaced or error) or the assistant speaks."""
+        open_tasks: set[str] = set()
+        for c in self.chunks:
+            for e in c.events:
+                if e.kind == spb.EVENT_KIND_DELEGATION_STARTED:
+                    open_tasks.add(e.task_id)
+                elif e.kind == spb.EVENT_KIND_ERROR or (e.kind == spb.EVENT_KIND_RESULT_SURFACED
+                                                      and e.attrs.get("update") == "final"):
+                    open_tasks.discard(e.task_id)
+        speaking = bool(self.chunks) and bool(self.chunks[-1].audio.pcm16)
+        if not open_tasks and self._settled_at is None:
+            self._settled_at = time.monotonic()
+        return bool(open_tasks) or speaking
+
     async def play(self, address: str) -> list[spb.OutputChunk]:
         cues = script(self.cfg)
         end_s = max(c.at_s for c in cues) + self.cfg.tail_s
@@ -149,6 +167,11 @@ class Player:
                         await asyncio.sleep(delay)
                     await self._send(client, cue)
                 await asyncio.sleep(max(0.0, self.t0 + end_s - time.monotonic()))
+                while self._waiting():  # a delegation still out, or the assistant still voicing its result
+                    await asyncio.sleep(self.cfg.turn_ms / 1000)
+                    if self._settled_at is not None and time.monotonic() - self._settled_at > self.cfg.voice_s:
+                        break  # every delegation is back; do not wait on a voice that runs on
+                await asyncio.sleep(2 * self.cfg.turn_ms / 1000)
                 await client.finish()
 
             tasks = {asyncio.get_running_loop().create_task(produce())}
@@ -202,7 +225,7 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         "delegations": len(of(spb.EVENT_KIND_DELEGATION_STARTED)),
         "delegated_tasks": [f"{e.text} (by {e.attrs.get('policy', '?')})" for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
         "tool_calls": [e.text for _, e in of(spb.EVENT_KIND_TOOL_CALL)],
-        "steers": sum(1 for _, e in of(spb.EVENT_KIND_PROGRESS) if e.attrs.get("update") == "steered"),
+        "steers": len({(e.task_id, e.text) for _, e in of(spb.EVENT_KIND_PROGRESS) if e.attrs.get("update") == "steered"}),
         "results_surfaced": [{"turn": t, "mode": e.mode, "voiced": e.attrs.get("voiced"), "text": e.text}
                              for t, e in surfaced],
         "errors": [e.error.code for _, e in of(spb.EVENT_KIND_ERROR)],
@@ -242,7 +265,8 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
     ensure_ray(cfg.ray_address)
     handles, bg_addresses = [], []
     for _ in range(cfg.background_actors):
-        h, addr = start_background(engine=cfg.engine, registry_factory=demo_registry)
+        h, addr = start_background(engine=cfg.engine, engine_options=dict(cfg.engine_options),
+                                   registry_factory=demo_registry)
         handles.append(h)
         bg_addresses.append(addr)
     ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint,

@@ -27,11 +27,13 @@ def weather(city: str) -> str:
         city: City name, e.g. "Oslo".
     """
     key = city.strip().lower()
+    if key not in FORECAST:  # "Oslo, Norway", "oslo norway": the first known city named in it
+        key = next((c for c in FORECAST if c in key.replace(",", " ").split()), key)
     if key not in FORECAST:
         known = ", ".join(c.title() for c in FORECAST)
         raise ToolError(f"no forecast for {city!r}; known cities: {known}")
     cond, temp = FORECAST[key]
-    return f"{city.strip().title()} {cond}, {temp} C"
+    return f"{key.title()} {cond}, {temp} C"
 
 
 def demo_registry() -> Registry:

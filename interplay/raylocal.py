@@ -26,7 +26,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, namespac
         if address:
             ray.init(address=address, namespace=namespace, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 2, object_store_memory=OBJECT_STORE_BYTES,
+            # address="local": always a fresh instance of our own; without it Ray would attach to any
+            # cluster already running on this machine and refuse the resource arguments.
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2,
+                     object_store_memory=OBJECT_STORE_BYTES,
                      include_dashboard=False, log_to_driver=False, namespace=namespace)
     ctx = ray.get_runtime_context()
     facts = {"node_id": ctx.get_node_id(), "namespace": namespace, "address": address or "local"}

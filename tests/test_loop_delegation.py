@@ -230,3 +230,28 @@ async def test_a_delegation_refused_as_overloaded_is_offered_to_the_next_backgro
         await sa.stop(0.2)
     assert [[u.text for u in box] for box in boxes] == [["done"], ["done"]]
     assert full.refused >= 1
+
+
+async def test_text_typed_long_after_a_delegation_started_is_a_new_utterance_not_a_steer(tiny):
+    bg = SteerableBackground()
+    bg_server, bg_addr = await background(bg)
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr, steer_window_turns=5))
+    loop.start()
+    server, address = await serve(loop)
+    try:
+        async with SessionClient(address, "late") as c:
+            n = 0
+            async for _chunk in c.chunks():
+                n += 1
+                if n == 2:
+                    loop.start_delegation("late", "weather Oslo")
+                if n == 12:
+                    await c.send(text_chunk("tell me when red"))
+                if n >= 16:
+                    break
+                await c.send(audio_chunk(QUIET_100MS))
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+        await bg_server.stop(0.2)
+    assert bg.steers == []
