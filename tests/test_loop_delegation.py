@@ -62,33 +62,45 @@ def closed_port() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-async def test_text_typed_while_a_delegation_runs_steers_that_task(tiny):
+async def typed_after_delegation(tiny, type_at: int, window: int, text: str, turns: int = 20):
+    """Delegate at chunk 2, type `text` at chunk `type_at`; returns (background, chunks, task id)."""
     bg = SteerableBackground()
     bg_server, bg_addr = await background(bg)
-    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr))
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr, steer_window_turns=window))
     loop.start()
     server, address = await serve(loop)
     chunks: list[spb.OutputChunk] = []
+    task_id = ""
     try:
         async with SessionClient(address, "steer") as c:
             async for chunk in c.chunks():
                 chunks.append(chunk)
                 if len(chunks) == 2:
                     task_id = loop.start_delegation("steer", "weather Oslo")
-                if len(chunks) == 5:
-                    await c.send(text_chunk("in celsius"))
-                if len(chunks) >= 20:
+                if len(chunks) == type_at:
+                    await c.send(text_chunk(text))
+                if len(chunks) >= turns:
                     break
                 await c.send(audio_chunk(QUIET_100MS))
     finally:
         await server.stop(0.2)
         await loop.stop()
         await bg_server.stop(0.2)
+    return bg, chunks, task_id
+
+
+async def test_text_typed_while_a_delegation_runs_steers_that_task(tiny):
+    bg, chunks, task_id = await typed_after_delegation(tiny, type_at=5, window=10, text="in celsius")
     assert bg.steers == [(task_id, "in celsius")]
     steered = [e for ch in chunks for e in ch.events if e.attrs.get("update") == "steered"]
     assert steered and steered[0].task_id == task_id
     surfaced = [e.text for ch in chunks for e in ch.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
     assert surfaced == ["weather Oslo (in celsius)"]
+
+
+async def test_text_typed_long_after_a_delegation_started_is_a_new_utterance_not_a_steer(tiny):
+    bg, _, _ = await typed_after_delegation(tiny, type_at=12, window=5, text="tell me when red", turns=16)
+    assert bg.steers == []
 
 
 async def test_a_delegation_fails_over_to_the_next_background_when_one_is_unreachable():
@@ -231,27 +243,3 @@ async def test_a_delegation_refused_as_overloaded_is_offered_to_the_next_backgro
     assert [[u.text for u in box] for box in boxes] == [["done"], ["done"]]
     assert full.refused >= 1
 
-
-async def test_text_typed_long_after_a_delegation_started_is_a_new_utterance_not_a_steer(tiny):
-    bg = SteerableBackground()
-    bg_server, bg_addr = await background(bg)
-    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg_addr, steer_window_turns=5))
-    loop.start()
-    server, address = await serve(loop)
-    try:
-        async with SessionClient(address, "late") as c:
-            n = 0
-            async for _chunk in c.chunks():
-                n += 1
-                if n == 2:
-                    loop.start_delegation("late", "weather Oslo")
-                if n == 12:
-                    await c.send(text_chunk("tell me when red"))
-                if n >= 16:
-                    break
-                await c.send(audio_chunk(QUIET_100MS))
-    finally:
-        await server.stop(0.2)
-        await loop.stop()
-        await bg_server.stop(0.2)
-    assert bg.steers == []
