@@ -156,7 +156,6 @@ class LiveSession:
     inbox: deque = field(default_factory=deque)  # raw client items, appended by the service
     updates: deque = field(default_factory=deque)  # background Updates, appended by delegation tasks
     events: list[spb.Event] = field(default_factory=list)  # attached to the next chunk
-    context: list[str] = field(default_factory=list)  # injected at the next turn
     refused: int = 0
     origin: float | None = None  # clock time of its first turn
     stopping: bool = False
@@ -174,7 +173,6 @@ class _Work:
 
     live: LiveSession
     items: list
-    context: str
     events: list[spb.Event]
     time_ms: int
     typed: str = ""  # text the user typed in this window (a follow-up for a running delegation)
@@ -294,6 +292,8 @@ class TurnLoop:
             self._task = None
         for sid in list(self.sessions):
             self.close(sid)
+        for t in list(self._side):  # steer calls still in flight
+            t.cancel()
         await self.delegator.close()
         self._executor.shutdown(wait=True)
 
@@ -347,8 +347,7 @@ class TurnLoop:
                 live.transcript.append(xpb.TranscriptEntry(
                     speaker=xpb.SPEAKER_BACKGROUND, kind=xpb.ENTRY_KIND_UTTERANCE, text=upd.text, start_turn=turn))
         events.extend(live.weave.offer_all(arrived, turn))
-        context, live.context = "\n".join(live.context), []
-        return _Work(live=live, items=items, context=context, events=events,
+        return _Work(live=live, items=items, events=events,
                      time_ms=int(round((scheduled - live.origin) * 1000)))
 
     def _compute(self, work: list[_Work]) -> tuple[list[tuple[spb.OutputChunk | None, str | None]], float]:
@@ -374,7 +373,7 @@ class TurnLoop:
                 w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.state.turn))
             woven, surfaced = live.weave.decide(live.state.turn, state)
             w.events.extend(surfaced)
-            inp.context = "\n".join(c for c in (w.context, woven) if c)
+            inp.context = woven
             w.typed, w.user = inp.text, state
             if inp.text:
                 live.transcript.append(xpb.TranscriptEntry(

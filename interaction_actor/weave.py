@@ -59,8 +59,6 @@ class Weaver:
 
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
     scheduler: InterleaveScheduler = field(init=False)
-    surfaced: int = 0
-    voiced: int = 0
 
     def __post_init__(self) -> None:
         self.scheduler = InterleaveScheduler(self.config)
@@ -128,8 +126,6 @@ class Weaver:
             if not s.text:  # ACCEPTED / QUEUED acknowledgements carry nothing to surface
                 continue
             is_voiced = (s.task_id, s.seq) in voiced
-            self.surfaced += 1
-            self.voiced += int(is_voiced)
             events.append(event(spb.EVENT_KIND_RESULT_SURFACED, s.text, task_id=s.task_id, mode=int(s.mode),
                                 voiced=is_voiced, received_turn=s.received_turn, age_ms=s.age_ms,
                                 update=bpb.UpdateKind.Name(s.kind).removeprefix("UPDATE_KIND_").lower(),
