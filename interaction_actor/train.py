@@ -186,6 +186,21 @@ def _with_reading(model: InteractionModel, res: dict, chunk: SlotChunk, tc: Trai
     return {**res, "reading": reading, "loss": res["loss"] + tc.reading_weight * reading}
 
 
+def content_accuracy(logits: torch.Tensor, targets: torch.Tensor, tasks: list[str]) -> dict[str, float]:
+    """Teacher-forced accuracy on the non-<empty> targets (decisions and content) of each task in the
+    batch: the per-task learning curve the log carries (a task learns from few such tokens)."""
+    with torch.no_grad():
+        pred = logits.argmax(-1).cpu()
+        keep = (targets != IGNORE) & (targets != T.EMPTY)
+        out: dict[str, list[int]] = {}
+        for row, task in enumerate(tasks):
+            k = keep[row]
+            hit = out.setdefault(task, [0, 0])
+            hit[0] += int((pred[row][k] == targets[row][k]).sum())
+            hit[1] += int(k.sum())
+    return {t: round(a / n, 3) for t, (a, n) in out.items() if n}
+
+
 def _param_groups(model: InteractionModel, wd: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -255,7 +270,8 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
     ema: dict[str, float] = {}
     stopped_early = False
     while step < tc.steps:
-        feats = batch_features(train_seeds(step, tc.batch, tc.seed), cfg)
+        seeds = train_seeds(step, tc.batch, tc.seed)
+        feats = batch_features(seeds, cfg)
         for g in opt.param_groups:
             g["lr"] = _lr(tc, step, tc.steps, time.perf_counter() - t0)
         gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
@@ -275,8 +291,10 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
             ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
         bar.update(step, f"ce {ema['text_ce']:.3f} flow {ema['flow']:.3f}")
         if step % 10 == 0 or step == 1:
+            tasks = [synth.TASKS[x % len(synth.TASKS)] for x in seeds]
+            acc = content_accuracy(res["logits"], feats.text_targets, tasks)
             history.append({"step": step, **{k: round(v, 5) for k, v in vals.items()}})
-            log.info("train_step", step=step, lr=round(opt.param_groups[0]["lr"], 6),
+            log.info("train_step", step=step, lr=round(opt.param_groups[0]["lr"], 6), content_acc=acc,
                      elapsed_s=round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in vals.items()})
         over = tc.max_minutes > 0 and time.perf_counter() - t0 > tc.max_minutes * 60
         if step % tc.checkpoint_every == 0 or step == tc.steps or over:

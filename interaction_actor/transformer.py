@@ -66,7 +66,7 @@ class Attention(nn.Module):
         v = v.transpose(1, 2)
         if caches is None:
             kv_len = lengths if lengths is not None else torch.full((b,), t, dtype=torch.long, device=x.device)
-            o = kernels.attention(q, k, v, positions, kv_len)
+            o = kernels.attention(q, k, v, positions, kv_len, causal=lengths is None)
         else:
             outs = []
             for i, cache in enumerate(caches):

@@ -28,6 +28,8 @@ from interplay.v1 import session_pb2 as spb
 log = get_logger("interplay.demo")
 
 ASSETS = Path(__file__).resolve().parent.parent / "examples" / "assets"
+VOICE_PROMPT = ("You are the background assistant of a live voice assistant. A small voice model reads your "
+                "answer aloud word for word: reply with the tool's result exactly as the tool gave it, nothing else.")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class DemoConfig:
     # requests backs it up, once per request (delegation.FirstOfPolicy).
     policy: str = "first_of"
     policy_options: dict = field(default_factory=lambda: {"policies": ["model_token", "rule"]})
+    # The background writes for the ear: the interaction model voices what it returns, so a short
+    # line in the tool's own words ("Oslo snow, -3 C") is what it can say back.
+    agent_prompt: str = VOICE_PROMPT
     assets: str = str(ASSETS)
 
 
@@ -217,6 +222,10 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         stopped = next((c.turn for c in chunks if c.turn >= bt and (
             spb.CONTROL_TOKEN_STOP_SPEAKING in c.controls or not c.audio.pcm16)), None)
     said = "".join(c.text for c in chunks)
+    answer, voiced_chars = (voiced[0][1].text if voiced else ""), 0
+    if voiced:
+        after = "".join(c.text for c in chunks if c.turn >= voiced[0][0])
+        voiced_chars = max((k for k in range(1, len(answer) + 1) if answer[:k] in after), default=0)
     return {
         "turns": len(chunks),
         "missed_deadlines": sum(int(c.timing.missed) for c in chunks),
@@ -233,6 +242,8 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         "barge_in_stop_turns": (stopped - barge[0][0]) if barge and stopped is not None else None,
         "request_to_voiced_ms": (voice_turn - req) * turn_ms if req is not None and voice_turn is not None else None,
         "assistant_said": said,
+        "answer": answer,  # the tool-backed result the scheduler surfaced for voicing
+        "answer_voiced_fraction": round(voiced_chars / len(answer), 3) if answer else 0.0,  # its longest prefix said
     }
 
 
@@ -258,6 +269,7 @@ def write_outputs(chunks: list[spb.OutputChunk], records: list[dict], out_dir: P
 def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
     """Ray, the background pool and the interaction actor; returns (handles, session address, bg addresses)."""
     from background_actor.actor import start_background
+    from background_actor.agent import AgentConfig
     from interaction_actor.actor import spawn
     from interplay.demo_tools import demo_registry
     from interplay.raylocal import ensure_ray
@@ -266,7 +278,7 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
     handles, bg_addresses = [], []
     for _ in range(cfg.background_actors):
         h, addr = start_background(engine=cfg.engine, engine_options=dict(cfg.engine_options),
-                                   registry_factory=demo_registry)
+                                   registry_factory=demo_registry, agent=AgentConfig(system_prompt=cfg.agent_prompt))
         handles.append(h)
         bg_addresses.append(addr)
     ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint,

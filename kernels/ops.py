@@ -115,19 +115,19 @@ def embedding_bag_sum(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, kv_len: torch.Tensor,
-    *, split: int = _att.SPLIT, q_block: int = _att.Q_BLOCK,
+    *, split: int = _att.SPLIT, q_block: int = _att.Q_BLOCK, causal: bool = False,
 ) -> torch.Tensor:
+    """`causal=True` promises q_pos[b] == arange(Tq) and kv_len[b] == S == Tq for every row (a whole
+    sequence): the default path then skips the masked half; the deterministic path ignores the hint."""
     if is_deterministic():
         return _att.attention(q, k, v, q_pos, kv_len, split=split, q_block=q_block)
-    b, hq, tq, dh = q.shape
+    gqa = q.shape[1] != k.shape[1]
+    if causal:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
     s = k.shape[2]
-    rep = hq // k.shape[1]
-    if rep > 1:
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
     slots = torch.arange(s, device=q.device)
     mask = (slots[None, None, :] <= q_pos[:, :, None]) & (slots[None, None, :] < kv_len[:, None, None])
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, :, :])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, :, :], enable_gqa=gqa)
 
 
 def moe_ffn(

@@ -60,6 +60,15 @@ def test_the_result_surfaced_when_idle_as_the_model_token_policy_chose_and_was_v
     assert summary["request_to_voiced_ms"] is not None
 
 
+def test_the_surfaced_answer_carries_the_weather_tools_data(demo):
+    """The background writes for the ear (DemoConfig.agent_prompt: the tool's own line, "Oslo snow, -3 C").
+    Whether the model then says those words is `answer_voiced_fraction` (issue 10's model does not yet
+    read them back)."""
+    summary, _ = demo
+    assert "snow" in summary["answer"].lower() and "-3" in summary["answer"]
+    assert 0.0 <= summary["answer_voiced_fraction"] <= 1.0
+
+
 def test_the_barge_in_stops_the_assistant_within_a_turn(demo):
     summary, _ = demo
     assert summary["barge_in_turn"] is not None

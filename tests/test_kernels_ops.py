@@ -171,6 +171,15 @@ def test_the_deterministic_switch_routes_attention_through_split_kv_and_stays_ne
     torch.testing.assert_close(d, kernels.attention(q, k, v, pos, lens), rtol=1e-5, atol=1e-5)
 
 
+def test_the_causal_hint_of_a_whole_sequence_gives_what_the_position_mask_gives():
+    g = gen(9)
+    q, k, v = torch.randn(2, 4, 70, 16, generator=g), torch.randn(2, 2, 70, 16, generator=g), torch.randn(
+        2, 2, 70, 16, generator=g)
+    pos, lens = torch.arange(70)[None].expand(2, 70), torch.tensor([70, 70])
+    torch.testing.assert_close(kernels.attention(q, k, v, pos, lens, causal=True),
+                               kernels.attention(q, k, v, pos, lens), rtol=1e-5, atol=1e-6)
+
+
 def moe_weights(g, e=6, f=96, d=64):
     return (torch.randn(e, f, d, generator=g) * 0.1, torch.randn(e, f, d, generator=g) * 0.1,
             torch.randn(e, d, f, generator=g) * 0.1)
