@@ -109,10 +109,11 @@ def score(ep: synth.Episode, tr: list[Delivered]) -> bool:
             return not utt
         if len(utt) != 1:
             return False
-        start, said = utt[0][0], utt[0][1].strip()
+        start, raw = utt[0][0], utt[0][1].lstrip()
+        said = raw.rstrip()
         room = 3 * (len(tr) - start) - 1  # bytes an utterance started at `start` can say before the end
         return _at(ex["turn"], start) and ex["say"].startswith(said) \
-            and len(said) >= min(len(ex["say"]), room)
+            and len(raw) >= min(len(ex["say"]), room)
     raise KeyError(ep.task)
 
 

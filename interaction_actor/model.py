@@ -22,7 +22,7 @@ from interaction_actor import text as T
 from interaction_actor.config import ModelConfig, preset
 from interaction_actor.flow_head import FlowHead, normalize_mel
 from interaction_actor.hmlp import HMLPStem
-from interaction_actor.layout import IGNORE, SlotChunk, TurnLayout
+from interaction_actor.layout import HIST_SIZE, IGNORE, SlotChunk, TurnLayout
 from interaction_actor.transformer import Transformer
 from interplay.log import get_logger
 
@@ -38,6 +38,14 @@ class InteractionModel(nn.Module):
         self.tok_emb = nn.Parameter(torch.randn(T.VOCAB_SIZE, d) * 0.02)
         self.audio_emb = nn.Parameter(torch.randn(config.n_mels * config.dmel_levels, d) * 0.02 / config.n_mels**0.5)
         self.mel_in = nn.Parameter(torch.randn(d, config.n_mels) * 0.02)
+        # where a position stands in its turn block (row 0: <bos>; row 1 + offset): tells a byte in the
+        # text-in slots from one in the context or output slots, and which slot of its group it is
+        self.slot_emb = nn.Parameter(torch.randn(1 + self.layout.turn_len, d) * 0.02)
+        # byte history (layout.History): [lag, id] rows added where SlotChunk.hist is set, so that a slot
+        # byte and the output position about to say it share an input feature (one match copies it)
+        self.hist_emb = nn.Parameter(torch.randn(2, HIST_SIZE, d) * 0.02)
+        # copy candidates (layout.Lookup) at output positions: [by (h1, h2) | by h1, byte] rows
+        self.cand_emb = nn.Parameter(torch.randn(2, T.N_BYTES, d) * 0.02)
         self.hmlp = HMLPStem(config)
         self.transformer = Transformer(config)
         self.flow = FlowHead(config)
@@ -65,7 +73,26 @@ class InteractionModel(nn.Module):
         if bool(chunk.mel_mask.any()):
             extra = torch.zeros_like(x) if extra is None else extra
             extra[chunk.mel_mask] = kernels.linear(normalize_mel(chunk.mel_in[chunk.mel_mask]), self.mel_in)
-        return x if extra is None else x + extra
+        x = x if extra is None else x + extra
+        h = chunk.hist
+        if bool((h >= 0).any()):
+            rows = self.hist_emb[0][h[..., 0].clamp(min=0)] + self.hist_emb[1][h[..., 1].clamp(min=0)]
+            x = x + torch.where((h[..., :1] >= 0) & (h[..., 1:] >= 0), rows, torch.zeros_like(rows))
+        c = chunk.cand
+        if bool((c >= 0).any()):
+            zero = torch.zeros_like(x)
+            for lag in range(2):
+                x = x + torch.where(c[..., lag : lag + 1] >= 0, self.cand_emb[lag][c[..., lag].clamp(min=0)], zero)
+        return x
+
+    def slot_index(self, positions: torch.Tensor) -> torch.Tensor:
+        """Absolute positions -> rows of `slot_emb`: 0 for <bos>, else 1 + the offset in the turn block.
+        Compaction drops whole turns, so a kept position keeps its offset."""
+        return torch.where(positions == 0, 0, (positions - 1) % self.layout.turn_len + 1)
+
+    def embed_at(self, chunk: SlotChunk, positions: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of `chunk` standing at `positions` [B, T]: `embed` plus the slot embedding."""
+        return self.embed(chunk) + self.slot_emb[self.slot_index(positions)]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Text head tied to the token embedding."""
@@ -78,7 +105,7 @@ class InteractionModel(nn.Module):
         chunk = chunk.to(self.device)
         b, t = chunk.tokens.shape
         positions = torch.arange(t, device=self.device)[None, :].expand(b, t)
-        hidden = self.transformer(self.embed(chunk), positions,
+        hidden = self.transformer(self.embed_at(chunk, positions), positions,
                                   lengths=None if lengths is None else lengths.to(self.device))
         return hidden, self.logits(hidden)
 
@@ -88,7 +115,7 @@ class InteractionModel(nn.Module):
         b, t = chunk.tokens.shape
         positions = torch.tensor(starts, dtype=torch.long, device=self.device)[:, None] + torch.arange(
             t, device=self.device)[None, :]
-        return self.transformer(self.embed(chunk), positions, caches=caches, starts=starts)
+        return self.transformer(self.embed_at(chunk, positions), positions, caches=caches, starts=starts)
 
     def training_loss(self, chunk: SlotChunk, text_targets: torch.Tensor, mel_targets: torch.Tensor,
                       mel_loss_mask: torch.Tensor, lengths: torch.Tensor | None = None,

@@ -31,7 +31,7 @@ from interaction_actor import text as T
 from interaction_actor.dmel import DMelStream, dmel_stream_push
 from interaction_actor.flow_head import frame_noise
 from interaction_actor.hmlp import frame_to_patches
-from interaction_actor.layout import SlotChunk, turn_chunk
+from interaction_actor.layout import NO_HIST, History, Lookup, SlotChunk, message_hist, turn_chunk
 from interaction_actor.model import InteractionModel
 from interaction_actor.vocoder import VocoderState, reset, vocode_turns
 from interplay.log import get_logger
@@ -107,13 +107,17 @@ class SessionState:
     turn: int = 0
     pos: int = 1  # positions decided so far; the token at pos-1 (`pending`) is written next chunk
     pending: int = T.BOS
+    history: History = field(default_factory=History)  # what the model is saying (layout.History)
+    pending_hist: tuple[int, int] = NO_HIST  # History ids of the `pending` position
+    pending_cand: tuple[int, int] = NO_HIST  # its Lookup candidates
+    lookup: Lookup = field(default_factory=Lookup)  # bytes in the text/context slots still in the cache
     prefix_len: int = 1
     dmel: DMelStream = field(default_factory=DMelStream)
     vocoder: VocoderState = field(default_factory=VocoderState)
     speaking: bool = False
     prev_mel: torch.Tensor | None = None  # previous turn's mel [16, 80] when it was voiced
-    text_queue: list[int] = field(default_factory=list)
-    ctx_queue: list[int] = field(default_factory=list)
+    text_queue: list[tuple[int, int, int]] = field(default_factory=list)  # (byte, history ids) waiting
+    ctx_queue: list[tuple[int, int, int]] = field(default_factory=list)
     delegate_buf: list[int] | None = None
     delegate_since: int = 0
     utf8: T.Utf8Stream = field(default_factory=T.Utf8Stream)
@@ -174,6 +178,7 @@ def compact(model: InteractionModel, s: SessionState) -> None:
     moved = s.kv[:, :, :, src : src + n].clone()
     moved[:, 0] = model.transformer.rerotate(moved[:, 0], shift)
     s.kv[:, :, :, prefix : prefix + n] = moved
+    s.lookup.drop(prefix, src)
     s.pos -= shift
     s.prefix_len = prefix
     s.compactions += 1
@@ -182,13 +187,13 @@ def compact(model: InteractionModel, s: SessionState) -> None:
     log.info("session_compacted", session_id=s.id, turn=s.turn, dropped_positions=shift, kept=prefix + n)
 
 
-def _take(queue: list[int], n: int) -> list[int]:
+def _take(queue: list[tuple[int, int, int]], n: int) -> tuple[list[int], list[tuple[int, int]]]:
     out = queue[:n]
     del queue[:n]
-    return out
+    return [b for b, _, _ in out], [(h1, h2) for _, h1, h2 in out]
 
 
-def _enqueue(s: SessionState, queue: list[int], text: str) -> None:
+def _enqueue(s: SessionState, queue: list[tuple[int, int, int]], text: str) -> None:
     if not isinstance(text, str):
         raise TypeError("text and context must be str")
     ids = T.encode(text)
@@ -197,7 +202,15 @@ def _enqueue(s: SessionState, queue: list[int], text: str) -> None:
         s.dropped_bytes += len(ids) - max(room, 0)
         log.warning("session_text_dropped", session_id=s.id, bytes=len(ids) - max(room, 0))
         ids = ids[: max(room, 0)]
-    queue.extend(ids)
+    queue.extend((b, h1, h2) for b, (h1, h2) in zip(ids, message_hist(ids), strict=True))
+
+
+def _one(cfg, token: int, hist: tuple[int, int], cand: tuple[int, int]) -> SlotChunk:
+    """A one-position chunk holding an output token, its History ids and Lookup candidates."""
+    c = SlotChunk.empty(1, 1, cfg, token)
+    c.hist[0, 0] = torch.tensor(hist)
+    c.cand[0, 0] = torch.tensor(cand)
+    return c
 
 
 def _uniform(seed: int, turn: int, slot: int, n: int) -> torch.Tensor:
@@ -263,10 +276,15 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
         _enqueue(s, s.text_queue, inp.text)
         _enqueue(s, s.ctx_queue, inp.context)
+        text_ids, text_hist = _take(s.text_queue, lay.text_in)
+        ctx_ids, ctx_hist = _take(s.ctx_queue, lay.context)
+        s.lookup.add(s.pos + lay.text, text_ids, text_hist, context=False)
+        s.lookup.add(s.pos + lay.ctx, ctx_ids, ctx_hist, context=True)
         block = turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,
-                           text_ids=_take(s.text_queue, lay.text_in), context_ids=_take(s.ctx_queue, lay.context),
-                           voiced=s.speaking, prev_mel=s.prev_mel)
-        chunks.append(SlotChunk.cat_time([SlotChunk.empty(1, 1, cfg, s.pending), block]))
+                           text_ids=text_ids, context_ids=ctx_ids, voiced=s.speaking, prev_mel=s.prev_mel,
+                           text_hist=text_hist, context_hist=ctx_hist, out_hist=[s.history.ids()],
+                           out_cand=[s.lookup.cand(s.history.ids())])
+        chunks.append(SlotChunk.cat_time([_one(cfg, s.pending, s.pending_hist, s.pending_cand), block]))
     caches = [s.kv for s in sessions]
     starts = [s.pos - 1 for s in sessions]
     batch = SlotChunk.stack(chunks)
@@ -285,15 +303,19 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         mels = {i: out[j].clone() for j, i in enumerate(vi)}
     # output tokens: y_0 from <out>, then K-1 one-token steps
     ys = [[t] for t in _choose(model, model.logits(hidden[:, -1]), sessions, 0)]
+    for s, y in zip(sessions, ys, strict=True):
+        s.history.push(y[-1])
     for k in range(1, lay.out_slots):
-        step = SlotChunk.empty(len(sessions), 1, cfg)
-        step.tokens[:, 0] = torch.tensor([y[-1] for y in ys])
+        rows = [_one(cfg, y[-1], s.history.ids(), s.lookup.cand(s.history.ids()))
+                for s, y in zip(sessions, ys, strict=True)]
+        step = SlotChunk.stack(rows)
         st = [s.pos + lay.out + k for s in sessions]
         h = model.forward_chunk(step, caches, st)
         for i, s in enumerate(sessions):
-            _record(s, model, st[i], SlotChunk.empty(1, 1, cfg, ys[i][-1]), h[i])
+            _record(s, model, st[i], rows[i], h[i])
         for i, t in enumerate(_choose(model, model.logits(h[:, -1]), sessions, k)):
             ys[i].append(t)
+            sessions[i].history.push(t)
     pcms = dict(zip(vi, vocode_turns([sessions[i].vocoder for i in vi], [mels[i] for i in vi], cfg), strict=True))
     outputs = []
     for i, s in enumerate(sessions):
@@ -301,6 +323,8 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
             reset(s.vocoder)
         outputs.append(_finish_turn(s, ys[i], voiced[i], mels.get(i), pcms.get(i), cfg.n_mels))
         s.pending = ys[i][-1]
+        s.pending_hist = s.history.ids()
+        s.pending_cand = s.lookup.cand(s.pending_hist)
         s.pos += lay.turn_len
         s.prev_mel = mels.get(i)
         s.turn += 1

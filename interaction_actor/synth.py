@@ -7,11 +7,26 @@ text, background context, barge-in flags), the K output tokens the model should 
 
   time_speak   typed "say W in Ns"        -> speak W at turn (text complete) + 5N
   cue_speak    typed "tell me when red"   -> frames of shapes; speak "red!" at the turn a red shape appears
-  rep_count    10 frames of a bouncing ball, then typed "how many?" -> speak the number of floor hits
+  rep_count    10 frames of a bouncing ball (up in the top half, or down on the floor), then typed
+               "how many?" -> speak the number of floor hits
   turn_taking  user speech-like audio ends -> reply "ok, sure." at the first quiet turn; a barge-in
                mid-reply -> <stop_speaking> that turn, reply again once the user is quiet
   delegation   typed "weather in C?" -> <delegate>weather C</delegate>; the background result
-               arrives in the context slots later -> voice it at the first quiet turn (user silent)
+               ("C cond, T C", a random temperature: it must be read, not guessed) arrives in the
+               context slots later -> voice it at the first quiet turn (user silent)
+
+A training-only curriculum (CURRICULUM, drawn through TrainConfig.mix, never evaluated):
+
+  echo         random strings arrive in the context slots -> voice each at the first quiet turn once
+               it is complete: content that cannot be guessed, only read
+
+Auxiliary targets (`Episode.aux`, training only; the text head predicts them at input slots whose
+logits are otherwise unused): time_speak says the wait in turns at the message's last byte, counts
+down the turns left until it speaks at each turn marker and names the word's first byte at each
+turn's first audio slot meanwhile; cue_speak says whether the frame holds red
+at its last patch; rep_count says the floor hits seen so far at each frame's last patch and at each
+turn marker. They give the timer
+and the counter a signal every turn instead of once an episode.
 
 Speaking protocol (K slots per turn): the turn that starts speaking emits <start_speaking> then
 bytes; later turns emit bytes (<empty> pads); the turn after the last bytes emits <stop_speaking>.
@@ -37,7 +52,7 @@ from interaction_actor.config import ModelConfig
 from interaction_actor.dmel import STREAM_LAG_FRAMES, log_mel
 from interaction_actor.session import TurnInput
 
-DATA_VERSION = "synth-1"
+DATA_VERSION = "synth-2"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 16  # every episode is 16 turns (3.2 s): fits the small preset's capacity uncompacted
 QUIET_FRAMES = 6  # trailing speech-free dMel frames (75 ms + window) that make a turn "quiet"
@@ -59,6 +74,9 @@ class Episode:
     targets: list[list[int]]  # K output token ids per turn
     expect: dict = field(default_factory=dict)  # what evaluation checks (see each builder)
     speech: list[tuple[int, int]] = field(default_factory=list)  # user speech spans, in samples
+    # auxiliary training targets at input slots, (turn, slot group "turn" | "audio" | "image" | "text",
+    # index, token id): what the generator knows that the model must track, e.g. the bounces so far
+    aux: list[tuple[int, str, int, int]] = field(default_factory=list)
 
     @property
     def turns(self) -> int:
@@ -195,6 +213,11 @@ def place(targets: list[list[int]], turn: int, seq: list[int], k: int, stop: boo
     return turn + len(chunks)
 
 
+def count_token(n: int) -> int:
+    """A small count as one token id: the byte of chr(ord("0") + n) ("0".."9", then ":" for 10 ...)."""
+    return ord("0") + n
+
+
 def text_turns(text: str, slots: int) -> int:
     """Turns a typed message occupies in the text-in slots (it arrives whole, `slots` bytes a turn)."""
     return max(1, math.ceil(len(T.encode(text)) / slots))
@@ -218,7 +241,11 @@ def _time_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epi
     place(targets, turn, speak_tokens(word), k)
     for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
         inputs[i].audio = w
-    return Episode("time_speak", 0, inputs, targets, {"say": word, "turn": turn, "n": n, "sent": a})
+    last = len(T.encode(msg)) - 1  # the message's last byte ("s") is read with its digit: the wait
+    aux = [(a + last // cfg.text_in_slots, "text", last % cfg.text_in_slots, count_token(5 * n))]
+    aux += [(t, "turn", 0, count_token(turn - t)) for t in range(done + 1, turn + 1)]
+    aux += [(t, "audio", 0, T.encode(word)[0]) for t in range(done + 1, turn + 1)]  # ... and what to say
+    return Episode("time_speak", 0, inputs, targets, {"say": word, "turn": turn, "n": n, "sent": a}, aux=aux)
 
 
 def _cue_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
@@ -231,17 +258,20 @@ def _cue_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epis
     done = a + text_turns(msg, cfg.text_in_slots) - 1
     cue = rng.randint(done + 1, EPISODE_TURNS - 4) if rng.random() < 0.8 else None
     others = ("blue", "green", "yellow", "white")
+    aux = []
     for i in range(EPISODE_TURNS):
         shapes = [_shape(rng, rng.choice(others)) for _ in range(rng.randint(1, 2))]
-        if cue is not None and cue <= i < cue + 2:
+        red = cue is not None and cue <= i < cue + 2
+        if red:
             shapes.append(_shape(rng, "red"))
         inputs[i].frame = draw(shapes, rng.randint(90, 130))
+        aux.append((i, "image", cfg.image_patches - 1, count_token(int(red))))  # is there red in this frame?
     if cue is not None:
         place(targets, cue, speak_tokens(CUE_TEXT), k)
     for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
         inputs[i].audio = w
     return Episode("cue_speak", 0, inputs, targets,
-                   {"say": CUE_TEXT if cue is not None else None, "turn": cue, "sent": a})
+                   {"say": CUE_TEXT if cue is not None else None, "turn": cue, "sent": a}, aux=aux)
 
 
 def _rep_count(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
@@ -255,16 +285,19 @@ def _rep_count(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epis
     cx, r = rng.randint(12, 67), rng.randint(6, 9)
     colour = rng.choice(("white", "yellow", "green", "blue"))
     bg = rng.randint(20, 60)
+    aux = []
     for i in range(n_frames):
-        cy = 79 - r if i in hits else rng.randint(r, 45)
+        cy = 79 - r if i in hits else rng.randint(r, 39 - r)  # a hit is on the floor, else in the top half
         inputs[i].frame = draw([("circle", colour, cx, cy, r)], bg)
+        aux.append((i, "image", cfg.image_patches - 1, count_token(sum(h <= i for h in hits))))
     msg = "how many?"
     inputs[n_frames].text = msg
     done = n_frames + text_turns(msg, cfg.text_in_slots) - 1
+    aux += [(t, "turn", 0, count_token(sum(h < t for h in hits))) for t in range(1, done + 1)]
     place(targets, done, speak_tokens(str(count)), k)
     for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
         inputs[i].audio = w
-    return Episode("rep_count", 0, inputs, targets, {"say": str(count), "turn": done})
+    return Episode("rep_count", 0, inputs, targets, {"say": str(count), "turn": done}, aux=aux)
 
 
 def _first_quiet(quiet: list[bool], start: int) -> int | None:
@@ -316,7 +349,7 @@ def _delegation(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epi
     done = a + text_turns(msg, cfg.text_in_slots) - 1
     task = f"weather {city}"
     after = place(targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)
-    result = f"{city} {cond}"
+    result = f"{city} {cond}, {rng.randint(-9, 29)} C"  # the demo weather tool's answer format
     arrive = after + rng.randint(0, 1)
     inputs[arrive].context = result
     ready = arrive + math.ceil(len(result) / cfg.context_slots) - 1
@@ -336,7 +369,43 @@ def _delegation(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epi
                     "user_talking": bool(speech)}, speech)
 
 
-_BUILDERS = {"time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
+ECHO_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-"
+
+
+def _echo(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
+    """A training curriculum, not an evaluated task: random strings of 2-20 bytes arrive in the
+    context slots (as a background result would); the model voices each at the first quiet turn
+    once it is complete, then the next string comes. Random content cannot be guessed, only read
+    (through the copy candidates, layout.Lookup): the skill that voicing delegation results needs.
+    expect: says (list of (string, turn))."""
+    k = cfg.text_out_slots
+    inputs, targets = _blank(EPISODE_TURNS, k)
+    t = rng.randint(0, 1)
+    says: list[tuple[str, int]] = []
+    spans: list[tuple[int, torch.Tensor]] = []
+    speech: list[tuple[int, int]] = []
+    while t < EPISODE_TURNS - 3:
+        body = "".join(rng.choice(ECHO_CHARS) for _ in range(rng.randint(2, 20))).strip() or "ok"
+        inputs[t].context = body
+        ready = t + math.ceil(len(T.encode(body)) / cfg.context_slots) - 1
+        if rng.random() < 0.3:  # the user is talking when it is ready: wait for a quiet turn
+            onset = ready * 3200 + rng.randint(0, 2000)
+            w = user_speech(rng, rng.uniform(0.3, 0.6))
+            spans.append((onset, w))
+            speech.append((onset, onset + w.shape[0]))
+        turn = _first_quiet(quiet_turns(EPISODE_TURNS, speech), ready)
+        if turn is None:
+            break
+        says.append((body, turn))
+        t = place(targets, turn, speak_tokens(body), k) + rng.randint(0, 1)
+    for i, w in enumerate(_audio_stream(EPISODE_TURNS, spans, g)):
+        inputs[i].audio = w
+    return Episode("echo", 0, inputs, targets, {"says": says}, speech)
+
+
+CURRICULUM = ("echo",)  # training-only tasks (TrainConfig.mix may draw them; eval does not)
+
+_BUILDERS = {"echo": _echo, "time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
              "turn_taking": _turn_taking, "delegation": _delegation}
 
 
@@ -345,7 +414,7 @@ def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None) 
     cfg = cfg or ModelConfig()
     task = TASKS[seed % len(TASKS)] if task is None else task
     if task not in _BUILDERS:
-        raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+        raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM)}")
     rng = random.Random(f"{DATA_VERSION}:{task}:{seed}")
     g = torch.Generator().manual_seed(rng.getrandbits(62))
     ep = _BUILDERS[task](rng, g, cfg)

@@ -4,7 +4,7 @@
 does (`featurize`: the same dMel stream, hMLP patching, text/context slot queues, voiced rule and
 turn_chunk layout), and optimises `InteractionModel.training_loss` (text cross-entropy, decisions and
 content weighted `content_weight`, + flow matching, + an auxiliary next-byte "reading" loss inside the
-text/context slots) through the same modules and kernels.ops calls the runtime uses. It shows a progress bar,
+text/context slots, + the episodes' auxiliary targets at input slots, synth.Episode.aux) through the same modules and kernels.ops calls the runtime uses. It shows a progress bar,
 logs losses with structlog, writes resumable checkpoints (model + optimizer + step) and finally the
 shipped checkpoint (fp16 weights) with a JSON card beside it: config, seed, data version, steps,
 wall time, and eval scores when `evaluate_after` is set.
@@ -31,11 +31,14 @@ from interaction_actor.dmel import DMelStream, dmel_stream_push
 from interaction_actor.hmlp import frame_to_patches
 from interaction_actor.layout import (
     IGNORE,
+    History,
+    Lookup,
     SlotChunk,
     TurnLayout,
     block_offsets,
     bos_chunk,
     mel_slot_mask,
+    message_hist,
     text_targets,
     turn_chunk,
 )
@@ -53,19 +56,24 @@ class TrainConfig:
 
     preset: str = "small"
     steps: int = 1000
-    batch: int = 5  # one episode of each task per step (task = seed % 5)
+    batch: int = 7  # episodes per step; slot i draws task mix[i % len(mix)]
+    # cue_speak decides once an episode: it comes twice; echo (synth.CURRICULUM) teaches reading the slots
+    mix: tuple[str, ...] = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation", "echo",
+                            "cue_speak")
     lr: float = 2e-3
     min_lr_fraction: float = 0.1
     warmup: int = 20
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     flow_weight: float = 0.5
-    seed: int = 0
+    seed: int = 1
     max_minutes: float = 14.5  # > 0: stop (and save) when this much wall time has passed; 0 = by steps only
     threads: int = 2  # torch threads (0 = leave as is); on a heavily shared CPU 1 can be faster (erratic OMP waits)
     checkpoint_every: int = 50
-    content_weight: float = 2.0  # text CE weight of non-<empty> targets (decisions and content) vs <empty>
+    content_weight: float = 2.0  # text CE weight of byte targets (what is said or delegated) vs <empty>
+    decision_weight: float = 2.0  # text CE weight of control targets (start/stop speaking, delegate)
     reading_weight: float = 0.5  # > 0: auxiliary next-byte loss inside the text-in and context slots
+    aux_weight: float = 0.5  # > 0: auxiliary loss on the episodes' own aux targets (synth.Episode.aux)
 
 
 @dataclass
@@ -75,12 +83,13 @@ class Features:
     mel_targets: torch.Tensor  # [1, L, n_mels]
     mel_mask: torch.Tensor  # [1, L]
     voiced: list[bool]
+    aux_targets: torch.Tensor | None = None  # [1, L]: Episode.aux at their slots, IGNORE elsewhere
 
 
-def _take(queue: list[int], n: int) -> list[int]:
+def _take(queue: list[tuple[int, int, int]], n: int) -> tuple[list[int], list[tuple[int, int]]]:
     out = queue[:n]
     del queue[:n]
-    return out
+    return [b for b, _, _ in out], [(h1, h2) for _, h1, h2 in out]
 
 
 def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None) -> Features:
@@ -90,8 +99,10 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     outputs = ep.targets if outputs is None else outputs
     lay = TurnLayout.from_config(cfg)
     dstate = DMelStream()
-    text_q: list[int] = []
-    ctx_q: list[int] = []
+    text_q: list[tuple[int, int, int]] = []
+    ctx_q: list[tuple[int, int, int]] = []
+    history = History()
+    lookup = Lookup()
     speaking = False
     prev_mel: torch.Tensor | None = None
     chunks = [bos_chunk(cfg)]
@@ -103,11 +114,22 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         voiced = speaking
         dm, has_audio = dmel_stream_push(dstate, inp.audio, cfg)
         patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
-        text_q.extend(T.encode(inp.text))
-        ctx_q.extend(T.encode(inp.context))
+        for q, msg in ((text_q, T.encode(inp.text)), (ctx_q, T.encode(inp.context))):
+            q.extend((b, h1, h2) for b, (h1, h2) in zip(msg, message_hist(msg), strict=True))
+        text_ids, text_hist = _take(text_q, lay.text_in)
+        ctx_ids, ctx_hist = _take(ctx_q, lay.context)
+        start = lay.turn_start(k)
+        lookup.add(start + lay.text, text_ids, text_hist, context=False)
+        lookup.add(start + lay.ctx, ctx_ids, ctx_hist, context=True)
+        out_hist = [history.ids()]
+        for t in outputs[k]:
+            history.push(t)
+            out_hist.append(history.ids())
+        out_cand = [lookup.cand(h) for h in out_hist]
         chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,
-                                 text_ids=_take(text_q, lay.text_in), context_ids=_take(ctx_q, lay.context),
-                                 voiced=voiced, prev_mel=prev_mel, out_tokens=list(outputs[k])))
+                                 text_ids=text_ids, context_ids=ctx_ids, voiced=voiced, prev_mel=prev_mel,
+                                 out_tokens=list(outputs[k]), text_hist=text_hist, context_hist=ctx_hist,
+                                 out_hist=out_hist, out_cand=out_cand))
         mel = synth.voice_mel(outputs[k - 1], cfg.n_mels) if voiced and k > 0 else None
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
@@ -127,15 +149,28 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         mel_targets[0, a : a + lay.frames] = mel_rows[k]
         mel_mask[0, a : a + lay.frames] = v
     assert bool((mel_mask[0] <= slots).all())
-    return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns)
+    aux = torch.full((1, length), IGNORE, dtype=torch.long)
+    group = {"turn": 0, "audio": lay.audio, "image": lay.image, "text": lay.text}
+    for turn, name, index, token in ep.aux:
+        aux[0, lay.turn_start(turn) + group[name] + index] = token
+    return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux)
 
 
-def batch_features(seeds: list[int], cfg: ModelConfig) -> Features:
-    """Episodes for `seeds` (task = seed % 5), featurized and stacked (all episodes have one length)."""
-    feats = [featurize(synth.episode(s, cfg=cfg), cfg) for s in seeds]
+def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None) -> Features:
+    """Episodes for `seeds` (of `tasks[i]`, default seed % 5), featurized and stacked (one length)."""
+    tasks = tasks or [None] * len(seeds)
+    feats = [featurize(synth.episode(s, task, cfg=cfg), cfg) for s, task in zip(seeds, tasks, strict=True)]
     return Features(SlotChunk.stack([f.chunk for f in feats]), torch.cat([f.text_targets for f in feats]),
                     torch.cat([f.mel_targets for f in feats]), torch.cat([f.mel_mask for f in feats]),
-                    [v for f in feats for v in f.voiced])
+                    [v for f in feats for v in f.voiced], torch.cat([f.aux_targets for f in feats]))
+
+
+def batch_tasks(tc: TrainConfig) -> list[str]:
+    """The task of each episode slot of a step (TrainConfig.mix, repeated to the batch size)."""
+    for t in tc.mix:
+        if t not in synth.TASKS + synth.CURRICULUM:
+            raise ValueError(f"unknown task {t!r} in mix; choose among {list(synth.TASKS + synth.CURRICULUM)}")
+    return [tc.mix[i % len(tc.mix)] for i in range(tc.batch)]
 
 
 def train_seeds(step: int, batch: int, seed: int) -> list[int]:
@@ -161,7 +196,7 @@ def _reweighted(model: InteractionModel, res: dict, targets: torch.Tensor, tc: T
     valid = targets != IGNORE
     tgt = targets[valid].to(model.device)
     logp = kernels.log_softmax(res["logits"][valid], dim=-1).gather(-1, tgt[:, None])[:, 0]
-    w = torch.where(tgt == T.EMPTY, 1.0, tc.content_weight)
+    w = torch.where(tgt == T.EMPTY, 1.0, torch.where(tgt < T.N_BYTES, tc.content_weight, tc.decision_weight))
     text_ce = -(w * logp).sum() / w.sum()
     return {**res, "text_ce": text_ce, "loss": text_ce + tc.flow_weight * res["flow"]}
 
@@ -199,6 +234,15 @@ def content_accuracy(logits: torch.Tensor, targets: torch.Tensor, tasks: list[st
             hit[0] += int((pred[row][k] == targets[row][k]).sum())
             hit[1] += int(k.sum())
     return {t: round(a / n, 3) for t, (a, n) in out.items() if n}
+
+
+def _with_aux(model: InteractionModel, res: dict, aux: torch.Tensor, tc: TrainConfig) -> dict:
+    valid = aux != IGNORE
+    if not bool(valid.any()):
+        return res
+    logp = kernels.log_softmax(res["logits"][valid.to(model.device)], dim=-1)
+    loss = -logp.gather(-1, aux[valid].to(model.device)[:, None]).mean()
+    return {**res, "aux": loss, "loss": res["loss"] + tc.aux_weight * loss}
 
 
 def _param_groups(model: InteractionModel, wd: float) -> list[dict]:
@@ -270,17 +314,19 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
     ema: dict[str, float] = {}
     stopped_early = False
     while step < tc.steps:
-        seeds = train_seeds(step, tc.batch, tc.seed)
-        feats = batch_features(seeds, cfg)
+        tasks = batch_tasks(tc)
+        feats = batch_features(train_seeds(step, tc.batch, tc.seed), cfg, tasks)
         for g in opt.param_groups:
             g["lr"] = _lr(tc, step, tc.steps, time.perf_counter() - t0)
         gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
         res = model.training_loss(feats.chunk, feats.text_targets, feats.mel_targets, feats.mel_mask,
                                   generator=gen, flow_weight=tc.flow_weight)
-        if tc.content_weight != 1.0:
+        if tc.content_weight != 1.0 or tc.decision_weight != 1.0:
             res = _reweighted(model, res, feats.text_targets, tc)
         if tc.reading_weight > 0:
             res = _with_reading(model, res, feats.chunk, tc)
+        if tc.aux_weight > 0 and feats.aux_targets is not None:
+            res = _with_aux(model, res, feats.aux_targets, tc)
         opt.zero_grad(set_to_none=True)
         res["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -291,7 +337,6 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
             ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
         bar.update(step, f"ce {ema['text_ce']:.3f} flow {ema['flow']:.3f}")
         if step % 10 == 0 or step == 1:
-            tasks = [synth.TASKS[x % len(synth.TASKS)] for x in seeds]
             acc = content_accuracy(res["logits"], feats.text_targets, tasks)
             history.append({"step": step, **{k: round(v, 5) for k, v in vals.items()}})
             log.info("train_step", step=step, lr=round(opt.param_groups[0]["lr"], 6), content_acc=acc,
@@ -330,14 +375,16 @@ def _thin(history: list[dict], n: int) -> list[dict]:
     return kept if kept[-1] is history[-1] else [*kept, history[-1]]
 
 
-def train_main(preset: str = "small", steps: int | None = None, minutes: float | None = None, seed: int = 0,
+def train_main(preset: str = "small", steps: int | None = None, minutes: float | None = None, seed: int | None = None,
                out: str | None = None, resume: bool = False, threads: int | None = None,
                evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True) -> dict:
     """`interplay train`: train `preset` from scratch (or `resume` the run that writes `out`) and write
     the checkpoint + JSON card to `out` (default: the shipped interaction_actor/checkpoints/small.pt).
     `steps` and `minutes` bound the run (defaults: TrainConfig's, the settings of the shipped model);
     `threads` defaults to TrainConfig's. Returns the card (with quick eval scores if `evaluate_after`)."""
-    tc = TrainConfig(preset=preset, seed=seed)
+    tc = TrainConfig(preset=preset)
+    if seed is not None:
+        tc.seed = int(seed)
     if steps is not None:
         tc.steps = int(steps)
     if minutes is not None:

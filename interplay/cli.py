@@ -128,7 +128,7 @@ def train(
     preset: str = typer.Option("small", help="Model preset to train from scratch."),
     steps: int = typer.Option(None, help="Optimizer steps (default: the preset's training config)."),
     minutes: float = typer.Option(None, help="Wall-clock budget; the learning-rate schedule follows it."),
-    seed: int = typer.Option(0, help="Seed of the weights and of the episode stream."),
+    seed: int = typer.Option(None, help="Seed of the weights and of the episode stream (default: the shipped model's)."),
     out: str = typer.Option(None, help="Checkpoint path (default: interaction_actor/checkpoints/<preset>.pt)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last resumable state."),
     threads: int = typer.Option(None, help="torch threads (default: all cores)."),

@@ -15,13 +15,14 @@ import random
 import sys
 import time
 import wave
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from google.protobuf.json_format import MessageToDict
 
-from interplay.client import SessionClient, Timeline, control, text_chunk, wav_source
+from interplay.client import SessionClient, Timeline, audio_chunk, control, text_chunk, wav_source
 from interplay.log import get_logger
 from interplay.v1 import session_pb2 as spb
 
@@ -91,8 +92,10 @@ def script(cfg: DemoConfig) -> list[Cue]:
     cues = [Cue(0.0, "wav", a / "hello.wav", "user says hello"),
             Cue(3.0, "text", f"weather in {cfg.city}?", "needs the weather tool: a delegation"),
             Cue(4.4, "text", "keep it short", "follow-up while the background task runs: a steer"),
-            Cue(6.0, "text", "tell me when red", "a visual cue task")]
-    cues += [Cue(6.8 + 0.2 * i, "frame", _frame(i >= 6, rng), "red shape appears" if i == 6 else "")
+            Cue(10.0, "text", "tell me when red", "a visual cue task")]
+    # the cue task starts once the weather answer is usually back (~7 s), so each shows on its own in
+    # the timeline: no training episode has a result arrive while the model watches for a cue
+    cues += [Cue(10.8 + 0.2 * i, "frame", _frame(i >= 6, rng), "red shape appears" if i == 6 else "")
              for i in range(10)]
     return cues
 
@@ -110,6 +113,7 @@ class Player:
     barged_at: int | None = None
     t0: float = 0.0
     _settled_at: float | None = None
+    _wav_playing: int = 0
 
     def _note(self, kind: str, **what: object) -> None:
         self.records.append({"t_s": round(time.monotonic() - self.t0, 3), "dir": "in", "kind": kind, **what})
@@ -130,12 +134,29 @@ class Player:
 
     async def _wav(self, client: SessionClient, path: Path) -> None:
         start = time.monotonic()
-        for t, ch in wav_source(path):
-            delay = start + t - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self.timeline.sent(ch)
-            await client.send(ch)
+        self._wav_playing += 1
+        try:
+            for t, ch in wav_source(path):
+                delay = start + t - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.timeline.sent(ch)
+                await client.send(ch)
+        finally:
+            self._wav_playing -= 1
+
+    async def _room_tone(self, client: SessionClient) -> None:
+        """A live microphone never goes silent: between the WAV cues it streams the room's noise floor
+        (std 0.002 of full scale, as in training; not shown in the timeline). Runs until cancelled."""
+        rng = random.Random(11)
+        n = 16000 * self.cfg.turn_ms // 1000
+        nxt = time.monotonic()
+        while True:
+            if not self._wav_playing:
+                pcm = array("h", (max(-32768, min(32767, round(rng.gauss(0.0, 65.5)))) for _ in range(n)))
+                await client.send(audio_chunk(pcm.tobytes(), 16000, 1))
+            nxt += self.cfg.turn_ms / 1000
+            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
 
     async def _barge(self, client: SessionClient) -> None:
         ch = control(spb.CONTROL_KIND_BARGE_IN)
@@ -177,9 +198,12 @@ class Player:
                     if self._settled_at is not None and time.monotonic() - self._settled_at > self.cfg.voice_s:
                         break  # every delegation is back; do not wait on a voice that runs on
                 await asyncio.sleep(2 * self.cfg.turn_ms / 1000)
+                tone.cancel()
                 await client.finish()
 
             tasks = {asyncio.get_running_loop().create_task(produce())}
+            tone = asyncio.get_running_loop().create_task(self._room_tone(client))
+            tasks.add(tone)
             try:
                 async with asyncio.timeout(self.cfg.max_s):
                     async for c in client.chunks():

@@ -123,7 +123,7 @@ def test_compaction_moves_kept_keys_to_the_rotation_of_their_new_positions(model
     kept = list(range(s.prefix_len)) + list(range(s.prefix_len + shift, old_pos - 1))
     blk = model.transformer.blocks[0]
     with torch.no_grad():
-        x = blk.attn_norm(model.embed(seq))[0, kept]
+        x = blk.attn_norm(model.embed_at(seq, torch.arange(seq.tokens.shape[1])[None]))[0, kept]
         qkv = torch.nn.functional.linear(x, blk.attn.wqkv)
         hq, hkv, dh = blk.attn.hq, blk.attn.hkv, blk.attn.dh
         k = qkv[:, hq * dh : (hq + hkv) * dh].view(len(kept), hkv, dh)
@@ -249,3 +249,27 @@ def test_a_few_training_steps_on_a_streamed_sequence_lower_the_loss():
         opt.step()
         losses.append(out["loss"].item())
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_the_slot_embedding_row_is_the_offset_in_the_turn_block_and_zero_for_bos(model):
+    lay = model.layout
+    pos = torch.tensor([0, 1, lay.turn_len, lay.turn_len + 1, 1 + 3 * lay.turn_len + lay.ctx])
+    assert model.slot_index(pos).tolist() == [0, 1, lay.turn_len, 1, 1 + lay.ctx]
+
+
+def test_streaming_with_byte_history_and_copy_candidates_equals_the_full_forward(model, monkeypatch):
+    """The untrained model rarely speaks, so the sampler replays an echo episode's targets (a fake
+    sampler: the property is the forward, which sees real history and candidate ids either way)."""
+    import interaction_actor.session as S
+    from interaction_actor import synth
+
+    ep = synth.episode(3, "echo", model.config)
+    monkeypatch.setattr(S, "_choose", lambda m, logits, sessions, slot: [ep.targets[sessions[0].turn][slot]])
+    s = new_session(model, "copy", record=True)
+    for inp in ep.inputs:
+        step_batch(model, [s], [inp])
+    seq = s.record.sequence()
+    assert int((seq.cand[..., 0] >= 0).sum()) > 5 and int((seq.hist[..., 0] >= 0).sum()) > 10
+    with torch.no_grad():
+        hidden, _ = model.forward_sequence(seq)
+    torch.testing.assert_close(s.record.hidden(), hidden[0], rtol=1e-4, atol=1e-4)

@@ -39,11 +39,12 @@ def test_the_card_records_the_measured_scores_of_model_and_baseline_per_task():
 def test_the_streaming_session_reproduces_the_shipped_models_training_forward_bit_for_bit(shipped):
     """Under kernels.deterministic() the session's logits (chunked prefill + decode, voiced turns
     included) equal forward_sequence, the forward training_loss differentiates, bit for bit."""
-    ep = synth.episode(synth.held_out_seeds(1)[0], "turn_taking", shipped.config)
+    ep = synth.episode(synth.held_out_seeds(1)[0], "delegation", shipped.config)
     with kernels.deterministic():
         s = new_session(shipped, "bits", record=True)
         outs = [step_batch(shipped, [s], [inp])[0] for inp in ep.inputs]
         with torch.no_grad():
             _, logits = shipped.forward_sequence(s.record.sequence())
     assert any(o.speaking for o in outs), "the trained model speaks in this episode (voiced mel slots)"
+    assert int((s.record.sequence().cand[..., 0] >= 0).sum()) > 5, "it reads its answer through copy candidates"
     assert torch.equal(s.record.logits(), logits[0])

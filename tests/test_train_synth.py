@@ -7,6 +7,7 @@ import torch
 
 from interaction_actor import synth
 from interaction_actor import text as T
+from interaction_actor.layout import TurnLayout
 from interaction_actor.model import build_model
 from interaction_actor.session import new_session, step_batch
 from interaction_actor.train import featurize, train_seeds
@@ -70,6 +71,115 @@ def test_the_featurized_episode_is_exactly_what_the_streaming_session_writes(tin
                 for k in range(ep.turns)]
         c = featurize(ep, tiny.config, outs).chunk
         n = seq.tokens.shape[1]
-        for name in ("tokens", "dmel", "audio_mask", "image_mask", "mel_mask"):
+        for name in ("tokens", "dmel", "audio_mask", "image_mask", "mel_mask", "hist", "cand"):
             assert torch.equal(getattr(c, name)[:, :n], getattr(seq, name)), (task, name)
         assert torch.equal(c.patches, seq.patches), task
+
+
+def test_a_session_saying_the_targets_writes_the_byte_history_the_trainer_feeds(tiny, monkeypatch):
+    """The untrained model rarely speaks, so the sampler is replaced by one that replays the episode's
+    targets (the property is about what the session writes, whoever chose the tokens)."""
+    import interaction_actor.session as S
+
+    for task in ("echo", "delegation", "time_speak"):
+        ep = synth.episode(5, task, tiny.config)
+        monkeypatch.setattr(S, "_choose", lambda m, logits, sessions, slot, ep=ep: [ep.targets[sessions[0].turn][slot]])
+        s = new_session(tiny, "hist", record=True)
+        for inp in ep.inputs:
+            step_batch(tiny, [s], [inp])
+        seq = s.record.sequence()
+        c = featurize(ep, tiny.config).chunk
+        n = seq.tokens.shape[1]
+        assert torch.equal(c.tokens[:, :n], seq.tokens), task
+        assert torch.equal(c.hist[:, :n], seq.hist), task
+        assert torch.equal(c.cand[:, :n], seq.cand), task
+        assert int((seq.hist[..., 0] >= 0).sum()) > 10, task  # the history was exercised
+        assert int((seq.cand[..., 0] >= 0).sum()) > 3, task
+
+
+def test_a_slot_byte_and_the_output_about_to_say_it_carry_the_same_history():
+    cfg = build_model("tiny", seed=0).config
+    lay = TurnLayout.from_config(cfg)
+    ep = synth.episode(0, "echo", cfg)
+    c = featurize(ep, cfg).chunk
+    body, turn = ep.expect["says"][0]
+    assert ep.inputs[0].context == body  # seed 0's first string arrives in turn 0
+    src = c.hist[0, lay.turn_start(0) + lay.ctx : lay.turn_start(0) + lay.ctx + len(body)]
+    # the output position holding <start_speaking> predicts the first byte: history (START, START)
+    at = lay.turn_start(turn) + lay.out + 1
+    assert int(c.tokens[0, at]) == T.START_SPEAKING
+    assert c.hist[0, at].tolist() == [256, 256]
+    assert src[0].tolist() == [256, 256] and src[1].tolist() == [ord(body[0]), 256]
+    # ... and its copy candidate is the string's first byte; the next position's is the second byte
+    assert c.cand[0, at].tolist() == [ord(body[0])] * 2
+    assert c.cand[0, at + 1].tolist() == [ord(body[1])] * 2
+
+
+def test_rep_count_aux_targets_count_the_floor_hits_seen_so_far_at_each_frames_last_patch():
+    cfg = build_model("tiny", seed=0).config
+    lay = TurnLayout.from_config(cfg)
+    for s in range(10):
+        ep = synth.episode(s, "rep_count", cfg)
+        f = featurize(ep, cfg)
+        counts = [int(f.aux_targets[0, lay.turn_start(k) + lay.image + lay.patches - 1]) - ord("0") for k in range(10)]
+        assert counts == sorted(counts) and counts[0] in (0, 1)
+        assert counts[-1] == int(ep.expect["say"])
+        assert int((f.aux_targets != -100).sum()) == 10 + ep.expect["turn"]
+
+
+def test_time_speak_aux_targets_count_down_to_zero_at_the_turn_it_speaks():
+    cfg = build_model("tiny", seed=0).config
+    lay = TurnLayout.from_config(cfg)
+    for s in range(10):
+        ep = synth.episode(s, "time_speak", cfg)
+        aux = featurize(ep, cfg).aux_targets[0]
+        turn = ep.expect["turn"]
+        assert int(aux[lay.turn_start(turn)]) == ord("0")
+        assert int(aux[lay.turn_start(turn - 5 * ep.expect["n"] + 1)]) == ord("0") + 5 * ep.expect["n"] - 1
+
+
+def test_a_training_batch_draws_its_tasks_from_the_mix_in_order():
+    from interaction_actor.train import TrainConfig, batch_tasks
+
+    assert batch_tasks(TrainConfig(batch=3, mix=("cue_speak", "delegation"))) == ["cue_speak", "delegation",
+                                                                                  "cue_speak"]
+    with pytest.raises(ValueError, match="unknown task"):
+        batch_tasks(TrainConfig(mix=("juggling",)))
+
+
+def test_an_utterance_s_first_byte_is_looked_up_in_context_messages_then_typed_arguments():
+    from interaction_actor.layout import HIST_NONE, HIST_START, Lookup, message_hist
+
+    look = Lookup()
+    typed, ctx = T.encode("say go"), T.encode("Oslo")
+    look.add(10, typed, message_hist(typed), context=False)
+    start = (HIST_START, HIST_START)
+    assert look.cand(start) == (HIST_NONE, ord("g"))  # only the typed command's argument
+    assert look.cand((ord("g"), HIST_START)) == (HIST_NONE, ord("o"))  # by the last byte alone
+    look.add(20, ctx, message_hist(ctx), context=True)
+    assert look.cand(start) == (ord("O"), ord("O"))
+    assert look.cand((ord("O"), HIST_START)) == (ord("s"), ord("s"))
+
+
+def test_compaction_forgets_the_copy_candidates_it_drops():
+    from interaction_actor.layout import HIST_NONE, HIST_START, Lookup, message_hist
+
+    look = Lookup()
+    a, b = T.encode("ab"), T.encode("cd")
+    look.add(100, a, message_hist(a), context=True)
+    look.add(200, b, message_hist(b), context=True)
+    look.drop(50, 150)
+    assert look.cand((ord("a"), HIST_START)) == (HIST_NONE, HIST_NONE)
+    assert look.cand((HIST_START, HIST_START)) == (ord("c"), ord("c"))
+    assert [p for p, *_ in look.sources] == [100, 101]
+
+
+def test_echo_strings_arrive_in_context_and_are_voiced_whole_once_complete():
+    for s in range(10):
+        ep = synth.episode(s, "echo")
+        ctx = [i.context for i in ep.inputs if i.context]
+        assert [b for b, _ in ep.expect["says"]] == ctx[: len(ep.expect["says"])]
+        for body, turn in ep.expect["says"]:
+            said = [t for row in ep.targets[turn:] for t in row]
+            assert said[0] == T.START_SPEAKING
+            assert T.decode(said[1 : 1 + len(T.encode(body))]) == body or turn + 6 >= ep.turns
