@@ -211,14 +211,15 @@ def reading_targets(tokens: torch.Tensor, lay: TurnLayout) -> torch.Tensor:
     return torch.where(keep, nxt, torch.full_like(tokens, IGNORE))
 
 
-def _with_reading(model: InteractionModel, res: dict, chunk: SlotChunk, tc: TrainConfig) -> dict:
-    tgt = reading_targets(chunk.tokens, model.layout)
-    valid = tgt != IGNORE
+def _with_extra(model: InteractionModel, res: dict, targets: torch.Tensor, weight: float, name: str) -> dict:
+    """`res` plus `weight` x the text-head cross-entropy on `targets` (IGNORE elsewhere), logged as `name`:
+    the auxiliary losses at input slots whose logits are otherwise unused."""
+    valid = targets != IGNORE
     if not bool(valid.any()):
         return res
     logp = kernels.log_softmax(res["logits"][valid.to(model.device)], dim=-1)
-    reading = -logp.gather(-1, tgt[valid].to(model.device)[:, None]).mean()
-    return {**res, "reading": reading, "loss": res["loss"] + tc.reading_weight * reading}
+    loss = -logp.gather(-1, targets[valid].to(model.device)[:, None]).mean()
+    return {**res, name: loss, "loss": res["loss"] + weight * loss}
 
 
 def content_accuracy(logits: torch.Tensor, targets: torch.Tensor, tasks: list[str]) -> dict[str, float]:
@@ -234,15 +235,6 @@ def content_accuracy(logits: torch.Tensor, targets: torch.Tensor, tasks: list[st
             hit[0] += int((pred[row][k] == targets[row][k]).sum())
             hit[1] += int(k.sum())
     return {t: round(a / n, 3) for t, (a, n) in out.items() if n}
-
-
-def _with_aux(model: InteractionModel, res: dict, aux: torch.Tensor, tc: TrainConfig) -> dict:
-    valid = aux != IGNORE
-    if not bool(valid.any()):
-        return res
-    logp = kernels.log_softmax(res["logits"][valid.to(model.device)], dim=-1)
-    loss = -logp.gather(-1, aux[valid].to(model.device)[:, None]).mean()
-    return {**res, "aux": loss, "loss": res["loss"] + tc.aux_weight * loss}
 
 
 def _param_groups(model: InteractionModel, wd: float) -> list[dict]:
@@ -324,9 +316,10 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
         if tc.content_weight != 1.0 or tc.decision_weight != 1.0:
             res = _reweighted(model, res, feats.text_targets, tc)
         if tc.reading_weight > 0:
-            res = _with_reading(model, res, feats.chunk, tc)
+            res = _with_extra(model, res, reading_targets(feats.chunk.tokens, model.layout), tc.reading_weight,
+                              "reading")
         if tc.aux_weight > 0 and feats.aux_targets is not None:
-            res = _with_aux(model, res, feats.aux_targets, tc)
+            res = _with_extra(model, res, feats.aux_targets, tc.aux_weight, "aux")
         opt.zero_grad(set_to_none=True)
         res["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
