@@ -56,6 +56,18 @@ def message_hist(ids: Sequence[int]) -> list[tuple[int, int]]:
     return [(pad[i + 1], pad[i]) for i in range(len(ids))]
 
 
+def queue_message(queue: list[tuple[int, int, int]], ids: Sequence[int]) -> None:
+    """Append one message's bytes, each with its history ids, to a text or context slot queue."""
+    queue.extend((b, h1, h2) for b, (h1, h2) in zip(ids, message_hist(ids), strict=True))
+
+
+def take_slots(queue: list[tuple[int, int, int]], n: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Pop up to n queued bytes: (byte ids, their history ids) for one turn's slots."""
+    out = queue[:n]
+    del queue[:n]
+    return [b for b, _, _ in out], [(h1, h2) for _, h1, h2 in out]
+
+
 @dataclass
 class History:
     """What the model has said in its current utterance or delegate task, driven by its own tokens

@@ -31,7 +31,15 @@ from interaction_actor import text as T
 from interaction_actor.dmel import DMelStream, dmel_stream_push
 from interaction_actor.flow_head import frame_noise
 from interaction_actor.hmlp import frame_to_patches
-from interaction_actor.layout import NO_HIST, History, Lookup, SlotChunk, message_hist, turn_chunk
+from interaction_actor.layout import (
+    NO_HIST,
+    History,
+    Lookup,
+    SlotChunk,
+    queue_message,
+    take_slots,
+    turn_chunk,
+)
 from interaction_actor.model import InteractionModel
 from interaction_actor.vocoder import VocoderState, reset, vocode_turns
 from interplay.log import get_logger
@@ -187,12 +195,6 @@ def compact(model: InteractionModel, s: SessionState) -> None:
     log.info("session_compacted", session_id=s.id, turn=s.turn, dropped_positions=shift, kept=prefix + n)
 
 
-def _take(queue: list[tuple[int, int, int]], n: int) -> tuple[list[int], list[tuple[int, int]]]:
-    out = queue[:n]
-    del queue[:n]
-    return [b for b, _, _ in out], [(h1, h2) for _, h1, h2 in out]
-
-
 def _enqueue(s: SessionState, queue: list[tuple[int, int, int]], text: str) -> None:
     if not isinstance(text, str):
         raise TypeError("text and context must be str")
@@ -202,7 +204,7 @@ def _enqueue(s: SessionState, queue: list[tuple[int, int, int]], text: str) -> N
         s.dropped_bytes += len(ids) - max(room, 0)
         log.warning("session_text_dropped", session_id=s.id, bytes=len(ids) - max(room, 0))
         ids = ids[: max(room, 0)]
-    queue.extend((b, h1, h2) for b, (h1, h2) in zip(ids, message_hist(ids), strict=True))
+    queue_message(queue, ids)
 
 
 def _one(cfg, token: int, hist: tuple[int, int], cand: tuple[int, int]) -> SlotChunk:
@@ -276,8 +278,8 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
         _enqueue(s, s.text_queue, inp.text)
         _enqueue(s, s.ctx_queue, inp.context)
-        text_ids, text_hist = _take(s.text_queue, lay.text_in)
-        ctx_ids, ctx_hist = _take(s.ctx_queue, lay.context)
+        text_ids, text_hist = take_slots(s.text_queue, lay.text_in)
+        ctx_ids, ctx_hist = take_slots(s.ctx_queue, lay.context)
         s.lookup.add(s.pos + lay.text, text_ids, text_hist, context=False)
         s.lookup.add(s.pos + lay.ctx, ctx_ids, ctx_hist, context=True)
         block = turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,

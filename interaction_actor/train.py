@@ -38,7 +38,8 @@ from interaction_actor.layout import (
     block_offsets,
     bos_chunk,
     mel_slot_mask,
-    message_hist,
+    queue_message,
+    take_slots,
     text_targets,
     turn_chunk,
 )
@@ -86,12 +87,6 @@ class Features:
     aux_targets: torch.Tensor | None = None  # [1, L]: Episode.aux at their slots, IGNORE elsewhere
 
 
-def _take(queue: list[tuple[int, int, int]], n: int) -> tuple[list[int], list[tuple[int, int]]]:
-    out = queue[:n]
-    del queue[:n]
-    return [b for b, _, _ in out], [(h1, h2) for _, h1, h2 in out]
-
-
 def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None) -> Features:
     """The training sequence of an episode: what the streaming session would write, position by
     position, if the model emitted `outputs` (default: the episode's targets), with the previous voiced
@@ -115,9 +110,9 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         dm, has_audio = dmel_stream_push(dstate, inp.audio, cfg)
         patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
         for q, msg in ((text_q, T.encode(inp.text)), (ctx_q, T.encode(inp.context))):
-            q.extend((b, h1, h2) for b, (h1, h2) in zip(msg, message_hist(msg), strict=True))
-        text_ids, text_hist = _take(text_q, lay.text_in)
-        ctx_ids, ctx_hist = _take(ctx_q, lay.context)
+            queue_message(q, msg)
+        text_ids, text_hist = take_slots(text_q, lay.text_in)
+        ctx_ids, ctx_hist = take_slots(ctx_q, lay.context)
         start = lay.turn_start(k)
         lookup.add(start + lay.text, text_ids, text_hist, context=False)
         lookup.add(start + lay.ctx, ctx_ids, ctx_hist, context=True)
