@@ -409,6 +409,8 @@ class TurnLoop:
         chunk = spb.OutputChunk(session_id=out.session_id, turn=out.turn, time_ms=w.time_ms, text=out.text,
                                 controls=[CONTROL_TOKENS[c] for c in out.controls if c in CONTROL_TOKENS],
                                 events=w.events)
+        if out.state is not None:
+            chunk.model_state = out.state
         if out.pcm is not None and out.pcm.numel():
             pcm = (out.pcm.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
             chunk.audio.pcm16 = pcm.numpy().tobytes()

@@ -170,6 +170,8 @@ class Timeline:
         if c.audio.pcm16:
             outs.append(f"audio {len(c.audio.pcm16) // 2} smp")
         outs += [spb.ControlToken.Name(k).removeprefix("CONTROL_TOKEN_").lower() for k in c.controls]
+        if c.HasField("model_state"):
+            outs.append(f"state {c.model_state}")
         for e in c.events:
             name = spb.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()
             outs.append(f"{name}({e.error.code or e.text})" if (e.error.code or e.text) else name)

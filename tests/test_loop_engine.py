@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import serve_background as background
 
+from interaction_actor import text as T
 from interaction_actor.inputs import FloatAudio
 from interaction_actor.loop import LoopConfig, TurnLoop
 from interaction_actor.model import build_model
@@ -180,3 +181,18 @@ async def test_the_metrics_endpoint_reports_turns_and_lateness_buckets_over_http
     assert host == "127.0.0.1"
     assert "interplay_loop_turns_total 5" in text and 'interplay_loop_lateness_ms_bucket{le="+Inf"} 5' in text
     assert snap["turns"] == 5 and snap["session_turns"] == 5 and snap["compute_ms"]["count"] == 5
+
+
+async def test_the_models_silent_state_reaches_the_client_as_model_state_and_never_as_text():
+    model = build_model("tiny")  # a model of its own: its output bias is forced to <state:5> alone
+    model.output_bias.fill_(float("-inf"))
+    model.output_bias[T.state_token(5)] = 0.0
+    loop = TurnLoop(model, LoopConfig(turn_ms=50))
+    loop.start()
+    server, address = await serve(loop)
+    try:
+        chunks = await collect(address, 4)
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+    assert [(c.HasField("model_state"), c.model_state, c.text) for c in chunks] == [(True, 5, "")] * 4

@@ -175,7 +175,7 @@ class TurnTiming(_message.Message):
     def __init__(self, lateness_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., missed: _Optional[bool] = ...) -> None: ...
 
 class OutputChunk(_message.Message):
-    __slots__ = ("session_id", "turn", "time_ms", "text", "audio", "controls", "events", "timing", "dropped_chunks")
+    __slots__ = ("session_id", "turn", "time_ms", "text", "audio", "controls", "events", "timing", "dropped_chunks", "model_state")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TURN_FIELD_NUMBER: _ClassVar[int]
     TIME_MS_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,7 @@ class OutputChunk(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     DROPPED_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_STATE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     turn: int
     time_ms: int
@@ -194,4 +195,5 @@ class OutputChunk(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     timing: TurnTiming
     dropped_chunks: int
-    def __init__(self, session_id: _Optional[str] = ..., turn: _Optional[int] = ..., time_ms: _Optional[int] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[AudioOutput, _Mapping]] = ..., controls: _Optional[_Iterable[_Union[ControlToken, str]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., dropped_chunks: _Optional[int] = ...) -> None: ...
+    model_state: int
+    def __init__(self, session_id: _Optional[str] = ..., turn: _Optional[int] = ..., time_ms: _Optional[int] = ..., text: _Optional[str] = ..., audio: _Optional[_Union[AudioOutput, _Mapping]] = ..., controls: _Optional[_Iterable[_Union[ControlToken, str]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., timing: _Optional[_Union[TurnTiming, _Mapping]] = ..., dropped_chunks: _Optional[int] = ..., model_state: _Optional[int] = ...) -> None: ...
