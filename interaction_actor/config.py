@@ -31,7 +31,9 @@ class ModelConfig:
     context_slots: int = 8
     text_out_slots: int = 3
     # session
-    capacity: int = 1024  # default KV capacity in positions (small: ~17 turns = 3.5 s + the prefix)
+    # default KV capacity in positions (small: ~35 turns = 7 s): two training episodes (32 turns, the
+    # longest sequence the model is trained on) fit before the first compaction
+    capacity: int = 2048
     prefix_turns: int = 1  # compaction keeps BOS + the first `prefix_turns` turns ...
     keep_fraction: float = 0.75  # ... and the newest whole turns filling this share of the rest
     temperature: float = 0.0  # 0 = greedy text decoding; > 0 = seeded sampling

@@ -5,7 +5,8 @@ session.new_session/step_batch, reads what the model said and when, and scores: 
 (right content at the right turn, TOL turns of slack), turn-taking latency (user speech end -> the
 end of the turn whose output starts the reply, plus the measured per-turn compute), barge-in stop
 latency (barge-in onset -> the end of the first turn whose output is silent, plus compute), and
-delegation precision/recall. The same suite runs a turn-based baseline: the same model (same size,
+delegation precision/recall; and each task's accuracy when it arrives after another task in the same
+session (`tasks_in_session`: a live session is never fresh). The same suite runs a turn-based baseline: the same model (same size,
 same weights) behind a VAD harness (`VadHarness`) that gives it the user's input only when the
 user's turn ends, as turn-based voice agents do. Keys follow ../shared/FIGURES.md.
 """
@@ -39,9 +40,11 @@ class Delivered:
     controls: list[str] = field(default_factory=list)
     delegate_tasks: list[str] = field(default_factory=list)
     speaking: bool = False
+    state: int | None = None  # the model's silent <state:n> (its countdown or tally), the last one
 
     def add(self, o: TurnOutput) -> None:
         self.text += o.text
+        self.state = o.state if o.state is not None else self.state
         self.controls += o.controls
         if o.delegate_task is not None:
             self.delegate_tasks.append(o.delegate_task)
@@ -304,14 +307,37 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
             "turn_taking_responses": len(take), "barge_in_stops": len(stop)}
 
 
+def in_session_episodes(n: int, cfg) -> dict[str, list[synth.Episode]]:
+    """Each task's held-out episodes (the same seeds as the fresh suite), each following a held-out
+    episode of the next task in synth.TASKS in one session (synth.chain): the task arrives after a
+    finished conversation, at positions and with a history a fresh session never has."""
+    out = {}
+    for i, task in enumerate(synth.TASKS):
+        before = synth.TASKS[(i + 1) % len(synth.TASKS)]
+        firsts = [synth.episode(s, before, cfg) for s in synth.held_out_seeds(n, offset=10_000_000 + i * 1_000_000)]
+        out[task] = [synth.chain(a, synth.episode(s, task, cfg))
+                     for a, s in zip(firsts, synth.held_out_seeds(n, offset=i * 1_000_000), strict=True)]
+    return out
+
+
+def in_session_scores(model: InteractionModel, eps_by_task: dict[str, list[synth.Episode]]) -> dict[str, float]:
+    """Accuracy of each task's second episode (scored on its own turns) in the chained sessions."""
+    out = {}
+    for task, eps in eps_by_task.items():
+        trs = run_interactive(model, eps)
+        out[task] = round(sum(score(e, t[e.expect["offset"]:]) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
+    return out
+
+
 QUICK_EPISODES = 10  # per task: --quick takes ~15 s on a shared 2-core CPU (full: ~1 min)
 FULL_EPISODES = 50
 
 
 def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: int | None = None,
-             preset: str = "small", baseline: bool = True, threads: int | None = 1,
+             preset: str = "small", baseline: bool = True, in_session: bool = True, threads: int | None = 1,
              model: InteractionModel | None = None) -> dict:
-    """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite).
+    """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite, and
+    with `in_session` the accuracy `tasks_in_session` of each task arriving after another one).
 
     `checkpoint` defaults to the shipped one (train.DEFAULT_CHECKPOINT); `episodes` per task
     (default QUICK_EPISODES with `quick`, else FULL_EPISODES). `threads` (default 1): a session's
@@ -334,6 +360,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     ours = _suite(eps, {t: run_interactive(model, e) for t, e in eps.items()}, compute_ms)
     result = {**ours, "episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
               "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
+    if in_session:
+        result["tasks_in_session"] = in_session_scores(model, in_session_episodes(n, model.config))
     if baseline:
         harness = VadHarness()
         runs = {t: run_baseline(model, e, harness) for t, e in eps.items()}

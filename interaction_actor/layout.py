@@ -96,25 +96,42 @@ class Lookup:
     first candidate is the start of the newest context message (the assistant voices what the
     background sent; it does not parrot the user's typing) and the second the newest start of either
     a context message or the argument of a typed command (its text after the first word, as in
-    "say go in 2s"). Sources are registered with their positions so that compaction can forget the
-    dropped ones. Session and trainer register the same bytes in the same order."""
+    "say go in 2s"). Only what arrived since the model's last utterance ended is offered (`push`).
+    Sources are registered with their positions so that compaction can forget the dropped ones.
+    Session and trainer register the same bytes in the same order."""
 
     sources: list[tuple[int, int, int, int, bool]] = field(default_factory=list)  # (pos, byte, h1, h2, ctx)
     by2: dict[tuple[int, int], int] = field(default_factory=dict)
     by1: dict[int, int] = field(default_factory=dict)
     verb: bool = False  # inside the first word of the newest typed message
+    spent: int = 0  # sources[:spent] came before the end of an utterance: they offer nothing any more
 
     def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool) -> None:
         for i, (b, (h1, h2)) in enumerate(zip(ids, hist, strict=True)):
             self.sources.append((position + i, b, h1, h2, context))
-            if h1 == HIST_START and not context:
-                self.verb = True
-                continue
-            if not context and self.verb and h1 == ord(" "):
-                self.verb = False
+            self._index(b, h1, h2, context, offer=True)
+
+    def _index(self, b: int, h1: int, h2: int, context: bool, offer: bool) -> None:
+        if h1 == HIST_START and not context:
+            self.verb = True
+            return
+        if not context and self.verb and h1 == ord(" "):
+            self.verb = False
+            if offer:
                 self.by1[HIST_START] = b  # the typed command's argument starts here
+        if offer:
             self.by2[(h1, h2)] = b
             self.by1[h1] = b
+
+    def push(self, token: int) -> None:
+        """The model emitted `token`. Once an utterance ends (<stop_speaking>), what is already in the
+        slots stops offering candidates: the lookup offers what arrived since the last utterance ended,
+        so a voiced result is not copied into the next reply ("ok, 23 C"). Session and trainer push
+        the same tokens."""
+        if token == T.STOP_SPEAKING:
+            self.by2.clear()
+            self.by1.clear()
+            self.spent = len(self.sources)
 
     def cand(self, hist: tuple[int, int]) -> tuple[int, int]:
         if hist[0] < 0:
@@ -123,10 +140,13 @@ class Lookup:
 
     def drop(self, lo: int, hi: int) -> None:
         """Forget sources at positions lo..hi-1 and move later ones left by hi - lo (compaction)."""
-        kept = [(p - (hi - lo) if p >= hi else p, *rest) for p, *rest in self.sources if not lo <= p < hi]
+        kept = [(p - (hi - lo) if p >= hi else p, *rest, i < self.spent)
+                for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
         self.sources, self.by2, self.by1, self.verb = [], {}, {}, False
-        for p, b, h1, h2, ctx in kept:
-            self.add(p, [b], [(h1, h2)], ctx)
+        self.spent = sum(spent for *_, spent in kept)
+        for p, b, h1, h2, ctx, spent in kept:
+            self.sources.append((p, b, h1, h2, ctx))
+            self._index(b, h1, h2, ctx, offer=not spent)
 
 
 @dataclass(frozen=True)

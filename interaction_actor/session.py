@@ -17,7 +17,9 @@ Outputs: bytes become `text` (UTF-8 decoded across turns); <start_speaking>/<sto
 whether the NEXT turns are voiced (a barge-in silences the current turn at once); <delegate> opens a
 task whose bytes (possibly over several turns) are collected instead of spoken text, and the turn
 that closes it with </delegate> reports "delegate" in `controls` with `delegate_task` (a task left
-open for 50 turns or 1024 bytes is closed with what it has; an empty task is dropped).
+open is closed with what it has by <start_speaking>, or after 50 turns or 1024 bytes; an empty task
+is dropped). A silent
+<state:n> token (a countdown or tally the model keeps for itself) is reported as `state`, never as text.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class TurnOutput:
     controls: list[str]
     delegate_task: str | None
     speaking: bool
+    state: int | None = None  # the <state:n> the model wrote to itself this turn (a countdown, a tally)
 
 
 @dataclass
@@ -307,6 +310,7 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
     ys = [[t] for t in _choose(model, model.logits(hidden[:, -1]), sessions, 0)]
     for s, y in zip(sessions, ys, strict=True):
         s.history.push(y[-1])
+        s.lookup.push(y[-1])
     for k in range(1, lay.out_slots):
         rows = [_one(cfg, y[-1], s.history.ids(), s.lookup.cand(s.history.ids()))
                 for s, y in zip(sessions, ys, strict=True)]
@@ -318,6 +322,7 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         for i, t in enumerate(_choose(model, model.logits(h[:, -1]), sessions, k)):
             ys[i].append(t)
             sessions[i].history.push(t)
+            sessions[i].lookup.push(t)
     pcms = dict(zip(vi, vocode_turns([sessions[i].vocoder for i in vi], [mels[i] for i in vi], cfg), strict=True))
     outputs = []
     for i, s in enumerate(sessions):
@@ -338,8 +343,11 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
     text_ids: list[int] = []
     controls: list[str] = []
     task: str | None = None
+    state: int | None = None
     for t in ys:
-        if t < T.N_BYTES:
+        if T.state_value(t) is not None:
+            state = T.state_value(t)
+        elif t < T.N_BYTES:
             if s.delegate_buf is not None:
                 s.delegate_buf.append(t)
             else:
@@ -352,6 +360,11 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
                 controls.append("delegate")
             s.delegate_buf = None
         elif t == T.START_SPEAKING:
+            if s.delegate_buf is not None:  # a task left open ends where speech starts: speech is never swallowed
+                if s.delegate_buf and task is None:
+                    task = T.decode(s.delegate_buf)
+                    controls.append("delegate")
+                s.delegate_buf = None
             s.speaking = True
             controls.append("start_speaking")
         elif t == T.STOP_SPEAKING:
@@ -367,4 +380,4 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
         s.delegate_buf = None
     return TurnOutput(session_id=s.id, turn=s.turn, text=s.utf8.feed(text_ids),
                       mel=mel if mel is not None else torch.zeros(0, n_mels), pcm=pcm, controls=controls,
-                      delegate_task=task, speaking=voiced)
+                      delegate_task=task, speaking=voiced, state=state)

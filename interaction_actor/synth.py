@@ -5,10 +5,11 @@
 text, background context, barge-in flags), the K output tokens the model should emit at each turn
 (teacher forcing), and `expect`, what evaluation checks. Five task families (see each builder):
 
-  time_speak   typed "say W in Ns"        -> speak W at turn (text complete) + 5N
+  time_speak   typed "say W in Ns"        -> speak W at turn (text complete) + 5N (counting down in
+                                             silent state tokens meanwhile)
   cue_speak    typed "tell me when red"   -> frames of shapes; speak "red!" at the turn a red shape appears
   rep_count    10 frames of a bouncing ball (up in the top half, or down on the floor), then typed
-               "how many?" -> speak the number of floor hits
+               "how many?" -> speak the number of floor hits (a silent tally meanwhile)
   turn_taking  user speech-like audio ends -> reply "ok, sure." at the first quiet turn; a barge-in
                mid-reply -> <stop_speaking> that turn, reply again once the user is quiet
   delegation   typed "weather in C?" -> <delegate>weather C</delegate>; the background result
@@ -20,13 +21,17 @@ A training-only curriculum (CURRICULUM, drawn through TrainConfig.mix, never eva
   echo         random strings arrive in the context slots -> voice each at the first quiet turn once
                it is complete: content that cannot be guessed, only read
 
+Silent state (<state:n> output tokens, text.state_token): a number the model writes to itself in a
+silent turn's first output slot and reads back the next turn, never voiced. time_speak counts down
+the turns left until it speaks (from the turn the message is complete); rep_count keeps the tally of
+floor hits seen so far (from the first frame until it answers); cue_speak keeps a tally of red frames
+seen (0) while it watches, until it speaks. A timer and a counter become
+"read last turn's number, write the next one", not a span of 10 turns to re-derive at every turn.
+
 Auxiliary targets (`Episode.aux`, training only; the text head predicts them at input slots whose
-logits are otherwise unused): time_speak says the wait in turns at the message's last byte, counts
-down the turns left until it speaks at each turn marker and names the word's first byte at each
-turn's first audio slot meanwhile; cue_speak says whether the frame holds red
-at its last patch; rep_count says the floor hits seen so far at each frame's last patch and at each
-turn marker. They give the timer
-and the counter a signal every turn instead of once an episode.
+logits are otherwise unused): time_speak says the wait in turns at the message's last byte;
+cue_speak says whether the frame holds red at its last patch and at the turn's context slots; rep_count says the floor hits seen so
+far at each frame's last patch.
 
 Speaking protocol (K slots per turn): the turn that starts speaking emits <start_speaking> then
 bytes; later turns emit bytes (<empty> pads); the turn after the last bytes emits <stop_speaking>.
@@ -52,7 +57,7 @@ from interaction_actor.config import ModelConfig
 from interaction_actor.dmel import STREAM_LAG_FRAMES, log_mel
 from interaction_actor.session import TurnInput
 
-DATA_VERSION = "synth-2"
+DATA_VERSION = "synth-4"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 16  # every episode is 16 turns (3.2 s): fits the small preset's capacity uncompacted
 QUIET_FRAMES = 6  # trailing speech-free dMel frames (75 ms + window) that make a turn "quiet"
@@ -74,7 +79,7 @@ class Episode:
     targets: list[list[int]]  # K output token ids per turn
     expect: dict = field(default_factory=dict)  # what evaluation checks (see each builder)
     speech: list[tuple[int, int]] = field(default_factory=list)  # user speech spans, in samples
-    # auxiliary training targets at input slots, (turn, slot group "turn" | "audio" | "image" | "text",
+    # auxiliary training targets at input slots, (turn, slot group "turn" | "audio" | "image" | "text" | "ctx",
     # index, token id): what the generator knows that the model must track, e.g. the bounces so far
     aux: list[tuple[int, str, int, int]] = field(default_factory=list)
 
@@ -238,13 +243,13 @@ def _time_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epi
     inputs[a].text = msg
     done = a + text_turns(msg, cfg.text_in_slots) - 1
     turn = done + 5 * n
+    for t in range(done, turn):  # the countdown the model keeps for itself: turns left until it speaks
+        targets[t][0] = T.state_token(turn - t)
     place(targets, turn, speak_tokens(word), k)
     for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
         inputs[i].audio = w
     last = len(T.encode(msg)) - 1  # the message's last byte ("s") is read with its digit: the wait
     aux = [(a + last // cfg.text_in_slots, "text", last % cfg.text_in_slots, count_token(5 * n))]
-    aux += [(t, "turn", 0, count_token(turn - t)) for t in range(done + 1, turn + 1)]
-    aux += [(t, "audio", 0, T.encode(word)[0]) for t in range(done + 1, turn + 1)]  # ... and what to say
     return Episode("time_speak", 0, inputs, targets, {"say": word, "turn": turn, "n": n, "sent": a}, aux=aux)
 
 
@@ -265,7 +270,12 @@ def _cue_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epis
         if red:
             shapes.append(_shape(rng, "red"))
         inputs[i].frame = draw(shapes, rng.randint(90, 130))
-        aux.append((i, "image", cfg.image_patches - 1, count_token(int(red))))  # is there red in this frame?
+        # is there red in this frame? At its last patch, and at each context slot after it (always
+        # <ctx_pad> here): the slots between the frame and <out> learn to look back for red, as <out> must
+        aux.append((i, "image", cfg.image_patches - 1, count_token(int(red))))
+        aux += [(i, "ctx", j, count_token(int(red))) for j in range(cfg.context_slots)]
+    for t in range(done, EPISODE_TURNS if cue is None else cue):  # watching: red frames seen so far, 0
+        targets[t][0] = T.state_token(0)
     if cue is not None:
         place(targets, cue, speak_tokens(CUE_TEXT), k)
     for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
@@ -293,7 +303,8 @@ def _rep_count(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epis
     msg = "how many?"
     inputs[n_frames].text = msg
     done = n_frames + text_turns(msg, cfg.text_in_slots) - 1
-    aux += [(t, "turn", 0, count_token(sum(h < t for h in hits))) for t in range(1, done + 1)]
+    for t in range(done):  # the tally the model keeps for itself while it watches: floor hits so far
+        targets[t][0] = T.state_token(sum(h <= t for h in hits))
     place(targets, done, speak_tokens(str(count)), k)
     for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
         inputs[i].audio = w
@@ -420,6 +431,18 @@ def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None) 
     ep = _BUILDERS[task](rng, g, cfg)
     ep.seed = seed
     return ep
+
+
+def chain(first: Episode, second: Episode) -> Episode:
+    """`second` as the continuation of the session `first` began: one sequence of both episodes' turns,
+    so that a task also arrives after earlier conversation (a finished delegation, a reply, a count),
+    as it does in a live session, not only at position 0. Targets, aux and speech of `second` move by
+    first.turns; `expect` is second's with "offset" = first.turns (its turns are relative to it)."""
+    off = first.turns
+    return Episode(second.task, second.seed, [*first.inputs, *second.inputs], [*first.targets, *second.targets],
+                   {**second.expect, "offset": off},
+                   [*first.speech, *((a + off * 3200, b + off * 3200) for a, b in second.speech)],
+                   [*first.aux, *((t + off, g, i, tok) for t, g, i, tok in second.aux)])
 
 
 def held_out_seeds(n: int, offset: int = 0) -> list[int]:

@@ -30,8 +30,12 @@ DELEGATE_END = 270
 START_SPEAKING = 271
 STOP_SPEAKING = 272
 LISTEN = 273
+# silent state tokens <state:0> .. <state:13>: a small number the model writes to itself (a countdown
+# to a timed utterance, a running tally) and reads back next turn; never voiced, never text
+STATE_BASE = 274
+STATE_VALUES = 14
 
-VOCAB_SIZE = 288  # 274 used, padded to a multiple of 32
+VOCAB_SIZE = 288  # 288 used (a multiple of 32)
 
 CONTROL_NAMES: dict[int, str] = {
     DELEGATE: "delegate",
@@ -40,14 +44,27 @@ CONTROL_NAMES: dict[int, str] = {
     LISTEN: "listen",
 }
 OUTPUT_TOKENS: tuple[int, ...] = (*range(N_BYTES), EMPTY, DELEGATE, DELEGATE_END, START_SPEAKING,
-                                  STOP_SPEAKING, LISTEN)
+                                  STOP_SPEAKING, LISTEN, *range(STATE_BASE, STATE_BASE + STATE_VALUES))
 TOKEN_NAMES: dict[int, str] = {
     PAD: "<pad>", TURN: "<turn>", TURN_BARGE_IN: "<turn:barge_in>", AUDIO: "<audio>", SILENCE: "<silence>",
     IMAGE: "<image>", NO_FRAME: "<no_frame>", CTX_PAD: "<ctx_pad>", OUT: "<out>", BOS: "<bos>",
     MEL_VOICED: "<mel:voiced>", MEL_QUIET: "<mel:quiet>", EMPTY: "<empty>", DELEGATE: "<delegate>",
     DELEGATE_END: "</delegate>", START_SPEAKING: "<start_speaking>", STOP_SPEAKING: "<stop_speaking>",
     LISTEN: "<listen>",
+    **{STATE_BASE + n: f"<state:{n}>" for n in range(STATE_VALUES)},
 }
+
+
+def state_token(n: int) -> int:
+    """The silent state token <state:n>, 0 <= n < STATE_VALUES."""
+    if not 0 <= n < STATE_VALUES:
+        raise ValueError(f"state value {n} outside 0..{STATE_VALUES - 1}")
+    return STATE_BASE + n
+
+
+def state_value(token: int) -> int | None:
+    """n for <state:n>, None for any other token."""
+    return token - STATE_BASE if STATE_BASE <= token < STATE_BASE + STATE_VALUES else None
 
 
 def encode(text: str) -> list[int]:

@@ -1,7 +1,8 @@
 """Co-training of the interaction model from scratch on synthetic episodes (synth.py).
 
-`train(...)` draws episodes by seed (deterministic), featurizes them exactly as the streaming session
-does (`featurize`: the same dMel stream, hMLP patching, text/context slot queues, voiced rule and
+`train(...)` draws episodes by seed (deterministic), chains `episodes_per_row` of them into one session
+per row (synth.chain: later tasks arrive after earlier conversation, as in a live session), featurizes
+them exactly as the streaming session does (`featurize`: the same dMel stream, hMLP patching, text/context slot queues, voiced rule and
 turn_chunk layout), and optimises `InteractionModel.training_loss` (text cross-entropy, decisions and
 content weighted `content_weight`, + flow matching, + an auxiliary next-byte "reading" loss inside the
 text/context slots, + the episodes' auxiliary targets at input slots, synth.Episode.aux) through the same modules and kernels.ops calls the runtime uses. It shows a progress bar,
@@ -57,10 +58,12 @@ class TrainConfig:
 
     preset: str = "small"
     steps: int = 1000
-    batch: int = 7  # episodes per step; slot i draws task mix[i % len(mix)]
-    # cue_speak decides once an episode: it comes twice; echo (synth.CURRICULUM) teaches reading the slots
+    batch: int = 4  # sequences per step, each `episodes_per_row` episodes of one session (synth.chain)
+    episodes_per_row: int = 2  # > 1: a task also arrives after earlier conversation, as in a live session
+    # see batch_tasks: every task follows every task; rep_count is the slowest to learn: it comes twice;
+    # echo (synth.CURRICULUM) teaches reading the slots
     mix: tuple[str, ...] = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation", "echo",
-                            "cue_speak")
+                            "rep_count")
     lr: float = 2e-3
     min_lr_fraction: float = 0.1
     warmup: int = 20
@@ -117,10 +120,12 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         lookup.add(start + lay.text, text_ids, text_hist, context=False)
         lookup.add(start + lay.ctx, ctx_ids, ctx_hist, context=True)
         out_hist = [history.ids()]
+        out_cand = [lookup.cand(history.ids())]
         for t in outputs[k]:
             history.push(t)
+            lookup.push(t)
             out_hist.append(history.ids())
-        out_cand = [lookup.cand(h) for h in out_hist]
+            out_cand.append(lookup.cand(history.ids()))
         chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,
                                  text_ids=text_ids, context_ids=ctx_ids, voiced=voiced, prev_mel=prev_mel,
                                  out_tokens=list(outputs[k]), text_hist=text_hist, context_hist=ctx_hist,
@@ -145,27 +150,52 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         mel_mask[0, a : a + lay.frames] = v
     assert bool((mel_mask[0] <= slots).all())
     aux = torch.full((1, length), IGNORE, dtype=torch.long)
-    group = {"turn": 0, "audio": lay.audio, "image": lay.image, "text": lay.text}
+    group = {"turn": 0, "audio": lay.audio, "image": lay.image, "text": lay.text, "ctx": lay.ctx}
     for turn, name, index, token in ep.aux:
         aux[0, lay.turn_start(turn) + group[name] + index] = token
     return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux)
 
 
-def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None) -> Features:
-    """Episodes for `seeds` (of `tasks[i]`, default seed % 5), featurized and stacked (one length)."""
+def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None, per_row: int = 1) -> Features:
+    """Episodes for `seeds` (of `tasks[i]`, default seed % 5), `per_row` consecutive ones chained into
+    one session per row (synth.chain), featurized and stacked (one length)."""
     tasks = tasks or [None] * len(seeds)
-    feats = [featurize(synth.episode(s, task, cfg=cfg), cfg) for s, task in zip(seeds, tasks, strict=True)]
+    if len(seeds) % per_row:
+        raise ValueError("the number of episodes must be a multiple of per_row")
+    eps = [synth.episode(s, task, cfg=cfg) for s, task in zip(seeds, tasks, strict=True)]
+    rows = []
+    for r in range(0, len(eps), per_row):
+        ep = eps[r]
+        for nxt in eps[r + 1 : r + per_row]:
+            ep = synth.chain(ep, nxt)
+        rows.append(ep)
+    feats = [featurize(ep, cfg) for ep in rows]
     return Features(SlotChunk.stack([f.chunk for f in feats]), torch.cat([f.text_targets for f in feats]),
                     torch.cat([f.mel_targets for f in feats]), torch.cat([f.mel_mask for f in feats]),
                     [v for f in feats for v in f.voiced], torch.cat([f.aux_targets for f in feats]))
 
 
-def batch_tasks(tc: TrainConfig) -> list[str]:
-    """The task of each episode slot of a step (TrainConfig.mix, repeated to the batch size)."""
+def batch_tasks(tc: TrainConfig, step: int = 0) -> list[str]:
+    """The task of each episode of a step, batch * episodes_per_row of them (row r chains episodes
+    r * episodes_per_row ...): each row's last episode takes TrainConfig.mix in rotation, the ones
+    before it are `step` places further on per episode, so every ordered pair of tasks comes up."""
     for t in tc.mix:
         if t not in synth.TASKS + synth.CURRICULUM:
             raise ValueError(f"unknown task {t!r} in mix; choose among {list(synth.TASKS + synth.CURRICULUM)}")
-    return [tc.mix[i % len(tc.mix)] for i in range(tc.batch)]
+    n, per, size = tc.batch, tc.episodes_per_row, len(tc.mix)
+    out = []
+    for r in range(n):
+        main = (step * n + r) % size  # the row's last episode: the mix in rotation
+        # the episodes before it step through every offset in the mix, so each task follows each task
+        out += [tc.mix[(main + (per - 1 - e) * step) % size] for e in range(per)]
+    return out
+
+
+def step_features(tc: TrainConfig, cfg: ModelConfig, step: int) -> tuple[list[str], Features]:
+    """The tasks and the features of training step `step`: a pure function of (tc, step)."""
+    tasks = batch_tasks(tc, step)
+    n = tc.batch * tc.episodes_per_row
+    return tasks, batch_features(train_seeds(step, n, tc.seed), cfg, tasks, tc.episodes_per_row)
 
 
 def train_seeds(step: int, batch: int, seed: int) -> list[int]:
@@ -301,8 +331,8 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
     ema: dict[str, float] = {}
     stopped_early = False
     while step < tc.steps:
-        tasks = batch_tasks(tc)
-        feats = batch_features(train_seeds(step, tc.batch, tc.seed), cfg, tasks)
+        tasks, feats = step_features(tc, cfg, step)
+        row_tasks = tasks[tc.episodes_per_row - 1 :: tc.episodes_per_row]  # a row is named by its last episode
         for g in opt.param_groups:
             g["lr"] = _lr(tc, step, tc.steps, time.perf_counter() - t0)
         gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
@@ -325,7 +355,7 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
             ema[k] = v if k not in ema else 0.9 * ema[k] + 0.1 * v
         bar.update(step, f"ce {ema['text_ce']:.3f} flow {ema['flow']:.3f}")
         if step % 10 == 0 or step == 1:
-            acc = content_accuracy(res["logits"], feats.text_targets, tasks)
+            acc = content_accuracy(res["logits"], feats.text_targets, row_tasks)
             history.append({"step": step, **{k: round(v, 5) for k, v in vals.items()}})
             log.info("train_step", step=step, lr=round(opt.param_groups[0]["lr"], 6), content_acc=acc,
                      elapsed_s=round(time.perf_counter() - t0, 1), **{k: round(v, 4) for k, v in vals.items()})

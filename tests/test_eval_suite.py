@@ -8,7 +8,14 @@ import torch
 
 from interaction_actor import synth
 from interaction_actor import text as T
-from interaction_actor.evaluate import VadHarness, evaluate, latencies, oracle_transcript, score
+from interaction_actor.evaluate import (
+    VadHarness,
+    evaluate,
+    in_session_episodes,
+    latencies,
+    oracle_transcript,
+    score,
+)
 from interaction_actor.model import build_model
 
 
@@ -66,3 +73,13 @@ def test_the_suite_runs_end_to_end_on_a_tiny_model_and_reports_the_figures_keys(
         assert set(v) == {"interaction", "baseline"}
         assert 0.0 <= v["interaction"] <= 1.0 and 0.0 <= v["baseline"] <= 1.0
     assert r["turn_compute_ms"] > 0 and r["baseline"]["harness"] == "vad"
+    assert set(r["tasks_in_session"]) == set(synth.TASKS)
+
+
+@pytest.mark.parametrize("task", synth.TASKS)
+def test_an_in_session_episode_follows_another_task_and_its_targets_score_as_right_on_its_own_turns(task):
+    for ep in in_session_episodes(4, synth.ModelConfig())[task]:
+        off = ep.expect["offset"]
+        assert ep.task == task and off == synth.EPISODE_TURNS and ep.turns == 2 * synth.EPISODE_TURNS
+        assert ep.inputs[off].text == synth.episode(ep.seed, task).inputs[0].text
+        assert score(ep, oracle_transcript(ep)[off:])

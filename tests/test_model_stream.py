@@ -218,6 +218,30 @@ def test_a_delegated_task_spanning_turns_is_reported_once_when_closed(model):
     assert (second.text, second.controls, second.delegate_task) == ("", ["delegate"], "timer")
 
 
+def test_a_silent_state_token_is_reported_as_state_and_never_as_text_or_speech(model):
+    s = new_session(model, "state")
+    bias = model.output_bias.clone()
+    try:  # let the real session emit only <state:7> (a tiny untrained model would not choose it)
+        model.output_bias.fill_(float("-inf"))
+        model.output_bias[T.state_token(7)] = 0.0
+        out = step_batch(model, [s], [TurnInput(audio=torch.zeros(3200), text="hi")])[0]
+    finally:
+        model.output_bias.copy_(bias)
+    assert (out.state, out.text, out.controls, out.speaking, out.pcm) == (7, "", [], False, None)
+    assert not s.speaking and s.delegate_buf is None
+
+
+def test_a_delegated_task_left_open_ends_where_speech_starts_and_the_speech_is_text(model):
+    from interaction_actor.session import _finish_turn
+
+    s = new_session(model, "open")
+    first = _finish_turn(s, [T.DELEGATE, *T.encode("wx")], False, None, None, 80)
+    s.turn += 1
+    second = _finish_turn(s, [T.START_SPEAKING, *T.encode("hi")], False, None, None, 80)
+    assert (first.controls, first.delegate_task) == ([], None)
+    assert (second.text, second.controls, second.delegate_task) == ("hi", ["delegate", "start_speaking"], "wx")
+
+
 def test_barge_in_silences_the_assistant_in_the_same_turn(model):
     s = new_session(model, "barge")
     s.speaking = True

@@ -103,8 +103,9 @@ def test_a_slot_byte_and_the_output_about_to_say_it_carry_the_same_history():
     ep = synth.episode(0, "echo", cfg)
     c = featurize(ep, cfg).chunk
     body, turn = ep.expect["says"][0]
-    assert ep.inputs[0].context == body  # seed 0's first string arrives in turn 0
-    src = c.hist[0, lay.turn_start(0) + lay.ctx : lay.turn_start(0) + lay.ctx + len(body)]
+    arrive = next(k for k, inp in enumerate(ep.inputs) if inp.context)  # the first string's turn
+    assert ep.inputs[arrive].context == body
+    src = c.hist[0, lay.turn_start(arrive) + lay.ctx : lay.turn_start(arrive) + lay.ctx + len(body)]
     # the output position holding <start_speaking> predicts the first byte: history (START, START)
     at = lay.turn_start(turn) + lay.out + 1
     assert int(c.tokens[0, at]) == T.START_SPEAKING
@@ -124,25 +125,38 @@ def test_rep_count_aux_targets_count_the_floor_hits_seen_so_far_at_each_frames_l
         counts = [int(f.aux_targets[0, lay.turn_start(k) + lay.image + lay.patches - 1]) - ord("0") for k in range(10)]
         assert counts == sorted(counts) and counts[0] in (0, 1)
         assert counts[-1] == int(ep.expect["say"])
-        assert int((f.aux_targets != -100).sum()) == 10 + ep.expect["turn"]
+        assert int((f.aux_targets != -100).sum()) == 10
 
 
-def test_time_speak_aux_targets_count_down_to_zero_at_the_turn_it_speaks():
+def test_time_speak_counts_down_in_silent_state_tokens_until_the_turn_it_speaks():
     cfg = build_model("tiny", seed=0).config
-    lay = TurnLayout.from_config(cfg)
     for s in range(10):
         ep = synth.episode(s, "time_speak", cfg)
-        aux = featurize(ep, cfg).aux_targets[0]
+        turn, wait = ep.expect["turn"], 5 * ep.expect["n"]
+        states = [T.state_value(y[0]) for y in ep.targets]
+        assert states[turn - wait : turn] == list(range(wait, 0, -1))
+        assert all(v is None for v in states[: turn - wait] + states[turn:])
+        assert ep.targets[turn][0] == T.START_SPEAKING
+
+
+def test_rep_count_keeps_a_silent_tally_that_ends_at_the_answer():
+    cfg = build_model("tiny", seed=0).config
+    for s in range(10):
+        ep = synth.episode(s, "rep_count", cfg)
         turn = ep.expect["turn"]
-        assert int(aux[lay.turn_start(turn)]) == ord("0")
-        assert int(aux[lay.turn_start(turn - 5 * ep.expect["n"] + 1)]) == ord("0") + 5 * ep.expect["n"] - 1
+        tally = [T.state_value(y[0]) for y in ep.targets[:turn]]
+        assert tally[0] == 0 and tally == sorted(tally)
+        assert tally[-1] == int(ep.expect["say"])
+        assert all(b - a in (0, 1) for a, b in zip(tally, tally[1:], strict=False))
+        assert ep.targets[turn][:2] == [T.START_SPEAKING, ord(ep.expect["say"])]
 
 
 def test_a_training_batch_draws_its_tasks_from_the_mix_in_order():
     from interaction_actor.train import TrainConfig, batch_tasks
 
-    assert batch_tasks(TrainConfig(batch=3, mix=("cue_speak", "delegation"))) == ["cue_speak", "delegation",
-                                                                                  "cue_speak"]
+    tc = TrainConfig(batch=3, episodes_per_row=1, mix=("cue_speak", "delegation"))
+    assert batch_tasks(tc) == ["cue_speak", "delegation", "cue_speak"]
+    assert batch_tasks(tc, step=1) == ["delegation", "cue_speak", "delegation"]  # the mix rotates on
     with pytest.raises(ValueError, match="unknown task"):
         batch_tasks(TrainConfig(mix=("juggling",)))
 
@@ -174,6 +188,25 @@ def test_compaction_forgets_the_copy_candidates_it_drops():
     assert [p for p, *_ in look.sources] == [100, 101]
 
 
+def test_a_voiced_result_is_not_offered_again_once_its_utterance_has_ended():
+    from interaction_actor.layout import HIST_NONE, HIST_START, Lookup, message_hist
+
+    look = Lookup()
+    start = (HIST_START, HIST_START)
+    res = T.encode("Oslo snow")
+    look.add(10, res, message_hist(res), context=True)
+    look.push(T.START_SPEAKING)
+    assert look.cand(start) == (ord("O"), ord("O"))  # offered while the utterance that voices it starts
+    look.push(T.STOP_SPEAKING)
+    assert look.cand(start) == (HIST_NONE, HIST_NONE)  # the next reply ("ok, sure.") is not offered it
+    assert look.cand((ord(" "), ord("o"))) == (HIST_NONE, HIST_NONE)  # nor any byte of it
+    look.drop(0, 5)  # compaction rebuilds the index: what was spent stays spent
+    assert look.cand(start) == (HIST_NONE, HIST_NONE) and look.spent == len(res)
+    new = T.encode("Rome")
+    look.add(30, new, message_hist(new), context=True)
+    assert look.cand(start) == (ord("R"), ord("R"))  # a message after the utterance is offered
+
+
 def test_echo_strings_arrive_in_context_and_are_voiced_whole_once_complete():
     for s in range(10):
         ep = synth.episode(s, "echo")
@@ -183,3 +216,13 @@ def test_echo_strings_arrive_in_context_and_are_voiced_whole_once_complete():
             said = [t for row in ep.targets[turn:] for t in row]
             assert said[0] == T.START_SPEAKING
             assert T.decode(said[1 : 1 + len(T.encode(body))]) == body or turn + 6 >= ep.turns
+
+
+def test_a_chained_episode_is_the_second_task_continuing_the_first_ones_session():
+    cfg = build_model("tiny", seed=0).config
+    a, b = synth.episode(3, "delegation", cfg), synth.episode(4, "time_speak", cfg)
+    ab = synth.chain(a, b)
+    assert ab.turns == a.turns + b.turns and ab.task == "time_speak" and ab.expect["offset"] == a.turns
+    assert ab.targets[a.turns + b.expect["turn"]][0] == T.START_SPEAKING
+    assert ab.aux[-1] == (b.aux[-1][0] + a.turns, *b.aux[-1][1:])
+    assert ab.inputs[a.turns].text == b.inputs[0].text
