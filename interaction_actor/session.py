@@ -18,8 +18,8 @@ whether the NEXT turns are voiced (a barge-in silences the current turn at once)
 task whose bytes (possibly over several turns) are collected instead of spoken text, and the turn
 that closes it with </delegate> reports "delegate" in `controls` with `delegate_task` (a task left
 open is closed with what it has by <start_speaking>, or after 50 turns or 1024 bytes; an empty task
-is dropped). A silent
-<state:n> token (a countdown or tally the model keeps for itself) is reported as `state`, never as text.
+is dropped). A silent <state:n> token (a countdown or tally the model keeps for itself) is reported
+as `state`, never as text.
 """
 
 from __future__ import annotations
@@ -338,6 +338,16 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
     return outputs
 
 
+def _close_task(s: SessionState, task: str | None, controls: list[str]) -> str | None:
+    """Close the open <delegate> task, if any: its bytes become the turn's task (an empty one is
+    dropped; the turn reports one task, the first it closed)."""
+    if s.delegate_buf and task is None:
+        task = T.decode(s.delegate_buf)
+        controls.append("delegate")
+    s.delegate_buf = None
+    return task
+
+
 def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor | None, pcm: torch.Tensor | None,
                  n_mels: int) -> TurnOutput:
     text_ids: list[int] = []
@@ -345,8 +355,8 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
     task: str | None = None
     state: int | None = None
     for t in ys:
-        if T.state_value(t) is not None:
-            state = T.state_value(t)
+        if (v := T.state_value(t)) is not None:
+            state = v
         elif t < T.N_BYTES:
             if s.delegate_buf is not None:
                 s.delegate_buf.append(t)
@@ -354,17 +364,10 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
                 text_ids.append(t)
         elif t == T.DELEGATE:
             s.delegate_buf, s.delegate_since = [], s.turn
-        elif t == T.DELEGATE_END and s.delegate_buf is not None:
-            if s.delegate_buf:
-                task = T.decode(s.delegate_buf)
-                controls.append("delegate")
-            s.delegate_buf = None
+        elif t == T.DELEGATE_END:
+            task = _close_task(s, task, controls)
         elif t == T.START_SPEAKING:
-            if s.delegate_buf is not None:  # a task left open ends where speech starts: speech is never swallowed
-                if s.delegate_buf and task is None:
-                    task = T.decode(s.delegate_buf)
-                    controls.append("delegate")
-                s.delegate_buf = None
+            task = _close_task(s, task, controls)  # a task left open ends where speech starts
             s.speaking = True
             controls.append("start_speaking")
         elif t == T.STOP_SPEAKING:
@@ -374,10 +377,7 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
             controls.append("listen")
     if s.delegate_buf is not None and (len(s.delegate_buf) >= DELEGATE_MAX_BYTES
                                        or s.turn - s.delegate_since >= DELEGATE_MAX_TURNS):
-        if task is None and s.delegate_buf:
-            task = T.decode(s.delegate_buf)
-            controls.append("delegate")
-        s.delegate_buf = None
+        task = _close_task(s, task, controls)
     return TurnOutput(session_id=s.id, turn=s.turn, text=s.utf8.feed(text_ids),
                       mel=mel if mel is not None else torch.zeros(0, n_mels), pcm=pcm, controls=controls,
                       delegate_task=task, speaking=voiced, state=state)
