@@ -3,6 +3,12 @@
 `kernels.ops` is the dispatch surface the model calls; `deterministic()` switches it to the
 batch-invariant implementations so the trainer and the streaming sampler agree bit for bit.
 Importing the package puts MKL in strict CNR mode (kernels.cnr) before it computes anything.
+
+Which guarantee holds where: the deterministic path fixes the shape class of every gemm and runs MKL
+on one thread per calling thread (kernels.batch_invariant), which made it batch-invariant on an AMD
+EPYC (AVX2, where strict CNR alone is not enough) and on an Intel AVX-512 machine. Nothing documents
+that for other CPUs, so the first switch into the deterministic mode runs kernels.probe on this CPU
+and warns when it does not hold; the test suite marks its bit-for-bit tests `bitwise` accordingly.
 """
 
 from kernels import cnr

@@ -1,11 +1,19 @@
 """Batch-invariant CPU ops: a row's result never depends on how many rows share the call or where it sits.
 
-Matmul: by default MKL's sgemm picks its algorithm from the shape (gemv for one row, small-matrix
-kernels for a few, thread splits for many) and so reduces K in an order that depends on M, at sizes
-that differ between AVX2 and AVX-512. `kernels.cnr` puts MKL in strict CNR mode, where one K order
-holds for every M, N, batch and thread count (one-row bmm excepted: padded to BMM_MIN_ROWS); then
-`mm`/`linear` are the plain calls. Without strict CNR they pad rows to >= MIN_ROWS in multiples of
-ROW_BLOCK, which is batch-invariant on this repo's AVX-512 machine but not on MKL's AVX2 path.
+Matmul. MKL's sgemm picks its kernel from the shape (gemv for one row, small-matrix kernels for a few
+rows or a few columns, thread splits for bigger problems), and each kernel reduces K in its own order.
+So the project fixes the shape class of every gemm it issues and the threads that run it:
+- rows: at least MIN_ROWS_STRICT (4) when MKL is in strict CNR mode, else at least MIN_ROWS (16) and a
+  multiple of ROW_BLOCK (4); fewer rows are zero-padded;
+- columns: at least MIN_COLS (16); a narrower right-hand side is zero-padded;
+- threads: MKL runs one thread on the calling thread (kernels.cnr.pin_one_thread), so no thread split
+  depends on the problem size.
+Within that class one packed kernel runs whose K order depends on (K, N) alone. Measured, row by row
+against a 256-row call for K in 16..1024 and N in 1..255: on an AMD EPYC (AVX2) rows 1-3 and columns
+1-11 run other kernels, with or without strict CNR, and two threads split small problems differently;
+on an Intel AVX-512 machine strict CNR held for every M and the fallback held from 16 rows. No vendor
+documents this, so kernels.probe re-checks it on the running CPU before the deterministic mode is used
+and says so when it does not hold.
 Row reductions (mean, sum, max) use ATen's row-local reduction, which splits one row
 across threads only when the whole call is a single row of >= 32768 elements (`row_sum` pads that
 case). Elementwise ops: ATen's fused sigmoid/silu/gelu loops round their tails differently from
@@ -24,23 +32,29 @@ from kernels import cnr
 
 ROW_BLOCK = 4  # sgemm micro-tile rows (fallback without strict CNR)
 MIN_ROWS = 16  # fallback: fewer rows than this and MKL switches to small-matrix / gemv kernels
-BMM_MIN_ROWS = 4  # strict CNR: a one-row bmm takes another path than mm; from 2 rows on it does not
+MIN_ROWS_STRICT = 4  # strict CNR: 1-3 rows take gemv / small kernels on AMD (Intel: any row count)
+MIN_COLS = 16  # fewer columns than 12 take another kernel (AMD EPYC, with or without strict CNR)
 _PARALLEL_GRAIN = 32768  # ATen splits a reduction over threads only beyond this many elements
 
 
 def padded_rows(m: int, batched: bool = False) -> int:
-    """The row count a gemm of m rows runs with. Strict CNR: m (a batched gemm: >= BMM_MIN_ROWS).
-    Fallback: >= MIN_ROWS and a multiple of ROW_BLOCK."""
+    """The row count a gemm of m rows runs with (`batched` kept for callers; the rule is the same).
+    Strict CNR: >= MIN_ROWS_STRICT. Fallback: >= MIN_ROWS and a multiple of ROW_BLOCK."""
     if cnr.strict():
-        return max(m, BMM_MIN_ROWS) if batched else m
+        return max(m, MIN_ROWS_STRICT)
     return max(MIN_ROWS, -(-m // ROW_BLOCK) * ROW_BLOCK)
 
 
-def pad_rows(x: torch.Tensor, dim: int = 0, batched: bool = False) -> torch.Tensor:
-    """x with zero rows appended along `dim` up to padded_rows (x itself when already aligned)."""
+def padded_cols(n: int) -> int:
+    """The column count a gemm of n columns runs with."""
+    return max(n, MIN_COLS)
+
+
+def pad_rows(x: torch.Tensor, dim: int = 0, batched: bool = False, to: int | None = None) -> torch.Tensor:
+    """x with zero rows appended along `dim` up to `to` (default padded_rows); x itself when aligned."""
     m = x.shape[dim]
-    extra = padded_rows(m, batched) - m
-    if extra == 0:
+    extra = (padded_rows(m, batched) if to is None else to) - m
+    if extra <= 0:
         return x
     shape = list(x.shape)
     shape[dim] = extra
@@ -49,34 +63,43 @@ def pad_rows(x: torch.Tensor, dim: int = 0, batched: bool = False) -> torch.Tens
 
 def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a [M, K] @ b [K, N], each row computed by the same sgemm kernel whatever M."""
-    m = a.shape[0]
-    if m == padded_rows(m):
+    cnr.pin_one_thread()
+    m, n = a.shape[0], b.shape[1]
+    mp, np_ = padded_rows(m), padded_cols(n)
+    if m == mp and n == np_:
         return torch.mm(a, b)
-    return torch.mm(pad_rows(a), b)[:m]
+    return torch.mm(pad_rows(a, to=mp), pad_rows(b, 1, to=np_))[:m, :n]
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a [G, M, K] @ b [G, K, N], each row invariant to M and G."""
-    m = a.shape[1]
-    if m == padded_rows(m, batched=True):
+    cnr.pin_one_thread()
+    m, n = a.shape[1], b.shape[2]
+    mp, np_ = padded_rows(m, batched=True), padded_cols(n)
+    if m == mp and n == np_:
         return torch.bmm(a, b)
-    return torch.bmm(pad_rows(a, 1, batched=True), b)[:, :m]
+    return torch.bmm(pad_rows(a, 1, to=mp), pad_rows(b, 2, to=np_))[:, :m, :n]
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x[..., K] @ weight[N, K]^T (+ bias): per-row result independent of the leading dims' sizes.
 
-    Aligned row counts are exactly F.linear (addmm with the bias); others run padded.
+    Aligned shapes are exactly F.linear (addmm with the bias); others run padded.
     """
+    cnr.pin_one_thread()
     k = x.shape[-1]
     n = weight.shape[0]
     m = x.numel() // k if k else 0
     if m == 0:
         return x.new_zeros(*x.shape[:-1], n)
-    if m == padded_rows(m):
+    mp, np_ = padded_rows(m), padded_cols(n)
+    if m == mp and n == np_:
         return F.linear(x, weight, bias)
-    out = F.linear(pad_rows(x.reshape(m, k)), weight, bias)[:m]
-    return out.view(*x.shape[:-1], n)
+    if n != np_:
+        weight = pad_rows(weight, to=np_)
+        bias = None if bias is None else pad_rows(bias, to=np_)
+    out = F.linear(pad_rows(x.reshape(m, k), to=mp), weight, bias)[:m, :n]
+    return out.reshape(*x.shape[:-1], n)
 
 
 def _one_big_row(x: torch.Tensor) -> bool:

@@ -7,12 +7,20 @@ path for M = 1 .. 4608: tests/test_kernels_ops.py). Without it MKL switches algo
 process-wide and MKL accepts it only before its first computation, so `kernels/__init__` calls
 `enable()` at import; `strict()` says whether it took (batch_invariant falls back to padding rows).
 Set KERNELS_MKL_STRICT=0 to leave MKL as it is.
+
+Strict CNR is documented by Intel for Intel processors only. On AMD (measured on an EPYC, AVX2) MKL
+reports the mode as set, yet a gemm of 1-3 rows or fewer than 12 columns runs other kernels, and with
+two threads small problems split differently. So the batch-invariant path does not lean on the mode:
+it pads gemms to a fixed shape class (kernels.batch_invariant) and runs MKL with one thread on the
+calling thread (`pin_one_thread`, MKL's thread-local setting), which is what makes a row's K order the
+same on both CPUs; kernels.probe checks that on the running CPU at start-up.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -58,6 +66,38 @@ def enable() -> bool:
             strict = bool(int(get(_ALL)) & _STRICT)
     _state["strict"] = strict
     return strict
+
+
+_local = threading.local()
+
+
+def _threads_fn():
+    if "local_fn" not in _state:
+        lib = _mkl()
+        # the C API; the lowercase mkl_set_num_threads_local is the Fortran one (takes a pointer)
+        _state["local_fn"] = None if lib is None else getattr(lib, "MKL_Set_Num_Threads_Local", None)
+    return _state["local_fn"]
+
+
+def set_local_threads(n: int) -> int:
+    """MKL's thread count for the calling thread only (0: back to the process-wide count); returns the
+    previous thread-local value. A no-op returning 0 without MKL."""
+    fn = _threads_fn()
+    if fn is None:
+        return 0
+    _local.pinned = n == 1
+    return int(fn(ctypes.c_int(n)))
+
+
+def pinned() -> bool:
+    """Whether this thread's MKL calls run on one thread (pin_one_thread)."""
+    return bool(getattr(_local, "pinned", False))
+
+
+def pin_one_thread() -> None:
+    """Run this thread's MKL calls on one thread from now on (once per thread; cheap to call again)."""
+    if not getattr(_local, "pinned", False):
+        set_local_threads(1)
 
 
 def strict() -> bool:

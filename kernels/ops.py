@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -49,28 +48,33 @@ def is_deterministic() -> bool:
 def set_deterministic_default(enabled: bool) -> None:
     """The mode of every thread outside a `deterministic()` block (a runtime's setting; default False)."""
     if enabled:
-        _warn_if_not_strict()
+        _probe_once()
     _default["deterministic"] = bool(enabled)
 
 
-def _warn_if_not_strict() -> None:
-    if not cnr.strict() and not _default.get("warned"):
-        _default["warned"] = True
-        warnings.warn("MKL is not in strict CNR mode (it computed before `kernels` was imported, or "
-                      "KERNELS_MKL_STRICT=0): deterministic() pads gemm rows instead, which is batch-invariant "
-                      "only on the CPUs where that was measured", RuntimeWarning, stacklevel=3)
+def _probe_once() -> None:
+    """The first switch into the deterministic mode runs kernels.probe on this CPU: a RuntimeWarning says
+    so when batch invariance does not hold here (the mode still runs; its bits may then depend on the batch)."""
+    if not _default.get("probed"):
+        _default["probed"] = True
+        from kernels import probe
+
+        probe.warn_if_broken(stacklevel=4)
 
 
 @contextlib.contextmanager
 def deterministic(enabled: bool = True):
     """Route every op of this module through the batch-invariant kernels while active."""
     if enabled:
-        _warn_if_not_strict()
+        _probe_once()
     prev = getattr(_state, "deterministic", None)
+    was_pinned = cnr.pinned()
     _state.deterministic = enabled
     try:
         yield
     finally:
+        if cnr.pinned() and not was_pinned:  # the block's gemms pinned MKL to one thread: undo it
+            cnr.set_local_threads(0)
         if prev is None:
             del _state.deterministic
         else:

@@ -1,10 +1,10 @@
 """Split-KV attention with fixed, left-aligned splits: the same bits in training, chunked prefill and decode.
 
 The KV axis is cut into splits of `split` positions starting at absolute slot 0. A query row's
-scores are one fp32 gemm (rows padded as kernels.batch_invariant says); its max is the exact max
-over the slots it sees. Each split j then yields its partial sum l_j and partial output
-o_j = P_j @ V_j (a batched gemm with K = split always; the last, partial split is zero-padded to
-`split`). Splits are merged in order by a binary tree over their absolute indices, so the splits a
+scores are one fp32 gemm (rows and columns padded as kernels.batch_invariant says); its max is the exact max
+over the slots it sees. Each split j then yields its partial sum l_j (a row-local sum of its `split`
+probabilities) and partial output o_j = P_j @ V_j (a batched gemm with K = split always; the last,
+partial split is zero-padded to `split`). Splits are merged in order by a binary tree over their absolute indices, so the splits a
 query cannot see (exact zeros) never change the result: the whole sequence (training), a chunk
 appended to a cache, and a one-token decode step reduce the same numbers in the same order.
 The max is taken over the row rather than rescaled per split because this path has every score in
@@ -18,7 +18,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels.batch_invariant import padded_rows
+from kernels import cnr
+from kernels.batch_invariant import MIN_COLS as GEMM_MIN_COLS
+from kernels.batch_invariant import padded_cols, padded_rows
 
 SPLIT = 256  # KV positions per split: the tile of every path (64 and 128 measured slower on small's turns)
 Q_BLOCK = 256  # queries per block in the full-sequence path (bounds memory; not in the bits)
@@ -35,6 +37,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
     if split < MIN_COLS or q_block < 1:
         raise ValueError(f"split must be >= {MIN_COLS} and q_block >= 1")
     scale = 1.0 / math.sqrt(dh)
+    cnr.pin_one_thread()
     lens = kv_len.tolist()
     pos = q_pos.to(torch.long)
     if b == 1 and tq <= q_block:
@@ -99,7 +102,12 @@ def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
     qg = (q * scale).reshape(hkv, m, dh)  # scale folded into q: exact for the presets' power-of-4 head dims
     if mp != m:
         qg = F.pad(qg, (0, 0, 0, mp - m))
-    s = torch.bmm(qg, k[:, :hi].transpose(1, 2))  # [Hkv, Mp, hi] scaled scores of the slots anyone sees
+    kt = k[:, :hi].transpose(1, 2)
+    if padded_cols(hi) != hi:  # too few slots for the gemm's shape class: zero columns, sliced off
+        kt = F.pad(kt, (0, padded_cols(hi) - hi))
+    s = torch.bmm(qg, kt)  # [Hkv, Mp, >= hi] scaled scores of the slots anyone sees
+    if s.shape[2] != hi:
+        s = s[:, :, :hi]
     lo = min(p_min + 1, hi)  # every row sees the slots < lo
     if not (torch.is_grad_enabled() and s.requires_grad):  # inference: in place
         if lo < hi:
@@ -111,21 +119,22 @@ def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
             hidden = _hidden_mask(pl, rep, mp, lo, hi, q.device)
             s = torch.cat([s[:, :, :lo], s[:, :, lo:].masked_fill(hidden, float("-inf"))], dim=-1)
         s = torch.exp(s - s.amax(-1, keepdim=True))
-    # [V | 1] zero-padded to the splits: batched gemms with K = split give o_j and l_j together
-    va = v.new_empty(hkv, span, dh + 1)
-    va[:, :hi, :dh] = v[:, :hi]
-    va[:, :hi, dh] = 1.0
-    if span > hi:
-        va[:, hi:].zero_()
-    whole = (n - 1) * split  # the splits before the last are whole; the last is p zero-padded to `split`
-    last = F.pad(s[:, :, whole:], (0, span - hi))  # [Hkv, Mp, split]
-    o_last = torch.bmm(last, va[:, whole:])[:, None]  # [Hkv, 1, Mp, Dh+1]
-    if n == 1:
-        o = o_last
-    else:
+    # per split j: o_j = P_j @ V_j (a batched gemm with K = split) and l_j = the row sum of P_j (a
+    # row-local reduction of `split` elements); the last split is zero-padded to `split`, P and V alike
+    whole = (n - 1) * split
+    vdt = v[:, :hi]
+    if dh < GEMM_MIN_COLS:  # keep the PV gemm's column count in its shape class
+        vdt = F.pad(vdt, (0, GEMM_MIN_COLS - dh))
+    p_last = s[:, :, whole:] if span == hi else F.pad(s[:, :, whole:], (0, span - hi))  # [Hkv, Mp, split]
+    v_last = vdt[:, whole:] if span == hi else F.pad(vdt[:, whole:], (0, 0, 0, span - hi))
+    o = torch.bmm(p_last, v_last)[:, None]  # [Hkv, 1, Mp, Dv]
+    lsum = p_last.sum(-1)[:, None]  # [Hkv, 1, Mp]
+    if n > 1:
         p = s[:, :, :whole].unflatten(2, (n - 1, split)).transpose(1, 2)  # [Hkv, n-1, Mp, split] (a view)
-        vw = va[:, :whole].view(hkv, n - 1, split, dh + 1)
+        vw = vdt[:, :whole].unflatten(1, (n - 1, split))  # [Hkv, n-1, split, Dv] (a view)
         o_whole = torch.matmul(p, vw) if hkv > 1 else torch.bmm(p[0], vw[0])[None]
-        o = torch.cat([o_whole, o_last], dim=1)  # [Hkv, n, Mp, Dh+1]
-    o = merge_splits(o)[:, :m]
-    return (o[..., :dh] / o[..., dh:]).reshape(hq, t, dh)
+        o = torch.cat([o_whole, o], dim=1)  # [Hkv, n, Mp, Dv]
+        lsum = torch.cat([p.sum(-1), lsum], dim=1)  # [Hkv, n, Mp]
+    o = merge_splits(o)[:, :m, :dh]
+    lsum = merge_splits(lsum)[:, :m, None]
+    return (o / lsum).reshape(hq, t, dh)

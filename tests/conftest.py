@@ -12,6 +12,30 @@ os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 lets any b
 import pytest  # noqa: E402
 
 import kernels  # noqa: E402, F401
+from kernels import probe  # noqa: E402
+
+BITWISE = probe.report()  # does batch invariance hold on this CPU? (measured once, ~0.1 s)
+
+
+def pytest_configure(config):
+    """INTERPLAY_SLOW=1 runs the slow tests too (as `make test SLOW=1` does with `-m ''`)."""
+    if os.environ.get("INTERPLAY_SLOW") == "1" and config.option.markexpr == "not slow":
+        config.option.markexpr = ""
+
+
+def pytest_report_header(config):
+    return f"kernels: {BITWISE.describe()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `bitwise` assert bit-for-bit equality across batches and paths. Where the probe finds
+    that batch invariance does not hold on this CPU they are expected to fail (strict xfail, the probe's
+    words as the reason): they neither pass silently nor fail the run for a known hardware limit."""
+    if BITWISE.holds:
+        return
+    for item in items:
+        if item.get_closest_marker("bitwise"):
+            item.add_marker(pytest.mark.xfail(strict=True, reason=BITWISE.describe()))
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,9 @@
 """Under kernels.deterministic() the interaction model's paths agree bit for bit: the trainer's full-sequence
 forward equals the streaming session turn by turn (dense and MoE, >= 100 turns), and a session's outputs do
 not depend on which sessions share its batch. Real tiny models with every weight randomised and random
-turn inputs (audio, frames, text, context, barge-ins, voiced turns), drawn fresh each run."""
+turn inputs (audio, frames, text, context, barge-ins, voiced turns), seeded."""
 
 from __future__ import annotations
-
-import secrets
 
 import pytest
 import torch
@@ -15,8 +13,9 @@ from interaction_actor.config import preset
 from interaction_actor.model import InteractionModel
 from interaction_actor.session import TurnInput, new_session, step_batch
 
-SEED = secrets.randbelow(2**31 - 1)  # fresh each run; printed in every failure message
+SEED = 1130  # fixed: a failure reproduces; printed in every failure message
 TURNS = 100
+pytestmark = pytest.mark.bitwise  # strict xfail where kernels.probe finds this CPU breaks batch invariance
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,12 @@
 """The batch-invariant ops of kernels/: a row's bits do not depend on its batch, split-KV attention is
 float64-accurate and gives the same bits in its full, chunked and decode paths, and the MoE gather+gemv
-path equals the grouped path bit for bit. Random inputs drawn fresh each run (the seed is in the
-failure message)."""
+path equals the grouped path bit for bit. Seeded random inputs (the seed is in every failure message).
+The bit-for-bit tests are marked `bitwise`: strict xfail where kernels.probe finds this CPU breaks them."""
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
 import subprocess
 import sys
 
@@ -18,7 +17,7 @@ import kernels
 from kernels import batch_invariant as bi
 from kernels import moe, splitkv
 
-SEED = secrets.randbelow(2**31 - 1)  # fresh each run; printed in every failure message
+SEED = 1130  # fixed: a failure reproduces; printed in every failure message
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +46,7 @@ def rows_of(fn, x: torch.Tensor, counts: list[int]) -> list[tuple[int, int]]:
 COUNTS = [1, 2, 3, 4, 5, 7, 8, 12, 13, 16, 17, 46, 55, 58, 64, 100, 255]
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("k,n", [(192, 320), (192, 1024), (512, 192), (64, 128), (128, 64), (1200, 192),
                                  (192, 288)])
 def test_linear_gives_a_row_the_same_bits_whatever_rows_share_the_call(k, n):
@@ -57,6 +57,7 @@ def test_linear_gives_a_row_the_same_bits_whatever_rows_share_the_call(k, n):
     torch.testing.assert_close(bi.linear(x[:5], w, b), torch.nn.functional.linear(x[:5], w, b), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.bitwise
 def test_linear_over_leading_dims_equals_the_flattened_rows():
     g = gen(1)
     x, w = torch.randn(3, 7, 64, generator=g), torch.randn(96, 64, generator=g)
@@ -67,6 +68,7 @@ def test_linear_over_leading_dims_equals_the_flattened_rows():
     assert bi.linear(x[:0], w).shape == (0, 7, 96)
 
 
+@pytest.mark.bitwise
 def test_mm_and_bmm_rows_do_not_depend_on_row_count_or_batch_count():
     g = gen(2)
     a, b = torch.randn(4, 80, 64, generator=g), torch.randn(4, 64, 257, generator=g)
@@ -77,6 +79,7 @@ def test_mm_and_bmm_rows_do_not_depend_on_row_count_or_batch_count():
         assert torch.equal(bi.mm(a[3, :m], b[3]), ref[3, :m]), f"seed {SEED} m={m}"
 
 
+@pytest.mark.bitwise
 def test_row_reductions_and_elementwise_ops_give_a_row_the_same_bits_in_any_batch():
     g = gen(3)
     x, w = torch.randn(301, 192, generator=g) * 3, torch.rand(192, generator=g) + 0.5
@@ -101,6 +104,7 @@ def test_deterministic_ops_stay_close_to_the_default_ops():
         torch.testing.assert_close(d, fn(*args), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.bitwise
 def test_embedding_bag_sum_is_batch_invariant_and_equals_the_plain_sum():
     g = gen(5)
     table = torch.randn(80 * 16, 64, generator=g)
@@ -138,6 +142,7 @@ def test_split_kv_attention_matches_a_float64_reference_within_float32_rounding(
         assert err < bound, f"seed {SEED}: error {err:.3g} over {bound:.3g}"
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("split", [16, 64, splitkv.SPLIT])
 def test_split_kv_attention_gives_the_same_bits_full_chunked_and_one_token_at_a_time(split):
     g = gen(7 + split)
@@ -185,6 +190,7 @@ def moe_weights(g, e=6, f=96, d=64):
             torch.randn(e, d, f, generator=g) * 0.1)
 
 
+@pytest.mark.bitwise
 @pytest.mark.parametrize("tokens", [1, 2, 4, 7, 16, 33])
 def test_moe_gather_gemv_path_equals_the_grouped_path_bitwise(tokens):
     g = gen(9 + tokens)
@@ -198,6 +204,7 @@ def test_moe_gather_gemv_path_equals_the_grouped_path_bitwise(tokens):
     torch.testing.assert_close(kernels.moe_ffn(x, router, w1, w3, w2, 2), grouped, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.bitwise
 def test_moe_token_output_does_not_depend_on_the_other_tokens_in_the_call():
     g = gen(10)
     w1, w3, w2 = moe_weights(g)
@@ -213,24 +220,76 @@ def test_moe_token_output_does_not_depend_on_the_other_tokens_in_the_call():
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available() or os.environ.get("KERNELS_MKL_STRICT") == "0",
                     reason="a torch build without MKL, or strict mode switched off")
-def test_importing_kernels_puts_mkl_in_strict_reproducibility_mode():
+def test_importing_kernels_puts_mkl_in_strict_reproducibility_mode_and_pads_only_one_to_three_rows():
     from kernels import cnr
 
     assert cnr.strict()
-    assert bi.padded_rows(1) == 1 and bi.padded_rows(1, batched=True) == bi.BMM_MIN_ROWS
+    assert [bi.padded_rows(m) for m in (1, 3, 4, 5)] == [bi.MIN_ROWS_STRICT] * 3 + [5]
 
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="a torch build without MKL")
-def test_a_process_whose_mkl_computed_before_kernels_falls_back_to_padded_rows_and_warns():
+def test_a_process_whose_mkl_computed_before_kernels_pads_to_sixteen_rows_and_warns_only_if_the_probe_fails():
     code = ("import warnings, torch; torch.mm(torch.ones(2, 2), torch.ones(2, 2)); import kernels; "
-            "from kernels import batch_invariant as bi, cnr\n"
+            "from kernels import batch_invariant as bi, cnr, probe\n"
             "with warnings.catch_warnings(record=True) as w:\n"
             "    warnings.simplefilter('always')\n"
             "    with kernels.deterministic(): pass\n"
-            "print(cnr.strict(), bi.padded_rows(1), any('strict CNR' in str(x.message) for x in w))")
+            "print(cnr.strict(), bi.padded_rows(1), probe.report().holds, "
+            "any('batch invariance' in str(x.message) for x in w))")
     env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.stdout.split() == ["False", str(bi.MIN_ROWS), "True"], out.stderr[-2000:]
+    strict, rows, holds, warned = out.stdout.split()[-4:]
+    assert (strict, rows) == ("False", str(bi.MIN_ROWS)), out.stderr[-2000:]
+    assert warned == str(holds == "False"), out.stdout
+
+
+@pytest.mark.bitwise
+def test_the_probe_finds_batch_invariance_on_this_cpu():
+    from kernels import probe
+
+    r = probe.report()
+    assert r.holds, r.describe()
+    assert r.cpu and str(r.cpu) in r.describe()
+
+
+@pytest.mark.bitwise
+def test_a_row_gets_the_same_bits_whatever_torch_thread_count_the_caller_set():
+    g = gen(11)
+    x, w = torch.randn(64, 192, generator=g), torch.randn(320, 192, generator=g)
+    torch.set_num_threads(1)
+    one = [bi.linear(x[:m], w) for m in (1, 5, 17, 64)]
+    torch.set_num_threads(2)  # (the fixture restores its count)
+    two = [bi.linear(x[:m], w) for m in (1, 5, 17, 64)]
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True)), f"seed {SEED}"
+    assert all(torch.equal(a, one[-1][: a.shape[0]]) for a in one + two), f"seed {SEED}"
+
+
+@pytest.mark.bitwise
+def test_a_narrow_linear_like_a_router_is_batch_invariant_too():
+    g = gen(12)
+    x, w, b = torch.randn(80, 64, generator=g), torch.randn(6, 64, generator=g), torch.randn(6, generator=g)
+    assert rows_of(lambda t: bi.linear(t, w, b), x, COUNTS[:12]) == [], f"seed {SEED}"
+    assert bi.linear(x[:3], w, b).shape == (3, 6)
+
+
+def test_a_deterministic_block_leaves_the_thread_s_mkl_threads_as_it_found_them():
+    import threading
+
+    from kernels import cnr
+
+    seen = []
+
+    def fresh_thread():  # a new thread: nothing in it has pinned MKL yet
+        seen.append(cnr.pinned())
+        with kernels.deterministic():
+            kernels.linear(torch.ones(3, 8), torch.ones(20, 8))
+            seen.append(cnr.pinned())
+        seen.append(cnr.pinned())
+
+    worker = threading.Thread(target=fresh_thread)
+    worker.start()
+    worker.join()
+    assert seen == [False, cnr._threads_fn() is not None, False]
 
 
 def test_the_process_default_mode_applies_to_other_threads_and_the_context_manager_overrides_it():
@@ -253,3 +312,11 @@ def test_the_process_default_mode_applies_to_other_threads_and_the_context_manag
         kernels.set_deterministic_default(False)
     probe("off")
     assert seen == {"thread": True, "overridden": False, "restored": True, "off": False}
+
+
+def test_the_probe_flags_an_op_whose_row_depends_on_the_rows_beside_it():
+    from kernels import probe
+
+    x = torch.randn(40, 8, generator=gen(13))
+    assert probe._rows_differ(lambda t: t + t.shape[0], x) != []
+    assert probe._rows_differ(lambda t: t * 2.0, x) == []

@@ -36,6 +36,7 @@ def test_the_card_records_the_measured_scores_of_model_and_baseline_per_task():
     assert {"turn_taking_ms_p50", "barge_in_stop_ms_p50", "delegation_precision", "delegation_recall"} <= set(ev)
 
 
+@pytest.mark.bitwise
 def test_the_streaming_session_reproduces_the_shipped_models_training_forward_bit_for_bit(shipped):
     """Under kernels.deterministic() the session's logits (chunked prefill + decode, voiced turns
     included) equal forward_sequence, the forward training_loss differentiates, bit for bit."""
@@ -48,3 +49,20 @@ def test_the_streaming_session_reproduces_the_shipped_models_training_forward_bi
     assert any(o.speaking for o in outs), "the trained model speaks in this episode (voiced mel slots)"
     assert int((s.record.sequence().cand[..., 0] >= 0).sum()) > 5, "it reads its answer through copy candidates"
     assert torch.equal(s.record.logits(), logits[0])
+
+
+QUALITY_FLOOR = 0.8  # per task, on 10 held-out episodes (the card's 50-episode scores are 0.96-1.00)
+
+
+def test_the_shipped_model_scores_at_least_the_floor_on_held_out_episodes_of_every_task(shipped):
+    """What the shipped model does, checked: 10 held-out episodes per task through the real streaming
+    session (interaction_actor.evaluate), each task's accuracy at least QUALITY_FLOOR. A checkpoint
+    that regressed (or failed to load and ran untrained: every task 0) fails here."""
+    from interaction_actor.evaluate import evaluate
+
+    result = evaluate(model=shipped, episodes=10, baseline=False, in_session=False)
+    scores = result["tasks"]
+    assert set(scores) == set(synth.TASKS)
+    low = {task: acc for task, acc in scores.items() if acc < QUALITY_FLOOR}
+    assert not low, f"below {QUALITY_FLOOR} on held-out episodes: {low} (all: {scores})"
+    assert result["delegation_precision"] >= 0.9 and result["delegation_recall"] >= 0.9, result

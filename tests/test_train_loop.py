@@ -44,6 +44,7 @@ def _streamed_vs_trained(model, ep):
     return s.record.logits(), logits[0]
 
 
+@pytest.mark.bitwise
 def test_the_session_reproduces_the_trained_models_training_forward_logits_bit_for_bit(short_run):
     """Under kernels.deterministic() the session's chunked prefill + decode equal forward_sequence
     (the forward training_loss differentiates) over the streamed sequence, bit for bit."""
