@@ -1,6 +1,7 @@
 """InteractionActor: a Ray async actor hosting the TurnLoop and the Session service on 127.0.0.1.
 
-`start()` builds the model, starts the loop and the gRPC server and returns the Session address
+`start()` builds the interaction backend (the native model by default; any InteractionBackend by
+`backend="module:attr"`), starts the loop and the gRPC server and returns the Session address
 ("127.0.0.1:port"); `metrics()` returns the loop's counters; `stop()` shuts everything down.
 `spawn(...)` creates the actor and waits for its address. The loop and server run on the actor's
 own asyncio loop; the model step runs in the loop's worker thread.
@@ -45,8 +46,10 @@ class InteractionActorImpl:
 
     def __init__(self, preset: str = "small", checkpoint: str | None = None, seed: int = 0,
                  host: str = "127.0.0.1", port: int = 0, metrics_port: int | None = None,
-                 log_level: str = "info", **loop_options: object) -> None:
+                 log_level: str = "info", backend: str = "native", backend_options: dict | None = None,
+                 **loop_options: object) -> None:
         self.preset, self.checkpoint, self.seed = preset, checkpoint, seed
+        self.backend_spec, self.backend_options = backend, dict(backend_options or {})
         self.host, self.port, self.metrics_port, self.log_level = host, port, metrics_port, log_level
         limits = loop_options.pop("limits", None)
         self.config = LoopConfig(**loop_options, limits=InputLimits(**limits) if isinstance(limits, dict)
@@ -60,19 +63,23 @@ class InteractionActorImpl:
     async def start(self) -> str:
         if self.loop is not None:
             return self.address
-        from interaction_actor.model import build_model
+        from interaction_actor.backend import load_backend
         from interaction_actor.service import serve
 
         configure_logging(self.log_level)
-        model = build_model(self.preset, resolve_checkpoint(self.preset, self.checkpoint), self.seed)
-        self.loop = TurnLoop(model, self.config)
+        options = self.backend_options
+        if self.backend_spec == "native":
+            options = {"preset": self.preset, "checkpoint": self.checkpoint, "seed": self.seed, **options}
+        backend = load_backend(self.backend_spec, **options)
+        self.loop = TurnLoop(backend, self.config)
         self.loop.start()
         self.server, self.address = await serve(self.loop, self.host, self.port)
         if self.metrics_port is not None:
             self.http = await serve_metrics(self.loop.metrics, self.host, self.metrics_port)
             host, port = self.http.sockets[0].getsockname()[:2]
             self.metrics_address = f"{host}:{port}"
-        log.info("interaction_actor_started", address=self.address, preset=self.preset,
+        log.info("interaction_actor_started", address=self.address, backend=backend.capabilities.name,
+                 preset=self.preset,
                  metrics=self.metrics_address, config=str(asdict(self.config)))
         return self.address
 

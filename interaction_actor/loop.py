@@ -2,7 +2,8 @@
 
 Per turn: wait for the slot (clock.py) → take each session's raw inputs and background updates
 that arrived in the window → in ONE worker thread: decode/validate inputs (inputs.py), admit new
-sessions, `step_batch` for all of them, build OutputChunks → back on the asyncio loop: stamp
+sessions, one `backend.step` for all of them (backend.py: the InteractionBackend seam; the native
+model by default), build OutputChunks → back on the asyncio loop: stamp
 timing, put chunks in the per-client OutputSinks (never blocks), start delegations as tasks.
 The model runs in the worker thread (torch releases the GIL), so gRPC and Ray work on the
 asyncio loop cannot delay the step, and the step cannot starve the loop's I/O. Nothing the loop
@@ -37,12 +38,12 @@ import torch
 
 import kernels
 from delegation import Delegation, TurnState, UserState, load_policy
+from interaction_actor.backend import InteractionBackend, NativeBackend, load_backend
 from interaction_actor.clock import TurnClock
 from interaction_actor.delegator import DelegationRequest, Delegator
 from interaction_actor.inputs import InputError, InputLimits, WindowBuilder
 from interaction_actor.metrics import LoopMetrics
-from interaction_actor.model import InteractionModel
-from interaction_actor.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.session import TurnInput, TurnOutput
 from interaction_actor.weave import Weaver, event, user_state
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
@@ -152,7 +153,8 @@ class LiveSession:
     id: str
     sink: OutputSink | None
     window: WindowBuilder
-    state: SessionState | None = None  # created in the worker at the first turn
+    state: object | None = None  # the backend's streaming state, opened in the worker at the first turn
+    turn: int = 0  # turns this session has stepped (the next turn's index)
     inbox: deque = field(default_factory=deque)  # raw client items, appended by the service
     updates: deque = field(default_factory=deque)  # background Updates, appended by delegation tasks
     events: list[spb.Event] = field(default_factory=list)  # attached to the next chunk
@@ -180,9 +182,16 @@ class _Work:
 
 
 class TurnLoop:
-    def __init__(self, model: InteractionModel, config: LoopConfig | None = None,
+    def __init__(self, backend: InteractionBackend | object, config: LoopConfig | None = None,
                  delegator: Delegator | None = None) -> None:
-        self.model = model
+        """`backend`: an InteractionBackend, a backend spec for load_backend ("native", "module:attr"),
+        or an InteractionModel (stepped through NativeBackend)."""
+        if isinstance(backend, str):
+            backend = load_backend(backend)
+        elif not callable(getattr(backend, "step", None)):
+            backend = NativeBackend(backend)
+        self.backend: InteractionBackend = backend
+        self.model = getattr(backend, "model", None)  # the native model, when that is the backend
         self.config = config or LoopConfig()
         self.metrics = LoopMetrics(turn_ms=float(self.config.turn_ms))
         self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms,
@@ -241,8 +250,10 @@ class TurnLoop:
         if live.sink is not None:
             live.sink.close()
         self.delegator.cancel_all(list(live.tasks))
-        live.weave.close(live.state.turn if live.state is not None else 0)
-        log.info("session_closed", session_id=session_id, turns=live.state.turn if live.state else 0)
+        live.weave.close(live.turn)
+        if live.state is not None:
+            self.backend.close(live.state)
+        log.info("session_closed", session_id=session_id, turns=live.turn)
 
     def _policy(self) -> object:
         spec = self.config.policy
@@ -253,7 +264,7 @@ class TurnLoop:
     def start_delegation(self, session_id: str, task: str, decision: Delegation | None = None) -> str:
         """Start a delegation for the session (what the policy's decision does); never awaited."""
         live = self.sessions[session_id]
-        turn = live.state.turn if live.state is not None else 0
+        turn = live.turn
         mode = int(decision.preferred_mode) if decision is not None else cpb.SURFACING_MODE_WHEN_IDLE
         req = DelegationRequest(session_id=session_id, task=task, turn=turn,
                                 time_ms=int(turn * self.config.turn_ms), transcript=list(live.transcript),
@@ -336,7 +347,7 @@ class TurnLoop:
                                 f"{self.config.max_inbox} arrived in one turn window", code="input_overflow",
                                 retryable=True))
             live.refused = 0
-        turn = live.state.turn if live.state is not None else 0
+        turn = live.turn
         arrived = []
         while live.updates:
             upd = live.updates.popleft()
@@ -357,7 +368,7 @@ class TurnLoop:
         for w in work:
             live = w.live
             if live.state is None:
-                live.state = new_session(self.model, live.id)
+                live.state = self.backend.open(live.id)
             for item in w.items:
                 try:
                     live.window.add(item)
@@ -370,33 +381,34 @@ class TurnLoop:
             inp, counts = live.window.take()
             state = user_state(inp.audio, inp.text, inp.barge_in)
             if inp.barge_in:
-                w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.state.turn))
-            woven, surfaced = live.weave.decide(live.state.turn, state)
+                w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.turn))
+            woven, surfaced = live.weave.decide(live.turn, state)
             w.events.extend(surfaced)
             inp.context = woven
             w.typed, w.user = inp.text, state
             if inp.text:
                 live.transcript.append(xpb.TranscriptEntry(
                     speaker=xpb.SPEAKER_USER, kind=xpb.ENTRY_KIND_UTTERANCE, text=inp.text, typed=True,
-                    start_turn=live.state.turn, end_turn=live.state.turn, start_ms=w.time_ms, end_ms=w.time_ms))
+                    start_turn=live.turn, end_turn=live.turn, start_ms=w.time_ms, end_ms=w.time_ms))
             inputs.append(inp)
         outs = self._step([w.live.state for w in work], inputs, work)
         chunks = [(self._chunk(w, o), o.delegate_task) if o is not None else (None, None)
                   for w, o in zip(work, outs, strict=True)]
         return chunks, (time.perf_counter() - t0) * 1000.0
 
-    def _step(self, states: list[SessionState], inputs: list[TurnInput], work: list[_Work]) -> list[TurnOutput | None]:
+    def _step(self, states: list, inputs: list[TurnInput], work: list[_Work]) -> list[TurnOutput | None]:
+        step = self.backend.step
         try:
-            return list(step_batch(self.model, states, inputs))
+            return list(step(states, inputs))
         except Exception as exc:  # noqa: BLE001 - isolate the session whose input the model refused
             log.error("step_batch_failed", error=repr(exc), sessions=len(states))
         outs: list[TurnOutput | None] = []
         for s, inp, w in zip(states, inputs, work, strict=True):
             try:
-                outs.append(step_batch(self.model, [s], [inp])[0])
+                outs.append(step([s], [inp])[0])
             except Exception as exc:  # noqa: BLE001
                 try:  # drop the refused input, keep time moving for this session
-                    outs.append(step_batch(self.model, [s], [TurnInput()])[0])
+                    outs.append(step([s], [TurnInput()])[0])
                     w.events.append(event(spb.EVENT_KIND_ERROR, f"input refused by the model: {exc}",
                                           code="bad_input"))
                 except Exception as exc2:  # noqa: BLE001
@@ -406,6 +418,7 @@ class TurnLoop:
         return outs
 
     def _chunk(self, w: _Work, out: TurnOutput) -> spb.OutputChunk:
+        w.live.turn = out.turn + 1
         chunk = spb.OutputChunk(session_id=out.session_id, turn=out.turn, time_ms=w.time_ms, text=out.text,
                                 controls=[CONTROL_TOKENS[c] for c in out.controls if c in CONTROL_TOKENS],
                                 events=w.events)
@@ -414,7 +427,7 @@ class TurnLoop:
         if out.pcm is not None and out.pcm.numel():
             pcm = (out.pcm.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
             chunk.audio.pcm16 = pcm.numpy().tobytes()
-            chunk.audio.sample_rate_hz = self.model.config.sample_rate
+            chunk.audio.sample_rate_hz = self.backend.capabilities.sample_rate
         if self.config.send_mel and out.mel.numel():
             chunk.audio.mel.extend(out.mel.flatten().tolist())
             chunk.audio.n_mels = int(out.mel.shape[1])

@@ -182,6 +182,27 @@ def _engine_options(engine: str, s) -> dict:
     return {}
 
 
+def _backend(spec: str | None, s) -> str:
+    """The interaction backend to run (--backend, else INTERPLAY_MODEL__BACKEND), checked before Ray starts:
+    a spec that names no backend is a user mistake (one line, exit code 2)."""
+    from interaction_actor.backend import BACKENDS
+
+    spec = spec or s.model.backend
+    if spec not in BACKENDS:
+        import importlib
+
+        module, sep, attr = spec.partition(":")
+        try:
+            ok = bool(sep) and hasattr(importlib.import_module(module), attr)
+        except ImportError:
+            ok = False
+        if not ok:
+            typer.echo(f"error: backend {spec!r} names nothing loadable: use one of {sorted(BACKENDS)} or "
+                       "module:attr (importable where the interaction actor runs)", err=True)
+            raise typer.Exit(2)
+    return spec
+
+
 @app.command()
 def demo(
     as_json: bool = JSON,
@@ -190,6 +211,7 @@ def demo(
     checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
     out: str = typer.Option("runs/demo", help="Where timeline.jsonl and assistant.wav go."),
     ray_address: str = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
+    backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
 ) -> None:
     """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time."""
     from interplay.demo import DemoConfig, run_demo
@@ -197,7 +219,7 @@ def demo(
     s = load_settings()
     cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
                      background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset, out_dir=out,
-                     ray_address=ray_address or s.ray_address)
+                     ray_address=ray_address or s.ray_address, backend=_backend(backend, s))
     summary = run_demo(cfg)
     summary.pop("config", None)
     emit("interplay demo: summary", summary, as_json)
@@ -210,6 +232,7 @@ def serve(
     backgrounds: int = typer.Option(2, help="Background actors in the pool (the interaction actor fails over)."),
     checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
     seconds: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C)."),
+    backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
 ) -> None:
     """Run the interaction actor and a background pool as services; prints the Session endpoint for `talk`."""
     import time
@@ -219,7 +242,7 @@ def serve(
     s = load_settings()
     cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
                      background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset,
-                     ray_address=ray_address or s.ray_address)
+                     ray_address=ray_address or s.ray_address, backend=_backend(backend, s))
     handles, address, bg = start_runtime(cfg)
     typer.echo(f"session endpoint: {address}")
     typer.echo(f"background pool: {', '.join(bg)}")

@@ -41,6 +41,7 @@ class DemoConfig:
     background_actors: int = 1
     checkpoint: str | None = None  # interaction model weights (default: the shipped checkpoint)
     preset: str = "small"
+    backend: str = "native"  # interaction backend: a registered name or module:attr (interaction_actor.backend)
     out_dir: str = "runs/demo"
     ray_address: str | None = None
     tail_s: float = 3.0  # keep listening after the last cue, then until every delegation has come back
@@ -305,7 +306,7 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
                                    registry_factory=demo_registry, agent=AgentConfig(system_prompt=cfg.agent_prompt))
         handles.append(h)
         bg_addresses.append(addr)
-    ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint,
+    ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint, backend=cfg.backend,
                         turn_ms=cfg.turn_ms, background_address=",".join(bg_addresses),
                         allowed_tools=list(cfg.allowed_tools), policy=cfg.policy,
                         policy_options=dict(cfg.policy_options))

@@ -23,6 +23,7 @@ class LoopSettings(BaseModel):
 class ModelSettings(BaseModel):
     """The interaction model."""
 
+    backend: str = Field("native", description="Interaction backend: a registered name (native) or module:attr.")
     preset: str = Field("small", description="Named preset of the interaction model config.")
     checkpoint: str | None = Field(None, description="Path to a checkpoint; the shipped default when empty.")
     deterministic: bool = Field(True, description="Route through the batch-invariant kernels.")

@@ -1,0 +1,128 @@
+"""InteractionBackend: the one seam the turn loop steps sessions through.
+
+Contract. The loop (loop.py) gives a backend, once per micro-turn, a batch of live sessions' streaming
+states and one `TurnInput` each (this window's audio, latest frame, typed text, woven background
+context, barge-in hint), and takes back one `TurnOutput` each (text, audio, control tokens, the
+model's silent state, a delegation request). `open` makes a session's streaming state before its
+first turn; `close` releases it. A backend must never block the turn: `step` runs in the loop's
+worker thread against a 200 ms clock, so slow work (a remote model, speech synthesis) runs off the
+turn path and `step` returns whatever is ready. It must not keep references to other sessions'
+states, and a failure raised from `step` is the loop's to contain.
+
+`capabilities` tells the loop and its users what the backend does: the modalities it reads and
+writes, how many sessions one step takes, its turn length and audio rate, and whether it voices
+background results itself (reading them from the context it is given) or needs them spoken for it.
+
+Backends are chosen by name (`native`, the project's early-fusion model: NativeBackend) or by
+`module:attr`, where attr is an InteractionBackend instance, or a class / factory called with the
+options (`load_backend`). The loop only needs the protocol; nothing else in the runtime imports
+a concrete model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from interaction_actor.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend reads and writes, and how it steps."""
+
+    name: str
+    inputs: tuple[str, ...] = ("audio", "video", "text", "context")  # what TurnInput fields it reads
+    outputs: tuple[str, ...] = ("text", "audio", "controls", "state")  # what TurnOutput fields it fills
+    max_sessions_per_step: int = 0  # 0: any batch size
+    turn_ms: int = 200
+    sample_rate: int = 16_000  # of TurnOutput.pcm (and of the audio it reads)
+    voices_results: bool = True  # reads background results from TurnInput.context and voices them itself
+
+
+@runtime_checkable
+class InteractionBackend(Protocol):
+    """See the module docstring: open → step per turn → close; never blocks the turn."""
+
+    capabilities: Capabilities
+
+    def open(self, session_id: str) -> Any:
+        """A new session's streaming state (whatever the backend keeps per session)."""
+        ...
+
+    def step(self, states: list[Any], inputs: list[TurnInput]) -> list[TurnOutput]:
+        """Advance every session by exactly one turn; outputs in the order of `states`."""
+        ...
+
+    def close(self, state: Any) -> None:
+        """The session ended: release what its state holds."""
+        ...
+
+
+class NativeBackend:
+    """The project's early-fusion interaction model (interaction_actor.model) behind the seam.
+
+    Each session's state is a session.SessionState (a KV cache written by position and the small
+    streaming states of its parts); `step` is session.step_batch: one batched forward for the turn.
+    """
+
+    def __init__(self, model: Any = None, *, preset: str = "small", checkpoint: str | None = None,
+                 seed: int = 0) -> None:
+        if model is None:
+            from interaction_actor.actor import resolve_checkpoint
+            from interaction_actor.model import build_model
+
+            model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
+        self.model = model
+        cfg = model.config
+        self.capabilities = Capabilities(name="native", turn_ms=cfg.turn_ms, sample_rate=cfg.sample_rate)
+
+    def open(self, session_id: str) -> SessionState:
+        return new_session(self.model, session_id)
+
+    def step(self, states: list[SessionState], inputs: list[TurnInput]) -> list[TurnOutput]:
+        return step_batch(self.model, states, inputs)
+
+    def close(self, state: SessionState) -> None:
+        state.record = None  # the KV cache goes with the state object; nothing else is shared
+
+
+BACKENDS: dict[str, type] = {"native": NativeBackend}
+
+
+class BackendError(ValueError):
+    """The backend spec names nothing loadable, or what it names is not an InteractionBackend."""
+
+
+def load_backend(spec: Any = "native", **options: Any) -> InteractionBackend:
+    """A backend from a registered name, "module:attr", a class / factory, or a ready instance.
+
+    `options` go to the class or factory (for `native`: model, preset, checkpoint, seed); a ready
+    instance takes none. Raises BackendError with the reason when the spec cannot be used."""
+    target: Any = spec
+    if isinstance(spec, str):
+        if spec in BACKENDS:
+            target = BACKENDS[spec]
+        elif ":" in spec:
+            module, _, attr = spec.partition(":")
+            try:
+                target = getattr(importlib.import_module(module), attr)
+            except (ImportError, AttributeError) as exc:
+                raise BackendError(f"cannot load backend {spec!r}: {exc}") from exc
+        else:
+            raise BackendError(f"unknown backend {spec!r}; use one of {sorted(BACKENDS)} or 'module:attr'")
+    ready = not isinstance(target, type) and callable(getattr(target, "step", None))
+    if ready and options:
+        raise BackendError(f"backend {spec!r} is a ready instance; it takes no options ({sorted(options)})")
+    if not ready and not callable(target):
+        raise BackendError(f"backend {spec!r} is neither a backend nor a class or factory that makes one")
+    try:
+        backend = target if ready else target(**options)
+    except TypeError as exc:
+        raise BackendError(f"backend {spec!r} does not take these options {sorted(options)}: {exc}") from exc
+    missing = [m for m in ("open", "step", "close") if not callable(getattr(backend, m, None))]
+    if missing or not isinstance(getattr(backend, "capabilities", None), Capabilities):
+        what = f"methods {missing}" if missing else "a `capabilities: Capabilities` attribute"
+        raise BackendError(f"backend {spec!r} is not an InteractionBackend: it lacks {what}")
+    return backend
