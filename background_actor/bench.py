@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from background_actor.agent import AgentConfig, AgentLoop
-from background_actor.engine import Engine, GenerateRequest, make_engine
+from background_actor.engine import Engine, GenerateRequest
+from background_actor.engines import make_engine
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import context_pb2 as xpb
 

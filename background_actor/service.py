@@ -17,7 +17,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from background_actor.agent import AgentConfig, AgentLoop
-from background_actor.engine import Engine, make_engine
+from background_actor.engine import Engine
+from background_actor.engines import make_engine
 from background_actor.tasks import TERMINAL, TaskConfig, TaskManager
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb

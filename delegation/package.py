@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,10 +21,22 @@ from interplay.log import get_logger
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
 
-if TYPE_CHECKING:  # pragma: no cover
-    from delegation.transcript import ConversationLog
-
 log = get_logger("delegation.package")
+
+
+@runtime_checkable
+class ConversationSource(Protocol):
+    """What build_package reads from a conversation recorder (delegation.transcript.ConversationLog is
+    one): its entries oldest first, the user's state, its visual observations, its session id."""
+
+    session_id: str
+
+    @property
+    def user_state(self) -> Any: ...
+
+    def to_proto_entries(self) -> list[xpb.TranscriptEntry]: ...
+
+    def observations(self) -> list[Any]: ...
 
 INT64 = (-(2**63), 2**63 - 1)
 UINT32_MAX = 2**32 - 1
@@ -393,7 +405,7 @@ def build_package(
     *,
     task_id: str | None = None,
     session_id: str = "",
-    transcript: ConversationLog | Iterable[Any] = (),
+    transcript: ConversationSource | Iterable[Any] = (),
     user_state: int | None = None,
     observations: Iterable[Any] | None = None,
     allowed_tools: Iterable[str] = (),
@@ -421,9 +433,7 @@ def build_package(
     if budget_bytes is not None:
         cfg = PackageConfig(budget_bytes=budget_bytes, max_observations=cfg.max_observations,
                             summary_max_bytes=cfg.summary_max_bytes, summary_words=cfg.summary_words)
-    from delegation.transcript import ConversationLog  # local: transcript imports this module
-
-    if isinstance(transcript, ConversationLog):
+    if isinstance(transcript, ConversationSource):
         logbook = transcript
         entries = logbook.to_proto_entries()
         session_id = session_id or logbook.session_id

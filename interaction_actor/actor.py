@@ -10,35 +10,16 @@ own asyncio loop; the model step runs in the loop's worker thread.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import ray
 
 from interaction_actor.inputs import InputLimits
 from interaction_actor.loop import LoopConfig, TurnLoop
 from interaction_actor.metrics import serve_metrics
+from interaction_actor.weights import resolve_checkpoint, shipped_checkpoint  # noqa: F401 - re-exported
 from interplay.log import configure_logging, get_logger
 
 log = get_logger("interaction_actor.actor")
-
-
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-
-
-def shipped_checkpoint(preset: str) -> str | None:
-    """The checkpoint `interplay train` shipped for `preset` (interaction_actor/checkpoints/), if any."""
-    path = CHECKPOINTS / f"{preset}.pt"
-    return str(path) if path.is_file() else None
-
-
-def resolve_checkpoint(preset: str, checkpoint: str | None) -> str | None:
-    """None → the shipped checkpoint of the preset (random init when there is none); "none" → random init."""
-    if checkpoint is None:
-        found = shipped_checkpoint(preset)
-        if found is None:
-            log.warning("no_shipped_checkpoint", preset=preset, advice="run `interplay train`; using random init")
-        return found
-    return None if checkpoint.lower() in ("none", "random") else checkpoint
 
 
 class InteractionActorImpl:

@@ -70,8 +70,8 @@ class NativeBackend:
     def __init__(self, model: Any = None, *, preset: str = "small", checkpoint: str | None = None,
                  seed: int = 0) -> None:
         if model is None:
-            from interaction_actor.actor import resolve_checkpoint
             from interaction_actor.model import build_model
+            from interaction_actor.weights import resolve_checkpoint
 
             model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
         self.model = model

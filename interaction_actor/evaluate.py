@@ -23,6 +23,7 @@ import torch
 from interaction_actor import synth
 from interaction_actor.model import InteractionModel, build_model
 from interaction_actor.session import TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.weights import DEFAULT_CHECKPOINT
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.evaluate")
@@ -339,12 +340,10 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite, and
     with `in_session` the accuracy `tasks_in_session` of each task arriving after another one).
 
-    `checkpoint` defaults to the shipped one (train.DEFAULT_CHECKPOINT); `episodes` per task
+    `checkpoint` defaults to the shipped one (weights.DEFAULT_CHECKPOINT); `episodes` per task
     (default QUICK_EPISODES with `quick`, else FULL_EPISODES). `threads` (default 1): a session's
     ops are small, and on a shared CPU a second OpenMP thread mostly waits (measured: many times
     slower under load); None leaves torch's setting."""
-    from interaction_actor.train import DEFAULT_CHECKPOINT
-
     if threads:
         torch.set_num_threads(threads)
     if model is None:

@@ -45,11 +45,11 @@ from interaction_actor.layout import (
     turn_chunk,
 )
 from interaction_actor.model import InteractionModel
+from interaction_actor.weights import DEFAULT_CHECKPOINT, card_path
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.train")
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "small.pt"
 
 
 @dataclass
@@ -279,10 +279,6 @@ def save_shipped(model: InteractionModel, path: str | Path) -> None:
 def _resume_key(tc: dict) -> dict:
     """The settings a resumed run must share with the run it continues (its length may grow)."""
     return {k: v for k, v in tc.items() if k not in ("steps", "max_minutes", "threads", "checkpoint_every")}
-
-
-def card_path(checkpoint: str | Path) -> Path:
-    return Path(checkpoint).with_suffix(".json")
 
 
 def default_work_dir(out: str | Path) -> Path:
