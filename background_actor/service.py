@@ -19,7 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from background_actor.agent import AgentConfig, AgentLoop
 from background_actor.engine import Engine
 from background_actor.engines import make_engine
-from background_actor.tasks import TERMINAL, TaskConfig, TaskManager
+from background_actor.tasks import TaskConfig, TaskManager
+from delegation.scheduler import TERMINAL
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc

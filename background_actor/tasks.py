@@ -17,6 +17,7 @@ from typing import Any
 
 from background_actor.agent import AgentLoop
 from background_actor.engine import EngineError, Usage
+from delegation.scheduler import TERMINAL
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
@@ -24,7 +25,6 @@ from interplay.v1 import context_pb2 as xpb
 
 log = get_logger("background_actor.tasks")
 
-TERMINAL = frozenset({bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED})
 
 
 @dataclass

@@ -23,6 +23,7 @@ import torch
 from interaction_actor import synth
 from interaction_actor.model import InteractionModel, build_model
 from interaction_actor.session import TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.vad import SPEECH_RMS, frames_are_speech
 from interaction_actor.weights import DEFAULT_CHECKPOINT
 from interplay.log import get_logger
 
@@ -147,7 +148,7 @@ def latencies(ep: synth.Episode, tr: list[Delivered], compute_ms: float) -> tupl
 class VadHarness:
     """A turn-based harness around the same streaming model.
 
-    An energy VAD (10 ms frames, RMS > `threshold`) tracks the user's speech. The user's turn ends at
+    The energy VAD (vad.py: 10 ms frames, RMS > `threshold`) tracks the user's speech. The user's turn ends at
     the endpoint: `endpoint_ms` of silence after speech (500 ms, a common server-VAD default), or the
     window a typed message is sent in; a background result also triggers a response when the user is
     silent. Until then the user's windows are buffered and the model is not run; at the trigger the
@@ -159,12 +160,11 @@ class VadHarness:
 
     endpoint_ms: float = 500.0
     onset_ms: float = 100.0
-    threshold: float = 0.01
+    threshold: float = SPEECH_RMS
     grace: int = 2
 
     def vad(self, audio: list[torch.Tensor]) -> torch.Tensor:
-        x = torch.cat(audio).view(-1, 160)
-        return x.pow(2).mean(-1).sqrt() > self.threshold  # per 10 ms
+        return frames_are_speech(torch.cat(audio), self.threshold)  # per 10 ms
 
     def triggers(self, ep: synth.Episode) -> tuple[list[bool], list[float | None]]:
         """(trigger in window k, time in ms of a user speech onset the VAD detects in window k, else None)."""

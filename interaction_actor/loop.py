@@ -38,6 +38,7 @@ import torch
 
 import kernels
 from delegation import Delegation, TurnState, UserState, load_policy
+from delegation.scheduler import TERMINAL
 from interaction_actor.backend import InteractionBackend, NativeBackend, load_backend
 from interaction_actor.clock import TurnClock
 from interaction_actor.delegator import DelegationRequest, Delegator
@@ -55,7 +56,6 @@ log = get_logger("interaction_actor.loop")
 
 CONTROL_TOKENS = {"delegate": spb.CONTROL_TOKEN_DELEGATE, "start_speaking": spb.CONTROL_TOKEN_START_SPEAKING,
                   "stop_speaking": spb.CONTROL_TOKEN_STOP_SPEAKING, "listen": spb.CONTROL_TOKEN_LISTEN}
-TERMINAL = (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED)
 
 
 @dataclass

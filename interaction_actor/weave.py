@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from delegation import InterleaveScheduler, SchedulerConfig, SchedulerError, SurfacingMode, UserState
+from interaction_actor.vad import tail_is_speech
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
@@ -22,8 +23,6 @@ from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interaction_actor.weave")
 
-SPEECH_RMS = 0.01  # user audio louder than this (RMS over the window's last 100 ms) counts as speech
-TAIL_SAMPLES = 1600
 
 
 def event(kind: int, text: str = "", *, task_id: str = "", code: str = "", retryable: bool = False,
@@ -37,15 +36,11 @@ def event(kind: int, text: str = "", *, task_id: str = "", code: str = "", retry
 
 def user_state(audio: torch.Tensor | None, text: str, barge_in: bool) -> UserState:
     """INTERRUPTED on a barge-in control; SPEAKING when the window's tail holds speech or text was
-    typed in it; SILENT otherwise. A cheap energy rule: the scheduler only needs "is the user pausing"."""
+    typed in it; SILENT otherwise. The energy VAD (vad.py): the scheduler only needs "is the user pausing"."""
     if barge_in:
         return UserState.INTERRUPTED
-    if text:
+    if text or tail_is_speech(audio):
         return UserState.SPEAKING
-    if audio is not None and audio.numel():
-        tail = audio[-TAIL_SAMPLES:].float()
-        if float(tail.pow(2).mean().sqrt()) > SPEECH_RMS:
-            return UserState.SPEAKING
     return UserState.SILENT
 
 

@@ -56,7 +56,7 @@ async def test_sigkill_mid_task_gives_a_terminal_error_within_5s_and_the_next_de
     took = await wait_for(inbox, lambda u: u.kind in TERMINAL, 5.0)
     terminal = [u for u in inbox if u.kind in TERMINAL]
     assert len(terminal) == 1 and terminal[0].kind == bpb.UPDATE_KIND_ERROR and took < 5.0
-    assert terminal[0].error.code == "background_unavailable" and terminal[0].error.retryable
+    assert terminal[0].error.code == "background_died" and terminal[0].error.retryable
 
     assert await wait_serving(address, 60.0), "the restarted actor never served again"
     assert ray.get(handle.pid.remote(), timeout=30) != pid
