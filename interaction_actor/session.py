@@ -30,18 +30,10 @@ from dataclasses import dataclass, field
 import torch
 
 from interaction_actor import text as T
-from interaction_actor.dmel import DMelStream, dmel_stream_push
+from interaction_actor.dmel import DMelStream
+from interaction_actor.featurize import InputStreams, featurize_turn
 from interaction_actor.flow_head import frame_noise
-from interaction_actor.hmlp import frame_to_patches
-from interaction_actor.layout import (
-    NO_HIST,
-    History,
-    Lookup,
-    SlotChunk,
-    queue_message,
-    take_slots,
-    turn_chunk,
-)
+from interaction_actor.layout import NO_HIST, History, Lookup, SlotChunk, turn_chunk
 from interaction_actor.model import InteractionModel
 from interaction_actor.vocoder import VocoderState, reset, vocode_turns
 from interplay.log import get_logger
@@ -49,7 +41,6 @@ from interplay.log import get_logger
 log = get_logger("interaction_actor.session")
 
 CONTROLS = ("delegate", "start_speaking", "stop_speaking", "listen")
-MAX_PENDING_BYTES = 65536  # text / context waiting for slots; beyond this the newest bytes are dropped
 DELEGATE_MAX_BYTES = 1024
 DELEGATE_MAX_TURNS = 50  # a <delegate> left open this long is closed with what it has
 
@@ -123,18 +114,23 @@ class SessionState:
     pending_cand: tuple[int, int] = NO_HIST  # its Lookup candidates
     lookup: Lookup = field(default_factory=Lookup)  # bytes in the text/context slots still in the cache
     prefix_len: int = 1
-    dmel: DMelStream = field(default_factory=DMelStream)
+    inputs: InputStreams = field(default_factory=InputStreams)  # dMel stream, text/context slot queues
     vocoder: VocoderState = field(default_factory=VocoderState)
     speaking: bool = False
     prev_mel: torch.Tensor | None = None  # previous turn's mel [16, 80] when it was voiced
-    text_queue: list[tuple[int, int, int]] = field(default_factory=list)  # (byte, history ids) waiting
-    ctx_queue: list[tuple[int, int, int]] = field(default_factory=list)
     delegate_buf: list[int] | None = None
     delegate_since: int = 0
     utf8: T.Utf8Stream = field(default_factory=T.Utf8Stream)
     compactions: int = 0
-    dropped_bytes: int = 0
     record: SessionRecord | None = None
+
+    @property
+    def dmel(self) -> DMelStream:
+        return self.inputs.dmel
+
+    @property
+    def dropped_bytes(self) -> int:
+        return self.inputs.dropped_bytes
 
 
 def session_seed(session_id: str, model_seed: int = 0) -> int:
@@ -196,18 +192,6 @@ def compact(model: InteractionModel, s: SessionState) -> None:
     if s.record is not None:
         s.record.compacted = True
     log.info("session_compacted", session_id=s.id, turn=s.turn, dropped_positions=shift, kept=prefix + n)
-
-
-def _enqueue(s: SessionState, queue: list[tuple[int, int, int]], text: str) -> None:
-    if not isinstance(text, str):
-        raise TypeError("text and context must be str")
-    ids = T.encode(text)
-    room = MAX_PENDING_BYTES - len(queue)
-    if len(ids) > room:
-        s.dropped_bytes += len(ids) - max(room, 0)
-        log.warning("session_text_dropped", session_id=s.id, bytes=len(ids) - max(room, 0))
-        ids = ids[: max(room, 0)]
-    queue_message(queue, ids)
 
 
 def _one(cfg, token: int, hist: tuple[int, int], cand: tuple[int, int]) -> SlotChunk:
@@ -277,18 +261,9 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         if inp.barge_in:
             s.speaking = False  # runtime rule: a barge-in silences the assistant this very turn
         voiced.append(s.speaking)
-        dm, has_audio = dmel_stream_push(s.dmel, inp.audio, cfg)
-        patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
-        _enqueue(s, s.text_queue, inp.text)
-        _enqueue(s, s.ctx_queue, inp.context)
-        text_ids, text_hist = take_slots(s.text_queue, lay.text_in)
-        ctx_ids, ctx_hist = take_slots(s.ctx_queue, lay.context)
-        s.lookup.add(s.pos + lay.text, text_ids, text_hist, context=False)
-        s.lookup.add(s.pos + lay.ctx, ctx_ids, ctx_hist, context=True)
-        block = turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,
-                           text_ids=text_ids, context_ids=ctx_ids, voiced=s.speaking, prev_mel=s.prev_mel,
-                           text_hist=text_hist, context_hist=ctx_hist, out_hist=[s.history.ids()],
-                           out_cand=[s.lookup.cand(s.history.ids())])
+        f = featurize_turn(s.inputs, inp, cfg, lay, s.pos, s.lookup, s.id)
+        block = turn_chunk(cfg, barge_in=inp.barge_in, voiced=s.speaking, prev_mel=s.prev_mel, **f.slots(),
+                           out_hist=[s.history.ids()], out_cand=[s.lookup.cand(s.history.ids())])
         chunks.append(SlotChunk.cat_time([_one(cfg, s.pending, s.pending_hist, s.pending_cand), block]))
     caches = [s.kv for s in sessions]
     starts = [s.pos - 1 for s in sessions]

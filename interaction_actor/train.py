@@ -28,8 +28,7 @@ import kernels
 from interaction_actor import synth
 from interaction_actor import text as T
 from interaction_actor.config import ModelConfig, preset
-from interaction_actor.dmel import DMelStream, dmel_stream_push
-from interaction_actor.hmlp import frame_to_patches
+from interaction_actor.featurize import InputStreams, featurize_turn
 from interaction_actor.layout import (
     IGNORE,
     History,
@@ -39,8 +38,6 @@ from interaction_actor.layout import (
     block_offsets,
     bos_chunk,
     mel_slot_mask,
-    queue_message,
-    take_slots,
     text_targets,
     turn_chunk,
 )
@@ -96,9 +93,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     turn's target mel fed to the mel-out slots (teacher forcing)."""
     outputs = ep.targets if outputs is None else outputs
     lay = TurnLayout.from_config(cfg)
-    dstate = DMelStream()
-    text_q: list[tuple[int, int, int]] = []
-    ctx_q: list[tuple[int, int, int]] = []
+    streams = InputStreams()
     history = History()
     lookup = Lookup()
     speaking = False
@@ -110,15 +105,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         if inp.barge_in:
             speaking = False
         voiced = speaking
-        dm, has_audio = dmel_stream_push(dstate, inp.audio, cfg)
-        patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
-        for q, msg in ((text_q, T.encode(inp.text)), (ctx_q, T.encode(inp.context))):
-            queue_message(q, msg)
-        text_ids, text_hist = take_slots(text_q, lay.text_in)
-        ctx_ids, ctx_hist = take_slots(ctx_q, lay.context)
-        start = lay.turn_start(k)
-        lookup.add(start + lay.text, text_ids, text_hist, context=False)
-        lookup.add(start + lay.ctx, ctx_ids, ctx_hist, context=True)
+        f = featurize_turn(streams, inp, cfg, lay, lay.turn_start(k), lookup)
         out_hist = [history.ids()]
         out_cand = [lookup.cand(history.ids())]
         for t in outputs[k]:
@@ -126,10 +113,8 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
             lookup.push(t)
             out_hist.append(history.ids())
             out_cand.append(lookup.cand(history.ids()))
-        chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, dmel=dm, has_audio=has_audio, patches=patches,
-                                 text_ids=text_ids, context_ids=ctx_ids, voiced=voiced, prev_mel=prev_mel,
-                                 out_tokens=list(outputs[k]), text_hist=text_hist, context_hist=ctx_hist,
-                                 out_hist=out_hist, out_cand=out_cand))
+        chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, voiced=voiced, prev_mel=prev_mel, **f.slots(),
+                                 out_tokens=list(outputs[k]), out_hist=out_hist, out_cand=out_cand))
         mel = synth.voice_mel(outputs[k - 1], cfg.n_mels) if voiced and k > 0 else None
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
