@@ -22,6 +22,7 @@ import grpc
 
 from delegation import PackageError, build_package
 from delegation.client import BackgroundPool, error_update
+from delegation.package import ConversationSource
 from interplay.log import get_logger
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
@@ -37,8 +38,8 @@ class DelegationRequest:
     task: str
     turn: int
     time_ms: int
-    transcript: list[xpb.TranscriptEntry] = field(default_factory=list)
-    user_state: int = cpb.USER_STATE_SILENT
+    transcript: ConversationSource | list[xpb.TranscriptEntry] = field(default_factory=list)  # the session's log
+    user_state: int | None = None  # None: the log's (silent for a plain list)
     preferred_mode: int = cpb.SURFACING_MODE_WHEN_IDLE
     allowed_tools: list[str] | None = None  # None: the delegator's default allow-list
     deadline_ms: int | None = None  # None: the delegator's default deadline

@@ -37,8 +37,9 @@ from dataclasses import dataclass, field
 import torch
 
 import kernels
-from delegation import Delegation, TurnState, UserState, load_policy
+from delegation import ConversationLog, Delegation, TurnState, UserState, load_policy
 from delegation.scheduler import TERMINAL
+from delegation.transcript import LogConfig
 from interaction_actor.backend import InteractionBackend, NativeBackend, load_backend
 from interaction_actor.clock import TurnClock
 from interaction_actor.delegator import DelegationRequest, Delegator
@@ -49,7 +50,6 @@ from interaction_actor.weave import Weaver, event, user_state
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
-from interplay.v1 import context_pb2 as xpb
 from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interaction_actor.loop")
@@ -74,7 +74,7 @@ class LoopConfig:
     steer_window_turns: int = 10  # typed text this soon after a delegation started is a follow-up: Steer it
     policy: object = "model_token"  # delegation policy: a registered name, "module:attr", or an object with decide()
     policy_options: dict = field(default_factory=dict)
-    transcript_entries: int = 64
+    transcript_entries: int = 4096  # conversation entries a session keeps (the package builder summarises)
     limits: InputLimits = field(default_factory=InputLimits)
 
 
@@ -163,7 +163,7 @@ class LiveSession:
     stopping: bool = False
     closed: bool = False
     tasks: dict[str, int] = field(default_factory=dict)  # running delegations (task id -> turn), oldest first
-    transcript: deque = field(default_factory=lambda: deque(maxlen=64))
+    log: ConversationLog = field(default_factory=ConversationLog)  # both sides, spans by turn (delegation)
     weave: Weaver = field(default_factory=Weaver)
     policy: object | None = None  # this session's delegation policy (policies keep per-session state)
     last: spb.OutputChunk | None = None  # for tests and the actor's inspection
@@ -215,7 +215,9 @@ class TurnLoop:
         if len(self.sessions) >= self.config.max_sessions:
             raise SessionError("too_many_sessions", f"this actor hosts at most {self.config.max_sessions} sessions")
         live = LiveSession(id=sid, sink=sink, window=WindowBuilder(limits=self.config.limits),
-                           transcript=deque(maxlen=self.config.transcript_entries), policy=self._policy())
+                           log=ConversationLog(sid, LogConfig(turn_ms=self.config.turn_ms, joiner="",
+                                                              max_entries=self.config.transcript_entries)),
+                           policy=self._policy())
         live.events.append(event(spb.EVENT_KIND_SESSION_STARTED, session_id=sid))
         self.sessions[sid] = live
         log.info("session_opened", session_id=sid, live=len(self.sessions))
@@ -267,7 +269,7 @@ class TurnLoop:
         turn = live.turn
         mode = int(decision.preferred_mode) if decision is not None else cpb.SURFACING_MODE_WHEN_IDLE
         req = DelegationRequest(session_id=session_id, task=task, turn=turn,
-                                time_ms=int(turn * self.config.turn_ms), transcript=list(live.transcript),
+                                time_ms=int(turn * self.config.turn_ms), transcript=live.log,
                                 preferred_mode=mode,
                                 allowed_tools=decision.allowed_tools if decision is not None else None,
                                 deadline_ms=decision.deadline_ms if decision is not None else None)
@@ -275,6 +277,7 @@ class TurnLoop:
         live.tasks[task_id] = turn
         live.weave.track(task_id, turn, mode)
         self.metrics.delegations += 1
+        live.log.event(f"delegated: {task}", turn)
         live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn,
                                  policy=(decision.reason if decision is not None else "") or "direct"))
         return task_id
@@ -355,8 +358,7 @@ class TurnLoop:
             if upd.kind in TERMINAL:
                 live.tasks.pop(upd.task_id, None)
             if upd.kind == bpb.UPDATE_KIND_FINAL:
-                live.transcript.append(xpb.TranscriptEntry(
-                    speaker=xpb.SPEAKER_BACKGROUND, kind=xpb.ENTRY_KIND_UTTERANCE, text=upd.text, start_turn=turn))
+                live.log.background(upd.text, turn)
         events.extend(live.weave.offer_all(arrived, turn))
         return _Work(live=live, items=items, events=events,
                      time_ms=int(round((scheduled - live.origin) * 1000)))
@@ -386,10 +388,6 @@ class TurnLoop:
             w.events.extend(surfaced)
             inp.context = woven
             w.typed, w.user = inp.text, state
-            if inp.text:
-                live.transcript.append(xpb.TranscriptEntry(
-                    speaker=xpb.SPEAKER_USER, kind=xpb.ENTRY_KIND_UTTERANCE, text=inp.text, typed=True,
-                    start_turn=live.turn, end_turn=live.turn, start_ms=w.time_ms, end_ms=w.time_ms))
             inputs.append(inp)
         outs = self._step([w.live.state for w in work], inputs, work)
         chunks = [(self._chunk(w, o), o.delegate_task) if o is not None else (None, None)
@@ -431,14 +429,9 @@ class TurnLoop:
         if self.config.send_mel and out.mel.numel():
             chunk.audio.mel.extend(out.mel.flatten().tolist())
             chunk.audio.n_mels = int(out.mel.shape[1])
-        last = w.live.transcript[-1] if w.live.transcript else None
-        if out.text and last is not None and last.speaker == xpb.SPEAKER_ASSISTANT and last.end_turn == out.turn - 1:
-            last.text += out.text  # one utterance over several turns stays one entry
-            last.end_turn, last.end_ms = out.turn, w.time_ms
-        elif out.text:
-            w.live.transcript.append(xpb.TranscriptEntry(
-                speaker=xpb.SPEAKER_ASSISTANT, kind=xpb.ENTRY_KIND_UTTERANCE, text=out.text, start_turn=out.turn,
-                end_turn=out.turn, start_ms=w.time_ms, end_ms=w.time_ms))
+        w.live.log.record_turn(out.turn, user_speaking=w.user == UserState.SPEAKING and not w.typed,
+                               typed_text=w.typed, assistant_text=out.text,
+                               assistant_speaking=out.speaking or bool(out.text), barge_in=w.user == UserState.INTERRUPTED)
         return chunk
 
     def _decide(self, live: LiveSession, w: _Work, chunk: spb.OutputChunk, task: str | None) -> Delegation | None:
