@@ -101,9 +101,9 @@ class Lookup:
     Session and trainer register the same bytes in the same order."""
 
     sources: list[tuple[int, int, int, int, bool]] = field(default_factory=list)  # (pos, byte, h1, h2, ctx)
-    by2: dict[tuple[int, int], int] = field(default_factory=dict)
-    by1: dict[int, int] = field(default_factory=dict)
-    verb: bool = False  # inside the first word of the newest typed message
+    after_pair: dict[tuple[int, int], int] = field(default_factory=dict)  # (h1, h2) -> the byte that followed
+    after_byte: dict[int, int] = field(default_factory=dict)  # h1 -> the byte that followed it
+    in_command_word: bool = False  # reading the first word of the newest typed message ("say" of "say go in 2s")
     spent: int = 0  # sources[:spent] came before the end of an utterance: they offer nothing any more
 
     def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool) -> None:
@@ -112,16 +112,22 @@ class Lookup:
             self._index(b, h1, h2, context, offer=True)
 
     def _index(self, b: int, h1: int, h2: int, context: bool, offer: bool) -> None:
-        if h1 == HIST_START and not context:
-            self.verb = True
-            return
-        if not context and self.verb and h1 == ord(" "):
-            self.verb = False
-            if offer:
-                self.by1[HIST_START] = b  # the typed command's argument starts here
+        if not context and h1 == HIST_START:
+            self.in_command_word = True
+            return  # a typed message's first byte offers nothing
+        if not context and self._typed_command_argument(h1) and offer:
+            self.after_byte[HIST_START] = b  # an utterance may start with the typed command's argument
         if offer:
-            self.by2[(h1, h2)] = b
-            self.by1[h1] = b
+            self.after_pair[(h1, h2)] = b
+            self.after_byte[h1] = b
+
+    def _typed_command_argument(self, h1: int) -> bool:
+        """The command heuristic, in one place: a typed message's first word is a command ("say",
+        "tell"), and the byte after its first space starts the argument the reply may copy ("go")."""
+        if self.in_command_word and h1 == ord(" "):
+            self.in_command_word = False
+            return True
+        return False
 
     def push(self, token: int) -> None:
         """The model emitted `token`. Once an utterance ends (<stop_speaking>), what is already in the
@@ -129,20 +135,20 @@ class Lookup:
         so a voiced result is not copied into the next reply ("ok, 23 C"). Session and trainer push
         the same tokens."""
         if token == T.STOP_SPEAKING:
-            self.by2.clear()
-            self.by1.clear()
+            self.after_pair.clear()
+            self.after_byte.clear()
             self.spent = len(self.sources)
 
     def cand(self, hist: tuple[int, int]) -> tuple[int, int]:
         if hist[0] < 0:
             return NO_HIST
-        return self.by2.get(tuple(hist), HIST_NONE), self.by1.get(hist[0], HIST_NONE)
+        return self.after_pair.get(tuple(hist), HIST_NONE), self.after_byte.get(hist[0], HIST_NONE)
 
     def drop(self, lo: int, hi: int) -> None:
         """Forget sources at positions lo..hi-1 and move later ones left by hi - lo (compaction)."""
         kept = [(p - (hi - lo) if p >= hi else p, *rest, i < self.spent)
                 for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
-        self.sources, self.by2, self.by1, self.verb = [], {}, {}, False
+        self.sources, self.after_pair, self.after_byte, self.in_command_word = [], {}, {}, False
         self.spent = sum(spent for *_, spent in kept)
         for p, b, h1, h2, ctx, spent in kept:
             self.sources.append((p, b, h1, h2, ctx))
