@@ -100,11 +100,13 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
                      max_concurrent: int = 4, max_queued: int = 16, agent: AgentConfig | None = None,
                      registry_factory: Callable[[], Registry] | None = None, name: str | None = None,
                      num_cpus: float = 0, max_restarts: int = 10, log_level: str = "info",
-                     timeout_s: float = 120.0) -> tuple[ray.actor.ActorHandle, str]:
+                     timeout_s: float = 120.0, resources: dict[str, float] | None = None
+                     ) -> tuple[ray.actor.ActorHandle, str]:
     """Create a BackgroundActor (Ray must be initialised) and wait for its address "127.0.0.1:port".
 
     The port is fixed at creation (a free one when None) so the address survives restarts.
-    `registry_factory` (a picklable callable) replaces the built-in tools when given.
+    `registry_factory` (a picklable callable) replaces the built-in tools when given; `resources`
+    places the actor on a node that offers them (as interaction_actor.actor.spawn does).
     """
     cfg = ServerConfig(port=port or free_port(), engine=engine, engine_options=dict(engine_options or {}),
                        tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued))
@@ -113,6 +115,8 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
     opts: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}
     if name:
         opts["name"] = name
+    if resources:
+        opts["resources"] = dict(resources)
     handle = BackgroundActor.options(**opts).remote(cfg, registry_factory, log_level)
     address = ray.get(handle.address.remote(), timeout=timeout_s)
     return handle, address

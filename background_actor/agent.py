@@ -66,10 +66,10 @@ def build_messages(pkg: xpb.ContextPackage, config: AgentConfig) -> list[Message
     if pkg.earlier_summary:
         parts.append(f"Earlier: {pkg.earlier_summary}")
     lines = []
-    for e in list(pkg.transcript)[-config.transcript_entries:]:
-        if e.kind == xpb.ENTRY_KIND_SILENCE:
-            lines.append(f"[{e.start_ms / 1000:.1f}s] (silence {(e.end_ms - e.start_ms) / 1000:.1f}s)")
-            continue
+    # Only entries with words enter the prompt: silences and speech the interaction side heard but has
+    # no transcript of say nothing a language model can use, and a small one is thrown off by them.
+    worded = [e for e in pkg.transcript if e.kind != xpb.ENTRY_KIND_SILENCE and e.text.strip()]
+    for e in worded[-config.transcript_entries:]:
         marks = "".join(m for m, on in ((" (interrupted)", e.interrupted), (" (overlapping)", e.overlapped),
                                         (" (typed)", e.typed)) if on)
         lines.append(f"[{e.start_ms / 1000:.1f}s] {_speaker(e)}{marks}: {e.text}")

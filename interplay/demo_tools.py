@@ -7,6 +7,8 @@ fixed table. `demo_registry()` is the demo's tool set: this tool plus the built-
 
 from __future__ import annotations
 
+from typing import Literal
+
 from tools import Registry, ToolError, tool
 
 # city -> (condition, temperature in C). The interaction model's synthetic training data uses
@@ -19,12 +21,18 @@ FORECAST: dict[str, tuple[str, int]] = {
 }
 
 
+# The cities the table knows, declared in the tool's schema: the background model's tool call is
+# grammar-constrained to the schema, so it picks one of these instead of inventing a city (the 135M
+# model did, "Ogdeneborg", when a follow-up was folded into the task before its first step).
+City = Literal["Oslo", "Rome", "Lima", "Kyiv"]
+
+
 @tool(timeout_s=2.0, idempotent=True)
-def weather(city: str) -> str:
+def weather(city: City) -> str:
     """Today's weather for a city: the condition in one word and the temperature.
 
     Args:
-        city: City name, e.g. "Oslo".
+        city: City name, one of those with a forecast.
     """
     key = city.strip().lower()
     if key not in FORECAST:  # "Oslo, Norway", "oslo norway": the first known city named in it

@@ -42,14 +42,22 @@ async def test_a_reader_that_stops_early_frees_the_model_for_the_next_step_at_on
     async for ev in engine.stream(long):
         if ev.kind == "text":
             break
-    t0 = time.perf_counter()
     short = GenerateRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=4)
-    first = None
-    async for ev in engine.stream(short):
-        if ev.kind == "text" and first is None:
-            first = time.perf_counter() - t0
-    # 400 tokens at 30-100 tokens/s would hold the model for 4-13 s had generation not stopped
-    assert first is not None and first < 2.0
+
+    async def first_text_s() -> float | None:
+        t0 = time.perf_counter()
+        first = None
+        async for ev in engine.stream(short):
+            if ev.kind == "text" and first is None:
+                first = time.perf_counter() - t0
+        return first
+
+    after_break = await first_text_s()
+    alone = await first_text_s()  # the same request on a model nobody else holds: this machine's pace now
+    # 400 tokens at 30-100 tokens/s would hold the model 4-13 s longer had generation not stopped; the
+    # bound allows for a loaded machine (twice the unloaded wait, plus a second) and stays below that
+    assert after_break is not None and alone is not None
+    assert after_break < 2 * alone + 1.0, (after_break, alone)
 
 
 async def test_the_local_engine_answers_a_calculator_question_by_calling_the_tool_and_using_the_result(engine):
@@ -70,9 +78,24 @@ async def test_the_local_engine_answers_a_calculator_question_by_calling_the_too
     assert "3367" in answer.replace(",", "")
 
 
+class OfferRecorder:
+    """The real engine, with every request the agent makes of it kept (to see which tools it offered)."""
+
+    def __init__(self, inner: LocalEngine) -> None:
+        self.inner, self.requests = inner, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def stream(self, req: GenerateRequest):
+        self.requests.append(req)
+        return self.inner.stream(req)
+
+
 async def test_a_tool_the_package_does_not_allow_is_never_offered_or_run(engine):
     reg = default_registry(include=("calculator", "clock"))
-    agent = AgentLoop(engine, reg, AgentConfig(max_steps=2, max_tokens=48))
+    recorder = OfferRecorder(engine)
+    agent = AgentLoop(recorder, reg, AgentConfig(max_steps=2, max_tokens=48))
     seen: list[int] = []
 
     async def emit(kind: int, **fields) -> None:
@@ -82,4 +105,5 @@ async def test_a_tool_the_package_does_not_allow_is_never_offered_or_run(engine)
                              metadata={"tool_choice": "required"})
     answer = await agent.run(pkg, emit)
     await reg.aclose()
-    assert bpb.UPDATE_KIND_TOOL_CALL not in seen and answer
+    assert recorder.requests and all(not r.tools and r.tool_choice == "none" for r in recorder.requests)  # offered
+    assert bpb.UPDATE_KIND_TOOL_CALL not in seen and bpb.UPDATE_KIND_TOOL_RESULT not in seen and answer  # run

@@ -99,8 +99,13 @@ def test_tool_turns_are_rewritten_as_plain_turns_with_instructions_in_the_system
 
 
 def test_worked_examples_use_arguments_their_tool_accepts():
-    for entry in TOOLS:
-        fn = entry["function"]
-        for question, args, _result, _answer in EXAMPLES.get(fn["name"], []):
-            assert set(args) <= set(fn["parameters"]["properties"]), question
-            assert parse_action(json.dumps({"tool": fn["name"], "arguments": args}), TOOLS).calls
+    import jsonschema
+
+    schemas = {e["function"]["name"]: e for e in default_registry().schemas()}
+    assert EXAMPLES and all(EXAMPLES.values()) and set(EXAMPLES) <= set(schemas)  # examples of built-in tools
+    for name, examples in EXAMPLES.items():
+        params = schemas[name]["function"]["parameters"]
+        for question, args, _result, _answer in examples:
+            jsonschema.validate(args, params)  # names, types and required fields, as the tool will check
+            assert parse_action(json.dumps({"tool": name, "arguments": args}), [schemas[name]]).calls == [
+                (name, json.dumps(args))], question

@@ -93,7 +93,8 @@ async def test_a_delegation_streams_accepted_partials_and_exactly_one_final_with
     assert "".join(u.text for u in ups if u.kind == bpb.UPDATE_KIND_PARTIAL).strip() == ups[-1].text
 
 
-async def test_cancel_during_a_slow_tool_stops_that_tool_within_one_second(server):
+async def test_cancel_during_a_slow_tool_stops_that_tool_within_three_seconds(server):
+    """The tool would run 30 s; the bound leaves room for a loaded machine and still proves the stop."""
     reset_slow(30.0)
     pkg = package("Look up the archive entry for moss.", ["slow_lookup"], metadata={"tool_choice": "required"})
     async with BackgroundClient(server.address()) as bg:
@@ -109,7 +110,7 @@ async def test_cancel_during_a_slow_tool_stops_that_tool_within_one_second(serve
         resp = await bg.cancel(pkg.task_id, "user changed their mind")
         await asyncio.wait_for(reader, 5)
     assert resp.cancelled
-    assert SLOW.cancelled_at is not None and SLOW.cancelled_at - t0 < 1.0
+    assert SLOW.cancelled_at is not None and SLOW.cancelled_at - t0 < 3.0
     assert kinds(ups)[-1] == "CANCELLED" and kinds(ups).count("CANCELLED") == 1
     assert "TOOL_CALL" in kinds(ups) and "TOOL_RESULT" not in kinds(ups)
 

@@ -43,8 +43,9 @@ def runtime(cluster):
     from background_actor.actor import start_background
     from interaction_actor.actor import spawn
 
-    backgrounds = [start_background(engine="local", tools=("calculator",)) for _ in range(2)]
-    ia, address = spawn(resources={"head": 0.1}, preset="tiny", checkpoint="none", turn_ms=100,
+    backgrounds = [start_background(engine="local", tools=("calculator",), resources={"second": 0.1},
+                                    log_level="warning") for _ in range(2)]
+    ia, address = spawn(resources={"head": 0.1}, preset="tiny", checkpoint="none", seed=0, turn_ms=100,
                         background_address=",".join(a for _, a in backgrounds), allowed_tools=["calculator"],
                         delegation_deadline_ms=60_000)
     yield ia, address, backgrounds
@@ -74,13 +75,14 @@ def node_of(handle) -> str:
     return ray.get(handle.__ray_call__.remote(lambda _self: ray.get_runtime_context().get_node_id()), timeout=30)
 
 
-def test_the_service_runs_on_a_two_node_cluster_with_the_interaction_actor_where_it_was_placed(cluster, runtime):
+def test_the_interaction_actor_runs_on_the_head_node_and_the_background_pool_on_the_second(cluster, runtime):
     ia, _, backgrounds = runtime
     alive = [n for n in ray.nodes() if n["Alive"]]
     head = next(n["NodeID"] for n in alive if "head" in n["Resources"])
-    assert len(alive) == 2
+    second = next(n["NodeID"] for n in alive if "second" in n["Resources"])
+    assert len(alive) == 2 and head != second
     assert node_of(ia) == head
-    assert {node_of(h) for h, _ in backgrounds} <= {n["NodeID"] for n in alive}
+    assert [node_of(h) for h, _ in backgrounds] == [second, second]
 
 
 def test_a_background_killed_mid_task_is_reported_and_the_next_request_is_served(runtime):

@@ -53,20 +53,29 @@ def test_the_background_ran_the_weather_tool(demo):
     assert "weather" in summary["tool_calls"]
 
 
-def test_the_result_surfaced_when_idle_as_the_model_token_policy_chose_and_was_voiced(demo):
+def test_the_weather_result_surfaced_when_idle_for_voicing_and_the_assistant_spoke_after_it(demo):
+    """What is checked: the scheduler surfaced the answer in WHEN_IDLE mode and marked it for voicing
+    (its `voiced` flag), and the assistant produced audio on or after that turn. Which policy started
+    the delegation (the model's token or the rule backing it up) is not checked: both ask for
+    WHEN_IDLE. Whether the audio says the answer's words is `answer_voiced_fraction`."""
     summary, _ = demo
     finals = [r for r in summary["results_surfaced"] if r["voiced"] == "True"]
     assert finals and finals[0]["mode"] == cpb.SURFACING_MODE_WHEN_IDLE
-    assert summary["request_to_voiced_ms"] is not None
+    assert summary["answer"] and any(r["text"] == summary["answer"] and r["mode"] == cpb.SURFACING_MODE_WHEN_IDLE
+                                     for r in finals)
+    assert summary["request_to_voiced_ms"] is not None and summary["request_to_voiced_ms"] > 0
 
 
 def test_the_surfaced_answer_carries_the_weather_tools_data(demo):
     """The background writes for the ear (DemoConfig.agent_prompt: the tool's own line, "Oslo snow, -3 C").
     Whether the model then says those words is `answer_voiced_fraction` (issue 10's model does not yet
-    read them back)."""
+    read them back, so no floor is asserted on it); what is checked is that the fraction the summary
+    reports is backed by what the assistant said: that prefix of the answer is in its text."""
     summary, _ = demo
-    assert "snow" in summary["answer"].lower() and "-3" in summary["answer"]
-    assert 0.0 <= summary["answer_voiced_fraction"] <= 1.0
+    answer = summary["answer"]
+    assert "snow" in answer.lower() and "-3" in answer
+    said = round(summary["answer_voiced_fraction"] * len(answer))
+    assert 0 <= said <= len(answer) and answer[:said] in summary["assistant_said"]
 
 
 def test_the_barge_in_stops_the_assistant_within_a_turn(demo):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,11 @@ def run(*args: str, timeout: float) -> subprocess.CompletedProcess:
 def test_register_tools_example_calls_local_pydantic_and_mcp_tools():
     out = run("examples/register_tools.py", timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "units_" in out.stdout  # the MCP server's tools were loaded under their prefix
-    assert "confirmed" in out.stdout  # the pydantic-typed booking tool ran
+    assert "registered: check_stock, book_table, units_convert" in out.stdout  # MCP tools under their prefix
+    calls = {m.group(1): m.group(2) for m in re.finditer(r"^(call_\d) \S+\s+(ok|ERR \w+)\s.*$", out.stdout, re.M)}
+    assert calls == {"call_1": "ok", "call_2": "ok", "call_3": "ok", "call_4": "ERR invalid_arguments"}, out.stdout
+    assert '"confirmed": true' in out.stdout  # the pydantic-typed booking tool ran
+    assert "5 km = 3.107 mi" in out.stdout  # the MCP tool ran in the MCP server and answered
 
 
 def test_delegation_study_example_writes_its_table_and_plots(tmp_path):

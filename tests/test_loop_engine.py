@@ -28,7 +28,7 @@ PCM_100MS = (torch.sin(torch.arange(1600) / 4.0) * 6000).to(torch.int16).numpy()
 
 @pytest.fixture(scope="module")
 def tiny():
-    return build_model("tiny")
+    return build_model("tiny", seed=0)
 
 
 def kinds(chunk: spb.OutputChunk) -> list[int]:
@@ -91,7 +91,8 @@ async def test_a_hanging_background_server_does_not_delay_any_turn(tiny):
     assert any(spb.EVENT_KIND_DELEGATION_STARTED in kinds(c) for c in chunks)
     assert bg.received and bg.received[0].task == "look up the weather"
     assert not any(spb.EVENT_KIND_RESULT_SURFACED in kinds(c) for c in chunks)  # it was still hanging
-    assert max(c.timing.lateness_ms for c in chunks) < 20.0 and not any(c.timing.missed for c in chunks)
+    # no turn overran its slot or started a whole turn late (a generous bound for a shared machine)
+    assert max(c.timing.lateness_ms for c in chunks) < 100.0 and not any(c.timing.missed for c in chunks)
 
 
 async def answered_session(tiny, turns: int, speak_turns: int) -> list[spb.OutputChunk]:
@@ -148,14 +149,16 @@ async def test_nan_float_samples_cost_one_error_event_and_no_other_session_is_to
 
 
 async def test_a_real_overrun_is_counted_and_the_next_turn_starts_on_the_grid_not_in_a_burst():
-    model = build_model("small")  # 16 small sessions need ~100 ms a turn here: far over a 20 ms budget
+    model = build_model("small", seed=0)  # 16 small sessions need ~100 ms a turn here: far over a 20 ms budget
     loop = TurnLoop(model, LoopConfig(turn_ms=20, output_queue=1000))
     lives = [loop.open(f"s{i}", loop.sink()) for i in range(16)]
     await loop.run(max_turns=8)
     await loop.stop()
     m = loop.metrics
     assert m.missed >= 6 and m.skipped_slots >= 2 * m.missed  # each overrun skipped the slots it ran over
-    assert m.lateness_ms.max < 10.0  # every turn began at (or just after) its grid slot: no catch-up burst
+    # every turn began near its grid slot: a catch-up burst would start turns ~80 ms late (100 ms of
+    # compute in a 20 ms slot) and later ones later still; 40 ms leaves room for a loaded machine
+    assert m.lateness_ms.max < 40.0
     for live in lives:
         assert [c.turn for c in live.sink.q] == list(range(8))  # session turns stay gapless
         assert all(c.timing.missed for c in list(live.sink.q)[1:])
@@ -184,7 +187,7 @@ async def test_the_metrics_endpoint_reports_turns_and_lateness_buckets_over_http
 
 
 async def test_the_models_silent_state_reaches_the_client_as_model_state_and_never_as_text():
-    model = build_model("tiny")  # a model of its own: its output bias is forced to <state:5> alone
+    model = build_model("tiny", seed=0)  # a model of its own: its output bias is forced to <state:5> alone
     model.output_bias.fill_(float("-inf"))
     model.output_bias[T.state_token(5)] = 0.0
     loop = TurnLoop(model, LoopConfig(turn_ms=50))

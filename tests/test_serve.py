@@ -6,6 +6,7 @@ Both are run as the user runs them: two subprocesses of the installed CLI, talki
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,10 @@ def test_serve_prints_an_endpoint_that_talk_streams_a_script_to(tmp_path: Path):
         turns = [ln for ln in talk.stdout.splitlines() if ln.startswith("turn ")]
         assert len(turns) >= 8
         assert any("text 'hello there'" in ln for ln in turns)
-        assert "0 missed" in talk.stdout
+        # the closing summary: "session ID: N turns, M missed, ..." ("10 missed" must not pass as "0 missed")
+        summary = re.search(r"\b(\d+) turns, (\d+) missed\b", talk.stdout)
+        assert summary, talk.stdout[-2000:]
+        assert int(summary.group(1)) == len(turns) and int(summary.group(2)) == 0
     finally:
         serve.send_signal(signal.SIGINT)
         try:

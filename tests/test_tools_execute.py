@@ -109,7 +109,9 @@ async def test_a_tool_runs_when_the_context_grants_its_permission():
 # ----------------------------------------------------------------------------- timeouts
 
 
-async def test_an_async_tool_that_sleeps_forever_is_cancelled_within_100_ms_of_its_timeout():
+async def test_an_async_tool_that_sleeps_forever_is_cancelled_at_its_timeout():
+    """Not before its 0.2 s limit, and long before forever: the upper bound leaves half a second for a
+    loaded machine (a tool that was not cancelled would never return)."""
     saw_cancel = asyncio.Event()
 
     @tool(timeout_s=0.2)
@@ -125,7 +127,7 @@ async def test_an_async_tool_that_sleeps_forever_is_cancelled_within_100_ms_of_i
     t0 = time.perf_counter()
     out = await Registry([hang]).call("hang", {})
     elapsed = time.perf_counter() - t0
-    assert out.error_code == "timeout" and 0.2 <= elapsed < 0.3
+    assert out.error_code == "timeout" and 0.2 <= elapsed < 0.7
     await asyncio.wait_for(saw_cancel.wait(), 1.0)  # the coroutine saw CancelledError
 
 
@@ -149,7 +151,9 @@ async def test_a_late_result_of_an_async_tool_that_ignores_cancellation_is_dropp
     assert out.error_code == "timeout" and "LATE" not in out.content
 
 
-async def test_a_sync_tool_that_blocks_is_abandoned_within_100_ms_of_its_timeout():
+async def test_a_sync_tool_that_blocks_is_abandoned_at_its_timeout():
+    """Not before its 0.2 s limit, and well before the 5 s the tool blocks: the upper bound leaves half a
+    second for a loaded machine."""
     release = threading.Event()
 
     @tool(timeout_s=0.2)
@@ -164,7 +168,7 @@ async def test_a_sync_tool_that_blocks_is_abandoned_within_100_ms_of_its_timeout
         elapsed = time.perf_counter() - t0
     finally:
         release.set()
-    assert out.error_code == "timeout" and 0.2 <= elapsed < 0.3
+    assert out.error_code == "timeout" and 0.2 <= elapsed < 0.7
 
 
 async def test_the_late_result_of_an_abandoned_sync_tool_is_dropped():

@@ -119,12 +119,16 @@ def test_annotated_field_descriptions_are_used():
 
 
 def test_a_toolcontext_parameter_is_injected_not_exposed():
+    import asyncio
+
     @tool
     def whoami(context: ToolContext) -> str:
         """Who is asking."""
         return context.session_id
 
     assert _params(whoami)["properties"] == {}
+    out = asyncio.run(Registry([whoami]).call("whoami", {}, context=ToolContext(session_id="s7")))
+    assert (out.ok, out.content) == (True, "s7")
 
 
 def test_recursive_models_keep_their_defs():
@@ -209,8 +213,19 @@ def test_schemas_respect_an_allow_list():
 
 
 def test_registries_are_independent_objects():
+    @tool
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
     a, b = Registry([plan]), Registry()
-    assert "plan" in a and "plan" not in b
+    b.register(ping)
+    merged = a | b
+    merged.remove("plan")
+    narrowed = a.subset(["plan"])
+    narrowed.remove("plan")
+    assert (a.names(), b.names(), merged.names(), narrowed.names()) == (["plan"], ["ping"], ["ping"], [])
+    assert Registry().names() == []  # nothing registered above leaked into a new registry
 
 
 def test_a_tool_and_its_registry_survive_pickling_for_shipping_to_an_actor():

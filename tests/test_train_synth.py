@@ -47,6 +47,7 @@ def test_training_seeds_never_reach_the_held_out_seeds():
 
 
 def test_each_expected_utterance_starts_with_start_speaking_at_its_expected_turn():
+    tasks_with_utterances = set()
     for task in synth.TASKS:
         for s in range(20):
             ep = synth.episode(s, task)
@@ -55,6 +56,8 @@ def test_each_expected_utterance_starts_with_start_speaking_at_its_expected_turn
                 row = ep.targets[ep.expect["turn"]]
                 assert row[0] == T.START_SPEAKING
                 assert T.decode(row[1:]) == ep.expect["say"][: len(row) - 1]
+                tasks_with_utterances.add(task)
+    assert tasks_with_utterances == set(synth.TASKS)  # the check above ran, on utterances of every task
 
 
 def test_the_featurized_episode_is_exactly_what_the_streaming_session_writes(tiny):
