@@ -106,7 +106,7 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
 
     The port is fixed at creation (a free one when None) so the address survives restarts.
     `registry_factory` (a picklable callable) replaces the built-in tools when given; `resources`
-    places the actor on a node that offers them (as interaction_actor.actor.spawn does).
+    places the actor on a node that offers them (as interaction_actor.runtime.actor.spawn does).
     """
     cfg = ServerConfig(port=port or free_port(), engine=engine, engine_options=dict(engine_options or {}),
                        tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued))

@@ -4,7 +4,7 @@
         async for upd in bg.delegate(pkg, timeout_s=30): ...
         await bg.steer(task_id, "make it shorter");  await bg.cancel(task_id)
 
-(The interaction side uses interaction_actor/delegator.py; this one serves tests, benches and tools.)
+(The interaction side uses interaction_actor/runtime/delegator.py; this one serves tests, benches and tools.)
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ first (tasks in flight from this pool; round robin among equals). A server that 
 terminal ERROR `background_died` (work is never run twice) — unless the package is marked
 `idempotent`, in which case the task is run again on the next server (its updates then restart at
 seq 0 under the same task id, after a PROGRESS update that says so). A task past its deadline ends
-with `deadline_exceeded`. Every RPC carries a deadline. The live path (interaction_actor.delegator)
+with `deadline_exceeded`. Every RPC carries a deadline. The live path (interaction_actor.runtime.delegator)
 delegates through this; background_actor.pool.start_pool starts servers to point it at.
 """
 

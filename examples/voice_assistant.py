@@ -25,7 +25,7 @@ from interplay.log import configure_logging
 configure_logging("warning")  # before the runtime modules bind their loggers
 
 from background_actor.actor import start_background  # noqa: E402
-from interaction_actor.actor import spawn  # noqa: E402
+from interaction_actor.runtime.actor import spawn  # noqa: E402
 from interplay.client import SessionClient, Timeline, text_chunk, wav_source  # noqa: E402
 from interplay.raylocal import ensure_ray  # noqa: E402
 from interplay.v1 import session_pb2 as spb  # noqa: E402

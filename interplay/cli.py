@@ -55,7 +55,7 @@ def bench_model(
     threads: int = typer.Option(1, help="torch threads for the model step."),
 ) -> None:
     """Per-turn compute of the interaction model, late vs early turns, re-prefill vs append."""
-    from interaction_actor.bench_model import bench_model as run
+    from interaction_actor.model.bench import bench_model as run
 
     emit("interplay bench model", run(quick=quick, preset=preset, threads=threads), as_json)
 
@@ -90,7 +90,7 @@ def bench_loop(
     turn_ms: int = typer.Option(200, help="Turn length in milliseconds."),
 ) -> None:
     """Turn-start lateness, compute fraction and misses for 1/4/16 sessions, idle and with a busy neighbour."""
-    from interaction_actor.bench_loop import bench_loop as run
+    from interaction_actor.runtime.bench import bench_loop as run
 
     emit("interplay bench loop", run(quick=quick, preset=preset, seconds=seconds, turn_ms=turn_ms), as_json)
 
@@ -137,7 +137,7 @@ def train(
     """Co-train the interaction model from scratch on synthetic micro-turn episodes; writes weights + card."""
     import json
 
-    from interaction_actor.train import train_main
+    from interaction_actor.training.train import train_main
 
     card = train_main(preset=preset, steps=steps, minutes=minutes, seed=seed, out=out, resume=resume,
                       threads=threads, evaluate_after=evaluate_after, eval_quick=True, progress=True)
@@ -152,7 +152,7 @@ def eval_(
     checkpoint: str = typer.Option(None, help="Weights to evaluate (default: the shipped checkpoint)."),
 ) -> None:
     """Interactivity suite on held-out episodes, turn by turn through the streaming session, vs a turn-based baseline."""
-    from interaction_actor.evaluate import eval_main
+    from interaction_actor.training.evaluate import eval_main
 
     emit("interplay eval", eval_main(checkpoint=checkpoint, quick=quick), as_json)
 
@@ -185,7 +185,7 @@ def _engine_options(engine: str, s) -> dict:
 def _backend(spec: str | None, s) -> str:
     """The interaction backend to run (--backend, else INTERPLAY_MODEL__BACKEND), checked before Ray starts:
     a spec that names no backend is a user mistake (one line, exit code 2)."""
-    from interaction_actor.backend import BACKENDS
+    from interaction_actor.runtime.backend import BACKENDS
 
     spec = spec or s.model.backend
     if spec not in BACKENDS:

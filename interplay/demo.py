@@ -41,7 +41,7 @@ class DemoConfig:
     background_actors: int = 1
     checkpoint: str | None = None  # interaction model weights (default: the shipped checkpoint)
     preset: str = "small"
-    backend: str = "native"  # interaction backend: a registered name or module:attr (interaction_actor.backend)
+    backend: str = "native"  # interaction backend: a registered name or module:attr (interaction_actor.runtime.backend)
     out_dir: str = "runs/demo"
     ray_address: str | None = None
     tail_s: float = 3.0  # keep listening after the last cue, then until every delegation has come back
@@ -71,7 +71,7 @@ class Cue:
 
 def _frame(red: bool, rng: random.Random) -> spb.InputChunk:
     """An 80x80 RGB frame of one or two shapes (a red one when `red`): the cue_speak task's scene."""
-    from interaction_actor.synth import draw
+    from interaction_actor.training.synth import draw
 
     def shape(colour: str) -> tuple[str, str, int, int, int]:
         r = rng.randint(8, 12)
@@ -295,7 +295,7 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
     """Ray, the background pool and the interaction actor; returns (handles, session address, bg addresses)."""
     from background_actor.actor import start_background
     from background_actor.agent import AgentConfig
-    from interaction_actor.actor import spawn
+    from interaction_actor.runtime.actor import spawn
     from interplay.demo_tools import demo_registry
     from interplay.raylocal import ensure_ray
 

@@ -61,9 +61,9 @@ def bench_kernels(quick: bool = False, threads: int = 1, preset: str = "small",
 
 def _turn_ratio(preset: str, turns: int, warm: int) -> dict:
     import kernels
-    from interaction_actor.bench_model import _inputs
-    from interaction_actor.model import build_model
-    from interaction_actor.session import new_session, step_batch
+    from interaction_actor.model.bench import _inputs
+    from interaction_actor.model.fusion import build_model
+    from interaction_actor.model.session import new_session, step_batch
 
     model = build_model(preset)
     sessions = {False: new_session(model, "default"), True: new_session(model, "deterministic")}
@@ -89,9 +89,9 @@ def _turn_ratio(preset: str, turns: int, warm: int) -> dict:
 def _turn_server(preset: str, deterministic: bool, threads: int) -> None:
     """Child process of _cross_process_ratio: one turn of a fresh session per input line, its ms printed."""
     import kernels
-    from interaction_actor.bench_model import _inputs
-    from interaction_actor.model import build_model
-    from interaction_actor.session import new_session, step_batch
+    from interaction_actor.model.bench import _inputs
+    from interaction_actor.model.fusion import build_model
+    from interaction_actor.model.session import new_session, step_batch
 
     torch.set_num_threads(threads)
     model = build_model(preset)
@@ -147,7 +147,7 @@ def _cross_process_ratio(preset: str, threads: int, turns: int, warm: int) -> di
 
 
 def _moe_ratios(moe_preset: str, reps: int) -> dict:
-    from interaction_actor.config import preset as get_preset
+    from interaction_actor.model.config import preset as get_preset
 
     cfg = get_preset(moe_preset)
     e, f, d = cfg.moe_experts, cfg.ffn_dim, cfg.d_model

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interaction_actor.backend import Capabilities
-from interaction_actor.session import TurnInput, TurnOutput
+from interaction_actor.model.session import TurnInput, TurnOutput
+from interaction_actor.runtime.backend import Capabilities
 
 
 @dataclass

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from interaction_actor.actor import InteractionActorImpl
-from interaction_actor.backend import BackendError, Capabilities, NativeBackend, load_backend
-from interaction_actor.model import build_model
-from interaction_actor.session import TurnInput
+from interaction_actor.model.fusion import build_model
+from interaction_actor.model.session import TurnInput
+from interaction_actor.runtime.actor import InteractionActorImpl
+from interaction_actor.runtime.backend import BackendError, Capabilities, NativeBackend, load_backend
 from interplay.client import SessionClient, text_chunk
 from interplay.v1 import session_pb2 as spb
 

@@ -16,7 +16,7 @@ import ray
 from background_actor.actor import start_background
 from background_actor.agent import AgentConfig
 from background_actor.service import wait_serving
-from interaction_actor.delegator import DelegationRequest, Delegator
+from interaction_actor.runtime.delegator import DelegationRequest, Delegator
 from interplay.v1 import background_pb2 as bpb
 
 TERMINAL = (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED)

@@ -22,7 +22,7 @@ from background_actor.agent import AgentConfig
 from background_actor.client import BackgroundClient
 from background_actor.service import SERVICE_NAME, ServerConfig
 from background_actor.tasks import TaskConfig
-from interaction_actor.delegator import DelegationRequest, Delegator
+from interaction_actor.runtime.delegator import DelegationRequest, Delegator
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import context_pb2 as xpb
 from tools import Registry, tool

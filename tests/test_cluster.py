@@ -41,7 +41,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def runtime(cluster):
     from background_actor.actor import start_background
-    from interaction_actor.actor import spawn
+    from interaction_actor.runtime.actor import spawn
 
     backgrounds = [start_background(engine="local", tools=("calculator",), resources={"second": 0.1},
                                     log_level="warning") for _ in range(2)]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interaction_actor import synth
-from interaction_actor import text as T
-from interaction_actor.evaluate import (
+from interaction_actor.model import text as T
+from interaction_actor.model.fusion import build_model
+from interaction_actor.training import synth
+from interaction_actor.training.evaluate import (
     VadHarness,
     evaluate,
     in_session_episodes,
@@ -16,7 +17,6 @@ from interaction_actor.evaluate import (
     oracle_transcript,
     score,
 )
-from interaction_actor.model import build_model
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import kernels
-from interaction_actor.config import preset
-from interaction_actor.model import InteractionModel
-from interaction_actor.session import TurnInput, new_session, step_batch
+from interaction_actor.model.config import preset
+from interaction_actor.model.fusion import InteractionModel
+from interaction_actor.model.session import TurnInput, new_session, step_batch
 
 SEED = 1130  # fixed: a failure reproduces; printed in every failure message
 TURNS = 100
@@ -114,7 +114,7 @@ def test_a_session_stepped_alone_or_batched_with_1_to_7_others_at_other_lengths_
 
 
 def test_a_right_padded_training_batch_gives_each_sequence_the_bits_it_gets_alone_and_streamed():
-    from interaction_actor.layout import SlotChunk
+    from interaction_actor.model.layout import SlotChunk
 
     model = random_model("tiny_moe", SEED + 6)
     g = torch.Generator().manual_seed(SEED + 7)
@@ -139,7 +139,7 @@ def test_a_right_padded_training_batch_gives_each_sequence_the_bits_it_gets_alon
 
 
 def test_the_training_loss_forward_with_autograd_has_the_streamed_logits_bitwise_and_backpropagates():
-    from interaction_actor.layout import mel_slot_mask, text_targets
+    from interaction_actor.model.layout import mel_slot_mask, text_targets
 
     model = random_model("tiny_moe", SEED + 8)
     g = torch.Generator().manual_seed(SEED + 9)

@@ -14,8 +14,8 @@ import pytest
 import ray
 import torch
 
-from interaction_actor.actor import spawn
-from interaction_actor.bench_loop import busy_processes
+from interaction_actor.runtime.actor import spawn
+from interaction_actor.runtime.bench import busy_processes
 from interplay.client import SessionClient, audio_chunk, control
 from interplay.v1 import session_pb2 as spb
 

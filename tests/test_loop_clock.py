@@ -6,7 +6,7 @@ checked exactly; the real loop's overruns are tested in test_loop_engine.py.
 
 from __future__ import annotations
 
-from interaction_actor.clock import TurnClock
+from interaction_actor.runtime.clock import TurnClock
 
 
 class ManualTime:

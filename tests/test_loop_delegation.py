@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import serve_background as background
 
-from interaction_actor.delegator import DelegationRequest, Delegator
-from interaction_actor.loop import LoopConfig, TurnLoop
-from interaction_actor.model import build_model
-from interaction_actor.service import serve
+from interaction_actor.model.fusion import build_model
+from interaction_actor.runtime.delegator import DelegationRequest, Delegator
+from interaction_actor.runtime.loop import LoopConfig, TurnLoop
+from interaction_actor.runtime.service import serve
 from interplay.client import SessionClient, audio_chunk, control, text_chunk
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc

@@ -12,11 +12,11 @@ import pytest
 import torch
 from conftest import serve_background as background
 
-from interaction_actor import text as T
-from interaction_actor.inputs import FloatAudio
-from interaction_actor.loop import LoopConfig, TurnLoop
-from interaction_actor.model import build_model
-from interaction_actor.service import serve
+from interaction_actor.model import text as T
+from interaction_actor.model.fusion import build_model
+from interaction_actor.runtime.inputs import FloatAudio
+from interaction_actor.runtime.loop import LoopConfig, TurnLoop
+from interaction_actor.runtime.service import serve
 from interplay.client import SessionClient, audio_chunk
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc
@@ -167,7 +167,7 @@ async def test_a_real_overrun_is_counted_and_the_next_turn_starts_on_the_grid_no
 async def test_the_metrics_endpoint_reports_turns_and_lateness_buckets_over_http(tiny):
     import httpx
 
-    from interaction_actor.metrics import serve_metrics
+    from interaction_actor.runtime.metrics import serve_metrics
 
     loop = TurnLoop(tiny, LoopConfig(turn_ms=20))
     loop.open("s", loop.sink())

@@ -9,7 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from interaction_actor.inputs import FloatAudio, InputError, StreamResampler, WindowBuilder, safe_parse
+from interaction_actor.runtime.inputs import (
+    FloatAudio,
+    InputError,
+    StreamResampler,
+    WindowBuilder,
+    safe_parse,
+)
 from interplay.v1 import session_pb2 as spb
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from interaction_actor.bench_model import bench_model
+from interaction_actor.model.bench import bench_model
 
 
 def test_bench_model_quick_reports_every_figures_key_with_measured_values():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interaction_actor import text as T
-from interaction_actor.config import preset
-from interaction_actor.dmel import (
+from interaction_actor.model import text as T
+from interaction_actor.model.config import preset
+from interaction_actor.model.dmel import (
     DMelStream,
     dmel_stream_push,
     dmel_tokens,
@@ -15,9 +15,9 @@ from interaction_actor.dmel import (
     mel_filterbank,
     undiscretize,
 )
-from interaction_actor.flow_head import FlowHead, frame_noise
-from interaction_actor.hmlp import HMLPStem, frame_to_patches
-from interaction_actor.vocoder import DELAY_SAMPLES, VocoderState, griffin_lim, mel_error, vocode_turns
+from interaction_actor.model.flow_head import FlowHead, frame_noise
+from interaction_actor.model.hmlp import HMLPStem, frame_to_patches
+from interaction_actor.model.vocoder import DELAY_SAMPLES, VocoderState, griffin_lim, mel_error, vocode_turns
 
 CFG = preset("tiny")
 SR = 16000
@@ -169,8 +169,8 @@ def test_byte_text_roundtrips_and_streams_split_characters():
 
 
 def test_every_preset_validates_and_a_saved_checkpoint_rebuilds_the_same_model(tmp_path):
-    from interaction_actor.config import PRESETS
-    from interaction_actor.model import build_model, save_checkpoint
+    from interaction_actor.model.config import PRESETS
+    from interaction_actor.model.fusion import build_model, save_checkpoint
 
     for name in PRESETS:
         assert preset(name).validate().head_dim % 2 == 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interaction_actor import text as T
-from interaction_actor.layout import mel_slot_mask, text_targets
-from interaction_actor.model import build_model
-from interaction_actor.session import TurnInput, compact, fill_after, new_session, step_batch
+from interaction_actor.model import text as T
+from interaction_actor.model.fusion import build_model
+from interaction_actor.model.layout import mel_slot_mask, text_targets
+from interaction_actor.model.session import TurnInput, compact, fill_after, new_session, step_batch
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_chunked_streaming_equals_the_full_sequence_forward_over_60_turns(model)
 def test_moe_model_streams_equal_to_its_full_forward():
     m = build_model("tiny", seed=2)
     cfg = m.config.replace(moe_experts=4, moe_top_k=2)
-    from interaction_actor.model import InteractionModel
+    from interaction_actor.model.fusion import InteractionModel
 
     torch.manual_seed(3)
     m = InteractionModel(cfg).eval()
@@ -128,7 +128,7 @@ def test_compaction_moves_kept_keys_to_the_rotation_of_their_new_positions(model
         hq, hkv, dh = blk.attn.hq, blk.attn.hkv, blk.attn.dh
         k = qkv[:, hq * dh : (hq + hkv) * dh].view(len(kept), hkv, dh)
         new_positions = torch.arange(len(kept))
-        from interaction_actor.transformer import apply_rope
+        from interaction_actor.model.transformer import apply_rope
 
         fresh = apply_rope(k, model.transformer.rope_cos[new_positions][:, None], model.transformer.rope_sin[
             new_positions][:, None]).transpose(0, 1)
@@ -137,7 +137,7 @@ def test_compaction_moves_kept_keys_to_the_rotation_of_their_new_positions(model
 
 def test_a_sampled_voiced_session_replays_exactly_for_its_seed():
     m = build_model("tiny", seed=4)
-    from interaction_actor.model import InteractionModel
+    from interaction_actor.model.fusion import InteractionModel
 
     m2 = InteractionModel(m.config.replace(temperature=1.0)).eval()
     m2.load_state_dict(m.state_dict())
@@ -209,7 +209,7 @@ def test_fill_after_predicts_where_the_capacity_rule_leaves_a_session(model):
 
 
 def test_a_delegated_task_spanning_turns_is_reported_once_when_closed(model):
-    from interaction_actor.session import _finish_turn
+    from interaction_actor.model.session import _finish_turn
 
     s = new_session(model, "deleg")
     first = _finish_turn(s, [T.encode("a")[0], T.DELEGATE, *T.encode("ti")], False, None, None, 80)
@@ -233,7 +233,7 @@ def test_a_silent_state_token_is_reported_as_state_and_never_as_text_or_speech(m
 
 
 def test_a_delegated_task_left_open_ends_where_speech_starts_and_the_speech_is_text(model):
-    from interaction_actor.session import _finish_turn
+    from interaction_actor.model.session import _finish_turn
 
     s = new_session(model, "open")
     first = _finish_turn(s, [T.DELEGATE, *T.encode("wx")], False, None, None, 80)
@@ -254,7 +254,7 @@ def test_barge_in_silences_the_assistant_in_the_same_turn(model):
 
 
 def test_a_few_training_steps_on_a_streamed_sequence_lower_the_loss():
-    from interaction_actor.model import InteractionModel
+    from interaction_actor.model.fusion import InteractionModel
 
     torch.manual_seed(0)
     m = InteractionModel(build_model("tiny", seed=0).config)  # the preset's config; weights from the seed above
@@ -285,8 +285,8 @@ def test_the_slot_embedding_row_is_the_offset_in_the_turn_block_and_zero_for_bos
 def test_streaming_with_byte_history_and_copy_candidates_equals_the_full_forward(model, monkeypatch):
     """The untrained model rarely speaks, so the sampler replays an echo episode's targets (a fake
     sampler: the property is the forward, which sees real history and candidate ids either way)."""
-    import interaction_actor.session as S
-    from interaction_actor import synth
+    import interaction_actor.model.session as S
+    from interaction_actor.training import synth
 
     ep = synth.episode(3, "echo", model.config)
     monkeypatch.setattr(S, "_choose", lambda m, logits, sessions, slot: [ep.targets[sessions[0].turn][slot]])

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import kernels
-from interaction_actor import synth
-from interaction_actor.model import build_model
-from interaction_actor.session import new_session, step_batch
-from interaction_actor.train import DEFAULT_CHECKPOINT, card_path
+from interaction_actor.model.fusion import build_model
+from interaction_actor.model.session import new_session, step_batch
+from interaction_actor.training import synth
+from interaction_actor.training.train import DEFAULT_CHECKPOINT, card_path
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,9 @@ QUALITY_FLOOR = 0.8  # per task, on 10 held-out episodes (the card's 50-episode 
 
 def test_the_shipped_model_scores_at_least_the_floor_on_held_out_episodes_of_every_task(shipped):
     """What the shipped model does, checked: 10 held-out episodes per task through the real streaming
-    session (interaction_actor.evaluate), each task's accuracy at least QUALITY_FLOOR. A checkpoint
+    session (interaction_actor.training.evaluate), each task's accuracy at least QUALITY_FLOOR. A checkpoint
     that regressed (or failed to load and ran untrained: every task 0) fails here."""
-    from interaction_actor.evaluate import evaluate
+    from interaction_actor.training.evaluate import evaluate
 
     result = evaluate(model=shipped, episodes=10, baseline=False, in_session=False)
     scores = result["tasks"]

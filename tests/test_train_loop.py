@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import kernels
-from interaction_actor import synth
-from interaction_actor.model import build_model
-from interaction_actor.session import new_session, step_batch
-from interaction_actor.train import TrainConfig, card_path, train
+from interaction_actor.model.fusion import build_model
+from interaction_actor.model.session import new_session, step_batch
+from interaction_actor.training import synth
+from interaction_actor.training.train import TrainConfig, card_path, train
 
 
 def _cfg(steps: int, **kw) -> TrainConfig:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interaction_actor import synth
-from interaction_actor import text as T
-from interaction_actor.layout import TurnLayout
-from interaction_actor.model import build_model
-from interaction_actor.session import new_session, step_batch
-from interaction_actor.train import featurize, train_seeds
+from interaction_actor.model import text as T
+from interaction_actor.model.fusion import build_model
+from interaction_actor.model.layout import TurnLayout
+from interaction_actor.model.session import new_session, step_batch
+from interaction_actor.training import synth
+from interaction_actor.training.train import featurize, train_seeds
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_the_featurized_episode_is_exactly_what_the_streaming_session_writes(tin
 def test_a_session_saying_the_targets_writes_the_byte_history_the_trainer_feeds(tiny, monkeypatch):
     """The untrained model rarely speaks, so the sampler is replaced by one that replays the episode's
     targets (the property is about what the session writes, whoever chose the tokens)."""
-    import interaction_actor.session as S
+    import interaction_actor.model.session as S
 
     for task in ("echo", "delegation", "time_speak"):
         ep = synth.episode(5, task, tiny.config)
@@ -155,7 +155,7 @@ def test_rep_count_keeps_a_silent_tally_that_ends_at_the_answer():
 
 
 def test_a_training_batch_draws_its_tasks_from_the_mix_in_order():
-    from interaction_actor.train import TrainConfig, batch_tasks
+    from interaction_actor.training.train import TrainConfig, batch_tasks
 
     tc = TrainConfig(batch=3, episodes_per_row=1, mix=("cue_speak", "delegation"))
     assert batch_tasks(tc) == ["cue_speak", "delegation", "cue_speak"]
@@ -165,7 +165,7 @@ def test_a_training_batch_draws_its_tasks_from_the_mix_in_order():
 
 
 def test_an_utterance_s_first_byte_is_looked_up_in_context_messages_then_typed_arguments():
-    from interaction_actor.layout import HIST_NONE, HIST_START, Lookup, message_hist
+    from interaction_actor.model.layout import HIST_NONE, HIST_START, Lookup, message_hist
 
     look = Lookup()
     typed, ctx = T.encode("say go"), T.encode("Oslo")
@@ -179,7 +179,7 @@ def test_an_utterance_s_first_byte_is_looked_up_in_context_messages_then_typed_a
 
 
 def test_compaction_forgets_the_copy_candidates_it_drops():
-    from interaction_actor.layout import HIST_NONE, HIST_START, Lookup, message_hist
+    from interaction_actor.model.layout import HIST_NONE, HIST_START, Lookup, message_hist
 
     look = Lookup()
     a, b = T.encode("ab"), T.encode("cd")
@@ -192,7 +192,7 @@ def test_compaction_forgets_the_copy_candidates_it_drops():
 
 
 def test_a_voiced_result_is_not_offered_again_once_its_utterance_has_ended():
-    from interaction_actor.layout import HIST_NONE, HIST_START, Lookup, message_hist
+    from interaction_actor.model.layout import HIST_NONE, HIST_START, Lookup, message_hist
 
     look = Lookup()
     start = (HIST_START, HIST_START)

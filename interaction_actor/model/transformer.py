@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import kernels
-from interaction_actor.config import ModelConfig
+from interaction_actor.model.config import ModelConfig
 
 
 class RMSNorm(nn.Module):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import kernels
-from interaction_actor.config import ModelConfig
+from interaction_actor.model.config import ModelConfig
 
 MEL_MEAN = -2.5  # log10 mel normalisation for the flow (dMel range [-7, 2] -> about [-1.8, 1.8])
 MEL_STD = 2.5

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import torch
 
 from delegation import InterleaveScheduler, SchedulerConfig, SchedulerError, SurfacingMode, UserState
-from interaction_actor.vad import tail_is_speech
+from interaction_actor.model.vad import tail_is_speech
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 
-log = get_logger("interaction_actor.weave")
+log = get_logger("interaction_actor.runtime.weave")
 
 
 

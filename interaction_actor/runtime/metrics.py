@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.metrics")
+log = get_logger("interaction_actor.runtime.metrics")
 
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 

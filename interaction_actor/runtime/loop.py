@@ -40,19 +40,19 @@ import kernels
 from delegation import ConversationLog, Delegation, TurnState, UserState, load_policy
 from delegation.scheduler import TERMINAL
 from delegation.transcript import LogConfig
-from interaction_actor.backend import InteractionBackend, NativeBackend, load_backend
-from interaction_actor.clock import TurnClock
-from interaction_actor.delegator import DelegationRequest, Delegator
-from interaction_actor.inputs import InputError, InputLimits, WindowBuilder
-from interaction_actor.metrics import LoopMetrics
-from interaction_actor.session import TurnInput, TurnOutput
-from interaction_actor.weave import Weaver, event, user_state
+from interaction_actor.model.session import TurnInput, TurnOutput
+from interaction_actor.runtime.backend import InteractionBackend, NativeBackend, load_backend
+from interaction_actor.runtime.clock import TurnClock
+from interaction_actor.runtime.delegator import DelegationRequest, Delegator
+from interaction_actor.runtime.inputs import InputError, InputLimits, WindowBuilder
+from interaction_actor.runtime.metrics import LoopMetrics
+from interaction_actor.runtime.weave import Weaver, event, user_state
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 
-log = get_logger("interaction_actor.loop")
+log = get_logger("interaction_actor.runtime.loop")
 
 CONTROL_TOKENS = {"delegate": spb.CONTROL_TOKEN_DELEGATE, "start_speaking": spb.CONTROL_TOKEN_START_SPEAKING,
                   "stop_speaking": spb.CONTROL_TOKEN_STOP_SPEAKING, "listen": spb.CONTROL_TOKEN_LISTEN}

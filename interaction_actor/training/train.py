@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 import kernels
-from interaction_actor import synth
-from interaction_actor import text as T
-from interaction_actor.config import ModelConfig, preset
-from interaction_actor.featurize import InputStreams, featurize_turn
-from interaction_actor.layout import (
+from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig, preset
+from interaction_actor.model.featurize import InputStreams, featurize_turn
+from interaction_actor.model.fusion import InteractionModel
+from interaction_actor.model.layout import (
     IGNORE,
     History,
     Lookup,
@@ -41,11 +41,12 @@ from interaction_actor.layout import (
     text_targets,
     turn_chunk,
 )
-from interaction_actor.model import InteractionModel
-from interaction_actor.weights import DEFAULT_CHECKPOINT, card_path
+from interaction_actor.model.session import speaking_after, voiced_now
+from interaction_actor.model.weights import DEFAULT_CHECKPOINT, card_path
+from interaction_actor.training import synth
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.train")
+log = get_logger("interaction_actor.training.train")
 
 
 
@@ -102,9 +103,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     mel_rows: list[torch.Tensor] = []
     voiced_turns: list[bool] = []
     for k, inp in enumerate(ep.inputs):
-        if inp.barge_in:
-            speaking = False
-        voiced = speaking
+        voiced = speaking = voiced_now(speaking, inp.barge_in)
         f = featurize_turn(streams, inp, cfg, lay, lay.turn_start(k), lookup)
         out_hist = [history.ids()]
         out_cand = [lookup.cand(history.ids())]
@@ -119,11 +118,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
         prev_mel = mel
-        for t in outputs[k]:
-            if t == T.START_SPEAKING:
-                speaking = True
-            elif t == T.STOP_SPEAKING:
-                speaking = False
+        speaking = speaking_after(speaking, outputs[k])
     chunk = SlotChunk.cat_time(chunks)
     length = chunk.tokens.shape[1]
     slots = mel_slot_mask(length, lay)
@@ -358,7 +353,7 @@ def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = 
             "load_avg_1m_start": load_start, "load_avg_1m_end": round(os.getloadavg()[0], 2),
             "final_losses": history[-1] if history else {}, "loss_history": _thin(history, 40)}
     if evaluate_after:
-        from interaction_actor.evaluate import evaluate
+        from interaction_actor.training.evaluate import evaluate
 
         card["eval"] = evaluate(checkpoint=str(out), quick=eval_quick)
     card_path(out).write_text(json.dumps(card, indent=1))

@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interaction_actor import text as T
-from interaction_actor.config import ModelConfig
-from interaction_actor.dmel import STREAM_LAG_FRAMES, log_mel
-from interaction_actor.session import TurnInput
+from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig
+from interaction_actor.model.dmel import STREAM_LAG_FRAMES, log_mel
+from interaction_actor.model.session import TurnInput
 
 DATA_VERSION = "synth-4"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")

@@ -27,7 +27,7 @@ from interplay.log import get_logger
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
 
-log = get_logger("interaction_actor.delegator")
+log = get_logger("interaction_actor.runtime.delegator")
 
 
 @dataclass

@@ -25,7 +25,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from interaction_actor.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.model.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class InteractionBackend(Protocol):
 
 
 class NativeBackend:
-    """The project's early-fusion interaction model (interaction_actor.model) behind the seam.
+    """The project's early-fusion interaction model (interaction_actor.model.fusion) behind the seam.
 
     Each session's state is a session.SessionState (a KV cache written by position and the small
     streaming states of its parts); `step` is session.step_batch: one batched forward for the turn.
@@ -70,8 +70,8 @@ class NativeBackend:
     def __init__(self, model: Any = None, *, preset: str = "small", checkpoint: str | None = None,
                  seed: int = 0) -> None:
         if model is None:
-            from interaction_actor.model import build_model
-            from interaction_actor.weights import resolve_checkpoint
+            from interaction_actor.model.fusion import build_model
+            from interaction_actor.model.weights import resolve_checkpoint
 
             model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
         self.model = model

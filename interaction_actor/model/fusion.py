@@ -18,15 +18,15 @@ import torch
 from torch import nn
 
 import kernels
-from interaction_actor import text as T
-from interaction_actor.config import ModelConfig, preset
-from interaction_actor.flow_head import FlowHead, normalize_mel
-from interaction_actor.hmlp import HMLPStem
-from interaction_actor.layout import HIST_SIZE, IGNORE, SlotChunk, TurnLayout
-from interaction_actor.transformer import Transformer
+from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig, preset
+from interaction_actor.model.flow_head import FlowHead, normalize_mel
+from interaction_actor.model.hmlp import HMLPStem
+from interaction_actor.model.layout import HIST_SIZE, IGNORE, SlotChunk, TurnLayout
+from interaction_actor.model.transformer import Transformer
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.model")
+log = get_logger("interaction_actor.model.fusion")
 
 
 class InteractionModel(nn.Module):

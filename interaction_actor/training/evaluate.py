@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from interaction_actor import synth
-from interaction_actor.model import InteractionModel, build_model
-from interaction_actor.session import TurnInput, TurnOutput, new_session, step_batch
-from interaction_actor.vad import SPEECH_RMS, frames_are_speech
-from interaction_actor.weights import DEFAULT_CHECKPOINT
+from interaction_actor.model.fusion import InteractionModel, build_model
+from interaction_actor.model.session import TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.model.vad import SPEECH_RMS, frames_are_speech
+from interaction_actor.model.weights import DEFAULT_CHECKPOINT
+from interaction_actor.training import synth
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.evaluate")
+log = get_logger("interaction_actor.training.evaluate")
 
 TOL = 1  # turns of slack on "the right turn" (200 ms); cue_speak's "within one turn of the cue"
 TURN_MS = 200.0
@@ -248,14 +248,12 @@ def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None)
     """What a session would deliver if the model emitted `outputs` (default: the episode's targets):
     the session's own output rules (session._finish_turn, the barge-in and voicing rules) without a
     model. The scorer's upper bound: the targets themselves must score as right."""
-    from interaction_actor.session import SessionState, _finish_turn
+    from interaction_actor.model.session import SessionState, _finish_turn, voiced_now
 
     s = SessionState(id="oracle", seed=0, capacity=0, kv=torch.zeros(0))
     tr = []
     for k, inp in enumerate(ep.inputs):
-        if inp.barge_in:
-            s.speaking = False
-        voiced = s.speaking
+        s.speaking = voiced = voiced_now(s.speaking, inp.barge_in)
         d = Delivered()
         d.add(_finish_turn(s, list((outputs or ep.targets)[k]), voiced, None, None, 80))
         s.turn += 1

@@ -14,12 +14,12 @@ import asyncio
 
 import grpc
 
-from interaction_actor.inputs import Malformed, safe_parse
-from interaction_actor.loop import SessionError, TurnLoop
+from interaction_actor.runtime.inputs import Malformed, safe_parse
+from interaction_actor.runtime.loop import SessionError, TurnLoop
 from interplay.log import get_logger
 from interplay.v1 import session_pb2 as spb
 
-log = get_logger("interaction_actor.service")
+log = get_logger("interaction_actor.runtime.service")
 
 SERVICE = "interplay.v1.Session"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.weights")
+log = get_logger("interaction_actor.model.weights")
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "small.pt"
 
 

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from interaction_actor.model import InteractionModel, build_model
-from interaction_actor.session import SessionState, TurnInput, fill_after, new_session, step_batch
+from interaction_actor.model.fusion import InteractionModel, build_model
+from interaction_actor.model.session import SessionState, TurnInput, fill_after, new_session, step_batch
 
 TURNS_10S = 50
 TURNS_10MIN = 3000

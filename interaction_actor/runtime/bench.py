@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from interaction_actor.loop import LoopConfig, TurnLoop
-from interaction_actor.metrics import percentile
+from interaction_actor.runtime.loop import LoopConfig, TurnLoop
+from interaction_actor.runtime.metrics import percentile
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.bench_loop")
+log = get_logger("interaction_actor.runtime.bench")
 
 SPIN = """
 import sys, time, torch
@@ -124,8 +124,8 @@ async def _run(loop: TurnLoop, address: str, n: int, seconds: float) -> dict:
 
 async def _bench(quick: bool, preset: str, sizes: tuple[int, ...], seconds: float, turn_ms: int,
                  busy_count: int | None) -> dict:
-    from interaction_actor.model import build_model
-    from interaction_actor.service import serve
+    from interaction_actor.model.fusion import build_model
+    from interaction_actor.runtime.service import serve
 
     model = build_model(preset)
     loop = TurnLoop(model, LoopConfig(turn_ms=turn_ms, torch_threads=1, max_sessions=max(sizes)))

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interaction_actor import text as T
-from interaction_actor.config import ModelConfig
-from interaction_actor.dmel import DMelStream, dmel_stream_push
-from interaction_actor.hmlp import frame_to_patches
-from interaction_actor.layout import Lookup, TurnLayout, queue_message, take_slots
+from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig
+from interaction_actor.model.dmel import DMelStream, dmel_stream_push
+from interaction_actor.model.hmlp import frame_to_patches
+from interaction_actor.model.layout import Lookup, TurnLayout, queue_message, take_slots
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.featurize")
+log = get_logger("interaction_actor.model.featurize")
 
 MAX_PENDING_BYTES = 65536  # text / context waiting for slots; beyond this the newest bytes are dropped
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 import torch
 
 import kernels
-from interaction_actor.config import ModelConfig
+from interaction_actor.model.config import ModelConfig
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.dmel")
+log = get_logger("interaction_actor.model.dmel")
 
 STREAM_LAG_FRAMES = 2  # turn 0 starts with two frames that precede the signal (see module doc)
 

@@ -13,13 +13,13 @@ from dataclasses import asdict
 
 import ray
 
-from interaction_actor.inputs import InputLimits
-from interaction_actor.loop import LoopConfig, TurnLoop
-from interaction_actor.metrics import serve_metrics
-from interaction_actor.weights import resolve_checkpoint, shipped_checkpoint  # noqa: F401 - re-exported
+from interaction_actor.model.weights import resolve_checkpoint, shipped_checkpoint  # noqa: F401 - re-exported
+from interaction_actor.runtime.inputs import InputLimits
+from interaction_actor.runtime.loop import LoopConfig, TurnLoop
+from interaction_actor.runtime.metrics import serve_metrics
 from interplay.log import configure_logging, get_logger
 
-log = get_logger("interaction_actor.actor")
+log = get_logger("interaction_actor.runtime.actor")
 
 
 class InteractionActorImpl:
@@ -44,8 +44,8 @@ class InteractionActorImpl:
     async def start(self) -> str:
         if self.loop is not None:
             return self.address
-        from interaction_actor.backend import load_backend
-        from interaction_actor.service import serve
+        from interaction_actor.runtime.backend import load_backend
+        from interaction_actor.runtime.service import serve
 
         configure_logging(self.log_level)
         options = self.backend_options

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from interaction_actor.session import TurnInput
+from interaction_actor.model.session import TurnInput
 from interplay.v1 import session_pb2 as spb
 
 NATIVE_RATE = 16000

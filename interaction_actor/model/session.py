@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interaction_actor import text as T
-from interaction_actor.dmel import DMelStream
-from interaction_actor.featurize import InputStreams, featurize_turn
-from interaction_actor.flow_head import frame_noise
-from interaction_actor.layout import NO_HIST, History, Lookup, SlotChunk, turn_chunk
-from interaction_actor.model import InteractionModel
-from interaction_actor.vocoder import VocoderState, reset, vocode_turns
+from interaction_actor.model import text as T
+from interaction_actor.model.dmel import DMelStream
+from interaction_actor.model.featurize import InputStreams, featurize_turn
+from interaction_actor.model.flow_head import frame_noise
+from interaction_actor.model.fusion import InteractionModel
+from interaction_actor.model.layout import NO_HIST, History, Lookup, SlotChunk, turn_chunk
+from interaction_actor.model.vocoder import VocoderState, reset, vocode_turns
 from interplay.log import get_logger
 
-log = get_logger("interaction_actor.session")
+log = get_logger("interaction_actor.model.session")
 
 CONTROLS = ("delegate", "start_speaking", "stop_speaking", "listen")
 DELEGATE_MAX_BYTES = 1024
@@ -131,6 +131,22 @@ class SessionState:
     @property
     def dropped_bytes(self) -> int:
         return self.inputs.dropped_bytes
+
+
+def voiced_now(speaking: bool, barge_in: bool) -> bool:
+    """The voicing rule, one copy for the session, the trainer and the evaluation: a turn is voiced
+    when the assistant was speaking at its start, and a barge-in silences it at once."""
+    return speaking and not barge_in
+
+
+def speaking_after(speaking: bool, tokens: list[int]) -> bool:
+    """Whether the NEXT turn starts speaking: <start_speaking> / <stop_speaking> in this turn's tokens."""
+    for t in tokens:
+        if t == T.START_SPEAKING:
+            speaking = True
+        elif t == T.STOP_SPEAKING:
+            speaking = False
+    return speaking
 
 
 def session_seed(session_id: str, model_seed: int = 0) -> int:
@@ -258,8 +274,7 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
     for s, inp in zip(sessions, inputs, strict=True):
         if s.pos + lay.turn_len > s.capacity:
             compact(model, s)
-        if inp.barge_in:
-            s.speaking = False  # runtime rule: a barge-in silences the assistant this very turn
+        s.speaking = voiced_now(s.speaking, inp.barge_in)
         voiced.append(s.speaking)
         f = featurize_turn(s.inputs, inp, cfg, lay, s.pos, s.lookup, s.id)
         block = turn_chunk(cfg, barge_in=inp.barge_in, voiced=s.speaking, prev_mel=s.prev_mel, **f.slots(),
@@ -343,13 +358,12 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
             task = _close_task(s, task, controls)
         elif t == T.START_SPEAKING:
             task = _close_task(s, task, controls)  # a task left open ends where speech starts
-            s.speaking = True
             controls.append("start_speaking")
         elif t == T.STOP_SPEAKING:
-            s.speaking = False
             controls.append("stop_speaking")
         elif t == T.LISTEN:
             controls.append("listen")
+    s.speaking = speaking_after(s.speaking, ys)
     if s.delegate_buf is not None and (len(s.delegate_buf) >= DELEGATE_MAX_BYTES
                                        or s.turn - s.delegate_since >= DELEGATE_MAX_TURNS):
         task = _close_task(s, task, controls)

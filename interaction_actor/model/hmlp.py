@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kernels
-from interaction_actor.config import ModelConfig
+from interaction_actor.model.config import ModelConfig
 
 
 def frame_to_patches(frame: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interaction_actor import text as T
-from interaction_actor.config import ModelConfig
+from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig
 
 IGNORE = -100
 

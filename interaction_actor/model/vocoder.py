@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from interaction_actor.config import ModelConfig
-from interaction_actor.dmel import log_mel, mel_filterbank, stft_window
+from interaction_actor.model.config import ModelConfig
+from interaction_actor.model.dmel import log_mel, mel_filterbank, stft_window
 
 CTX_FRAMES = 4
 MOMENTUM = 0.99
