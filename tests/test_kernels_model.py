@@ -53,12 +53,12 @@ def stream_and_compare(model: InteractionModel, seed: int) -> None:
     s = new_session(model, "bits", record=True)
     voiced = 0
     for _ in range(TURNS):
-        s.speaking = s.speaking or bool(torch.rand(1, generator=g) < 0.3)
+        s.speech.speaking = s.speech.speaking or bool(torch.rand(1, generator=g) < 0.3)
         voiced += step_batch(model, [s], [random_input(g)])[0].speaking
-    assert voiced > 0 and s.compactions == 0
+    assert voiced > 0 and s.cache.compactions == 0
     with torch.no_grad():
         hidden, logits = model.forward_sequence(s.record.sequence())
-    assert logits.shape[1] == s.pos - 1 >= TURNS * model.layout.turn_len
+    assert logits.shape[1] == s.cache.pos - 1 >= TURNS * model.layout.turn_len
     assert torch.equal(s.record.hidden(), hidden[0]), f"seed {seed}"
     assert torch.equal(s.record.logits(), logits[0]), f"seed {seed}"
 
@@ -100,16 +100,16 @@ def test_a_session_stepped_alone_or_batched_with_1_to_7_others_at_other_lengths_
         voice = [bool(torch.rand(1, generator=pick) < 0.4) for _ in group]
         for w in worlds:
             for i, v in zip(group, voice, strict=True):
-                w[i].speaking = w[i].speaking or v
-        lengths.append(len({worlds[0][i].pos for i in group}))
+                w[i].speech.speaking = w[i].speech.speaking or v
+        lengths.append(len({worlds[0][i].cache.pos for i in group}))
         batched = step_batch(model, [worlds[0][i] for i in group], ins)
         alone = [step_batch(model, [worlds[1][i]], [inp])[0] for i, inp in zip(group, ins, strict=True)]
         for i, a, b in zip(group, batched, alone, strict=True):
             assert outputs_equal(a, b), f"seed {SEED}: session {i} round {rnd}"
     for a, b in zip(*worlds, strict=True):
-        assert (a.pos, a.turn) == (b.pos, b.turn)
-        assert torch.equal(a.kv, b.kv), f"seed {SEED}: caches of {a.id} differ"
-    assert sum(s.compactions for s in worlds[0]) > 0
+        assert (a.cache.pos, a.turn) == (b.cache.pos, b.turn)
+        assert torch.equal(a.cache.kv, b.cache.kv), f"seed {SEED}: caches of {a.id} differ"
+    assert sum(s.cache.compactions for s in worlds[0]) > 0
     assert max(lengths) >= 4, "the groups must mix sessions at different lengths"
 
 
@@ -122,7 +122,7 @@ def test_a_right_padded_training_batch_gives_each_sequence_the_bits_it_gets_alon
     for n_turns in (3, 9, 6):
         s = new_session(model, f"t{n_turns}", record=True)
         for _ in range(n_turns):
-            s.speaking = s.speaking or bool(torch.rand(1, generator=g) < 0.5)
+            s.speech.speaking = s.speech.speaking or bool(torch.rand(1, generator=g) < 0.5)
             step_batch(model, [s], [random_input(g)])
         seqs.append(s.record.sequence())
         streamed.append(s.record.logits())
@@ -145,7 +145,7 @@ def test_the_training_loss_forward_with_autograd_has_the_streamed_logits_bitwise
     g = torch.Generator().manual_seed(SEED + 9)
     s = new_session(model, "train", record=True)
     for _ in range(12):
-        s.speaking = s.speaking or bool(torch.rand(1, generator=g) < 0.5)
+        s.speech.speaking = s.speech.speaking or bool(torch.rand(1, generator=g) < 0.5)
         step_batch(model, [s], [random_input(g)])
     seq = s.record.sequence()
     n = seq.tokens.shape[1]

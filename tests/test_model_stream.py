@@ -34,7 +34,7 @@ def drive(model, sessions, n_turns, seed=0, voice_every=3):
     for k in range(n_turns):
         for s in sessions:
             if k % voice_every == voice_every - 1:
-                s.speaking = True
+                s.speech.speaking = True
         outs.append(step_batch(model, sessions, [random_input(g, k) for _ in sessions]))
     return outs
 
@@ -46,7 +46,7 @@ def test_chunked_streaming_equals_the_full_sequence_forward_over_60_turns(model)
     with torch.no_grad():
         hidden, logits = model.forward_sequence(s.record.sequence())
     streamed_h, streamed_l = s.record.hidden(), s.record.logits()
-    assert streamed_h.shape[0] == s.pos - 1 >= 60 * model.layout.turn_len
+    assert streamed_h.shape[0] == s.cache.pos - 1 >= 60 * model.layout.turn_len
     torch.testing.assert_close(streamed_h, hidden[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(streamed_l, logits[0], rtol=1e-4, atol=1e-4)
 
@@ -80,7 +80,7 @@ def test_batched_sessions_at_different_lengths_equal_each_session_alone(model):
         row = []
         for s, inp in zip((a2, b2, c2), inputs, strict=True):
             if k % 3 == 2:
-                s.speaking = True
+                s.speech.speaking = True
             row.append(step_batch(model, [s], [inp])[0])
         alone.append(row)
     for row_t, row_a in zip(together, alone, strict=True):
@@ -100,13 +100,13 @@ def test_capacity_rule_keeps_turns_coming_past_capacity_with_the_current_turn_in
     prefix_k = None
     for k, out in enumerate(drive(model, [s], 30)):
         assert out[0].turn == k
-        assert s.pos <= cap
+        assert s.cache.pos <= cap
         if k == 0:
-            prefix_k = s.kv[:, 0, :, : 1 + lay.turn_len].clone()
-    assert s.compactions >= 5
+            prefix_k = s.cache.kv[:, 0, :, : 1 + lay.turn_len].clone()
+    assert s.cache.compactions >= 5
     # the prefix is never moved; the turn just written sits right before the pending slot
-    torch.testing.assert_close(s.kv[:, 0, :, : 1 + lay.turn_len], prefix_k, rtol=0, atol=0)
-    assert s.kv[:, 0, :, s.pos - 2].abs().sum() > 0
+    torch.testing.assert_close(s.cache.kv[:, 0, :, : 1 + lay.turn_len], prefix_k, rtol=0, atol=0)
+    assert s.cache.kv[:, 0, :, s.cache.pos - 2].abs().sum() > 0
 
 
 def test_compaction_moves_kept_keys_to_the_rotation_of_their_new_positions(model):
@@ -116,11 +116,11 @@ def test_compaction_moves_kept_keys_to_the_rotation_of_their_new_positions(model
     s = new_session(model, "rot", capacity=1 + 2 * lay.turn_len + 4 * lay.turn_len, record=True)
     drive(model, [s], 5)
     seq = s.record.sequence()
-    old_pos = s.pos
+    old_pos = s.cache.pos
     compact(model, s)
-    shift = old_pos - s.pos
+    shift = old_pos - s.cache.pos
     assert shift > 0
-    kept = list(range(s.prefix_len)) + list(range(s.prefix_len + shift, old_pos - 1))
+    kept = list(range(s.cache.prefix_len)) + list(range(s.cache.prefix_len + shift, old_pos - 1))
     blk = model.transformer.blocks[0]
     with torch.no_grad():
         x = blk.attn_norm(model.embed_at(seq, torch.arange(seq.tokens.shape[1])[None]))[0, kept]
@@ -132,7 +132,7 @@ def test_compaction_moves_kept_keys_to_the_rotation_of_their_new_positions(model
 
         fresh = apply_rope(k, model.transformer.rope_cos[new_positions][:, None], model.transformer.rope_sin[
             new_positions][:, None]).transpose(0, 1)
-    torch.testing.assert_close(s.kv[0, 0, :, : len(kept)], fresh, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(s.cache.kv[0, 0, :, : len(kept)], fresh, rtol=1e-4, atol=1e-5)
 
 
 def test_a_sampled_voiced_session_replays_exactly_for_its_seed():
@@ -192,7 +192,7 @@ def test_bad_input_is_a_typed_error_that_changes_no_session(model):
     for bad in bad_inputs:
         with pytest.raises((TypeError, ValueError)):
             step_batch(model, [good, other], [TurnInput(audio=torch.zeros(3200)), bad])
-        assert (good.turn, good.pos, good.dmel.frames) == (0, 1, 0)
+        assert (good.turn, good.cache.pos, good.inputs.dmel.frames) == (0, 1, 0)
     with pytest.raises(ValueError):
         step_batch(model, [good], [])
     with pytest.raises(ValueError):
@@ -204,8 +204,8 @@ def test_fill_after_predicts_where_the_capacity_rule_leaves_a_session(model):
     s = new_session(model, "fill", capacity=cap)
     for k in range(1, 26):
         drive(model, [s], 1, seed=k)
-        assert s.pos == fill_after(model, k, cap)
-    assert s.compactions >= 3
+        assert s.cache.pos == fill_after(model, k, cap)
+    assert s.cache.compactions >= 3
 
 
 def test_a_delegated_task_spanning_turns_is_reported_once_when_closed(model):
@@ -229,7 +229,7 @@ def test_a_silent_state_token_is_reported_as_state_and_never_as_text_or_speech(m
     finally:
         model.output_bias.copy_(bias)
     assert (out.state, out.text, out.controls, out.speaking, out.pcm) == (7, "", [], False, None)
-    assert not s.speaking and s.delegate_buf is None
+    assert not s.speech.speaking and s.speech.task is None
 
 
 def test_a_delegated_task_left_open_ends_where_speech_starts_and_the_speech_is_text(model):
@@ -245,9 +245,9 @@ def test_a_delegated_task_left_open_ends_where_speech_starts_and_the_speech_is_t
 
 def test_barge_in_silences_the_assistant_in_the_same_turn(model):
     s = new_session(model, "barge")
-    s.speaking = True
+    s.speech.speaking = True
     voiced = step_batch(model, [s], [TurnInput(audio=torch.zeros(3200))])[0]
-    s.speaking = True
+    s.speech.speaking = True
     barged = step_batch(model, [s], [TurnInput(audio=torch.zeros(3200), barge_in=True)])[0]
     assert voiced.speaking and voiced.pcm is not None and voiced.pcm.shape == (3200,) and voiced.mel.shape == (16, 80)
     assert not barged.speaking and barged.pcm is None and barged.mel.shape == (0, 80)

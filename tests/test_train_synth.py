@@ -69,7 +69,7 @@ def test_the_featurized_episode_is_exactly_what_the_streaming_session_writes(tin
         for inp in ep.inputs:
             step_batch(tiny, [s], [inp])
         seq = s.record.sequence()
-        toks = torch.cat([seq.tokens[0], torch.tensor([s.pending])])
+        toks = torch.cat([seq.tokens[0], torch.tensor([s.pending.token])])
         outs = [[int(toks[lay.turn_start(k) + lay.out + 1 + j]) for j in range(lay.out_slots)]
                 for k in range(ep.turns)]
         c = featurize(ep, tiny.config, outs).chunk

@@ -33,7 +33,7 @@ def _time_turns(model: InteractionModel, sessions: list[SessionState], turns: in
         inputs = _inputs(g, len(sessions))
         if voiced:
             for s in sessions:
-                s.speaking = True
+                s.speech.speaking = True
         t0 = time.perf_counter()
         step_batch(model, sessions, inputs)
         out.append((time.perf_counter() - t0) * 1000.0)
@@ -48,9 +48,9 @@ def _pct(xs: list[float], q: float) -> float:
 def _at_fill(model: InteractionModel, turns_done: int, g: torch.Generator) -> SessionState:
     """A session in the state the capacity rule gives after `turns_done` turns (synthetic cache contents)."""
     s = new_session(model, f"fill{turns_done}")
-    s.pos = fill_after(model, turns_done, s.capacity)
+    s.cache.pos = fill_after(model, turns_done, s.cache.capacity)
     s.turn = turns_done
-    s.kv.normal_(generator=g)
+    s.cache.kv.normal_(generator=g)
     return s
 
 
@@ -91,12 +91,12 @@ def _run(quick: bool, preset: str) -> dict:
         early += _time_turns(model, [early_s], 1, g)
         late += _time_turns(model, [late_s], 1, g)
     # re-prefilling the history the session holds at 10 min vs appending one turn (interleaved too)
-    hist = late_s.pos
+    hist = late_s.cache.pos
     x = torch.randn(1, hist, cfg.d_model)
     pre, append_ms = [], []
     with torch.no_grad():
         for _ in range(3 if quick else 10):
-            cache = model.transformer.new_cache(late_s.capacity)
+            cache = model.transformer.new_cache(late_s.cache.capacity)
             t0 = time.perf_counter()
             model.transformer(x, torch.arange(hist)[None], caches=[cache], starts=[0])
             pre.append((time.perf_counter() - t0) * 1000.0)
@@ -106,11 +106,11 @@ def _run(quick: bool, preset: str) -> dict:
     # (synthetic cache contents), timed interleaved; attention grows with the fill until the rule bounds it
     marks = (1, 4, 10, 50, 300, TURNS_10MIN)
     fills = {n: _at_fill(model, n, g) for n in marks}
-    fill_pos = {n: f.pos for n, f in fills.items()}
+    fill_pos = {n: f.cache.pos for n, f in fills.items()}
     samples: dict[int, list[float]] = {n: [] for n in marks}
     for _ in range(8 if quick else 30):
         for n, f in fills.items():
-            f.pos = fill_pos[n]  # re-time the same fill (slots are rewritten in place)
+            f.cache.pos = fill_pos[n]  # re-time the same fill (slots are rewritten in place)
             samples[n] += _time_turns(model, [f], 1, g)
     by_turn = {str(n): round(statistics.median(v), 3) for n, v in samples.items()}
     # voiced turns (flow head + Griffin-Lim vocoder) and 16 sessions batched at the 10-minute fill

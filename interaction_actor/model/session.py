@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 import torch
 
 from interaction_actor.model import text as T
-from interaction_actor.model.dmel import DMelStream
 from interaction_actor.model.featurize import InputStreams, featurize_turn
 from interaction_actor.model.flow_head import frame_noise
 from interaction_actor.model.fusion import InteractionModel
@@ -101,36 +100,55 @@ class SessionRecord:
 
 
 @dataclass
+class KVCache:
+    """The session's KV cache: preallocated once, written by position (slot == position)."""
+
+    kv: torch.Tensor  # [layers, 2, kv_heads, capacity, head_dim]
+    capacity: int
+    pos: int = 1  # positions decided so far; the pending token's (pos - 1) is written with the next chunk
+    prefix_len: int = 1  # what compaction keeps at the front (<bos> and the first turns)
+    compactions: int = 0
+
+
+@dataclass
+class Pending:
+    """The token the last turn ended with: decided but not yet in the cache. It opens the next turn's
+    chunk at position pos - 1, with its History ids and Lookup candidates (<bos> at the start)."""
+
+    token: int = T.BOS
+    hist: tuple[int, int] = NO_HIST
+    cand: tuple[int, int] = NO_HIST
+
+
+@dataclass
+class Speech:
+    """The assistant's side of the session: whether it speaks, what it has said, its audio, and the
+    bytes of a <delegate> task it has opened and not yet closed."""
+
+    speaking: bool = False
+    history: History = field(default_factory=History)  # what the model is saying (layout.History)
+    utf8: T.Utf8Stream = field(default_factory=T.Utf8Stream)
+    prev_mel: torch.Tensor | None = None  # the previous turn's mel [16, 80] when it was voiced
+    vocoder: VocoderState = field(default_factory=VocoderState)
+    task: list[int] | None = None  # bytes of the open <delegate> task
+    task_since: int = 0  # the turn it opened
+
+
+@dataclass
 class SessionState:
+    """One session's streaming state: a tuple of the parts' own states, each owned by the step that
+    writes it (the cache by the forward and compaction, `inputs` by the featurizer, `lookup` by the
+    featurizer and the decoder, `speech` and `pending` by the decoder)."""
+
     id: str
     seed: int
-    capacity: int
-    kv: torch.Tensor  # [layers, 2, kv_heads, capacity, head_dim]; slot == position
+    cache: KVCache
     turn: int = 0
-    pos: int = 1  # positions decided so far; the token at pos-1 (`pending`) is written next chunk
-    pending: int = T.BOS
-    history: History = field(default_factory=History)  # what the model is saying (layout.History)
-    pending_hist: tuple[int, int] = NO_HIST  # History ids of the `pending` position
-    pending_cand: tuple[int, int] = NO_HIST  # its Lookup candidates
-    lookup: Lookup = field(default_factory=Lookup)  # bytes in the text/context slots still in the cache
-    prefix_len: int = 1
+    pending: Pending = field(default_factory=Pending)
     inputs: InputStreams = field(default_factory=InputStreams)  # dMel stream, text/context slot queues
-    vocoder: VocoderState = field(default_factory=VocoderState)
-    speaking: bool = False
-    prev_mel: torch.Tensor | None = None  # previous turn's mel [16, 80] when it was voiced
-    delegate_buf: list[int] | None = None
-    delegate_since: int = 0
-    utf8: T.Utf8Stream = field(default_factory=T.Utf8Stream)
-    compactions: int = 0
+    lookup: Lookup = field(default_factory=Lookup)  # bytes in the text/context slots still in the cache
+    speech: Speech = field(default_factory=Speech)
     record: SessionRecord | None = None
-
-    @property
-    def dmel(self) -> DMelStream:
-        return self.inputs.dmel
-
-    @property
-    def dropped_bytes(self) -> int:
-        return self.inputs.dropped_bytes
 
 
 def voiced_now(speaking: bool, barge_in: bool) -> bool:
@@ -165,7 +183,7 @@ def new_session(model: InteractionModel, session_id: str, capacity: int | None =
     if capacity > cfg.max_seq_len:
         raise ValueError(f"capacity {capacity} > max_seq_len {cfg.max_seq_len}")
     return SessionState(id=session_id, seed=session_seed(session_id) if seed is None else int(seed),
-                        capacity=capacity, kv=model.transformer.new_cache(capacity),
+                        cache=KVCache(model.transformer.new_cache(capacity), capacity),
                         record=SessionRecord() if record else None)
 
 
@@ -192,19 +210,20 @@ def fill_after(model: InteractionModel, turns: int, capacity: int | None = None)
 
 def compact(model: InteractionModel, s: SessionState) -> None:
     """Apply the capacity rule now (see module doc); the next turn is guaranteed to fit."""
-    shift = _plan(model, s.capacity, s.pos)
+    c = s.cache
+    shift = _plan(model, c.capacity, c.pos)
     if shift == 0:
         return
     prefix = 1 + model.config.prefix_turns * model.layout.turn_len
     src = prefix + shift
-    n = s.pos - src
-    moved = s.kv[:, :, :, src : src + n].clone()
+    n = c.pos - src
+    moved = c.kv[:, :, :, src : src + n].clone()
     moved[:, 0] = model.transformer.rerotate(moved[:, 0], shift)
-    s.kv[:, :, :, prefix : prefix + n] = moved
+    c.kv[:, :, :, prefix : prefix + n] = moved
     s.lookup.drop(prefix, src)
-    s.pos -= shift
-    s.prefix_len = prefix
-    s.compactions += 1
+    c.pos -= shift
+    c.prefix_len = prefix
+    c.compactions += 1
     if s.record is not None:
         s.record.compacted = True
     log.info("session_compacted", session_id=s.id, turn=s.turn, dropped_positions=shift, kept=prefix + n)
@@ -260,7 +279,10 @@ def _validate(inp: TurnInput) -> None:
 
 @torch.no_grad()
 def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: list[TurnInput]) -> list[TurnOutput]:
-    """Advance each session exactly one turn (batched compute) and return its output."""
+    """Advance each session exactly one turn (batched compute) and return its output.
+
+    open each turn (compaction, the voicing rule, featurize, lay out the chunk) → one forward over
+    all chunks → mel frames of the voiced turns → the output tokens → audio → close each turn."""
     if len(sessions) != len(inputs):
         raise ValueError("one TurnInput per session")
     if len({id(s) for s in sessions}) != len(sessions):
@@ -269,77 +291,102 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         return []
     for inp in inputs:
         _validate(inp)
-    cfg, lay = model.config, model.layout
-    chunks, voiced = [], []
-    for s, inp in zip(sessions, inputs, strict=True):
-        if s.pos + lay.turn_len > s.capacity:
-            compact(model, s)
-        s.speaking = voiced_now(s.speaking, inp.barge_in)
-        voiced.append(s.speaking)
-        f = featurize_turn(s.inputs, inp, cfg, lay, s.pos, s.lookup, s.id)
-        block = turn_chunk(cfg, barge_in=inp.barge_in, voiced=s.speaking, prev_mel=s.prev_mel, **f.slots(),
-                           out_hist=[s.history.ids()], out_cand=[s.lookup.cand(s.history.ids())])
-        chunks.append(SlotChunk.cat_time([_one(cfg, s.pending, s.pending_hist, s.pending_cand), block]))
-    caches = [s.kv for s in sessions]
-    starts = [s.pos - 1 for s in sessions]
-    batch = SlotChunk.stack(chunks)
-    hidden = model.forward_chunk(batch, caches, starts)
+    cfg = model.config
+    chunks = [_open_turn(model, s, inp) for s, inp in zip(sessions, inputs, strict=True)]
+    voiced = [s.speech.speaking for s in sessions]
+    starts = [s.cache.pos - 1 for s in sessions]
+    hidden = model.forward_chunk(SlotChunk.stack(chunks), [s.cache.kv for s in sessions], starts)
     for i, s in enumerate(sessions):
         _record(s, model, starts[i], chunks[i], hidden[i])
-    # mel frames of voiced sessions (flow head reads the mel-out slots)
-    mels: dict[int, torch.Tensor] = {}
+    mels = _sample_mels(model, sessions, hidden, voiced)
+    ys = _decode_outputs(model, sessions, hidden)
+    vi = sorted(mels)
+    pcms = dict(zip(vi, vocode_turns([sessions[i].speech.vocoder for i in vi], [mels[i] for i in vi], cfg),
+                    strict=True))
+    return [_close_turn(model, s, ys[i], voiced[i], mels.get(i), pcms.get(i)) for i, s in enumerate(sessions)]
+
+
+def _open_turn(model: InteractionModel, s: SessionState, inp: TurnInput) -> SlotChunk:
+    """Make room, apply the voicing rule, featurize the inputs: this turn's chunk, led by the pending token."""
+    cfg, lay = model.config, model.layout
+    if s.cache.pos + lay.turn_len > s.cache.capacity:
+        compact(model, s)
+    sp = s.speech
+    sp.speaking = voiced_now(sp.speaking, inp.barge_in)
+    f = featurize_turn(s.inputs, inp, cfg, lay, s.cache.pos, s.lookup, s.id)
+    block = turn_chunk(cfg, barge_in=inp.barge_in, voiced=sp.speaking, prev_mel=sp.prev_mel, **f.slots(),
+                       out_hist=[sp.history.ids()], out_cand=[s.lookup.cand(sp.history.ids())])
+    p = s.pending
+    return SlotChunk.cat_time([_one(cfg, p.token, p.hist, p.cand), block])
+
+
+def _sample_mels(model: InteractionModel, sessions: list[SessionState], hidden: torch.Tensor,
+                 voiced: list[bool]) -> dict[int, torch.Tensor]:
+    """Mel frames [frames, n_mels] of the voiced sessions (the flow head reads the mel-out slots), by row."""
+    cfg, lay = model.config, model.layout
     vi = [i for i, v in enumerate(voiced) if v]
-    if vi:
-        a = 1 + lay.mel
-        cond = hidden[vi, a : a + lay.frames].reshape(-1, cfg.d_model)
-        noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels) for i in vi])
-        out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
-        out = out.cpu()
-        mels = {i: out[j].clone() for j, i in enumerate(vi)}
-    # output tokens: y_0 from <out>, then K-1 one-token steps
-    ys = [[t] for t in _choose(model, model.logits(hidden[:, -1]), sessions, 0)]
-    for s, y in zip(sessions, ys, strict=True):
-        s.history.push(y[-1])
-        s.lookup.push(y[-1])
+    if not vi:
+        return {}
+    a = 1 + lay.mel
+    cond = hidden[vi, a : a + lay.frames].reshape(-1, cfg.d_model)
+    noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels) for i in vi])
+    out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
+    out = out.cpu()
+    return {i: out[j].clone() for j, i in enumerate(vi)}
+
+
+def _decode_outputs(model: InteractionModel, sessions: list[SessionState], hidden: torch.Tensor) -> list[list[int]]:
+    """The turn's output tokens: y_0 from <out>, then K-1 one-token steps written to the caches."""
+    cfg, lay = model.config, model.layout
+    ys: list[list[int]] = [[] for _ in sessions]
+
+    def take(tokens: list[int]) -> None:
+        for s, y, t in zip(sessions, ys, tokens, strict=True):
+            y.append(t)
+            s.speech.history.push(t)
+            s.lookup.push(t)
+
+    take(_choose(model, model.logits(hidden[:, -1]), sessions, 0))
     for k in range(1, lay.out_slots):
-        rows = [_one(cfg, y[-1], s.history.ids(), s.lookup.cand(s.history.ids()))
+        rows = [_one(cfg, y[-1], s.speech.history.ids(), s.lookup.cand(s.speech.history.ids()))
                 for s, y in zip(sessions, ys, strict=True)]
-        step = SlotChunk.stack(rows)
-        st = [s.pos + lay.out + k for s in sessions]
-        h = model.forward_chunk(step, caches, st)
+        st = [s.cache.pos + lay.out + k for s in sessions]
+        h = model.forward_chunk(SlotChunk.stack(rows), [s.cache.kv for s in sessions], st)
         for i, s in enumerate(sessions):
             _record(s, model, st[i], rows[i], h[i])
-        for i, t in enumerate(_choose(model, model.logits(h[:, -1]), sessions, k)):
-            ys[i].append(t)
-            sessions[i].history.push(t)
-            sessions[i].lookup.push(t)
-    pcms = dict(zip(vi, vocode_turns([sessions[i].vocoder for i in vi], [mels[i] for i in vi], cfg), strict=True))
-    outputs = []
-    for i, s in enumerate(sessions):
-        if not voiced[i]:
-            reset(s.vocoder)
-        outputs.append(_finish_turn(s, ys[i], voiced[i], mels.get(i), pcms.get(i), cfg.n_mels))
-        s.pending = ys[i][-1]
-        s.pending_hist = s.history.ids()
-        s.pending_cand = s.lookup.cand(s.pending_hist)
-        s.pos += lay.turn_len
-        s.prev_mel = mels.get(i)
-        s.turn += 1
-    return outputs
+        take(_choose(model, model.logits(h[:, -1]), sessions, k))
+    return ys
+
+
+def _close_turn(model: InteractionModel, s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor | None,
+                pcm: torch.Tensor | None) -> TurnOutput:
+    """Read the turn's tokens into its output; the last token becomes pending; the cache moves on a turn."""
+    sp = s.speech
+    if not voiced:
+        reset(sp.vocoder)
+    out = _finish_turn(s, ys, voiced, mel, pcm, model.config.n_mels)
+    hist = sp.history.ids()
+    s.pending = Pending(ys[-1], hist, s.lookup.cand(hist))
+    s.cache.pos += model.layout.turn_len
+    sp.prev_mel = mel
+    s.turn += 1
+    return out
 
 
 def _close_task(s: SessionState, task: str | None, controls: list[str]) -> str | None:
     """Close the open <delegate> task, if any: its bytes become the turn's task (an empty one is
     dropped; the turn reports one task, the first it closed)."""
-    if s.delegate_buf and task is None:
-        task = T.decode(s.delegate_buf)
+    sp = s.speech
+    if sp.task and task is None:
+        task = T.decode(sp.task)
         controls.append("delegate")
-    s.delegate_buf = None
+    sp.task = None
     return task
 
 
 def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor | None, pcm: torch.Tensor | None,
                  n_mels: int) -> TurnOutput:
+    sp = s.speech
     text_ids: list[int] = []
     controls: list[str] = []
     task: str | None = None
@@ -348,12 +395,12 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
         if (v := T.state_value(t)) is not None:
             state = v
         elif t < T.N_BYTES:
-            if s.delegate_buf is not None:
-                s.delegate_buf.append(t)
+            if sp.task is not None:
+                sp.task.append(t)
             else:
                 text_ids.append(t)
         elif t == T.DELEGATE:
-            s.delegate_buf, s.delegate_since = [], s.turn
+            sp.task, sp.task_since = [], s.turn
         elif t == T.DELEGATE_END:
             task = _close_task(s, task, controls)
         elif t == T.START_SPEAKING:
@@ -363,10 +410,9 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
             controls.append("stop_speaking")
         elif t == T.LISTEN:
             controls.append("listen")
-    s.speaking = speaking_after(s.speaking, ys)
-    if s.delegate_buf is not None and (len(s.delegate_buf) >= DELEGATE_MAX_BYTES
-                                       or s.turn - s.delegate_since >= DELEGATE_MAX_TURNS):
+    sp.speaking = speaking_after(sp.speaking, ys)
+    if sp.task is not None and (len(sp.task) >= DELEGATE_MAX_BYTES or s.turn - sp.task_since >= DELEGATE_MAX_TURNS):
         task = _close_task(s, task, controls)
-    return TurnOutput(session_id=s.id, turn=s.turn, text=s.utf8.feed(text_ids),
+    return TurnOutput(session_id=s.id, turn=s.turn, text=sp.utf8.feed(text_ids),
                       mel=mel if mel is not None else torch.zeros(0, n_mels), pcm=pcm, controls=controls,
                       delegate_task=task, speaking=voiced, state=state)

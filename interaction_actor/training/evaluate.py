@@ -227,7 +227,7 @@ def run_baseline(model: InteractionModel, eps: list[synth.Episode], harness: Vad
         for i in range(len(eps)):
             if active[i]:
                 d = trs[i][k]
-                busy = d.says or d.speaking or d.controls or d.delegate_tasks or sessions[i].delegate_buf is not None
+                busy = d.says or d.speaking or d.controls or d.delegate_tasks or sessions[i].speech.task is not None
                 quiet[i] = 0 if busy else quiet[i] + 1
                 if quiet[i] >= harness.grace:
                     active[i] = False
@@ -248,12 +248,12 @@ def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None)
     """What a session would deliver if the model emitted `outputs` (default: the episode's targets):
     the session's own output rules (session._finish_turn, the barge-in and voicing rules) without a
     model. The scorer's upper bound: the targets themselves must score as right."""
-    from interaction_actor.model.session import SessionState, _finish_turn, voiced_now
+    from interaction_actor.model.session import KVCache, SessionState, _finish_turn, voiced_now
 
-    s = SessionState(id="oracle", seed=0, capacity=0, kv=torch.zeros(0))
+    s = SessionState(id="oracle", seed=0, cache=KVCache(torch.zeros(0), 0))
     tr = []
     for k, inp in enumerate(ep.inputs):
-        s.speaking = voiced = voiced_now(s.speaking, inp.barge_in)
+        s.speech.speaking = voiced = voiced_now(s.speech.speaking, inp.barge_in)
         d = Delivered()
         d.add(_finish_turn(s, list((outputs or ep.targets)[k]), voiced, None, None, 80))
         s.turn += 1
