@@ -3,8 +3,9 @@
 Per turn: wait for the slot (clock.py) → take each session's raw inputs and background updates
 that arrived in the window → in ONE worker thread: decode/validate inputs (inputs.py), admit new
 sessions, one `backend.step` for all of them (backend.py: the InteractionBackend seam; the native
-model by default), build OutputChunks → back on the asyncio loop: stamp
-timing, put chunks in the per-client OutputSinks (never blocks), start delegations as tasks.
+model by default), build OutputChunks → back on the asyncio loop: stamp timing, put chunks in the
+per-client OutputSinks (never blocks), and hand each turn to the delegation side (delegating.py:
+the policy's decision starts a delegation as a task, or steers a running one).
 The model runs in the worker thread (torch releases the GIL), so gRPC and Ray work on the
 asyncio loop cannot delay the step, and the step cannot starve the loop's I/O. Nothing the loop
 awaits is anyone else's work: delegations are tasks, updates are deques drained at boundaries.
@@ -25,7 +26,6 @@ Inputs: at most `max_inbox` raw items wait per session; beyond that items are re
 from __future__ import annotations
 
 import asyncio
-import copy
 import gc
 import os
 import time
@@ -37,19 +37,19 @@ from dataclasses import dataclass, field
 import torch
 
 import kernels
-from delegation import ConversationLog, Delegation, TurnState, UserState, load_policy
+from delegation import ConversationLog, Delegation, UserState
 from delegation.scheduler import TERMINAL
 from delegation.transcript import LogConfig
 from interaction_actor.model.session import TurnInput, TurnOutput
 from interaction_actor.runtime.backend import InteractionBackend, NativeBackend, load_backend
 from interaction_actor.runtime.clock import TurnClock
-from interaction_actor.runtime.delegator import DelegationRequest, Delegator
+from interaction_actor.runtime.delegating import Delegating
+from interaction_actor.runtime.delegator import Delegator
 from interaction_actor.runtime.inputs import InputError, InputLimits, WindowBuilder
 from interaction_actor.runtime.metrics import LoopMetrics
 from interaction_actor.runtime.weave import Weaver, event, user_state
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
-from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interaction_actor.runtime.loop")
@@ -196,12 +196,14 @@ class TurnLoop:
         self.metrics = LoopMetrics(turn_ms=float(self.config.turn_ms))
         self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms,
                                                 self.config.allowed_tools)
+        c = self.config
+        self.delegating = Delegating(self.delegator, self.metrics, turn_ms=c.turn_ms, policy=c.policy,
+                                     policy_options=c.policy_options, steer_window_turns=c.steer_window_turns)
         self.sessions: dict[str, LiveSession] = {}
         self.clock: TurnClock | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-step",
                                             initializer=raise_priority, initargs=(self.config.niceness,))
         self._task: asyncio.Task | None = None
-        self._side: set[asyncio.Task] = set()  # steer calls in flight (never awaited by the loop)
         self._stop = asyncio.Event()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
@@ -217,7 +219,7 @@ class TurnLoop:
         live = LiveSession(id=sid, sink=sink, window=WindowBuilder(limits=self.config.limits),
                            log=ConversationLog(sid, LogConfig(turn_ms=self.config.turn_ms, joiner="",
                                                               max_entries=self.config.transcript_entries)),
-                           policy=self._policy())
+                           policy=self.delegating.new_policy())
         live.events.append(event(spb.EVENT_KIND_SESSION_STARTED, session_id=sid))
         self.sessions[sid] = live
         log.info("session_opened", session_id=sid, live=len(self.sessions))
@@ -257,41 +259,9 @@ class TurnLoop:
             self.backend.close(live.state)
         log.info("session_closed", session_id=session_id, turns=live.turn)
 
-    def _policy(self) -> object:
-        spec = self.config.policy
-        if isinstance(spec, (str, type)):
-            return load_policy(spec, **self.config.policy_options)
-        return copy.deepcopy(spec)  # a ready object: one copy per session (policies keep state)
-
     def start_delegation(self, session_id: str, task: str, decision: Delegation | None = None) -> str:
-        """Start a delegation for the session (what the policy's decision does); never awaited."""
-        live = self.sessions[session_id]
-        turn = live.turn
-        mode = int(decision.preferred_mode) if decision is not None else cpb.SURFACING_MODE_WHEN_IDLE
-        req = DelegationRequest(session_id=session_id, task=task, turn=turn,
-                                time_ms=int(turn * self.config.turn_ms), transcript=live.log,
-                                preferred_mode=mode,
-                                allowed_tools=decision.allowed_tools if decision is not None else None,
-                                deadline_ms=decision.deadline_ms if decision is not None else None)
-        task_id = self.delegator.start(req, live.updates)
-        live.tasks[task_id] = turn
-        live.weave.track(task_id, turn, mode)
-        self.metrics.delegations += 1
-        live.log.event(f"delegated: {task}", turn)
-        live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn,
-                                 policy=(decision.reason if decision is not None else "") or "direct"))
-        return task_id
-
-    def _spawn(self, coro) -> None:
-        t = asyncio.get_running_loop().create_task(coro)
-        self._side.add(t)
-        t.add_done_callback(self._side.discard)
-
-    async def _steer(self, live: LiveSession, task_id: str, text: str) -> None:
-        """Forward a follow-up to the running task; the outcome rides the session's next chunk."""
-        ok = await self.delegator.steer(task_id, text)
-        live.events.append(event(spb.EVENT_KIND_PROGRESS, text if ok else f"steer not accepted: {text}",
-                                 task_id=task_id, update="steered" if ok else "steer_refused"))
+        """Start a delegation for the session now (what a policy's decision does); never awaited."""
+        return self.delegating.start(self.sessions[session_id], task, decision)
 
     # ---- the loop -----------------------------------------------------------------------------
     def start(self) -> asyncio.Task:
@@ -306,9 +276,7 @@ class TurnLoop:
             self._task = None
         for sid in list(self.sessions):
             self.close(sid)
-        for t in list(self._side):  # steer calls still in flight
-            t.cancel()
-        await self.delegator.close()
+        await self.delegating.stop()
         self._executor.shutdown(wait=True)
 
     async def run(self, max_turns: int | None = None) -> None:
@@ -434,18 +402,6 @@ class TurnLoop:
                                assistant_speaking=out.speaking or bool(out.text), barge_in=w.user == UserState.INTERRUPTED)
         return chunk
 
-    def _decide(self, live: LiveSession, w: _Work, chunk: spb.OutputChunk, task: str | None) -> Delegation | None:
-        """Ask the session's policy whether this turn starts a delegation (a failing policy is logged)."""
-        controls = [spb.ControlToken.Name(c).removeprefix("CONTROL_TOKEN_").lower() for c in chunk.controls]
-        st = TurnState(session_id=live.id, turn=chunk.turn, time_ms=w.time_ms, user_state=w.user,
-                       utterance=w.typed, utterance_final=bool(w.typed), controls=controls, delegate_task=task,
-                       active_tasks=list(live.tasks))
-        try:
-            return live.policy.decide(st)
-        except Exception as exc:  # noqa: BLE001 - a policy bug must not stop the clock
-            log.error("policy_failed", session_id=live.id, error=repr(exc))
-            return None
-
     def _emit(self, work: list[_Work], chunks: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
         """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped sessions."""
         for w, (chunk, task) in zip(work, chunks, strict=True):
@@ -455,13 +411,7 @@ class TurnLoop:
             chunk.timing.lateness_ms = lateness_ms
             chunk.timing.compute_ms = compute_ms
             chunk.timing.missed = missed
-            decision = self._decide(live, w, chunk, task)
-            if decision is not None:
-                self.start_delegation(live.id, decision.task, decision)  # a task; its events ride the next chunk
-            elif w.typed and live.tasks:  # a follow-up soon after a delegation started: steer it
-                newest, started = next(reversed(live.tasks.items()))
-                if chunk.turn - started <= self.config.steer_window_turns:
-                    self._spawn(self._steer(live, newest, w.typed))
+            self.delegating.after_turn(live, chunk, time_ms=w.time_ms, user=w.user, typed=w.typed, task=task)
             if live.stopping:
                 chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
             live.last = chunk
