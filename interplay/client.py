@@ -78,23 +78,41 @@ def merge_sources(*sources: Iterable[tuple[float, spb.InputChunk]]) -> list[tupl
     return sorted((item for src in sources for item in src), key=lambda x: x[0])
 
 
+KEEPALIVE_S = 2.0  # a client that has sent nothing this long sends a START control (the server ends
+# sessions idle for LoopConfig.idle_timeout_s, 8 s: a frozen or vanished client sends nothing)
+
+
 class SessionClient:
-    """One Converse stream. Use as `async with SessionClient(addr) as c:`."""
+    """One Converse stream. Use as `async with SessionClient(addr) as c:`. While the stream is open and
+    the caller sends nothing, the client sends a START control every KEEPALIVE_S so that a listening
+    client is not taken for a vanished one."""
 
     def __init__(self, address: str, session_id: str = "", options: list[tuple[str, object]] | None = None,
-                 max_pending: int = 1024) -> None:
+                 max_pending: int = 1024, keepalive_s: float = KEEPALIVE_S) -> None:
         self.address = address
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self._channel = grpc.aio.insecure_channel(address, options=options or [])
         self._out: asyncio.Queue[spb.InputChunk | None] = asyncio.Queue(max_pending)
         self._seq = 0
         self._call = None
+        self.keepalive_s = keepalive_s
+        self._last_send = time.monotonic()
+        self._finished = False
+        self._keepalive: asyncio.Task | None = None
 
     async def __aenter__(self) -> SessionClient:
         stub = sgrpc.SessionStub(self._channel)
         self._call = stub.Converse(self._requests())
         await self.send(control(spb.CONTROL_KIND_START))
+        if self.keepalive_s > 0:
+            self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
         return self
+
+    async def _keep_alive(self) -> None:
+        while not self._finished:
+            await asyncio.sleep(max(0.05, self._last_send + self.keepalive_s - time.monotonic()))
+            if not self._finished and time.monotonic() - self._last_send >= self.keepalive_s:
+                await self.send(control(spb.CONTROL_KIND_START))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -107,10 +125,14 @@ class SessionClient:
         chunk.session_id = self.session_id
         chunk.seq = self._seq
         self._seq += 1
+        self._last_send = time.monotonic()
         await self._out.put(chunk)
 
     async def finish(self) -> None:
         """Half-close the request stream (the server ends the session after its next turn)."""
+        self._finished = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         await self._out.put(None)
 
     async def chunks(self) -> AsyncIterator[spb.OutputChunk]:
@@ -118,6 +140,9 @@ class SessionClient:
             yield chunk
 
     async def close(self) -> None:
+        self._finished = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         if self._call is not None:
             self._call.cancel()
         await self._channel.close(grace=None)

@@ -99,6 +99,14 @@ class SessionRecord:
         return self._cat(self.logits_rows)
 
 
+class InputRejected(ValueError):
+    """step_batch refused the input of the session at `index` before changing any state."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 @dataclass
 class KVCache:
     """The session's KV cache: preallocated once, written by position (slot == position)."""
@@ -289,8 +297,11 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         raise ValueError("a session appears twice in the batch")
     if not sessions:
         return []
-    for inp in inputs:
-        _validate(inp)
+    for i, inp in enumerate(inputs):
+        try:
+            _validate(inp)
+        except (TypeError, ValueError) as exc:
+            raise InputRejected(i, str(exc)) from exc
     cfg = model.config
     chunks = [_open_turn(model, s, inp) for s, inp in zip(sessions, inputs, strict=True)]
     voiced = [s.speech.speaking for s in sessions]

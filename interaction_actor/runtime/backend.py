@@ -7,7 +7,10 @@ model's silent state, a delegation request). `open` makes a session's streaming 
 first turn; `close` releases it. A backend must never block the turn: `step` runs in the loop's
 worker thread against a 200 ms clock, so slow work (a remote model, speech synthesis) runs off the
 turn path and `step` returns whatever is ready. It must not keep references to other sessions'
-states, and a failure raised from `step` is the loop's to contain.
+states. To refuse one session's input it raises `session.InputRejected(index, message)` before
+changing any state (the loop then steps that session with an empty input and tells its client);
+any other exception means the batch's states may be partly advanced, and the loop ends those
+sessions with an error rather than stepping them twice.
 
 `capabilities` tells the loop and its users what the backend does: the modalities it reads and
 writes, how many sessions one step takes, its turn length and audio rate, and whether it voices

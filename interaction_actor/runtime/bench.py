@@ -128,7 +128,8 @@ async def _bench(quick: bool, preset: str, sizes: tuple[int, ...], seconds: floa
     from interaction_actor.runtime.service import serve
 
     model = build_model(preset)
-    loop = TurnLoop(model, LoopConfig(turn_ms=turn_ms, torch_threads=1, max_sessions=max(sizes)))
+    # admission off: the bench measures what happens past capacity on purpose
+    loop = TurnLoop(model, LoopConfig(turn_ms=turn_ms, torch_threads=1, max_sessions=max(sizes), admission=False))
     loop.start()
     server, address = await serve(loop)
     runs = []

@@ -6,6 +6,11 @@ code; a refused item changes nothing else. `take()` closes the window into a `Tu
 Audio: PCM16 16 kHz mono is native; other rates in [min_rate, max_rate] are resampled by a
 streaming band-limited (windowed-sinc) resampler, multi-channel audio up to `max_channels` is
 averaged to mono. Frames: JPEG/PNG (Pillow, size checked before decoding) or raw RGB.
+
+Cost is bounded before expensive work: a chunk's size and its resampled length are checked against
+the window's sample budget before it is resampled; a frame's encoded size and pixel count are
+checked from its header, and only the newest frame of a window is decoded (at `take`), so a client
+that sends many frames in one window pays for one decode.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ class InputLimits:
     max_channels: int = 8
     max_audio_bytes: int = 1 << 20  # per chunk (~32 s of 16 kHz mono)
     max_frame_bytes: int = 4 << 20  # encoded size of one frame
-    max_frame_pixels: int = 4096 * 4096
+    max_frame_pixels: int = 1920 * 1080  # a noisy PNG this size decodes in ~40 ms here; 4096x4096 took 600 ms
     max_text_bytes: int = 16384  # per chunk
     max_window_samples: int = NATIVE_RATE * 5  # audio held in one window before it is refused
 
@@ -114,8 +119,8 @@ def pcm16_to_float(data: bytes, channels: int) -> torch.Tensor:
     return x
 
 
-def decode_frame(frame: spb.VideoFrame, limits: InputLimits) -> torch.Tensor:
-    """VideoFrame -> uint8 [H, W, 3] RGB, or InputError (size checked before any decoding)."""
+def check_frame(frame: spb.VideoFrame, limits: InputLimits) -> None:
+    """The checks that need no decoding: encoded size, encoding, and the pixel count in the header."""
     if len(frame.data) > limits.max_frame_bytes:
         raise InputError("oversize_frame", f"frame of {len(frame.data)} bytes exceeds {limits.max_frame_bytes}")
     if frame.encoding == spb.FRAME_ENCODING_RAW_RGB:
@@ -126,20 +131,32 @@ def decode_frame(frame: spb.VideoFrame, limits: InputLimits) -> torch.Tensor:
             raise InputError("oversize_frame", f"frame {w}x{h} exceeds {limits.max_frame_pixels} pixels")
         if len(frame.data) != w * h * 3:
             raise InputError("bad_frame", f"raw RGB {w}x{h} needs {w * h * 3} bytes, got {len(frame.data)}")
-        return torch.frombuffer(bytearray(frame.data), dtype=torch.uint8).view(h, w, 3).clone()
+        return
     if frame.encoding not in (spb.FRAME_ENCODING_JPEG, spb.FRAME_ENCODING_PNG):
         raise InputError("bad_frame", "frame encoding must be JPEG, PNG or RAW_RGB")
     try:
         img = Image.open(io.BytesIO(frame.data))  # lazy: reads the header only
         w, h = img.size
-        if w * h > limits.max_frame_pixels:
-            raise InputError("oversize_frame", f"frame {w}x{h} exceeds {limits.max_frame_pixels} pixels")
-        fmt = {spb.FRAME_ENCODING_JPEG: "JPEG", spb.FRAME_ENCODING_PNG: "PNG"}[frame.encoding]
-        if img.format != fmt:
-            raise InputError("bad_frame", f"frame declared {fmt} but holds {img.format}")
+        fmt = img.format
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
+        raise InputError("bad_frame", f"frame could not be decoded ({type(exc).__name__})") from None
+    if w * h > limits.max_frame_pixels:
+        raise InputError("oversize_frame", f"frame {w}x{h} exceeds {limits.max_frame_pixels} pixels")
+    want = {spb.FRAME_ENCODING_JPEG: "JPEG", spb.FRAME_ENCODING_PNG: "PNG"}[frame.encoding]
+    if fmt != want:
+        raise InputError("bad_frame", f"frame declared {want} but holds {fmt}")
+
+
+def decode_frame(frame: spb.VideoFrame, limits: InputLimits) -> torch.Tensor:
+    """VideoFrame -> uint8 [H, W, 3] RGB, or InputError (size checked before any decoding)."""
+    check_frame(frame, limits)
+    if frame.encoding == spb.FRAME_ENCODING_RAW_RGB:
+        w, h = int(frame.width), int(frame.height)
+        return torch.frombuffer(bytearray(frame.data), dtype=torch.uint8).view(h, w, 3).clone()
+    try:
+        img = Image.open(io.BytesIO(frame.data))
+        w, h = img.size
         rgb = img.convert("RGB")
-    except InputError:
-        raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt data
         raise InputError("bad_frame", f"frame could not be decoded ({type(exc).__name__})") from None
     return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(h, w, 3).clone()
@@ -174,12 +191,13 @@ class WindowBuilder:
     limits: InputLimits = field(default_factory=InputLimits)
     audio: list[torch.Tensor] = field(default_factory=list)
     samples: int = 0
-    frame: torch.Tensor | None = None
+    frame: spb.VideoFrame | None = None  # the newest frame, checked but not decoded until `take`
     text: list[str] = field(default_factory=list)
     barge_in: bool = False
     stop: bool = False
     resamplers: dict[int, StreamResampler] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # what arrived this window, for the timeline
+    refused: list[InputError] = field(default_factory=list)  # refused at `take` (a frame that failed to decode)
 
     def _count(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -190,6 +208,9 @@ class WindowBuilder:
             if not lim.min_rate <= rate <= lim.max_rate:
                 raise InputError("bad_sample_rate", f"sample rate {rate} Hz is outside the supported "
                                  f"{lim.min_rate}..{lim.max_rate} Hz (16000 is native)")
+            out = math.ceil(x.numel() * NATIVE_RATE / rate)  # what resampling would add: checked first
+            if self.samples + out > lim.max_window_samples:
+                raise InputError("input_overflow", f"more than {lim.max_window_samples} samples in one turn window")
             rs = self.resamplers.get(rate)
             if rs is None:
                 rs = self.resamplers.setdefault(rate, StreamResampler(rate))
@@ -227,7 +248,8 @@ class WindowBuilder:
                 raise InputError("oversize_audio", f"audio chunk of {len(a.pcm16)} bytes exceeds {lim.max_audio_bytes}")
             self._add_audio(pcm16_to_float(a.pcm16, ch), int(a.sample_rate_hz or NATIVE_RATE))
         elif kind == "video":
-            self.frame = decode_frame(item.video, lim)
+            check_frame(item.video, lim)  # header only; the newest frame is decoded at `take`
+            self.frame = item.video
             self._count("frame")
         elif kind == "text":
             self.text.append(decode_text(item.text, lim))
@@ -245,7 +267,14 @@ class WindowBuilder:
     def take(self, context: str = "") -> tuple[TurnInput, dict[str, int]]:
         """Close the window into a TurnInput (+ what arrived) and open an empty one."""
         audio = torch.cat(self.audio) if self.audio else None
-        inp = TurnInput(audio=audio, frame=self.frame, text="".join(self.text), context=context,
+        frame = None
+        if self.frame is not None:
+            try:
+                frame = decode_frame(self.frame, self.limits)
+            except InputError as exc:  # the header looked right, the data did not decode
+                self.refused.append(exc)
+            self.frame = None
+        inp = TurnInput(audio=audio, frame=frame, text="".join(self.text), context=context,
                         barge_in=self.barge_in)
         counts = dict(self.counts)
         if audio is not None:

@@ -40,7 +40,7 @@ import kernels
 from delegation import ConversationLog, Delegation, UserState
 from delegation.scheduler import TERMINAL
 from delegation.transcript import LogConfig
-from interaction_actor.model.session import TurnInput, TurnOutput
+from interaction_actor.model.session import InputRejected, TurnInput, TurnOutput
 from interaction_actor.runtime.backend import InteractionBackend, NativeBackend, load_backend
 from interaction_actor.runtime.clock import TurnClock
 from interaction_actor.runtime.delegating import Delegating
@@ -74,6 +74,9 @@ class LoopConfig:
     steer_window_turns: int = 10  # typed text this soon after a delegation started is a follow-up: Steer it
     policy: object = "model_token"  # delegation policy: a registered name, "module:attr", or an object with decide()
     policy_options: dict = field(default_factory=dict)
+    admission: bool = True  # refuse a session when measured compute + its share would pass the budget
+    admission_headroom: float = 0.2  # the budget: (1 - this) of a turn
+    idle_timeout_s: float = 8.0  # a session that sends nothing for this long ends (a frozen or vanished client)
     transcript_entries: int = 4096  # conversation entries a session keeps (the package builder summarises)
     limits: InputLimits = field(default_factory=InputLimits)
 
@@ -160,8 +163,10 @@ class LiveSession:
     events: list[spb.Event] = field(default_factory=list)  # attached to the next chunk
     refused: int = 0
     origin: float | None = None  # clock time of its first turn
+    last_input: float = field(default_factory=time.monotonic)  # when the client last sent anything
     stopping: bool = False
     closed: bool = False
+    failed: bool = False  # a stage failed and left its state unsafe: ended after this turn's emit
     tasks: dict[str, int] = field(default_factory=dict)  # running delegations (task id -> turn), oldest first
     log: ConversationLog = field(default_factory=ConversationLog)  # both sides, spans by turn (delegation)
     weave: Weaver = field(default_factory=Weaver)
@@ -201,6 +206,7 @@ class TurnLoop:
                                      policy_options=c.policy_options, steer_window_turns=c.steer_window_turns)
         self.sessions: dict[str, LiveSession] = {}
         self.clock: TurnClock | None = None
+        self._recent: deque[tuple[int, float]] = deque(maxlen=50)  # (sessions stepped, compute ms) per turn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-step",
                                             initializer=raise_priority, initargs=(self.config.niceness,))
         self._task: asyncio.Task | None = None
@@ -216,6 +222,8 @@ class TurnLoop:
             raise SessionError("session_exists", f"session {sid!r} is already live")
         if len(self.sessions) >= self.config.max_sessions:
             raise SessionError("too_many_sessions", f"this actor hosts at most {self.config.max_sessions} sessions")
+        if (why := self._over_budget()) is not None:
+            raise SessionError("too_many_sessions", why)
         live = LiveSession(id=sid, sink=sink, window=WindowBuilder(limits=self.config.limits),
                            log=ConversationLog(sid, LogConfig(turn_ms=self.config.turn_ms, joiner="",
                                                               max_entries=self.config.transcript_entries)),
@@ -225,6 +233,22 @@ class TurnLoop:
         log.info("session_opened", session_id=sid, live=len(self.sessions))
         return live
 
+    def _over_budget(self) -> str | None:
+        """Admission by measured compute: the recent turns' compute p99 plus one more session's typical
+        share (the median of compute per session stepped) against the turn minus the headroom; None when
+        a session fits (or too few turns were measured to say)."""
+        recent = [(n, ms) for n, ms in self._recent if n > 0]
+        if not self.config.admission or len(recent) < 5:
+            return None
+        p99 = sorted(ms for _, ms in recent)[int(0.99 * (len(recent) - 1))]
+        share = sorted(ms / n for n, ms in recent)[len(recent) // 2]
+        budget = self.config.turn_ms * (1.0 - self.config.admission_headroom)
+        if p99 + share <= budget:
+            return None
+        return (f"this actor is at capacity: its turns take {p99:.0f} ms (p99) for {len(self.sessions)} "
+                f"sessions, and one more needs about {share:.0f} ms more of a {budget:.0f} ms budget; "
+                "try another actor or later")
+
     def sink(self) -> OutputSink:
         return OutputSink(self.config.output_queue, self.metrics)
 
@@ -233,6 +257,7 @@ class TurnLoop:
         live = self.sessions.get(session_id)
         if live is None or live.closed:
             return
+        live.last_input = time.monotonic()
         if len(live.inbox) >= self.config.max_inbox:
             live.refused += 1
             self.metrics.input_errors += 1
@@ -292,14 +317,22 @@ class TurnLoop:
         log.info("loop_started", turn_ms=self.config.turn_ms)
         while not self._stop.is_set() and (max_turns is None or done < max_turns):
             tick = await self.clock.wait()
-            try:
-                work = [self._gather(live, tick.scheduled) for live in self.sessions.values() if not live.closed]
-                chunks, compute_ms = await loop.run_in_executor(self._executor, self._compute, work)
-            except Exception as exc:  # noqa: BLE001 - the clock outlives any one turn's failure
-                log.error("turn_failed", slot=tick.slot, error=repr(exc))
-                work, chunks, compute_ms = [], [], 0.0
+            work: list[_Work] = []
+            results: list[tuple[_Work, spb.OutputChunk, str | None]] = []
+            compute_ms = 0.0
+            try:  # each stage guards each session (_guard); this only catches a fault of the loop itself
+                for live in list(self.sessions.values()):
+                    if not live.closed and (w := self._guard(live, "gather", self._gather, live, tick.scheduled)):
+                        work.append(w)
+                results, compute_ms = await loop.run_in_executor(self._executor, self._compute, work)
+            except Exception as exc:  # noqa: BLE001 - the clock outlives any fault
+                self._loop_fault(tick.slot, exc)
             fin = self.clock.finish(tick)
-            self._emit(work, chunks, tick.lateness_ms, compute_ms, fin.missed)
+            try:
+                self._emit(results, tick.lateness_ms, compute_ms, fin.missed)
+            except Exception as exc:  # noqa: BLE001
+                self._loop_fault(tick.slot, exc)
+            self._recent.append((len(work), compute_ms))
             self.metrics.record_turn(slot=tick.slot, sessions=len(work), lateness_ms=tick.lateness_ms,
                                      compute_ms=compute_ms, total_ms=fin.compute_ms, missed=fin.missed,
                                      skipped=fin.skipped)
@@ -310,6 +343,12 @@ class TurnLoop:
         """Take what arrived in the window (asyncio side: cheap, no decoding)."""
         if live.origin is None:
             live.origin = scheduled
+        idle = self.config.idle_timeout_s
+        if idle and not live.stopping and time.monotonic() - live.last_input > idle:
+            live.stopping = True  # its log stays with the loop's record of the session until it closes
+            live.events.append(event(spb.EVENT_KIND_ERROR, f"no input for {idle:g} s: the session ends",
+                                     code="idle_timeout"))
+            log.info("session_idle", session_id=live.id, idle_s=idle)
         items = list(live.inbox)
         live.inbox.clear()
         events, live.events = live.events, []
@@ -331,57 +370,88 @@ class TurnLoop:
         return _Work(live=live, items=items, events=events,
                      time_ms=int(round((scheduled - live.origin) * 1000)))
 
-    def _compute(self, work: list[_Work]) -> tuple[list[tuple[spb.OutputChunk | None, str | None]], float]:
-        """Worker thread: decode inputs, admit sessions, one batched model step, build chunks."""
-        t0 = time.perf_counter()
-        inputs: list[TurnInput] = []
-        for w in work:
-            live = w.live
-            if live.state is None:
-                live.state = self.backend.open(live.id)
-            for item in w.items:
-                try:
-                    live.window.add(item)
-                except InputError as exc:
-                    self.metrics.input_errors += 1
-                    w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
-                    log.info("input_refused", session_id=live.id, code=exc.code, error=exc.message)
-            if live.window.stop:
-                live.stopping = True
-            inp, counts = live.window.take()
-            state = user_state(inp.audio, inp.text, inp.barge_in)
-            if inp.barge_in:
-                w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.turn))
-            woven, surfaced = live.weave.decide(live.turn, state)
-            w.events.extend(surfaced)
-            inp.context = woven
-            w.typed, w.user = inp.text, state
-            inputs.append(inp)
-        outs = self._step([w.live.state for w in work], inputs, work)
-        chunks = [(self._chunk(w, o), o.delegate_task) if o is not None else (None, None)
-                  for w, o in zip(work, outs, strict=True)]
-        return chunks, (time.perf_counter() - t0) * 1000.0
-
-    def _step(self, states: list, inputs: list[TurnInput], work: list[_Work]) -> list[TurnOutput | None]:
-        step = self.backend.step
+    # ---- the supervisor: a failure stays with the session that caused it -----------------------
+    def _guard(self, live: LiveSession, stage: str, fn, *args):
+        """fn(*args), or None when it raised: the failure is logged with its traceback, counted, and
+        reported to this session alone; every other session keeps its turn."""
         try:
-            return list(step(states, inputs))
-        except Exception as exc:  # noqa: BLE001 - isolate the session whose input the model refused
-            log.error("step_batch_failed", error=repr(exc), sessions=len(states))
-        outs: list[TurnOutput | None] = []
-        for s, inp, w in zip(states, inputs, work, strict=True):
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - contained to this session
+            self._fail(live, stage, exc)
+            return None
+
+    def _fail(self, live: LiveSession, stage: str, exc: BaseException, *, unsafe: bool = True) -> None:
+        """A stage failed for this session: count it, log it, tell its client; an unsafe state ends it."""
+        self.metrics.turn_failures += 1
+        log.error("session_stage_failed", session_id=live.id, stage=stage, error=repr(exc), exc_info=exc)
+        live.events.append(event(spb.EVENT_KIND_ERROR, f"{stage} failed: {type(exc).__name__}: {exc}",
+                                 code="turn_failed", retryable=True, stage=stage))
+        live.failed = live.failed or unsafe
+
+    def _loop_fault(self, slot: int, exc: BaseException) -> None:
+        self.metrics.turn_failures += 1
+        log.error("loop_fault", slot=slot, error=repr(exc), exc_info=exc)
+
+    def _compute(self, work: list[_Work]) -> tuple[list[tuple[_Work, spb.OutputChunk, str | None]], float]:
+        """Worker thread: decode inputs, admit sessions, one step for all of them, build chunks."""
+        t0 = time.perf_counter()
+        prepared = [(w, inp) for w in work if (inp := self._guard(w.live, "inputs", self._prepare, w)) is not None]
+        results = []
+        for w, out in self._step(prepared):
+            chunk = self._guard(w.live, "output", self._chunk, w, out)
+            if chunk is not None:
+                results.append((w, chunk, out.delegate_task))
+        return results, (time.perf_counter() - t0) * 1000.0
+
+    def _prepare(self, w: _Work) -> TurnInput:
+        """One session's share before the step: open its state, decode its window, weave updates."""
+        live = w.live
+        if live.state is None:
+            live.state = self.backend.open(live.id)
+        for item in w.items:
             try:
-                outs.append(step([s], [inp])[0])
-            except Exception as exc:  # noqa: BLE001
-                try:  # drop the refused input, keep time moving for this session
-                    outs.append(step([s], [TurnInput()])[0])
-                    w.events.append(event(spb.EVENT_KIND_ERROR, f"input refused by the model: {exc}",
-                                          code="bad_input"))
-                except Exception as exc2:  # noqa: BLE001
-                    outs.append(None)
-                    w.live.events.append(event(spb.EVENT_KIND_ERROR, f"turn failed: {exc2}", code="turn_failed",
-                                               retryable=True))
-        return outs
+                live.window.add(item)
+            except InputError as exc:
+                self.metrics.input_errors += 1
+                w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
+                log.info("input_refused", session_id=live.id, code=exc.code, error=exc.message)
+        if live.window.stop:
+            live.stopping = True
+        inp, _counts = live.window.take()
+        for exc in live.window.refused:
+            self.metrics.input_errors += 1
+            w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
+        live.window.refused.clear()
+        state = user_state(inp.audio, inp.text, inp.barge_in)
+        if inp.barge_in:
+            w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.turn))
+        woven, surfaced = live.weave.decide(live.turn, state)
+        w.events.extend(surfaced)
+        inp.context = woven
+        w.typed, w.user = inp.text, state
+        return inp
+
+    def _step(self, prepared: list[tuple[_Work, TurnInput]]) -> list[tuple[_Work, TurnOutput]]:
+        """One backend step for every prepared session. A refused input (InputRejected: nothing changed)
+        is replaced by an empty one and the batch stepped again; any other failure may have advanced
+        the states part way, so those sessions end with an error instead of being stepped twice."""
+        batch = list(prepared)
+        for _ in range(len(batch) + 1):
+            if not batch:
+                return []
+            try:
+                outs = self.backend.step([w.live.state for w, _ in batch], [inp for _, inp in batch])
+                return list(zip([w for w, _ in batch], outs, strict=True))
+            except InputRejected as exc:
+                w, _ = batch[exc.index]
+                self.metrics.input_errors += 1
+                w.events.append(event(spb.EVENT_KIND_ERROR, f"input refused by the model: {exc}", code="bad_input"))
+                batch[exc.index] = (w, TurnInput())
+            except Exception as exc:  # noqa: BLE001 - the states may be partly advanced: end them
+                for w, _ in batch:
+                    self._fail(w.live, "step", exc)
+                return []
+        return []
 
     def _chunk(self, w: _Work, out: TurnOutput) -> spb.OutputChunk:
         w.live.turn = out.turn + 1
@@ -402,20 +472,38 @@ class TurnLoop:
                                assistant_speaking=out.speaking or bool(out.text), barge_in=w.user == UserState.INTERRUPTED)
         return chunk
 
-    def _emit(self, work: list[_Work], chunks: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
-        """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped sessions."""
-        for w, (chunk, task) in zip(work, chunks, strict=True):
-            live = w.live
-            if chunk is None or live.closed:
-                continue
-            chunk.timing.lateness_ms = lateness_ms
-            chunk.timing.compute_ms = compute_ms
-            chunk.timing.missed = missed
+    def _emit(self, results: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
+        """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped and failed sessions."""
+        for w, chunk, task in results:
+            if not w.live.closed:
+                self._guard(w.live, "emit", self._emit_one, w, chunk, task, lateness_ms, compute_ms, missed)
+        for live in [x for x in self.sessions.values() if x.failed and not x.closed]:
+            self._end_failed(live)
+
+    def _end_failed(self, live: LiveSession) -> None:
+        """A session whose state is unsafe: its client gets the error events and SESSION_ENDED; it closes."""
+        chunk = spb.OutputChunk(session_id=live.id, turn=live.turn, events=live.events)
+        live.events = []
+        chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, "the session ended after a failure", turns=live.turn))
+        if live.sink is not None:
+            live.sink.put(chunk)
+        live.last = chunk
+        self.close(live.id)
+
+    def _emit_one(self, w: _Work, chunk: spb.OutputChunk, task: str | None, lateness_ms: float, compute_ms: float,
+                  missed: bool) -> None:
+        live = w.live
+        chunk.timing.lateness_ms = lateness_ms
+        chunk.timing.compute_ms = compute_ms
+        chunk.timing.missed = missed
+        try:  # a failing delegation start or steer is this session's, and does not hold back its chunk
             self.delegating.after_turn(live, chunk, time_ms=w.time_ms, user=w.user, typed=w.typed, task=task)
-            if live.stopping:
-                chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
-            live.last = chunk
-            if live.sink is not None:
-                live.sink.put(chunk)
-            if live.stopping:
-                self.close(live.id)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(live, "delegation", exc, unsafe=False)
+        if live.stopping:
+            chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
+        live.last = chunk
+        if live.sink is not None:
+            live.sink.put(chunk)
+        if live.stopping:
+            self.close(live.id)

@@ -70,6 +70,7 @@ class LoopMetrics:
     input_errors: int = 0
     dropped_outputs: int = 0
     delegations: int = 0
+    turn_failures: int = 0  # a stage failed for one session (contained: that session got an error event)
     lateness_ms: Histogram = field(default_factory=Histogram)
     compute_ms: Histogram = field(default_factory=Histogram)  # model step (decode + step_batch) per turn
     turn_ms_total: Histogram = field(default_factory=Histogram)  # start -> outputs emitted
@@ -97,7 +98,7 @@ class LoopMetrics:
             "turn_ms": self.turn_ms, "turns": self.turns, "session_turns": self.session_turns,
             "missed": self.missed, "skipped_slots": self.skipped_slots, "input_errors": self.input_errors,
             "dropped_outputs": self.dropped_outputs, "delegations": self.delegations,
-            "lateness_ms": self.lateness_ms.summary(), "compute_ms": c, "turn_total_ms": self.turn_ms_total.summary(),
+            "turn_failures": self.turn_failures, "lateness_ms": self.lateness_ms.summary(), "compute_ms": c, "turn_total_ms": self.turn_ms_total.summary(),
             "compute_fraction_p50": c["p50"] / self.turn_ms, "compute_fraction_p99": c["p99"] / self.turn_ms,
         }
 
@@ -105,7 +106,7 @@ class LoopMetrics:
         """Prometheus text exposition of the counters and histograms."""
         lines = []
         for name in ("turns", "session_turns", "missed", "skipped_slots", "input_errors", "dropped_outputs",
-                     "delegations"):
+                     "delegations", "turn_failures"):
             lines += [f"# TYPE interplay_loop_{name}_total counter", f"interplay_loop_{name}_total {getattr(self, name)}"]
         for name, h in (("lateness_ms", self.lateness_ms), ("compute_ms", self.compute_ms)):
             metric = f"interplay_loop_{name}"

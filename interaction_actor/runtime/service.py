@@ -6,6 +6,13 @@ from the session's bounded OutputSink, so a slow client only ever loses its own 
 (counted in `dropped_chunks`, see loop.py) and never slows the loop. The request deserializer
 never raises: bytes that are not an InputChunk become an error event, not a broken stream.
 A STOP control or a half-closed request stream ends the session after its next turn.
+
+Transport limits (`server_options`): gRPC's own message limit sits well above the project's
+per-item limits (inputs.InputLimits), so an oversize frame or audio chunk is refused by the project
+with an error event on a live stream instead of gRPC ending the stream; HTTP/2 keepalive pings find
+a frozen or vanished client, and so does the write deadline: a chunk the client has not taken
+within WRITE_TIMEOUT_S (it stopped reading: frozen, vanished, or stuck) ends its stream, so its
+session is reclaimed within about 10 s and ends like any closed stream; its log is kept until then.
 """
 
 from __future__ import annotations
@@ -24,9 +31,13 @@ log = get_logger("interaction_actor.runtime.service")
 SERVICE = "interplay.v1.Session"
 
 
+WRITE_TIMEOUT_S = 8.0  # a client that takes no chunk for this long is gone (a live one takes 5 a second)
+
+
 class SessionService:
-    def __init__(self, loop: TurnLoop) -> None:
+    def __init__(self, loop: TurnLoop, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self.loop = loop
+        self.write_timeout_s = write_timeout_s
 
     async def Converse(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802 - gRPC name
         try:
@@ -49,7 +60,10 @@ class SessionService:
                 if context.done():
                     break
                 try:
-                    await context.write(chunk)
+                    await asyncio.wait_for(context.write(chunk), self.write_timeout_s)
+                except TimeoutError:
+                    log.warning("client_not_reading", session_id=sid, timeout_s=self.write_timeout_s)
+                    break
                 except Exception as exc:  # noqa: BLE001 - the client went away mid-write
                     log.info("client_gone", session_id=sid, error=type(exc).__name__)
                     break
@@ -78,10 +92,28 @@ def handler(service: SessionService) -> grpc.GenericRpcHandler:
     })
 
 
+MAX_MESSAGE_BYTES = 32 << 20  # gRPC's limit: far above InputLimits, so the project's limits answer first
+KEEPALIVE_MS = 5_000  # ping an idle connection this often ...
+KEEPALIVE_TIMEOUT_MS = 4_000  # ... and drop it when a ping is not answered in this long
+
+
+def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES, keepalive_ms: int = KEEPALIVE_MS,
+                   keepalive_timeout_ms: int = KEEPALIVE_TIMEOUT_MS) -> list[tuple[str, object]]:
+    """The Session server's transport settings (see the module docstring)."""
+    return [("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", keepalive_ms), ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+            ("grpc.http2.max_pings_without_data", 0)]
+
+
 async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
                 options: list[tuple[str, object]] | None = None) -> tuple[grpc.aio.Server, str]:
     """Start a grpc.aio server for the Session service; returns (server, "host:port")."""
-    server = grpc.aio.server(options=options or [])
+    merged = dict(server_options())
+    merged.update(dict(options or []))  # the caller's settings win
+    server = grpc.aio.server(options=list(merged.items()))
     server.add_generic_rpc_handlers((handler(SessionService(loop)),))
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
@@ -91,4 +123,4 @@ async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
     return server, f"{host}:{bound}"
 
 
-__all__ = ["Malformed", "SessionService", "handler", "serve"]
+__all__ = ["Malformed", "SessionService", "handler", "serve", "server_options"]
