@@ -72,3 +72,28 @@ async def serve_background(servicer):
     await server.start()
     return server, f"127.0.0.1:{port}"
 
+
+
+async def converse(address: str, sends: list, seconds: float, *, session_id: str = "", gap_s: float = 0.0,
+                   options: list | None = None) -> list:
+    """One client session over real gRPC: send each InputChunk of `sends` (`gap_s` apart), stay
+    connected `seconds` more, half-close, and return every OutputChunk the server sent."""
+    import asyncio
+
+    from interplay.client import SessionClient
+
+    got = []
+    async with SessionClient(address, session_id, options=options) as c:
+        async def produce() -> None:
+            for item in sends:
+                await c.send(item)
+                if gap_s:
+                    await asyncio.sleep(gap_s)
+            await asyncio.sleep(seconds)
+            await c.finish()
+
+        task = asyncio.get_running_loop().create_task(produce())
+        async for chunk in c.chunks():
+            got.append(chunk)
+        await task
+    return got

@@ -9,33 +9,21 @@ import asyncio
 import time
 
 import pytest
+from conftest import converse
 
 from interaction_actor.model.fusion import build_model
 from interaction_actor.model.session import TurnInput
 from interaction_actor.runtime.actor import InteractionActorImpl
 from interaction_actor.runtime.backend import BackendError, Capabilities, NativeBackend, load_backend
-from interplay.client import SessionClient, text_chunk
+from interplay.client import text_chunk
 from interplay.v1 import session_pb2 as spb
 
 TURN_MS = 50
 
 
-async def converse(address: str, texts: list[str], turns: int) -> list[spb.OutputChunk]:
+async def talk(address: str, texts: list[str], turns: int) -> list[spb.OutputChunk]:
     """Send each text at its own turn, keep the stream open `turns` turns, half-close, read to the end."""
-    got: list[spb.OutputChunk] = []
-    async with SessionClient(address) as c:
-        async def produce() -> None:
-            for t in texts:
-                await c.send(text_chunk(t))
-                await asyncio.sleep(2 * TURN_MS / 1000)
-            await asyncio.sleep(turns * TURN_MS / 1000)
-            await c.finish()
-
-        task = asyncio.get_running_loop().create_task(produce())
-        async for chunk in c.chunks():
-            got.append(chunk)
-        await task
-    return got
+    return await converse(address, [text_chunk(t) for t in texts], turns * TURN_MS / 1000, gap_s=2 * TURN_MS / 1000)
 
 
 @pytest.fixture
@@ -50,7 +38,7 @@ async def echo_actor():
 async def test_an_outside_backend_named_by_module_attr_answers_a_session_over_real_grpc(echo_actor):
     impl, address = echo_actor
     assert impl.loop.backend.capabilities.name == "echo"
-    chunks = await asyncio.wait_for(converse(address, ["hello there"], turns=6), timeout=30)
+    chunks = await asyncio.wait_for(talk(address, ["hello there"], turns=6), timeout=30)
     assert [c.turn for c in chunks] == list(range(len(chunks))), "one chunk per turn, none missing"
     said = "".join(c.text for c in chunks)
     assert "heard: hello there" in said
@@ -59,14 +47,14 @@ async def test_an_outside_backend_named_by_module_attr_answers_a_session_over_re
 
 async def test_the_loop_opens_and_closes_the_outside_backend_s_session_state(echo_actor):
     impl, address = echo_actor
-    await asyncio.wait_for(converse(address, ["one"], turns=3), timeout=30)
+    await asyncio.wait_for(talk(address, ["one"], turns=3), timeout=30)
     backend = impl.loop.backend
     assert len(backend.opened) == 1 and backend.closed == backend.opened
 
 
 async def test_an_outside_backend_s_delegation_request_starts_a_delegation_with_its_task(echo_actor):
     _, address = echo_actor
-    chunks = await asyncio.wait_for(converse(address, ["delegate: weather in Oslo"], turns=6), timeout=30)
+    chunks = await asyncio.wait_for(talk(address, ["delegate: weather in Oslo"], turns=6), timeout=30)
     started = [e for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_DELEGATION_STARTED]
     assert [e.text for e in started] == ["weather in Oslo"]
     assert spb.CONTROL_TOKEN_DELEGATE in [k for c in chunks for k in c.controls]

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import converse
 from PIL import Image
 
 from interaction_actor.model.session import InputRejected
@@ -51,19 +52,8 @@ async def monitor(address: str, seconds: float) -> list[float]:
 
 async def hostile(address: str, sends: list[spb.InputChunk], seconds: float) -> list[spb.OutputChunk]:
     """Send `sends` at once, stay connected `seconds`, half-close, read every chunk."""
-    got: list[spb.OutputChunk] = []
-    async with SessionClient(address, "hostile", options=[("grpc.max_send_message_length", 64 << 20)]) as c:
-        async def produce() -> None:
-            for item in sends:
-                await c.send(item)
-            await asyncio.sleep(seconds)
-            await c.finish()
-
-        task = asyncio.get_running_loop().create_task(produce())
-        async for chunk in c.chunks():
-            got.append(chunk)
-        await task
-    return got
+    return await converse(address, sends, seconds, session_id="hostile",
+                          options=[("grpc.max_send_message_length", 64 << 20)])
 
 
 def max_gap(arrivals: list[float]) -> float:
@@ -176,19 +166,7 @@ async def faulty_loop():
 
 
 async def session(address: str, sid: str, sends: list[spb.InputChunk], seconds: float) -> list[spb.OutputChunk]:
-    got: list[spb.OutputChunk] = []
-    async with SessionClient(address, sid) as c:
-        async def produce() -> None:
-            for item in sends:
-                await c.send(item)
-            await asyncio.sleep(seconds)
-            await c.finish()
-
-        task = asyncio.get_running_loop().create_task(produce())
-        async for chunk in c.chunks():
-            got.append(chunk)
-        await task
-    return got
+    return await converse(address, sends, seconds, session_id=sid)
 
 
 async def test_a_session_whose_state_cannot_be_opened_ends_with_an_error_and_the_monitor_keeps_its_turns(
