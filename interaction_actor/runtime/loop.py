@@ -16,9 +16,7 @@ ERROR events go out at once); in the worker, before the model step, the schedule
 user's state (speaking / silent / barge-in) what enters this turn's context slots — INTERRUPT now,
 WHEN_IDLE at the user's pause, SILENT as context only — and each is reported as RESULT_SURFACED.
 
-Back-pressure (OutputSink): each client has a bounded queue of `output_queue` chunks; when it is
-full the OLDEST chunk is dropped and counted; the next chunk the client receives carries the
-running total in `dropped_chunks` and an OUTPUT_DROPPED event with the count since the last one.
+Back-pressure: each client's chunks wait in a bounded OutputSink (sink.py) that drops the oldest.
 Inputs: at most `max_inbox` raw items wait per session; beyond that items are refused with an
 `input_overflow` error event. A refused input never touches the session's other inputs or others.
 """
@@ -47,6 +45,7 @@ from interaction_actor.runtime.delegating import Delegating
 from interaction_actor.runtime.delegator import Delegator
 from interaction_actor.runtime.inputs import InputError, InputLimits, WindowBuilder
 from interaction_actor.runtime.metrics import LoopMetrics
+from interaction_actor.runtime.sink import OutputSink
 from interaction_actor.runtime.weave import Weaver, event, user_state
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
@@ -106,49 +105,6 @@ def raise_priority(niceness: int | None) -> int:
         log.warning("loop_priority_unchanged", niceness=current, wanted=niceness, error=str(exc),
                     advice="start Ray with RAY_worker_niceness=0 or grant CAP_SYS_NICE")
         return current
-
-
-class OutputSink:
-    """Bounded per-client output queue: put() never blocks; the oldest chunk is dropped when full."""
-
-    def __init__(self, maxlen: int, metrics: LoopMetrics | None = None) -> None:
-        self.maxlen = max(1, maxlen)
-        self.q: deque[spb.OutputChunk] = deque()
-        self.dropped = 0
-        self._reported = 0
-        self._wake = asyncio.Event()
-        self.closed = False
-        self.metrics = metrics
-
-    def put(self, chunk: spb.OutputChunk) -> None:
-        if self.closed:
-            return
-        if len(self.q) >= self.maxlen:
-            self.q.popleft()
-            self.dropped += 1
-            if self.metrics is not None:
-                self.metrics.dropped_outputs += 1
-        self.q.append(chunk)
-        self._wake.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake.set()
-
-    async def get(self) -> spb.OutputChunk | None:
-        """The next chunk (stamped with the drop count), or None once closed and empty."""
-        while not self.q:
-            if self.closed:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        chunk = self.q.popleft()
-        chunk.dropped_chunks = self.dropped
-        if self.dropped > self._reported:
-            chunk.events.append(event(spb.EVENT_KIND_OUTPUT_DROPPED, "client read too slowly; oldest chunks dropped",
-                                      dropped=self.dropped - self._reported, total=self.dropped))
-            self._reported = self.dropped
-        return chunk
 
 
 @dataclass
