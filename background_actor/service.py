@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from background_actor.agent import AgentConfig, AgentLoop
 from background_actor.engine import Engine
@@ -110,6 +111,7 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
     bgrpc.add_BackgroundServicer_to_server(BackgroundServicer(manager), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
     if port == 0:
         raise OSError(f"could not bind {cfg.host}:{cfg.port}")

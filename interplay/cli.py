@@ -6,7 +6,9 @@ Benchmarks return a dict of figures that `interplay.report` prints (table, JSON 
 
 from __future__ import annotations
 
+import contextlib
 import platform
+from pathlib import Path
 
 import typer
 
@@ -23,13 +25,45 @@ QUICK = typer.Option(False, "--quick", help="A shorter run that reports the same
 JSON = typer.Option(False, "--json", help="Also print one JSON object as the last line.")
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"interplay {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     log_json: bool = typer.Option(None, "--log-json/--log-console", help="Force JSON or console logs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     s = load_settings()
     configure_logging(log_level or s.log_level, s.log_json if log_json is None else log_json)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A user's mistake (interplay.client.UserError) becomes one line on stderr and exit code 2."""
+    from interplay.client import UserError
+
+    try:
+        yield
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+ENGINES = ("local", "openai", "vllm")
+
+
+def _check_runtime_options(engine: str, checkpoint: str | None) -> None:
+    """What `serve` and `demo` are given, checked before Ray or any model starts."""
+    from interplay.client import UserError
+
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if checkpoint and checkpoint.lower() not in ("none", "random") and not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint {checkpoint}: no such file (omit --checkpoint for the shipped model)")
 
 
 @app.command()
@@ -119,8 +153,9 @@ def talk(
 
     if not (wav or frames or script):
         raise typer.BadParameter("give at least one of --wav, --frames, --script")
-    talk_main(address, wav=wav, frames_dir=frames, script=script, fps=fps, tail_s=tail, realtime=not fast,
-              session_id=session_id)
+    with user_errors():
+        talk_main(address, wav=wav, frames_dir=frames, script=script, fps=fps, tail_s=tail, realtime=not fast,
+                  session_id=session_id)
 
 
 @app.command()
@@ -216,6 +251,8 @@ def demo(
     """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time."""
     from interplay.demo import DemoConfig, run_demo
 
+    with user_errors():
+        _check_runtime_options(engine, checkpoint)
     s = load_settings()
     cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
                      background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset, out_dir=out,
@@ -239,6 +276,8 @@ def serve(
 
     from interplay.demo import DemoConfig, start_runtime, stop_runtime
 
+    with user_errors():
+        _check_runtime_options(engine, checkpoint)
     s = load_settings()
     cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
                      background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset,

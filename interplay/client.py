@@ -39,17 +39,29 @@ def text_chunk(text: str) -> spb.InputChunk:
     return spb.InputChunk(text=spb.TextInput(text=text))
 
 
-def wav_source(path: str | Path, chunk_ms: int = CHUNK_MS) -> Iterator[tuple[float, spb.InputChunk]]:
-    """16-bit PCM WAV (any rate, any channels: the server resamples/downmixes) in `chunk_ms` pieces."""
-    with wave.open(str(path), "rb") as w:
-        if w.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported (got {8 * w.getsampwidth()}-bit)")
-        rate, ch = w.getframerate(), w.getnchannels()
-        per = max(1, rate * chunk_ms // 1000)
-        t = 0.0
-        while data := w.readframes(per):
-            yield t, audio_chunk(data, rate, ch)
-            t += len(data) / (2 * ch) / rate
+class UserError(Exception):
+    """A mistake the user can fix (a wrong address, a file that is not a WAV): the CLI prints the
+    message as one line and exits with code 2."""
+
+
+def wav_source(path: str | Path, chunk_ms: int = CHUNK_MS) -> list[tuple[float, spb.InputChunk]]:
+    """16-bit PCM WAV (any rate, any channels: the server resamples/downmixes) in `chunk_ms` pieces.
+    Read whole before anything is sent, so a bad file is reported before a session opens."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                raise UserError(f"{path}: only 16-bit PCM WAV is supported (got {8 * w.getsampwidth()}-bit)")
+            rate, ch = w.getframerate(), w.getnchannels()
+            per = max(1, rate * chunk_ms // 1000)
+            t, out = 0.0, []
+            while data := w.readframes(per):
+                out.append((t, audio_chunk(data, rate, ch)))
+                t += len(data) / (2 * ch) / rate
+            return out
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (wave.Error, EOFError) as exc:
+        raise UserError(f"{path}: not a WAV file ({exc or 'too short'}); give a 16-bit PCM WAV") from None
 
 
 def frames_source(folder: str | Path, fps: float = 5.0) -> Iterator[tuple[float, spb.InputChunk]]:
@@ -88,7 +100,7 @@ class SessionClient:
     client is not taken for a vanished one."""
 
     def __init__(self, address: str, session_id: str = "", options: list[tuple[str, object]] | None = None,
-                 max_pending: int = 1024, keepalive_s: float = KEEPALIVE_S) -> None:
+                 max_pending: int = 1024, keepalive_s: float = KEEPALIVE_S, connect_timeout_s: float = 0.0) -> None:
         self.address = address
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self._channel = grpc.aio.insecure_channel(address, options=options or [])
@@ -96,17 +108,28 @@ class SessionClient:
         self._seq = 0
         self._call = None
         self.keepalive_s = keepalive_s
+        self.connect_timeout_s = connect_timeout_s  # > 0: UserError when no server answers in this long
         self._last_send = time.monotonic()
         self._finished = False
         self._keepalive: asyncio.Task | None = None
 
     async def __aenter__(self) -> SessionClient:
+        if self.connect_timeout_s:
+            await self.wait_ready(self.connect_timeout_s)
         stub = sgrpc.SessionStub(self._channel)
         self._call = stub.Converse(self._requests())
         await self.send(control(spb.CONTROL_KIND_START))
         if self.keepalive_s > 0:
             self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())
         return self
+
+    async def wait_ready(self, timeout_s: float = 2.0) -> None:
+        """UserError unless a server answers at the address within `timeout_s`."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
+        except TimeoutError:
+            raise UserError(f"no Session service answers at {self.address} within {timeout_s:g} s "
+                            "(start one with `interplay serve`, which prints its address)") from None
 
     async def _keep_alive(self) -> None:
         while not self._finished:
@@ -222,7 +245,7 @@ async def talk(address: str, wav: str | None = None, frames_dir: str | None = No
     items = merge_sources(*sources)
     tl = Timeline()
     turns, missed, texts, compute = 0, 0, [], []
-    async with SessionClient(address, session_id) as client:
+    async with SessionClient(address, session_id, connect_timeout_s=1.5) as client:
         tl.controls.append("start")
 
         async def produce() -> None:

@@ -201,6 +201,16 @@ async def test_the_health_service_reports_serving(server):
     assert r.status == health_pb2.HealthCheckResponse.SERVING
 
 
+async def test_reflection_lists_the_background_and_health_services(server):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with grpc.aio.insecure_channel(server.address()) as ch:
+        call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2)
+        names = [s.name async for r in call for s in r.list_services_response.service]
+    assert SERVICE_NAME in names and "grpc.health.v1.Health" in names
+
+
 async def test_the_interaction_sides_delegator_gets_updates_ending_in_one_final(server):
     d = Delegator(server.address(), deadline_ms=60_000, allowed_tools=["calculator"])
     inbox: deque = deque()

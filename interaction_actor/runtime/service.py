@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from interaction_actor.runtime.inputs import Malformed, safe_parse
 from interaction_actor.runtime.loop import SessionError, TurnLoop
@@ -110,15 +112,22 @@ def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES, keepalive_ms: int
 
 async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
                 options: list[tuple[str, object]] | None = None) -> tuple[grpc.aio.Server, str]:
-    """Start a grpc.aio server for the Session service; returns (server, "host:port")."""
+    """Start a grpc.aio server for the Session service, the standard health service (SERVING from the
+    moment it returns: the loop and its backend exist by then) and server reflection; returns
+    (server, "host:port")."""
     merged = dict(server_options())
     merged.update(dict(options or []))  # the caller's settings win
     server = grpc.aio.server(options=list(merged.items()))
     server.add_generic_rpc_handlers((handler(SessionService(loop)),))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         raise RuntimeError(f"could not bind the Session service on {host}:{port}")
     await server.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("session_service_started", address=f"{host}:{bound}")
     return server, f"{host}:{bound}"
 
