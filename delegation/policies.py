@@ -137,6 +137,8 @@ class ModelTokenPolicy(Policy):
         if last is not None and state.turn - last < self.dedupe_turns:
             return None
         self._recent[task] = state.turn
+        if len(self._recent) > 64:  # bounded: forget tasks older than the dedupe window
+            self._recent = {t: k for t, k in self._recent.items() if state.turn - k < self.dedupe_turns}
         return Delegation(task=task, preferred_mode=self.mode, confidence=state.confidence, reason="model_token")
 
     def reset(self) -> None:

@@ -11,7 +11,7 @@ user barged in over, and a drop rule for cancelled tasks. Rules in detail: see `
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +41,7 @@ class SchedulerConfig:
     progress_mode: SurfacingMode | None = None  # force the mode of PROGRESS/PARTIAL
     default_result_mode: SurfacingMode = SurfacingMode.WHEN_IDLE
     default_progress_mode: SurfacingMode = SurfacingMode.SILENT
+    max_records: int = 1024  # history, drops and settled tasks kept per session (oldest forgotten first)
 
 
 @dataclass
@@ -138,8 +139,9 @@ class InterleaveScheduler:
         self.clock = clock or (lambda: time.time() * 1000.0)
         self.tasks: dict[str, _Task] = {}
         self.settlements: dict[str, Settlement] = {}
-        self.history: list[Surfaced] = []
-        self.dropped: list[Dropped] = []
+        # bounded: a session that runs for hours keeps the newest `max_records` of each
+        self.history: deque[Surfaced] = deque(maxlen=self.config.max_records)
+        self.dropped: deque[Dropped] = deque(maxlen=self.config.max_records)
         self.stats: Counter[str] = Counter()
         self._items: list[_Item] = []
         self._voicing: _Item | None = None
@@ -361,6 +363,10 @@ class InterleaveScheduler:
             return None
         s = Settlement(task_id, outcome, turn)
         self.settlements[task_id] = s
+        while len(self.settlements) > self.config.max_records:  # forget the oldest settled task
+            old = next(iter(self.settlements))
+            del self.settlements[old]
+            self.tasks.pop(old, None)
         self._pending_settled.append(s)
         self.stats[f"settled_{outcome}"] += 1
         log.debug("delegation_settled", task_id=task_id, outcome=outcome, turn=turn)

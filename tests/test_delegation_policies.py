@@ -125,3 +125,13 @@ def test_first_of_lets_the_model_decide_and_a_rule_back_it_up_once_per_request()
     assert again is None
     model = p.decide(TurnState(turn=30, controls=["delegate"], delegate_task="weather Rome"))
     assert model is not None and model.task == "weather Rome"
+
+
+def test_the_model_token_policy_forgets_tasks_older_than_its_dedupe_window():
+    from delegation import ModelTokenPolicy, TurnState
+
+    p = ModelTokenPolicy(dedupe_turns=10)
+    for turn in range(0, 2000, 20):  # 100 distinct tasks, each long past the window by the next
+        assert p.decide(TurnState(turn=turn, controls=["delegate"], delegate_task=f"task {turn}")) is not None
+    assert len(p._recent) <= 65
+    assert p.decide(TurnState(turn=1985, controls=["delegate"], delegate_task="task 1980")) is None  # still deduped

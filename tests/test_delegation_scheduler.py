@@ -181,3 +181,22 @@ def test_the_decision_records_the_turn_each_update_surfaced():
         offers={0: [upd("a", 0, kind=bpb.UPDATE_KIND_ACCEPTED), upd("a", 1, mode=SurfacingMode.WHEN_IDLE)]})
     assert [(h.seq, h.received_turn, h.surfaced_turn, h.voiced) for h in s.history] == [(0, 0, 1, False),
                                                                                          (1, 0, 2, True)]
+
+
+def test_a_long_session_keeps_only_the_newest_records_of_history_drops_and_settled_tasks():
+    clock = Clock()
+    s = InterleaveScheduler(SchedulerConfig(max_records=4), clock=clock)
+    for i in range(12):  # twelve delegations, each answered twice (the second a duplicate, dropped)
+        t = 2 * i
+        clock.turn = t
+        s.track(f"t{i}", t)
+        s.offer(upd(f"t{i}", 0, mode=SurfacingMode.INTERRUPT), t)
+        s.offer(upd(f"t{i}", 0, mode=SurfacingMode.INTERRUPT), t)
+        s.step(t + 1, SILENT)
+    for t in range(24, 24 + 12 * 6):  # each answer takes a few turns to voice: let every one surface
+        clock.turn = t
+        s.step(t, SILENT)
+    assert s.unsettled() == []
+    assert len(s.history) == 4 and [h.task_id for h in s.history] == ["t8", "t9", "t10", "t11"]
+    assert len(s.dropped) == 4 and len(s.settlements) <= 4 and len(s.tasks) <= 4 + len(s.unsettled())
+    assert "t11" in s.settlements and "t0" not in s.settlements
