@@ -10,7 +10,7 @@ import io
 import pytest
 import ray
 
-from interaction_actor.runtime.actor import shipped_checkpoint
+from interaction_actor.model.weights import shipped_checkpoint
 from interplay.demo import DemoConfig, run_demo
 from interplay.v1 import common_pb2 as cpb
 

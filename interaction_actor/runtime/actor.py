@@ -13,7 +13,6 @@ from dataclasses import asdict
 
 import ray
 
-from interaction_actor.model.weights import resolve_checkpoint, shipped_checkpoint  # noqa: F401 - re-exported
 from interaction_actor.runtime.inputs import InputLimits
 from interaction_actor.runtime.loop import LoopConfig, TurnLoop
 from interaction_actor.runtime.metrics import serve_metrics
