@@ -4,6 +4,8 @@ The server runs on its own thread and asyncio loop, started in `__init__`, so a 
 (`max_restarts`) brings the service back on the same address without anyone calling in: callers
 keep their address, in-flight streams of the dead process fail (UNAVAILABLE → the caller's terminal
 error), and new delegations reach the new process. `start_background(...)` → (handle, address).
+MCP servers (`mcp=`) are connected on that same loop when the server starts (and again after a
+restart); `secrets=` is the store the actor's tools read (see background_actor/service.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import ray
 
 from background_actor.agent import AgentConfig
+from background_actor.engine import Engine
 from background_actor.service import BackgroundServer, ServerConfig, serve
 from background_actor.tasks import TaskConfig
 from interplay.log import configure_logging, get_logger
@@ -31,10 +34,12 @@ class BackgroundActorImpl:
     """The actor body (also usable in-process without Ray)."""
 
     def __init__(self, config: ServerConfig, registry_factory: Callable[[], Registry] | None = None,
-                 log_level: str = "info", start_timeout_s: float = 120.0) -> None:
-        configure_logging(log_level)
+                 log_level: str = "info", start_timeout_s: float = 120.0, log_dir: str | None = None,
+                 engine_factory: Callable[[], Engine] | None = None) -> None:
+        configure_logging(log_level, log_dir=log_dir, process="background")
         self.config = config
         self._registry_factory = registry_factory
+        self._engine_factory = engine_factory
         self._server: BackgroundServer | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
@@ -50,7 +55,9 @@ class BackgroundActorImpl:
     def _main(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._server = self._loop.run_until_complete(serve(self.config, registry_factory=self._registry_factory))
+            engine = self._engine_factory() if self._engine_factory is not None else None
+            self._server = self._loop.run_until_complete(
+                serve(self.config, engine=engine, registry_factory=self._registry_factory))
         except BaseException as exc:  # reported to __init__, which raises it to the creator
             self._error = exc
             self._ready.set()
@@ -66,6 +73,9 @@ class BackgroundActorImpl:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def tool_names(self) -> list[str]:
+        return self._server.registry.names() if self._server else []
 
     def stats(self) -> dict[str, int]:
         async def snap() -> dict[str, int]:
@@ -100,16 +110,21 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
                      max_concurrent: int = 4, max_queued: int = 16, agent: AgentConfig | None = None,
                      registry_factory: Callable[[], Registry] | None = None, name: str | None = None,
                      num_cpus: float = 0, max_restarts: int = 10, log_level: str = "info",
-                     timeout_s: float = 120.0, resources: dict[str, float] | None = None
+                     timeout_s: float = 120.0, resources: dict[str, float] | None = None,
+                     host: str = "127.0.0.1", log_dir: str | None = None, mcp: tuple[str, ...] = (),
+                     secrets: dict[str, str] | None = None, engine_factory: Callable[[], Engine] | None = None,
                      ) -> tuple[ray.actor.ActorHandle, str]:
     """Create a BackgroundActor (Ray must be initialised) and wait for its address "127.0.0.1:port".
 
     The port is fixed at creation (a free one when None) so the address survives restarts.
     `registry_factory` (a picklable callable) replaces the built-in tools when given; `resources`
     places the actor on a node that offers them (as interaction_actor.runtime.actor.spawn does).
+    `mcp`: MCP servers ("command arg arg" or a URL) whose tools join the actor's registry; `secrets`:
+    {name: value} for tools that declare them; `engine_factory` (picklable) replaces `engine` by name.
     """
-    cfg = ServerConfig(port=port or free_port(), engine=engine, engine_options=dict(engine_options or {}),
-                       tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued))
+    cfg = ServerConfig(host=host, port=port or free_port(host), engine=engine, engine_options=dict(engine_options or {}),
+                       tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued),
+                       mcp=tuple(mcp), secrets=dict(secrets or {}))
     if agent is not None:
         cfg = replace(cfg, agent=agent)
     opts: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}
@@ -117,6 +132,7 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
         opts["name"] = name
     if resources:
         opts["resources"] = dict(resources)
-    handle = BackgroundActor.options(**opts).remote(cfg, registry_factory, log_level)
+    handle = BackgroundActor.options(**opts).remote(cfg, registry_factory, log_level, log_dir=log_dir,
+                                                    engine_factory=engine_factory)
     address = ray.get(handle.address.remote(), timeout=timeout_s)
     return handle, address

@@ -25,6 +25,7 @@ from background_actor.engine import (
     Usage,
 )
 from interplay.log import get_logger
+from interplay.secrets import SecretStore
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
@@ -87,10 +88,12 @@ def build_messages(pkg: xpb.ContextPackage, config: AgentConfig) -> list[Message
 class AgentLoop:
     """One loop object serves many tasks concurrently (it holds no per-task state)."""
 
-    def __init__(self, engine: Engine, registry: Registry, config: AgentConfig | None = None) -> None:
+    def __init__(self, engine: Engine, registry: Registry, config: AgentConfig | None = None,
+                 secrets: SecretStore | None = None) -> None:
         self.engine = engine
         self.registry = registry
         self.config = config or AgentConfig()
+        self.secrets = secrets  # injected into the tools that declare them; tool results come back redacted
 
     async def run(self, pkg: xpb.ContextPackage, emit: Emit, steer: asyncio.Queue[str] | None = None,
                   usage: list[Usage] | None = None) -> str:
@@ -104,7 +107,7 @@ class AgentLoop:
         followup = cfg.followup_tool_choice or self.engine.followup_tool_choice
         messages = build_messages(pkg, cfg)
         ctx = ToolContext(session_id=pkg.session_id, task_id=pkg.task_id, allow=frozenset(allowed),
-                          emit=lambda text: emit(bpb.UPDATE_KIND_PROGRESS, text=text))
+                          emit=lambda text: emit(bpb.UPDATE_KIND_PROGRESS, text=text), secret_store=self.secrets)
         used_tools = False
         step = restarts = 0
         while step < cfg.max_steps:

@@ -4,11 +4,17 @@
 (deadline, cancel) cancels its task. `Steer` / `Cancel` address a live task by id. `serve(...)`
 builds engine + registry + agent + task manager and starts the server; `BackgroundServer.stop()`
 cancels every live task (each still gets its terminal update) and shuts the server down.
+
+Tools: `ServerConfig.mcp` lists MCP servers ("command arg arg" for stdio, or an http(s) URL) that
+`serve` connects on its own event loop before it serves; their tools join the registry and their
+connections close at `stop()`. `ServerConfig.secrets` ({name: value}) is the store tools read with
+`context.secret(name)`; its values are redacted from this process's logs and from every update.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +29,12 @@ from background_actor.engines import make_engine
 from background_actor.tasks import TaskConfig, TaskManager
 from delegation.scheduler import TERMINAL
 from interplay.log import get_logger
+from interplay.secrets import SecretStore, register, unregister
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc
 from interplay.v1 import context_pb2 as xpb
 from tools import Registry
+from tools.isolation import PoolConfig, configure_default_pool, default_pool
 
 log = get_logger("background_actor.service")
 
@@ -73,6 +81,10 @@ class ServerConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     grace_s: float = 1.0
+    mcp: tuple[str, ...] = ()                      # MCP servers: "command arg arg" (stdio) or an http(s) URL
+    mcp_connect_timeout_s: float = 30.0
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)  # {name: value} for tools; never printed
+    tool_workers: int = 32                         # the process's tool worker threads (tools/isolation.py)
 
 
 @dataclass
@@ -83,13 +95,15 @@ class BackgroundServer:
     engine: Engine
     registry: Registry
     health: Any
+    secrets: SecretStore = field(default_factory=SecretStore)
 
     async def stop(self) -> None:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.manager.shutdown()
         await self.server.stop(grace=1.0)
         await self.engine.aclose()
-        await self.registry.aclose()
+        await self.registry.aclose()  # MCP connections (and their processes) close here
+        unregister(self.secrets)
 
 
 async def serve(config: ServerConfig | None = None, *, engine: Engine | None = None,
@@ -97,6 +111,10 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
                 registry_factory: Callable[[], Registry] | None = None) -> BackgroundServer:
     """Start the Background + health services; returns once the engine is loaded and the port bound."""
     cfg = config or ServerConfig()
+    secrets = SecretStore(cfg.secrets)
+    register(secrets)  # from here on, this process's logs never show a value
+    if default_pool().config.max_workers != cfg.tool_workers:
+        configure_default_pool(PoolConfig(max_workers=cfg.tool_workers))
     if registry is None:
         if registry_factory is not None:
             registry = registry_factory()
@@ -104,9 +122,11 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
             from tools.builtin import default_registry
 
             registry = default_registry(include=cfg.tools)
+    if cfg.mcp:
+        await connect_mcp(registry, cfg.mcp, cfg.mcp_connect_timeout_s)
     engine = engine or make_engine(cfg.engine, **cfg.engine_options)
     await engine.start()
-    manager = TaskManager(AgentLoop(engine, registry, cfg.agent), cfg.tasks)
+    manager = TaskManager(AgentLoop(engine, registry, cfg.agent, secrets=secrets), cfg.tasks, secrets=secrets)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     bgrpc.add_BackgroundServicer_to_server(BackgroundServicer(manager), server)
     health_servicer = health.aio.HealthServicer()
@@ -121,7 +141,29 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
     address = f"{cfg.host}:{port}"
     log.info("background_serving", address=address, engine=engine.describe(), tools=registry.names(),
              max_concurrent=cfg.tasks.max_concurrent, max_queued=cfg.tasks.max_queued)
-    return BackgroundServer(server, address, manager, engine, registry, health_servicer)
+    return BackgroundServer(server, address, manager, engine, registry, health_servicer, secrets)
+
+
+async def connect_mcp(registry: Registry, servers: tuple[str, ...], connect_timeout_s: float = 30.0) -> None:
+    """Connect each MCP server on the running loop and add its tools to `registry` (which then owns the
+    connections: `registry.aclose()` ends them). On any failure the connections made so far are closed
+    and the error (tools.mcp.MCPConnectionError, or DuplicateToolError on a name clash) is raised."""
+    from tools.mcp import load_mcp_tools, stdio
+
+    for entry in servers:
+        target: Any = entry if entry.startswith(("http://", "https://")) else stdio(*shlex.split(entry))
+        try:
+            loaded = await load_mcp_tools(target, connect_timeout_s=connect_timeout_s)
+        except BaseException:
+            await registry.aclose()
+            raise
+        try:
+            registry.include(loaded)
+        except BaseException:
+            await loaded.aclose()
+            await registry.aclose()
+            raise
+        log.info("mcp_server_added", server=entry.split()[0] if entry else entry, tools=loaded.names())
 
 
 async def wait_serving(address: str, timeout_s: float = 30.0) -> bool:

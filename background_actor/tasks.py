@@ -3,7 +3,10 @@
 Every submitted package settles exactly once: refused at the door (ERROR "overloaded" /
 "invalid_package" / "duplicate_task"), or run to one terminal update (FINAL, ERROR, CANCELLED).
 Updates of a task carry seq 0, 1, 2, … without gaps. `stats()` accounts for every submission:
-submitted == refused + invalid + final + error + cancelled + running + waiting.
+submitted == refused + invalid + final + error + cancelled + running + waiting; its `tool_*` keys
+are the tool worker pool's (tools/isolation.py: workers, busy, hung, abandoned_total, refused_total).
+Every text an update carries (text, tool call arguments, tool result, error message) has the secret
+values of the manager's store replaced by `[secret:NAME]` before it is queued for the wire.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +23,11 @@ from background_actor.agent import AgentLoop
 from background_actor.engine import EngineError, Usage
 from delegation.scheduler import TERMINAL
 from interplay.log import get_logger
+from interplay.secrets import SecretStore, redact_text
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
+from tools.isolation import default_pool
 
 log = get_logger("background_actor.tasks")
 
@@ -50,6 +56,7 @@ class Task:
     terminal: int = 0
     usage: list[Usage] = field(default_factory=list)
     submitted_at: float = field(default_factory=time.monotonic)
+    redact: Callable[[str], str] = redact_text
 
     @property
     def task_id(self) -> str:
@@ -62,14 +69,18 @@ class Task:
         if self.terminal:
             log.debug("update_after_terminal_dropped", task_id=self.task_id, kind=bpb.UpdateKind.Name(kind))
             return False
-        upd = bpb.Update(task_id=self.task_id, seq=self.seq, kind=kind, text=text, step=step, progress=progress,
+        r = self.redact
+        upd = bpb.Update(task_id=self.task_id, seq=self.seq, kind=kind, text=r(text), step=step, progress=progress,
                          surfacing=surfacing, created_unix_ms=int(time.time() * 1000))
         if tool_call is not None:
             upd.tool_call.CopyFrom(tool_call)
+            upd.tool_call.arguments_json = r(upd.tool_call.arguments_json)
         if tool_result is not None:
             upd.tool_result.CopyFrom(tool_result)
+            upd.tool_result.content = r(upd.tool_result.content)
         if error is not None:
             upd.error.CopyFrom(error)
+            upd.error.message = r(upd.error.message)
         self.seq += 1
         if kind in TERMINAL:
             self.terminal = kind
@@ -83,9 +94,10 @@ class Task:
 class TaskManager:
     """Runs tasks through one AgentLoop under the concurrency and queue limits of TaskConfig."""
 
-    def __init__(self, agent: AgentLoop, config: TaskConfig | None = None) -> None:
+    def __init__(self, agent: AgentLoop, config: TaskConfig | None = None, secrets: SecretStore | None = None) -> None:
         self.agent = agent
         self.config = config or TaskConfig()
+        self.secrets = secrets
         self.live: dict[str, Task] = {}
         self.waiting: list[Task] = []
         self.running: set[str] = set()
@@ -100,7 +112,7 @@ class TaskManager:
         self.counts["submitted"] += 1
         if not pkg.task_id:
             pkg.task_id = uuid.uuid4().hex[:16]
-        t = Task(pkg)
+        t = Task(pkg, redact=self._redact)
         problem = None if pkg.task.strip() else ("invalid_package", "the package has an empty task")
         if problem is None and pkg.task_id in self.live:
             problem = ("duplicate_task", f"task {pkg.task_id} is already running")
@@ -220,8 +232,14 @@ class TaskManager:
             t.runner.cancel()
         return True, ""
 
+    def _redact(self, text: str) -> str:
+        if not text:
+            return text
+        return redact_text(self.secrets.redact(text) if self.secrets is not None else text)
+
     def stats(self) -> dict[str, int]:
-        return {**self.counts, "running": len(self.running), "waiting": len(self.waiting)}
+        pool = {f"tool_{k}": v for k, v in default_pool().stats().items()}
+        return {**self.counts, "running": len(self.running), "waiting": len(self.waiting), **pool}
 
     async def shutdown(self) -> None:
         runners = [t.runner for t in self.live.values() if t.runner is not None]

@@ -39,7 +39,8 @@ from tools import Registry, ToolContext, tool
 from tools.mcp import load_mcp_tools, stdio
 
 
-# 1. An async tool. Coroutines run on the event loop and are cancelled at their timeout.
+# 1. An async tool. Coroutines run on a worker thread's own event loop (never the caller's) and are
+#    cancelled at their timeout.
 @tool(timeout_s=2.0, idempotent=True, retries=1, max_concurrency=8)
 async def check_stock(product: str, store: str = "central") -> str:
     """Check how many units of a product a store has.

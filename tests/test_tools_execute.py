@@ -111,8 +111,9 @@ async def test_a_tool_runs_when_the_context_grants_its_permission():
 
 async def test_an_async_tool_that_sleeps_forever_is_cancelled_at_its_timeout():
     """Not before its 0.2 s limit, and long before forever: the upper bound leaves half a second for a
-    loaded machine (a tool that was not cancelled would never return)."""
-    saw_cancel = asyncio.Event()
+    loaded machine (a tool that was not cancelled would never return). The tool runs on a worker
+    thread's loop, so it signals through a threading.Event."""
+    saw_cancel = threading.Event()
 
     @tool(timeout_s=0.2)
     async def hang() -> str:
@@ -128,11 +129,11 @@ async def test_an_async_tool_that_sleeps_forever_is_cancelled_at_its_timeout():
     out = await Registry([hang]).call("hang", {})
     elapsed = time.perf_counter() - t0
     assert out.error_code == "timeout" and 0.2 <= elapsed < 0.7
-    await asyncio.wait_for(saw_cancel.wait(), 1.0)  # the coroutine saw CancelledError
+    assert await asyncio.to_thread(saw_cancel.wait, 1.0)  # the coroutine saw CancelledError
 
 
 async def test_a_late_result_of_an_async_tool_that_ignores_cancellation_is_dropped():
-    finished = asyncio.Event()
+    finished = threading.Event()
 
     @tool(timeout_s=0.1)
     async def stubborn() -> str:
@@ -146,7 +147,7 @@ async def test_a_late_result_of_an_async_tool_that_ignores_cancellation_is_dropp
 
     with capture_logs() as logs:
         out = await Registry([stubborn]).call("stubborn", {}, call_id="s1")
-        await asyncio.wait_for(finished.wait(), 2.0)
+        assert await asyncio.to_thread(finished.wait, 2.0)
         assert await _wait_for_event(logs, "tool_late_result_dropped")
     assert out.error_code == "timeout" and "LATE" not in out.content
 
@@ -189,7 +190,7 @@ async def test_the_late_result_of_an_abandoned_sync_tool_is_dropped():
 
 
 async def test_cancelling_the_caller_cancels_the_running_tool():
-    saw_cancel = asyncio.Event()
+    saw_cancel = threading.Event()
 
     @tool(timeout_s=5.0)
     async def hang() -> str:
@@ -204,7 +205,7 @@ async def test_cancelling_the_caller_cancels_the_running_tool():
     caller = asyncio.ensure_future(Registry([hang]).call("hang", {}))
     await asyncio.sleep(0.05)
     caller.cancel()
-    await asyncio.wait_for(saw_cancel.wait(), 1.0)
+    assert await asyncio.to_thread(saw_cancel.wait, 1.0)
     assert caller.cancelled() or isinstance(caller.exception(), asyncio.CancelledError)
 
 
@@ -307,15 +308,18 @@ async def test_an_outcome_converts_to_the_wire_tool_result():
 async def test_one_hundred_concurrent_calls_never_exceed_the_concurrency_limit():
     active = 0
     peak = 0
+    lock = threading.Lock()  # calls run on worker threads
 
     @tool(max_concurrency=4, timeout_s=5.0)
     async def work(i: int) -> int:
         """Track how many run at once."""
         nonlocal active, peak
-        active += 1
-        peak = max(peak, active)
+        with lock:
+            active += 1
+            peak = max(peak, active)
         await asyncio.sleep(0.005)
-        active -= 1
+        with lock:
+            active -= 1
         return i
 
     reg = Registry([work])
@@ -344,3 +348,71 @@ async def test_a_tool_receives_the_callers_context():
 
     out = await Registry([who]).call("who", {}, context=ToolContext(session_id="s9", task_id="t3"))
     assert out.content == "s9/t3"
+
+
+# ----------------------------------------------------------------------------- argument limits
+
+
+@tool
+def take(n: int = 0, text: str = "", items: list[int] | None = None, data: dict | None = None) -> str:
+    """Accepts a few kinds of argument."""
+    return "taken"
+
+
+async def _take(arguments) -> ToolOutcome:
+    return await Registry([take]).call("take", arguments)
+
+
+async def test_an_integer_with_too_many_digits_is_invalid_arguments_naming_the_limit():
+    out = await _take('{"n": ' + "9" * 5000 + "}")
+    assert out.error_code == "invalid_arguments" and "5000 digits; at most 64" in out.content
+
+
+async def test_a_huge_integer_passed_as_a_python_value_is_invalid_arguments():
+    out = await _take({"n": 10 ** 5000})
+    assert out.error_code == "invalid_arguments" and "digits" in out.content
+
+
+async def test_arguments_nested_too_deep_are_invalid_arguments_even_as_a_python_value():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    out = await _take({"data": {"x": deep}})
+    assert out.error_code == "invalid_arguments" and "nested more than 32 levels" in out.content
+
+
+async def test_arguments_over_the_byte_limit_are_invalid_arguments():
+    out = await _take(json.dumps({"text": "x" * 70_000}))
+    assert out.error_code == "invalid_arguments" and "at most 64000 are accepted" in out.content
+
+
+async def test_an_oversized_string_is_invalid_arguments():
+    out = await _take({"text": "x" * 40_000})
+    assert out.error_code == "invalid_arguments" and "a string is 40000 characters long" in out.content
+
+
+async def test_an_oversized_list_is_invalid_arguments():
+    out = await _take({"items": list(range(5000))})
+    assert out.error_code == "invalid_arguments" and "an array has 5000 entries" in out.content
+
+
+async def test_invalid_utf8_arguments_are_invalid_arguments():
+    out = await _take(b'{"text": "\xff\xfe"}')
+    assert out.error_code == "invalid_arguments" and "not valid JSON" in out.content
+
+
+async def test_brackets_inside_strings_do_not_count_as_nesting():
+    out = await _take(json.dumps({"text": "[" * 100 + '\\"{' * 50}))
+    assert out.ok and out.content == "taken"
+
+
+async def test_a_tool_can_raise_its_own_argument_limits():
+    from tools.arguments import ArgumentLimits
+
+    @tool(argument_limits=ArgumentLimits(max_int_digits=200))
+    def big(n: int) -> str:
+        """Takes long integers."""
+        return str(n % 97)
+
+    out = await Registry([big]).call("big", '{"n": ' + "1" * 150 + "}")
+    assert out.ok and out.content == str(int("1" * 150) % 97)

@@ -3,15 +3,18 @@
     from tools import Registry, ToolContext, ToolOutcome, tool, default_registry
     outcome = await Registry([my_tool]).call("my_tool", '{"x": 1}', call_id="c1")
 
-See tools/registry.py (the registry), tools/spec.py (the decorator), tools/execute.py (limits).
+See tools/registry.py (the registry), tools/spec.py (the decorator), tools/execute.py (limits),
+tools/arguments.py (argument checks), tools/isolation.py (worker threads), interplay/secrets.py.
 """
 
+from tools.arguments import ArgumentLimits
 from tools.errors import DuplicateToolError, ToolDefinitionError, ToolError, ToolsError, UnknownToolError
 from tools.outcome import ToolContext, ToolOutcome
 from tools.registry import Registry
 from tools.spec import Tool, ToolOptions, make_tool, tool
 
 __all__ = [
+    "ArgumentLimits",
     "DuplicateToolError",
     "Registry",
     "Tool",

@@ -1,27 +1,36 @@
 """Run one tool call safely and settle it exactly once as a `ToolOutcome`.
 
-Validation errors name the tool and the field; a timeout cancels a coroutine (it sees
-CancelledError) or abandons a sync function's thread, and any late result is dropped; exceptions
-other than ToolError reach the model only as a short generic message (the log keeps details);
-results over the tool's size are cut with a marker; a per-tool semaphore bounds concurrency.
+Contract: `await execute(tool, arguments, call_id=..., context=...)` never raises for a tool's
+failure; it returns one outcome. In order: the arguments are parsed and checked against the tool's
+model and its size/depth limits (tools/arguments.py → `invalid_arguments`); the context must hold
+the tool's permissions (`permission_denied`) and its store every secret the tool declares
+(`missing_secret`, naming it); then the call runs under its timeout, isolated as the tool says
+(tools/isolation.py: by default on a worker thread, off the caller's event loop): a timeout settles
+`timeout` at its limit whatever the tool does, a pool held by hung calls settles `unavailable` at
+once. A ToolError's message reaches the model scrubbed (redacted, control characters removed,
+capped); any other exception only as its type and a log reference (the log keeps the details,
+redacted). Every text that leaves — content, log fields — has the secret values of the caller's
+store replaced by `[secret:NAME]`. Results over the tool's size are cut with a marker; a per-tool
+semaphore bounds concurrency; idempotent tools are retried after a timeout or internal error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
+import dataclasses
 import json
-import threading
 import time
 import traceback
 import uuid
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from interplay.secrets import SecretStore, redact_text, scrub
 from tools import outcome as codes
-from tools.errors import InvalidArguments, ToolError
+from tools.arguments import ArgumentError, expected_hint, parse_arguments
+from tools.errors import ToolError
+from tools.isolation import CallCancelledItself, CallTimedOut, PoolExhausted, WorkerPool, default_pool
 from tools.logs import tools_logger
 from tools.outcome import ToolContext, ToolOutcome
 from tools.spec import Tool
@@ -30,74 +39,9 @@ log = tools_logger("tools")
 
 TRUNCATION_MARKER = "\n[... truncated: showing {shown} of {total} characters]"
 _MAX_ERROR_CHARS = 600
+MAX_TOOL_ERROR_MESSAGE_CHARS = 400  # a ToolError's own message, before "Tool 'x' failed: " is added
 
-
-class ArgumentError(ValueError):
-    """Arguments the model sent do not fit the tool; the message is meant for the model."""
-
-
-# ----------------------------------------------------------------------------- arguments
-
-
-def parse_arguments(tool: Tool, arguments: str | bytes | dict[str, Any] | None) -> dict[str, Any]:
-    """Validate raw arguments (JSON text or dict) against the tool's model; ArgumentError on misfit."""
-    prefix = f"Invalid arguments for tool '{tool.name}'"
-    if arguments is None or (isinstance(arguments, str | bytes) and not arguments.strip()):
-        raw: Any = {}
-    elif isinstance(arguments, str | bytes):
-        try:
-            raw = json.loads(arguments)
-        except json.JSONDecodeError as exc:
-            raise ArgumentError(
-                f"{prefix}: arguments are not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
-                f"Send one JSON object. {expected_hint(tool)}"
-            ) from None
-    else:
-        raw = arguments
-    if not isinstance(raw, dict):
-        raise ArgumentError(
-            f"{prefix}: arguments must be a JSON object, got {_json_type(raw)}. {expected_hint(tool)}"
-        )
-    try:
-        return tool.validate(raw)
-    except ValidationError as exc:
-        problems = [_describe_error(tool, err) for err in exc.errors(include_url=False)]
-    except InvalidArguments as exc:
-        problems = list(exc.problems)
-    raise ArgumentError(f"{prefix}: " + "; ".join(problems) + f". {expected_hint(tool)}")
-
-
-def _describe_error(tool: Tool, err: Any) -> str:
-    loc = err.get("loc", ())
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    kind = err.get("type", "")
-    if kind == "missing":
-        return f"field '{path}' is required but missing"
-    if kind == "extra_forbidden":
-        allowed = ", ".join(tool.parameter_names()) or "none"
-        return f"field '{path}' is not a parameter of this tool (parameters: {allowed})"
-    got = err.get("input")
-    got_s = json.dumps(got, default=str)[:60] if not isinstance(got, BaseModel) else type(got).__name__
-    return f"field '{path or '(arguments)'}': {err.get('msg', 'invalid value')} (got {got_s})"
-
-
-def expected_hint(tool: Tool) -> str:
-    """A one-line reminder of the parameters, e.g. `Expected: {"a": integer, "b"?: string}`."""
-    params = tool.parameters()
-    required = set(params.get("required", []))
-    parts = []
-    for pname, sch in params.get("properties", {}).items():
-        typ = sch.get("type") or ("enum" if "enum" in sch else "any" if not sch.get("anyOf") else "|".join(
-            str(s.get("type", "object")) for s in sch["anyOf"]))
-        parts.append(f'"{pname}"{"" if pname in required else "?"}: {typ}')
-    return "Expected: {" + ", ".join(parts) + "}"
-
-
-def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean",
-            type(None): "null"}.get(type(value), type(value).__name__)
+__all__ = ["ArgumentError", "execute", "expected_hint", "parse_arguments", "render_result", "truncate"]
 
 
 # ----------------------------------------------------------------------------- results
@@ -144,18 +88,20 @@ async def execute(
     *,
     call_id: str = "",
     context: ToolContext | None = None,
+    pool: WorkerPool | None = None,
 ) -> ToolOutcome:
-    """Validate, check permissions, run under the tool's limits; returns exactly one outcome.
+    """Validate, check permissions and secrets, run under the tool's limits; returns exactly one outcome.
 
     Never raises for tool failures. If the *caller* is cancelled, the running call is cancelled
-    too and CancelledError propagates (there is then no outcome to deliver).
+    (or abandoned, see tools/isolation.py) and CancelledError propagates (there is then no outcome).
     """
     context = context or ToolContext()
+    store = context.secret_store
     t0 = time.perf_counter()
 
     def settle(ok: bool, content: str, code: str = "", attempts: int = 1) -> ToolOutcome:
         limit = tool.options.max_result_chars if ok else min(tool.options.max_result_chars, _MAX_ERROR_CHARS)
-        text, cut = truncate(content, limit)
+        text, cut = truncate(_redact(content, store), limit)
         out = ToolOutcome(call_id=call_id, name=tool.name, ok=ok, content=text, truncated=cut,
                           duration_ms=(time.perf_counter() - t0) * 1000.0, error_code=code, attempts=attempts)
         log.info("tool_call_settled", tool=tool.name, call_id=call_id, ok=ok, error_code=code,
@@ -167,21 +113,30 @@ async def execute(
         args = parse_arguments(tool, arguments)
     except ArgumentError as exc:
         return settle(False, str(exc), codes.INVALID_ARGUMENTS)
+    except Exception as exc:  # a validator's own fault: still the model's arguments that did not fit
+        ref = _log_exception("tool_argument_check_fault", tool, call_id, exc, store)
+        return settle(False, f"Invalid arguments for tool '{tool.name}': they could not be checked "
+                             f"(ref {ref}). {expected_hint(tool)}", codes.INVALID_ARGUMENTS)
     missing = tool.options.permissions - context.permissions
     if missing:
         return settle(False, f"Tool '{tool.name}' needs permission {', '.join(sorted(missing))}, "
                              "which this conversation does not grant.", codes.PERMISSION_DENIED)
+    absent = [n for n in tool.options.secrets if store is None or store.get(n) is None]
+    if absent:
+        log.warning("tool_secret_missing", tool=tool.name, call_id=call_id, secrets=absent)
+        return settle(False, f"Tool '{tool.name}' needs the secret {', '.join(repr(n) for n in absent)}, "
+                             "which the background side was not given.", codes.MISSING_SECRET)
+    granted = {n: store.get(n) for n in tool.options.secrets} if store is not None else {}
+    call_context = dataclasses.replace(context, granted_secrets=granted)
 
     attempts = 0
     async with tool.semaphore():
         while True:
             attempts += 1
             try:
-                ok, content, code = await _attempt(tool, args, context, call_id)
+                ok, content, code = await _attempt(tool, args, call_context, call_id, pool)
             except Exception as exc:  # a fault in the machinery itself must still settle the call
-                ref = uuid.uuid4().hex[:8]
-                log.error("tool_execution_fault", tool=tool.name, call_id=call_id, ref=ref, exc_type=type(exc).__name__,
-                          exc_message=str(exc), traceback="".join(traceback.format_exception(exc)))
+                ref = _log_exception("tool_execution_fault", tool, call_id, exc, store)
                 ok, content, code = False, _hidden_error(tool, exc, ref), codes.INTERNAL_ERROR
             retryable = code in (codes.TIMEOUT, codes.INTERNAL_ERROR) and tool.options.idempotent
             if ok or not retryable or attempts > tool.options.retries:
@@ -189,18 +144,48 @@ async def execute(
             log.info("tool_call_retry", tool=tool.name, call_id=call_id, attempt=attempts, error_code=code)
 
 
-async def _attempt(tool: Tool, args: dict[str, Any], context: ToolContext, call_id: str) -> tuple[bool, str, str]:
+async def _attempt(tool: Tool, args: dict[str, Any], context: ToolContext, call_id: str,
+                   pool: WorkerPool | None) -> tuple[bool, str, str]:
     """One run of the tool under its timeout: (ok, content, error_code)."""
-    loop = asyncio.get_running_loop()
     timeout = tool.options.timeout_s
-    if tool.is_async:
+    timed_out = (f"Tool '{tool.name}' timed out after {timeout:g} s and was cancelled; "
+                 "no result was produced.")
+    if tool.options.isolation == "inline":
         try:
-            fut: asyncio.Future[Any] = asyncio.ensure_future(tool.run(args, context))
-        except Exception as exc:  # run() raised before producing an awaitable
-            fut = loop.create_future()
-            fut.set_exception(exc)
-    else:
-        fut = _run_in_thread(tool, args, context, call_id, loop)
+            value = await _run_inline(tool, args, context, call_id, timeout)
+        except CallTimedOut:
+            return False, timed_out, codes.TIMEOUT
+        except CallCancelledItself:
+            log.warning("tool_cancelled_itself", tool=tool.name, call_id=call_id)
+            return False, f"Tool '{tool.name}' was cancelled before it finished.", codes.INTERNAL_ERROR
+        except Exception as exc:
+            return _failed(tool, call_id, exc, context.secret_store)
+        return True, render_result(value), ""
+    try:
+        value = await (pool or default_pool()).run(tool, args, context, call_id, timeout)
+    except CallTimedOut:
+        log.warning("tool_timeout", tool=tool.name, call_id=call_id, timeout_s=timeout,
+                    kind="coroutine" if tool.is_async else "thread")
+        return False, timed_out, codes.TIMEOUT
+    except PoolExhausted:
+        return False, (f"Tool '{tool.name}' could not start: every tool worker is held by an earlier call "
+                       "that never returned. Try again later."), codes.UNAVAILABLE
+    except CallCancelledItself:
+        log.warning("tool_cancelled_itself", tool=tool.name, call_id=call_id)
+        return False, f"Tool '{tool.name}' was cancelled before it finished.", codes.INTERNAL_ERROR
+    except Exception as exc:
+        return _failed(tool, call_id, exc, context.secret_store)
+    return True, render_result(value), ""
+
+
+async def _run_inline(tool: Tool, args: dict[str, Any], context: ToolContext, call_id: str, timeout: float) -> Any:
+    """A coroutine tool on the caller's own loop (for tools bound to it); cancelled at the timeout."""
+    loop = asyncio.get_running_loop()
+    try:
+        fut: asyncio.Future[Any] = asyncio.ensure_future(tool.run(args, context))
+    except Exception as exc:  # run() raised before producing an awaitable
+        fut = loop.create_future()
+        fut.set_exception(exc)
     try:
         done, _ = await asyncio.wait({fut}, timeout=timeout)
     except asyncio.CancelledError:  # the caller gave up: stop the work, then propagate
@@ -208,62 +193,42 @@ async def _attempt(tool: Tool, args: dict[str, Any], context: ToolContext, call_
         fut.add_done_callback(_late_observer(tool, call_id, "caller_cancelled"))
         raise
     if not done:
-        fut.cancel()  # a coroutine sees CancelledError; a thread is abandoned
+        fut.cancel()
         fut.add_done_callback(_late_observer(tool, call_id, "timeout"))
-        log.warning("tool_timeout", tool=tool.name, call_id=call_id, timeout_s=timeout,
-                    kind="coroutine" if tool.is_async else "thread")
-        return False, (f"Tool '{tool.name}' timed out after {timeout:g} s and was cancelled; "
-                       "no result was produced."), codes.TIMEOUT
+        log.warning("tool_timeout", tool=tool.name, call_id=call_id, timeout_s=timeout, kind="inline")
+        raise CallTimedOut(tool.name)
     if fut.cancelled():
-        log.warning("tool_cancelled_itself", tool=tool.name, call_id=call_id)
-        return False, f"Tool '{tool.name}' was cancelled before it finished.", codes.INTERNAL_ERROR
-    exc = fut.exception()
-    if exc is None:
-        return True, render_result(fut.result()), ""
+        raise CallCancelledItself(tool.name)
+    return fut.result()
+
+
+def _failed(tool: Tool, call_id: str, exc: BaseException, store: SecretStore | None) -> tuple[bool, str, str]:
     if isinstance(exc, ToolError):
-        log.info("tool_error", tool=tool.name, call_id=call_id, code=exc.code, message=exc.message)
-        return False, f"Tool '{tool.name}' failed: {exc.message}", exc.code or codes.TOOL_ERROR
-    ref = uuid.uuid4().hex[:8]
-    log.error("tool_exception", tool=tool.name, call_id=call_id, ref=ref, exc_type=type(exc).__name__,
-              exc_message=str(exc), traceback="".join(traceback.format_exception(exc)))
+        message = scrub(exc.message, MAX_TOOL_ERROR_MESSAGE_CHARS, store) or "no reason given"
+        code = scrub(exc.code or codes.TOOL_ERROR, 64)
+        log.info("tool_error", tool=tool.name, call_id=call_id, code=code, message=message)
+        return False, f"Tool '{tool.name}' failed: {message}", code or codes.TOOL_ERROR
+    ref = _log_exception("tool_exception", tool, call_id, exc, store)
     return False, _hidden_error(tool, exc, ref), codes.INTERNAL_ERROR
+
+
+def _log_exception(event: str, tool: Tool, call_id: str, exc: BaseException, store: SecretStore | None) -> str:
+    """Log an unexpected exception in full (secret values redacted); returns its reference."""
+    ref = uuid.uuid4().hex[:8]
+    log.error(event, tool=tool.name, call_id=call_id, ref=ref, exc_type=type(exc).__name__,
+              exc_message=_redact(str(exc), store),
+              traceback=_redact("".join(traceback.format_exception(exc)), store))
+    return ref
+
+
+def _redact(text: str, store: SecretStore | None) -> str:
+    return redact_text(store.redact(text) if store is not None else text)
 
 
 def _hidden_error(tool: Tool, exc: BaseException, ref: str) -> str:
     """What the model sees for an unexpected exception: its type, never its message."""
     return (f"Tool '{tool.name}' failed with an internal error ({type(exc).__name__}); "
             f"details were logged under ref {ref}.")
-
-
-def _run_in_thread(tool: Tool, args: dict[str, Any], context: ToolContext, call_id: str,
-                   loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
-    """Run a sync tool on its own daemon thread so that a hung call can be abandoned.
-
-    (The default executor has few workers; hung tools would starve it.) The future is resolved
-    through the loop; if it was already cancelled (timeout) the late result is dropped.
-    """
-    fut: asyncio.Future[Any] = loop.create_future()
-    ctx = contextvars.copy_context()
-
-    def deliver(ok: bool, value: Any) -> None:
-        if fut.done():
-            log.info("tool_late_result_dropped", tool=tool.name, call_id=call_id, ok=ok, kind="thread")
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def target() -> None:
-        try:
-            value, ok = ctx.run(tool.run, args, context), True
-        except BaseException as exc:  # noqa: BLE001 - delivered to the loop, classified there
-            value, ok = exc, False
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the call settled long ago
-            loop.call_soon_threadsafe(deliver, ok, value)
-
-    threading.Thread(target=target, name=f"tool-{tool.name}", daemon=True).start()
-    return fut
 
 
 def _late_observer(tool: Tool, call_id: str, why: str):

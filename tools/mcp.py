@@ -49,7 +49,9 @@ class MCPOptions:
 
     prefix: str = ""  # prepended to every tool name, e.g. "github_"
     include: frozenset[str] | None = None  # server tool names to load; None = all
-    tool_options: ToolOptions = ToolOptions(timeout_s=30.0, max_concurrency=4, max_result_chars=4000)
+    # "inline": the MCP session lives on the caller's event loop, and its calls are plain awaits there
+    tool_options: ToolOptions = ToolOptions(timeout_s=30.0, max_concurrency=4, max_result_chars=4000,
+                                            isolation="inline")
     connect_timeout_s: float = 30.0
     errlog: TextIO | None = None  # where a stdio server's stderr goes (default: this process's stderr)
 
@@ -196,6 +198,8 @@ def _wrap_remote_tool(conn: MCPConnection, remote: mcp_types.Tool, options: MCPO
     checker = validator_cls(schema)
     ann = remote.annotations
     tool_opts = options.tool_options
+    if tool_opts.isolation != "inline":  # the session is bound to the loop that opened it
+        tool_opts = replace(tool_opts, isolation="inline")
     if ann is not None and ann.idempotent_hint and not tool_opts.idempotent:
         tool_opts = replace(tool_opts, idempotent=True)
 

@@ -1,6 +1,12 @@
 """`@tool`: a plain function or coroutine becomes a `Tool` — name, description and a pydantic
 argument model from its signature, type hints and docstring — exported as an OpenAI function-tool
-JSON Schema. Options (timeout, retries, concurrency, result size, permissions) are explicit.
+JSON Schema. Options (timeout, retries, concurrency, result size, permissions, isolation, secrets,
+argument limits) are explicit.
+
+Isolation (`ToolOptions.isolation`): "thread" (the default) runs the call in a worker thread of a
+bounded pool — a coroutine on that thread's own event loop — so blocking code cannot stall the
+caller's loop; "inline" runs a coroutine on the caller's loop (for tools bound to that loop: timers
+that outlive the call, MCP sessions). See tools/isolation.py.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from tools.arguments import ArgumentLimits
 from tools.errors import ToolDefinitionError
 from tools.outcome import ToolContext
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ISOLATIONS = ("thread", "inline")
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,9 @@ class ToolOptions:
     max_concurrency: int = 4  # calls of this tool running at once (others wait their turn)
     max_result_chars: int = 4000  # longer results are cut and end with a marker
     permissions: frozenset[str] = frozenset()  # the caller's ToolContext must hold all of these
+    isolation: str = "thread"  # "thread" | "inline" (see the module docstring)
+    secrets: tuple[str, ...] = ()  # names injected at call time (ToolContext.secret); never in the schema
+    argument_limits: ArgumentLimits = ArgumentLimits()  # size/depth bounds on the model's arguments
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
@@ -46,6 +58,14 @@ class ToolOptions:
             raise ToolDefinitionError(f"max_concurrency must be >= 1, got {self.max_concurrency!r}")
         if self.max_result_chars < 64:
             raise ToolDefinitionError(f"max_result_chars must be >= 64, got {self.max_result_chars!r}")
+        if self.isolation not in ISOLATIONS:
+            raise ToolDefinitionError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}")
+        if isinstance(self.secrets, str):
+            raise ToolDefinitionError(f"secrets must be a sequence of names, got the string {self.secrets!r}")
+        object.__setattr__(self, "secrets", tuple(dict.fromkeys(self.secrets)))
+        bad = [n for n in self.secrets if not isinstance(n, str) or not _SECRET_NAME_RE.match(n)]
+        if bad:
+            raise ToolDefinitionError(f"secret names must match {_SECRET_NAME_RE.pattern}, got {bad!r}")
 
 
 class Tool:
@@ -70,6 +90,8 @@ class Tool:
     ) -> None:
         if not _NAME_RE.match(name):
             raise ToolDefinitionError(f"tool name {name!r} must match {_NAME_RE.pattern}")
+        if options.isolation == "inline" and not is_async:
+            raise ToolDefinitionError(f"tool {name!r}: isolation='inline' needs a coroutine function")
         if args_model is None and (validator is None or parameters_schema is None):
             raise ToolDefinitionError(f"tool {name!r}: without an args model, give a validator and a schema")
         self.name = name
@@ -156,13 +178,19 @@ def tool(
     max_concurrency: int = 4,
     max_result_chars: int = 4000,
     permissions: typing.Iterable[str] = (),
+    isolation: str = "thread",
+    secrets: typing.Iterable[str] = (),
+    argument_limits: ArgumentLimits | None = None,
 ) -> Any:
     """Make a `Tool` from a function or coroutine function; use bare (`@tool`) or with options.
 
     Parameters become the arguments (type hints → pydantic fields; defaults kept; a parameter
     annotated `ToolContext` is injected, not exposed). The docstring's first paragraph is the
-    description; `Args:` (Google) or `:param x:` lines describe the fields.
+    description; `Args:` (Google) or `:param x:` lines describe the fields. `secrets` names the
+    secrets the tool reads with `context.secret(name)` (a ToolContext parameter is then required).
     """
+    if isinstance(secrets, str):
+        raise ToolDefinitionError(f"secrets must be a sequence of names, e.g. ({secrets!r},)")
     options = ToolOptions(
         timeout_s=float(timeout_s),
         idempotent=idempotent,
@@ -170,6 +198,9 @@ def tool(
         max_concurrency=max_concurrency,
         max_result_chars=max_result_chars,
         permissions=frozenset(permissions),
+        isolation=isolation,
+        secrets=tuple(secrets),
+        argument_limits=argument_limits or ArgumentLimits(),
     )
     localns = _caller_locals()
 
@@ -229,6 +260,12 @@ def make_tool(
     except Exception as exc:
         raise ToolDefinitionError(f"tool {tool_name!r}: parameters cannot form a JSON Schema: {exc}") from exc
     is_async = inspect.iscoroutinefunction(fn)
+    if options.secrets and context_param is None:
+        raise ToolDefinitionError(f"tool {tool_name!r} declares secrets {list(options.secrets)} but has no "
+                                  "ToolContext parameter to read them from")
+    if options.isolation == "inline" and not is_async:
+        raise ToolDefinitionError(f"tool {tool_name!r}: isolation='inline' needs a coroutine function (a sync "
+                                  "function inline would block the caller's event loop)")
 
     def run(args: dict[str, Any], context: ToolContext) -> Any:
         if context_param is not None:

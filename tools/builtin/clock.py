@@ -97,7 +97,8 @@ class Timers:
 def make_timer_tool(timers: Timers) -> Tool:
     """The `timer` tool bound to `timers`."""
 
-    @tool(timeout_s=1.0, max_concurrency=16, max_result_chars=400)
+    # inline: the reminder it starts outlives the call and must live on the caller's loop
+    @tool(timeout_s=1.0, max_concurrency=16, max_result_chars=400, isolation="inline")
     async def timer(seconds: float, message: str, context: ToolContext) -> str:
         """Set a reminder: after `seconds`, a background update with `message` is sent to the user.
 
