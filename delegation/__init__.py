@@ -9,9 +9,12 @@
 Never imports an actor package; see ../shared/DESIGN.md.
 """
 
+from delegation.digest import Digest, DigestConfig
+from delegation.frames import FrameConfig, FrameObservation
 from delegation.package import (
     ContextPackageModel,
     EntryKind,
+    OmittedModel,
     PackageConfig,
     PackageError,
     PackageTooLarge,
@@ -49,7 +52,7 @@ from delegation.scheduler import (
     Settlement,
     Surfaced,
 )
-from delegation.transcript import ConversationLog, LogConfig, TranscriptError
+from delegation.transcript import ConversationLog, LogConfig, LogSnapshot, TranscriptError
 
 __all__ = [
     "AlwaysPolicy",
@@ -57,14 +60,20 @@ __all__ = [
     "ConversationLog",
     "Decision",
     "Delegation",
+    "Digest",
+    "DigestConfig",
     "DelegationPolicy",
     "FirstOfPolicy",
+    "FrameConfig",
+    "FrameObservation",
     "Dropped",
     "EntryKind",
     "InterleaveScheduler",
     "LogConfig",
+    "LogSnapshot",
     "ModelTokenPolicy",
     "NeverPolicy",
+    "OmittedModel",
     "PackageConfig",
     "PackageError",
     "PackageTooLarge",

@@ -1,7 +1,10 @@
 """`interplay bench delegation`: hand-off time of a realistic context package, and surfacing delay.
 
-handoff_ms_*: build_package from a 10-minute ConversationLog (with images) + serialize + a real
-gRPC Background.Delegate over 127.0.0.1 until the first Update (the acknowledgement) is back.
+handoff_ms_*: what the interaction side's Delegator does, timed from the delegation decision: a
+snapshot of a 10-minute ConversationLog (with images) on the event loop, build_package on a build
+thread, serialize, and a real gRPC Background.Delegate over 127.0.0.1 until the first Update (the
+acknowledgement) is back. build_ms_60min_p50: the same build from a 60-minute log (six times the
+entries), to show that the build does not grow with the session.
 The server is a minimal grpc.aio Background servicer started here that only acknowledges (the
 real background actor is not imported: `delegation` never imports an actor). surface_turns_*:
 turns from an update's arrival to its surfacing, every result in interrupt mode, over the shipped
@@ -14,6 +17,7 @@ import asyncio
 import io
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -83,16 +87,20 @@ async def _handoffs(n: int, lg: ConversationLog, cfg: PackageConfig) -> dict[str
     bgrpc.add_BackgroundServicer_to_server(AckBackground(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    out: dict[str, list[float]] = {"handoff": [], "build": [], "serialize": [], "bytes": [], "dropped": [], "images": []}
+    out: dict[str, list[float]] = {"handoff": [], "build": [], "serialize": [], "bytes": [], "dropped": [],
+                                   "images": [], "images_left_out": [], "summary": []}
+    builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-build")
+    loop = asyncio.get_running_loop()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             delegate = ch.unary_stream("/interplay.v1.Background/Delegate", request_serializer=lambda b: b,
                                        response_deserializer=bpb.Update.FromString)
             for i in range(n + 5):  # the first 5 warm the channel up
                 t0 = time.perf_counter()
-                pkg = build_package("find a table for four near the river tonight", task_id=f"bench-{i}",
-                                    transcript=lg, allowed_tools=["http_fetch", "calculator", "clock"],
-                                    origin_turn=lg.last_turn, config=cfg)
+                snap = lg.snapshot()  # on the event loop, as the Delegator does; the build on its thread
+                pkg = await loop.run_in_executor(builds, lambda i=i, snap=snap: build_package(
+                    "find a table for four near the river tonight", task_id=f"bench-{i}", transcript=snap,
+                    allowed_tools=["http_fetch", "calculator", "clock"], origin_turn=snap.last_turn, config=cfg))
                 t1 = time.perf_counter()
                 data = pkg.SerializeToString()
                 t2 = time.perf_counter()
@@ -110,9 +118,23 @@ async def _handoffs(n: int, lg: ConversationLog, cfg: PackageConfig) -> dict[str
                     out["bytes"].append(len(data))
                     out["dropped"].append(pkg.dropped_entries)
                     out["images"].append(sum(1 for o in pkg.observations if o.image))
+                    out["images_left_out"].append(pkg.omitted.images)
+                    out["summary"].append(len(pkg.earlier_summary.encode()))
     finally:
+        builds.shutdown(wait=False)
         await server.stop(grace=None)
     return out
+
+
+def _long_build(cfg: PackageConfig, minutes: float, n: int) -> tuple[float, int, int]:
+    """p50 build ms from a `minutes`-long log; its window entries and digest entries."""
+    lg = realistic_log(minutes=minutes, seed=1)
+    ms = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        build_package("what did we decide about the table", task_id=f"long-{i}", transcript=lg, config=cfg)
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return percentile(ms, 50), len(lg), lg.forgotten
 
 
 def _surface_turns(quick: bool) -> dict[str, float]:
@@ -173,6 +195,7 @@ def bench_delegation(quick: bool = False) -> dict[str, Any]:
     lg = realistic_log()
     cfg = PackageConfig()
     h = asyncio.run(_handoffs(n, lg, cfg))
+    long_ms, long_window, long_folded = _long_build(cfg, 60.0, 20 if quick else 100)
     s = _surface_turns(quick)
     figures: dict[str, Any] = {
         "handoff_ms_p50": percentile(h["handoff"], 50),
@@ -189,6 +212,11 @@ def bench_delegation(quick: bool = False) -> dict[str, Any]:
         "log_entries": len(lg),
         "dropped_entries": int(percentile(h["dropped"], 50)),
         "images_kept": int(percentile(h["images"], 50)),
+        "images_left_out": int(percentile(h["images_left_out"], 50)),
+        "summary_bytes": int(percentile(h["summary"], 50)),
+        "build_ms_60min_p50": long_ms,
+        "log_entries_60min": long_window,
+        "digest_entries_60min": long_folded,
         "handoffs": len(h["handoff"]),
         **_step_cost(500 if quick else 5000),
         "background_server": SERVER_NOTE,

@@ -1,22 +1,55 @@
-"""The context package: a pydantic mirror of `interplay.v1.ContextPackage` and its budgeted builder.
+"""The context package builder: a session's conversation, fitted into a byte budget in linear time.
 
-`ContextPackageModel.from_proto(pb).to_proto() == pb` for every valid package (and the reverse).
-`build_package(...)` assembles a package from a session's state and fits it into a byte budget by
-the truncation rule documented on `fit_to_budget` (the task and the newest entries are kept; the
-oldest are summarised, then dropped; a message is never split).
+`build_package(task, transcript=log_or_entries, ...)` returns an `interplay.v1.ContextPackage` of
+at most `budget_bytes` serialized bytes. What is left out, in this order, each step only while the
+package is still over budget (the rule of `fit_to_budget`):
+
+  0. observations beyond the newest `max_observations`;
+  1. observation images, oldest first, the newest image last;
+  2. older observations (all but the newest), oldest first;
+  3. transcript entries, oldest first, folded into the digest — except the newest `keep_entries`;
+  4. the newest observation;
+  5. the digest's gists (down to a header, then a bare count, then nothing);
+  6. the newest entries themselves, oldest first.
+
+Never left out: the task, ids, user state, tools, deadline, priority, origin turn, mode, metadata
+(when these alone exceed the budget, PackageTooLarge). A kept entry is never cut, and the kept ones
+are always the newest. Whatever was left out is accounted for: `omitted` (counts and the time span),
+`dropped_entries`, and `earlier_summary`: an extractive digest (delegation/digest.py — speaker-tagged
+first words of some entries, no model) of the entries the live log had already folded out of its
+window plus the ones dropped here, capped at min(summary_max_bytes, budget / 8).
+
+Time: linear in the number of entries at worst; in practice proportional to the entries kept plus
+the few whose gists enter the digest (entries are read newest first and only as far as the budget
+reaches). Pure CPU work with no I/O: the interaction side runs it off its event-loop thread.
+The pydantic mirror of the package (ContextPackageModel ...) is delegation/mirror.py.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
+from delegation.digest import Digest, DigestConfig
+from delegation.mirror import (  # noqa: F401 - re-exported: the package's public names live here too
+    INT64,
+    UINT32_MAX,
+    ContextPackageModel,
+    EntryKind,
+    OmittedModel,
+    PackageError,
+    PackageTooLarge,
+    Priority,
+    Speaker,
+    SurfacingMode,
+    TranscriptEntryModel,
+    UserState,
+    VisualObservationModel,
+)
 from interplay.log import get_logger
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
@@ -26,184 +59,14 @@ log = get_logger("delegation.package")
 
 @runtime_checkable
 class ConversationSource(Protocol):
-    """What build_package reads from a conversation recorder (delegation.transcript.ConversationLog is
-    one): its entries oldest first, the user's state, its visual observations, its session id."""
+    """What build_package reads from a conversation recorder: `snapshot()` gives an immutable view
+    (delegation.transcript.ConversationLog and its LogSnapshot are ones) with session_id, user_state,
+    `len()`, `entry(i)` (oldest first, a TranscriptEntry), `digest` and `observations()`."""
 
     session_id: str
 
-    @property
-    def user_state(self) -> Any: ...
+    def snapshot(self) -> Any: ...
 
-    def to_proto_entries(self) -> list[xpb.TranscriptEntry]: ...
-
-    def observations(self) -> list[Any]: ...
-
-INT64 = (-(2**63), 2**63 - 1)
-UINT32_MAX = 2**32 - 1
-
-
-class Speaker(IntEnum):
-    """Mirror of interplay.v1.Speaker (values equal the proto's)."""
-
-    UNSPECIFIED = 0
-    USER = 1
-    ASSISTANT = 2
-    BACKGROUND = 3
-    SYSTEM = 4
-
-
-class EntryKind(IntEnum):
-    """Mirror of interplay.v1.EntryKind."""
-
-    UNSPECIFIED = 0
-    UTTERANCE = 1
-    SILENCE = 2
-    EVENT = 3
-
-
-class UserState(IntEnum):
-    """Mirror of interplay.v1.UserState."""
-
-    UNSPECIFIED = 0
-    SPEAKING = 1
-    SILENT = 2
-    INTERRUPTED = 3
-
-
-class Priority(IntEnum):
-    """Mirror of interplay.v1.Priority."""
-
-    UNSPECIFIED = 0
-    LOW = 1
-    NORMAL = 2
-    HIGH = 3
-
-
-class SurfacingMode(IntEnum):
-    """Mirror of interplay.v1.SurfacingMode."""
-
-    UNSPECIFIED = 0
-    INTERRUPT = 1
-    WHEN_IDLE = 2
-    SILENT = 3
-
-
-class PackageError(ValueError):
-    """A context package could not be converted or built; `code` is stable, the message says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-class PackageTooLarge(PackageError):
-    """The parts the truncation rule never drops (the task, ids, tools...) alone exceed the budget."""
-
-
-_I64 = Field(0, ge=INT64[0], le=INT64[1])
-_STRICT = ConfigDict(extra="forbid", validate_assignment=True, ser_json_bytes="base64", val_json_bytes="base64")
-
-
-class TranscriptEntryModel(BaseModel):
-    """One time-stamped span of the conversation (mirror of TranscriptEntry)."""
-
-    model_config = _STRICT
-    speaker: Speaker = Speaker.UNSPECIFIED
-    kind: EntryKind = EntryKind.UNSPECIFIED
-    text: str = ""
-    start_ms: int = _I64
-    end_ms: int = _I64
-    start_turn: int = _I64
-    end_turn: int = _I64
-    overlapped: bool = False
-    interrupted: bool = False
-    typed: bool = False
-
-    def to_proto(self) -> xpb.TranscriptEntry:
-        return xpb.TranscriptEntry(**_plain(self))
-
-    @classmethod
-    def from_proto(cls, pb: xpb.TranscriptEntry) -> TranscriptEntryModel:
-        return _validate(cls, _fields(pb))
-
-
-class VisualObservationModel(BaseModel):
-    """Something the interaction model saw recently (mirror of VisualObservation)."""
-
-    model_config = _STRICT
-    turn: int = _I64
-    time_ms: int = _I64
-    description: str = ""
-    image: bytes = b""
-    mime_type: str = ""
-
-    def to_proto(self) -> xpb.VisualObservation:
-        return xpb.VisualObservation(**_plain(self))
-
-    @classmethod
-    def from_proto(cls, pb: xpb.VisualObservation) -> VisualObservationModel:
-        return _validate(cls, _fields(pb))
-
-
-class ContextPackageModel(BaseModel):
-    """Every field of interplay.v1.ContextPackage; converts to and from protobuf losslessly."""
-
-    model_config = _STRICT
-    task_id: str = ""
-    session_id: str = ""
-    task: str = ""
-    transcript: list[TranscriptEntryModel] = Field(default_factory=list)
-    earlier_summary: str = ""
-    dropped_entries: int = Field(0, ge=0, le=UINT32_MAX)
-    user_state: UserState = UserState.UNSPECIFIED
-    observations: list[VisualObservationModel] = Field(default_factory=list)
-    allowed_tools: list[str] = Field(default_factory=list)
-    deadline_ms: int = _I64
-    priority: Priority = Priority.UNSPECIFIED
-    origin_turn: int = _I64
-    created_unix_ms: int = _I64
-    preferred_mode: SurfacingMode = SurfacingMode.UNSPECIFIED
-    idempotent: bool = False
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-    def to_proto(self) -> xpb.ContextPackage:
-        d = _plain(self)
-        d["transcript"] = [e.to_proto() for e in self.transcript]
-        d["observations"] = [o.to_proto() for o in self.observations]
-        return xpb.ContextPackage(**d)
-
-    @classmethod
-    def from_proto(cls, pb: xpb.ContextPackage) -> ContextPackageModel:
-        d = _fields(pb)
-        d["transcript"] = [TranscriptEntryModel.from_proto(e) for e in pb.transcript]
-        d["observations"] = [VisualObservationModel.from_proto(o) for o in pb.observations]
-        d["allowed_tools"] = list(pb.allowed_tools)
-        d["metadata"] = dict(pb.metadata)
-        return _validate(cls, d)
-
-
-def _fields(pb: Any) -> dict[str, Any]:
-    return {f.name: getattr(pb, f.name) for f in pb.DESCRIPTOR.fields}
-
-
-def _plain(m: BaseModel) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in type(m).model_fields:
-        v = getattr(m, name)
-        out[name] = int(v) if isinstance(v, IntEnum) else v
-    return out
-
-
-def _validate(cls: type[BaseModel], d: dict[str, Any]) -> Any:
-    try:
-        return cls.model_validate(d)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise PackageError("invalid_package", f"{cls.__name__}.{where}: {first['msg']}") from exc
-
-
-# ---- the size budget ---------------------------------------------------------------------------
 
 @dataclass
 class PackageConfig:
@@ -213,6 +76,7 @@ class PackageConfig:
     max_observations: int = 4          # newest observations kept before the byte budget applies
     summary_max_bytes: int = 1_024     # the earlier_summary never exceeds this (nor budget / 8)
     summary_words: int = 12            # words kept per entry inside the summary
+    keep_entries: int = 4              # newest entries dropped only after everything else
 
 
 def _varint_len(n: int) -> int:
@@ -228,110 +92,101 @@ def _ld(n: int) -> int:
     return 1 + _varint_len(n) + n
 
 
-def _clip_words(text: str, words: int) -> str:
-    parts = text.split()
-    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+# Upper bounds of the accounting fields: `omitted` (field 17: a two-byte tag) and dropped_entries.
+_OMITTED_MAX = 2 + 1 + 4 * (1 + 5) + 4 * (1 + 10)
+_DROPPED_MAX = 1 + 5
+_SHRUNK_CAPS = (200, 64, 0)  # step 5: the digest's cap, shrinking
 
 
-def _gist(e: xpb.TranscriptEntry, words: int) -> str:
-    if e.kind == xpb.ENTRY_KIND_SILENCE:
-        return f"[silence {(e.end_ms - e.start_ms) / 1000:.1f}s]"
-    who = xpb.Speaker.Name(e.speaker).removeprefix("SPEAKER_").lower()
-    marks = "".join(m for m, on in ((" (overlapped)", e.overlapped), (" (interrupted)", e.interrupted),
-                                    (" (typed)", e.typed)) if on)
-    body = _clip_words(e.text, words) if e.text else ""
-    return f"{who}{marks}: {body}" if e.kind != xpb.ENTRY_KIND_EVENT else f"[{who} {body}]"
+class _Entries:
+    """Oldest-first random access to a conversation's entries; each proto made once, on demand."""
 
+    def __init__(self, n: int, make: Callable[[int], xpb.TranscriptEntry]) -> None:
+        self.n = n
+        self._make = make
+        self._made: dict[int, xpb.TranscriptEntry] = {}
 
-def summarise(dropped: Sequence[xpb.TranscriptEntry], max_bytes: int, words: int = 12) -> str:
-    """Extractive summary of dropped entries, newest kept first when the cap binds; '' for none.
+    def __len__(self) -> int:
+        return self.n
 
-    Each entry becomes a short gist (speaker, marks, its first `words` words); gists are joined
-    oldest first. When they do not fit in `max_bytes` the oldest gists are left out (an ellipsis
-    says so); when not even the header fits, the summary is just the count.
-    """
-    if not dropped:
-        return ""
-    first, last = dropped[0], dropped[-1]
-    head = f"{len(dropped)} earlier entries (turns {first.start_turn}-{last.end_turn}) omitted"
-    if len(head.encode()) > max_bytes:
-        return f"{len(dropped)} omitted"[:max_bytes] if max_bytes > 0 else ""
-    gists: list[str] = []
-    used = len(head.encode()) + 2 + 4  # ": " and a possible "… | "
-    for e in reversed(dropped):
-        g = _gist(e, words)
-        cost = len(g.encode()) + 3
-        if used + cost > max_bytes:
-            break
-        gists.append(g)
-        used += cost
-    if not gists:
-        return head
-    gists.reverse()
-    more = "… | " if len(gists) < len(dropped) else ""
-    return f"{head}: {more}" + " | ".join(gists)
+    def get(self, i: int) -> xpb.TranscriptEntry:
+        e = self._made.get(i)
+        if e is None:
+            e = self._made[i] = self._make(i)
+        return e
 
 
 def fit_to_budget(pkg: xpb.ContextPackage, config: PackageConfig | None = None) -> xpb.ContextPackage:
-    """Truncate `pkg` in place so that `pkg.ByteSize() <= budget_bytes`; returns it.
-
-    The rule, in order (each step runs only while the package is still over budget):
-      0. keep only the newest `max_observations` observations;
-      1. drop the image (not the description) of the oldest observation that still has one,
-         except the newest observation's image;
-      2. drop the oldest transcript entry, whole, and fold it into `earlier_summary` (an
-         extractive summary capped at min(summary_max_bytes, budget/8)); `dropped_entries` counts;
-      3. drop the newest observation's image, then observations, oldest first;
-      4. shorten the summary to a bare count, then to nothing.
-    Never dropped or shortened: the task, ids, user state, tools, deadline, priority, origin turn,
-    mode, metadata. A kept transcript entry is never cut: entries are kept or dropped whole, and
-    the kept ones are always the newest. If the never-dropped parts alone exceed the budget,
-    PackageTooLarge is raised (and `pkg` is left as it was).
-    """
+    """Truncate `pkg` in place by the rule of the module docstring so that its size is at most
+    `budget_bytes`; returns it. What `pkg` already accounts for as left out (earlier_summary,
+    dropped_entries, omitted) is carried over. On PackageTooLarge `pkg` is left as it was."""
+    cfg = config or PackageConfig()
     src = xpb.ContextPackage()
     src.CopyFrom(pkg)
     rest = xpb.ContextPackage()
     rest.CopyFrom(pkg)
-    for name in ("transcript", "observations", "earlier_summary", "dropped_entries"):
+    for name in ("transcript", "observations", "earlier_summary", "dropped_entries", "omitted"):
         rest.ClearField(name)
-    out = _fit(rest, list(src.transcript), list(src.observations), config or PackageConfig(),
-               src.earlier_summary, src.dropped_entries)
+    prior = Digest(DigestConfig(words=cfg.summary_words))
+    if src.dropped_entries or src.earlier_summary:
+        o = src.omitted
+        prior.entries = max(src.dropped_entries, o.entries)
+        prior.start_ms, prior.end_ms, prior.start_turn, prior.end_turn = o.start_ms, o.end_ms, o.start_turn, o.end_turn
+        if src.earlier_summary:  # the earlier text, kept whole as the digest's opening when it fits
+            prior.head, prior.head_closed = [src.earlier_summary], True
+    entries = list(src.transcript)
+    out = _fit(rest, _Entries(len(entries), entries.__getitem__), list(src.observations), cfg, prior,
+               images=src.omitted.images, observations_left=src.omitted.observations)
     pkg.CopyFrom(out)
     return pkg
 
 
-def _fit(pkg: xpb.ContextPackage, entries: list[xpb.TranscriptEntry], observations: list[xpb.VisualObservation],
-         cfg: PackageConfig, prior_summary: str = "", prior_dropped: int = 0) -> xpb.ContextPackage:
-    """`fit_to_budget` on a package whose transcript/observations/summary are passed separately."""
+def _fit(pkg: xpb.ContextPackage, entries: _Entries, observations: list[xpb.VisualObservation],
+         cfg: PackageConfig, prior: Digest | None, *, images: int = 0,
+         observations_left: int = 0) -> xpb.ContextPackage:
+    """`fit_to_budget` on a package whose transcript, observations and prior digest come separately."""
     budget = cfg.budget_bytes
     base = pkg.ByteSize()
     if base > budget:
         raise PackageTooLarge("package_too_large",
                               f"the task and fixed fields need {base} bytes; the budget is {budget}")
+    digest = prior.copy() if prior is not None else Digest(DigestConfig(words=cfg.summary_words))
+    log_entries = digest.entries
+    lost = observations_left
     obs = sorted(observations, key=lambda o: (o.turn, o.time_ms))
-    obs = obs[-cfg.max_observations:] if cfg.max_observations > 0 else []
+    keep_obs = len(obs) if cfg.max_observations >= len(obs) else max(0, cfg.max_observations)
+    for o in obs[:len(obs) - keep_obs]:  # step 0
+        images += bool(o.image)
+        lost += 1
+    obs = obs[len(obs) - keep_obs:]
     obs_sizes = [_ld(o.ByteSize()) for o in obs]
-    sizes = [_ld(e.ByteSize()) for e in entries]
     cap = max(0, min(cfg.summary_max_bytes, budget // 8))
+    n = len(entries)
+    cum = [0]  # cum[j]: bytes of the newest j entries, extended only as far as a question needs
 
-    def meta_size(k: int, summary: str) -> int:
-        n = prior_dropped + k
-        s = _ld(len(summary.encode())) if summary else 0
-        return s + (1 + _varint_len(n) if n else 0)
+    def newest_fit(room: int) -> int:
+        """How many of the newest entries fit in `room` bytes."""
+        while len(cum) <= n and cum[-1] <= room:
+            cum.append(cum[-1] + _ld(entries.get(n - len(cum)).ByteSize()))
+        return max(0, bisect_right(cum, room) - 1)
 
-    def summary_for(k: int) -> str:
-        if k == 0:
-            return _cut_utf8(prior_summary, cap)
-        s = summarise(entries[:k], cap, cfg.summary_words)
-        if prior_summary and len(s.encode()) + len(prior_summary.encode()) + 3 <= cap:
-            s = f"{prior_summary} | {s}"
-        return s
+    def room(reserve: int) -> int:
+        return budget - base - sum(obs_sizes) - reserve
 
-    kept_total = sum(sizes)
-    summary = summary_for(0)
+    def accounting(text: str, omitted: xpb.Omitted | None) -> int:
+        if omitted is None:
+            return 0
+        return (_ld(len(text.encode())) if text else 0) + 2 + _varint_len(omitted.ByteSize()) + \
+            omitted.ByteSize() + (1 + _varint_len(omitted.entries) if omitted.entries else 0)
 
-    def over(k: int) -> bool:
-        return base + sum(obs_sizes) + kept_total + meta_size(k, summary) > budget
+    def omitted_of(d: Digest) -> xpb.Omitted | None:
+        if not (d.entries or images or lost):
+            return None
+        return xpb.Omitted(entries=d.entries, log_entries=log_entries, images=images, observations=lost,
+                           start_ms=d.start_ms, end_ms=d.end_ms, start_turn=d.start_turn, end_turn=d.end_turn)
+
+    def all_fit() -> bool:  # every entry, the digest of what the log folded, and nothing dropped here
+        return newest_fit(room(accounting(digest.render(cap, images, lost), omitted_of(digest)))) >= n
 
     def strip_image(i: int) -> None:  # copy on write: the caller's messages stay intact
         bare = xpb.VisualObservation()
@@ -339,43 +194,53 @@ def _fit(pkg: xpb.ContextPackage, entries: list[xpb.TranscriptEntry], observatio
         bare.image, bare.mime_type = b"", ""
         obs[i], obs_sizes[i] = bare, _ld(bare.ByteSize())
 
-    # step 1: images of all but the newest observation, oldest first
-    for i in range(len(obs) - 1):
-        if not over(0):
-            break
-        if obs[i].image:
-            strip_image(i)
-    # step 2: whole transcript entries, oldest first
-    k = 0
-    while k < len(entries) and over(k):
-        kept_total -= sizes[k]
-        k += 1
-        summary = summary_for(k)
-    # step 3: the newest image, then observations, oldest first
-    if obs and obs[-1].image and over(k):
-        strip_image(len(obs) - 1)
-    while obs and over(k):
-        obs.pop(0)
-        obs_sizes.pop(0)
-    # step 4: the summary itself
-    if over(k):
-        summary = f"{prior_dropped + k} earlier entries omitted"
-        if over(k):
-            summary = ""
-    pkg.transcript.extend(entries[k:])
+    kept = n
+    if not all_fit():
+        for i in range(len(obs)):  # step 1: images, oldest first, the newest last
+            if obs[i].image:
+                strip_image(i)
+                images += 1
+                if all_fit():
+                    break
+        while len(obs) > 1 and not all_fit():  # step 2: older observations
+            obs.pop(0)
+            obs_sizes.pop(0)
+            lost += 1
+        if not all_fit():
+            def reserve(c: int) -> int:
+                return (_ld(c) if c else 0) + _OMITTED_MAX + _DROPPED_MAX
+
+            protect = min(n, max(0, cfg.keep_entries))
+            kept = newest_fit(room(reserve(cap)))  # step 3: the oldest entries
+            if kept < protect and obs:  # step 4: the newest observation
+                obs.pop()
+                obs_sizes.pop()
+                lost += 1
+                kept = newest_fit(room(reserve(cap)))
+            for c in _SHRUNK_CAPS:  # step 5: the digest's gists, then its header
+                if kept >= protect or c >= cap:
+                    continue
+                cap = c
+                kept = newest_fit(room(reserve(cap)))
+            # step 6: what still does not fit of the protected newest entries is dropped, oldest first
+            digest.fold(n - kept, entries.get)
+    text = digest.render(cap, images, lost)
+    omitted = omitted_of(digest)
+    pkg.transcript.extend(entries.get(i) for i in range(n - kept, n))
     pkg.observations.extend(obs)
-    pkg.earlier_summary = summary
-    pkg.dropped_entries = prior_dropped + k
-    if pkg.ByteSize() > budget:  # the arithmetic above is exact; this guards a future proto change
-        raise PackageTooLarge("package_too_large", f"{pkg.ByteSize()} bytes after truncation > {budget}")
-    if k:
-        log.debug("package_truncated", task_id=pkg.task_id, dropped_entries=k, size=pkg.ByteSize())
+    if omitted is not None:
+        pkg.earlier_summary = text
+        pkg.dropped_entries = digest.entries
+        pkg.omitted.CopyFrom(omitted)
+    if pkg.ByteSize() > budget:  # only the accounting is left to give up: the task takes the rest
+        for name in ("earlier_summary", "dropped_entries", "omitted"):
+            pkg.ClearField(name)
+        if pkg.ByteSize() > budget:
+            raise PackageTooLarge("package_too_large", f"{pkg.ByteSize()} bytes after truncation > {budget}")
+    if n - kept or images or lost:
+        log.debug("package_truncated", task_id=pkg.task_id, dropped_entries=n - kept, images=images,
+                  observations=lost, size=pkg.ByteSize())
     return pkg
-
-
-def _cut_utf8(text: str, max_bytes: int) -> str:
-    raw = text.encode()
-    return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", "ignore")
 
 
 # ---- the builder -------------------------------------------------------------------------------
@@ -397,7 +262,18 @@ def _observation(o: Any) -> xpb.VisualObservation:
         return o.to_proto()
     if isinstance(o, Mapping):
         return VisualObservationModel.model_validate(dict(o)).to_proto()
+    if callable(getattr(o, "to_observation", None)):  # a received video frame (delegation.frames)
+        return o.to_observation()
     raise PackageError("bad_observation", f"expected VisualObservation, model or mapping, got {type(o).__name__}")
+
+
+def check_request(task: Any, deadline_ms: int) -> None:
+    """The cheap checks of build_package (PackageError when they fail), for a caller that wants a
+    refusal at once and the build later."""
+    if not isinstance(task, str) or not task.strip():
+        raise PackageError("empty_task", "a delegation needs a non-empty task")
+    if deadline_ms < 0:
+        raise PackageError("bad_deadline", f"deadline_ms must be >= 0, got {deadline_ms}")
 
 
 def build_package(
@@ -421,28 +297,31 @@ def build_package(
 ) -> xpb.ContextPackage:
     """Assemble a ContextPackage from a session's state and fit it to the byte budget.
 
-    `transcript` is a ConversationLog (then its observations, user state and session id are used
-    unless given) or an iterable of TranscriptEntry protos / TranscriptEntryModel / dicts, oldest
-    first. `task` must be non-empty. Returns the protobuf message, at most `budget_bytes` long.
+    `transcript` is a ConversationLog or a LogSnapshot (then its observations, user state, session
+    id and rolling digest are used unless given) or an iterable of TranscriptEntry protos /
+    TranscriptEntryModel / dicts, oldest first. `observations` may also hold delegation.frames
+    FrameObservations. `task` must be non-empty. Returns the protobuf message, at most
+    `budget_bytes` long.
     """
-    if not isinstance(task, str) or not task.strip():
-        raise PackageError("empty_task", "a delegation needs a non-empty task")
-    if deadline_ms < 0:
-        raise PackageError("bad_deadline", f"deadline_ms must be >= 0, got {deadline_ms}")
+    check_request(task, deadline_ms)
     cfg = config or PackageConfig()
     if budget_bytes is not None:
         cfg = PackageConfig(budget_bytes=budget_bytes, max_observations=cfg.max_observations,
-                            summary_max_bytes=cfg.summary_max_bytes, summary_words=cfg.summary_words)
+                            summary_max_bytes=cfg.summary_max_bytes, summary_words=cfg.summary_words,
+                            keep_entries=cfg.keep_entries)
+    prior: Digest | None = None
     if isinstance(transcript, ConversationSource):
-        logbook = transcript
-        entries = logbook.to_proto_entries()
-        session_id = session_id or logbook.session_id
+        snap = transcript.snapshot()
+        entries = _Entries(len(snap), snap.entry)
+        prior = snap.digest
+        session_id = session_id or snap.session_id
         if user_state is None:
-            user_state = int(logbook.user_state)
+            user_state = int(snap.user_state)
         if observations is None:
-            observations = logbook.observations()
+            observations = snap.observations()
     else:
-        entries = [_entry(e) for e in transcript]
+        protos = [_entry(e) for e in transcript]
+        entries = _Entries(len(protos), protos.__getitem__)
     pkg = xpb.ContextPackage(
         task_id=task_id or uuid.uuid4().hex[:16], session_id=session_id, task=task,
         user_state=int(user_state if user_state is not None else cpb.USER_STATE_SILENT),
@@ -451,4 +330,4 @@ def build_package(
         created_unix_ms=int(created_unix_ms if created_unix_ms is not None else time.time() * 1000),
         preferred_mode=int(preferred_mode), idempotent=bool(idempotent), metadata=dict(metadata or {}),
     )
-    return _fit(pkg, entries, [_observation(o) for o in (observations or ())], cfg)
+    return _fit(pkg, entries, [_observation(o) for o in (observations or ())], cfg, prior)

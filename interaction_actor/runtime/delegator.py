@@ -1,11 +1,14 @@
 """Delegator: hands a task to the Background service without ever blocking the micro-turn loop.
 
-`start()` builds a ContextPackage with `delegation.build_package` (the one package builder) and
-starts an asyncio task that delegates it through `delegation.client.BackgroundPool` (the one
-Background client); every Update it streams is appended to the session's `updates` deque, which the
-loop drains at a turn boundary. The loop never awaits these tasks. A failure (no address,
-unreachable servers, deadline, a server lost mid-task) arrives in the same deque as a terminal ERROR
-update, so every delegation settles exactly once.
+`start()` (on the loop's event-loop thread) checks the request and takes a snapshot of the session's
+ConversationLog (O(window) pointer copies: the log goes on recording), then starts an asyncio task
+that builds the ContextPackage with `delegation.build_package` (the one package builder) on the
+delegator's own build thread — never the event-loop thread, never the turn-step worker — and
+delegates it through `delegation.client.BackgroundPool` (the one Background client); every Update it
+streams is appended to the session's `updates` deque, which the loop drains at a turn boundary. The
+loop never awaits these tasks. A failure (a refused or failed build, no address, unreachable servers,
+deadline, a server lost mid-task) arrives in the same deque as a terminal ERROR update, so every
+delegation settles exactly once, and only in its own session.
 
 A pool: `address` may list several Background servers ("h:p1,h:p2"); the pool sends each task to
 the least loaded one and fails over before a task has started (see delegation.client).
@@ -14,15 +17,21 @@ the least loaded one and fails over before a task has started (see delegation.cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import functools
+import os
 import uuid
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
 
 from delegation import PackageError, build_package
 from delegation.client import BackgroundPool, error_update
-from delegation.package import ConversationSource
+from delegation.package import ConversationSource, check_request
 from interplay.log import get_logger
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
@@ -45,26 +54,48 @@ class DelegationRequest:
     deadline_ms: int | None = None  # None: the delegator's default deadline
 
 
-def build(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str]) -> xpb.ContextPackage:
+def build(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str],
+          budget_bytes: int | None = None) -> xpb.ContextPackage:
     return build_package(task_id=task_id, session_id=req.session_id, task=req.task, transcript=req.transcript,
                          user_state=req.user_state, allowed_tools=allowed_tools, deadline_ms=deadline_ms,
-                         origin_turn=req.turn, preferred_mode=req.preferred_mode)
+                         origin_turn=req.turn, preferred_mode=req.preferred_mode, budget_bytes=budget_bytes)
+
+
+def prepare(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str],
+            budget_bytes: int | None = None) -> Callable[[], xpb.ContextPackage]:
+    """On the caller's thread: the cheap checks (PackageError at once) and a snapshot of the
+    conversation; returns the build, to be run on any thread."""
+    check_request(req.task, deadline_ms)
+    src = req.transcript
+    frozen = src.snapshot() if isinstance(src, ConversationSource) else list(src)
+    return functools.partial(build, dataclasses.replace(req, transcript=frozen), task_id, deadline_ms, allowed_tools,
+                             budget_bytes)
+
+
+def _lower_priority(step: int = 5) -> None:
+    """Build threads run a few niceness steps below the loop's threads (Linux: per thread)."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + step))
 
 
 class Delegator:
     """Starts delegations as tasks on the running asyncio loop, through one BackgroundPool."""
 
     def __init__(self, address: str | list[str] | None, deadline_ms: int = 30_000,
-                 allowed_tools: list[str] | None = None) -> None:
+                 allowed_tools: list[str] | None = None, budget_bytes: int | None = None) -> None:
         if isinstance(address, str):
             address = [a.strip() for a in address.split(",") if a.strip()]
         self.addresses: list[str] = list(address or [])
         self.address = ",".join(self.addresses)
         self.deadline_ms = deadline_ms
         self.allowed_tools = list(allowed_tools or [])
+        self.budget_bytes = budget_bytes  # a package's serialized size limit (None: the builder's default)
         self.tasks: dict[str, asyncio.Task] = {}
         self.sent: deque[xpb.ContextPackage] = deque(maxlen=32)  # the newest packages, for inspection
         self.pool = BackgroundPool(self.addresses) if self.addresses else None
+        # package builds: one thread of their own (started at the first build), below the loop's priority
+        self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-build",
+                                          initializer=_lower_priority)
 
     @property
     def inflight(self) -> dict[str, int]:
@@ -79,29 +110,42 @@ class Delegator:
         task_id = uuid.uuid4().hex[:16]
         tools = self.allowed_tools if req.allowed_tools is None else list(req.allowed_tools)
         try:
-            pkg = build(req, task_id, req.deadline_ms or self.deadline_ms, tools)
+            job = prepare(req, task_id, req.deadline_ms or self.deadline_ms, tools, self.budget_bytes)
         except PackageError as exc:  # a request the builder refuses settles at once, as an error update
-            log.warning("delegation_refused", session_id=req.session_id, task_id=task_id, code=exc.code,
-                        error=str(exc))
-            inbox.append(error_update(task_id, exc.code, f"the delegation was not sent: {exc}"))
+            self._refused(req.session_id, task_id, exc, inbox)
             return task_id
-        self.sent.append(pkg)
-        task = asyncio.get_running_loop().create_task(self._run(pkg, inbox), name=f"delegate-{task_id}")
+        task = asyncio.get_running_loop().create_task(self._run(req.session_id, task_id, job, inbox),
+                                                      name=f"delegate-{task_id}")
         self.tasks[task_id] = task
         task.add_done_callback(lambda _t, k=task_id: self.tasks.pop(k, None))
         log.info("delegation_started", session_id=req.session_id, task_id=task_id, turn=req.turn,
                  address=self.address)
         return task_id
 
-    async def _run(self, pkg: xpb.ContextPackage, inbox: deque) -> None:
-        if self.pool is None:
-            inbox.append(error_update(pkg.task_id, "no_background", "no background service is configured"))
-            return
+    def _refused(self, session_id: str, task_id: str, exc: PackageError, inbox: deque) -> None:
+        log.warning("delegation_refused", session_id=session_id, task_id=task_id, code=exc.code, error=str(exc))
+        inbox.append(error_update(task_id, exc.code, f"the delegation was not sent: {exc}"))
+
+    async def _run(self, session_id: str, task_id: str, job: Callable[[], xpb.ContextPackage], inbox: deque) -> None:
         try:
+            try:
+                pkg = await asyncio.get_running_loop().run_in_executor(self._builds, job)
+            except PackageError as exc:
+                self._refused(session_id, task_id, exc, inbox)
+                return
+            except Exception as exc:  # noqa: BLE001 - a builder fault is this delegation's error, nothing more
+                log.error("package_failed", session_id=session_id, task_id=task_id, error=repr(exc), exc_info=exc)
+                inbox.append(error_update(task_id, "package_failed",
+                                          f"the delegation was not sent: the package build failed: {exc!r}"))
+                return
+            self.sent.append(pkg)
+            if self.pool is None:
+                inbox.append(error_update(task_id, "no_background", "no background service is configured"))
+                return
             async for upd in self.pool.delegate(pkg, timeout_s=pkg.deadline_ms / 1000.0):
                 inbox.append(upd)
         except asyncio.CancelledError:
-            inbox.append(error_update(pkg.task_id, "cancelled", "the session closed"))
+            inbox.append(error_update(task_id, "cancelled", "the session closed"))
             raise
 
     async def steer(self, task_id: str, text: str) -> bool:
@@ -123,5 +167,6 @@ class Delegator:
     async def close(self) -> None:
         for t in list(self.tasks.values()):
             t.cancel()
+        self._builds.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             await self.pool.close()

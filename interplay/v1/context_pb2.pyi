@@ -71,7 +71,7 @@ class VisualObservation(_message.Message):
     def __init__(self, turn: _Optional[int] = ..., time_ms: _Optional[int] = ..., description: _Optional[str] = ..., image: _Optional[bytes] = ..., mime_type: _Optional[str] = ...) -> None: ...
 
 class ContextPackage(_message.Message):
-    __slots__ = ("task_id", "session_id", "task", "transcript", "earlier_summary", "dropped_entries", "user_state", "observations", "allowed_tools", "deadline_ms", "priority", "origin_turn", "created_unix_ms", "preferred_mode", "idempotent", "metadata")
+    __slots__ = ("task_id", "session_id", "task", "transcript", "earlier_summary", "dropped_entries", "user_state", "observations", "allowed_tools", "deadline_ms", "priority", "origin_turn", "created_unix_ms", "preferred_mode", "idempotent", "metadata", "omitted")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class ContextPackage(_message.Message):
     PREFERRED_MODE_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    OMITTED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     session_id: str
     task: str
@@ -111,4 +112,25 @@ class ContextPackage(_message.Message):
     preferred_mode: _common_pb2.SurfacingMode
     idempotent: bool
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, task_id: _Optional[str] = ..., session_id: _Optional[str] = ..., task: _Optional[str] = ..., transcript: _Optional[_Iterable[_Union[TranscriptEntry, _Mapping]]] = ..., earlier_summary: _Optional[str] = ..., dropped_entries: _Optional[int] = ..., user_state: _Optional[_Union[_common_pb2.UserState, str]] = ..., observations: _Optional[_Iterable[_Union[VisualObservation, _Mapping]]] = ..., allowed_tools: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[int] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., origin_turn: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., preferred_mode: _Optional[_Union[_common_pb2.SurfacingMode, str]] = ..., idempotent: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    omitted: Omitted
+    def __init__(self, task_id: _Optional[str] = ..., session_id: _Optional[str] = ..., task: _Optional[str] = ..., transcript: _Optional[_Iterable[_Union[TranscriptEntry, _Mapping]]] = ..., earlier_summary: _Optional[str] = ..., dropped_entries: _Optional[int] = ..., user_state: _Optional[_Union[_common_pb2.UserState, str]] = ..., observations: _Optional[_Iterable[_Union[VisualObservation, _Mapping]]] = ..., allowed_tools: _Optional[_Iterable[str]] = ..., deadline_ms: _Optional[int] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., origin_turn: _Optional[int] = ..., created_unix_ms: _Optional[int] = ..., preferred_mode: _Optional[_Union[_common_pb2.SurfacingMode, str]] = ..., idempotent: _Optional[bool] = ..., metadata: _Optional[_Mapping[str, str]] = ..., omitted: _Optional[_Union[Omitted, _Mapping]] = ...) -> None: ...
+
+class Omitted(_message.Message):
+    __slots__ = ("entries", "log_entries", "images", "observations", "start_ms", "end_ms", "start_turn", "end_turn")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LOG_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    START_MS_FIELD_NUMBER: _ClassVar[int]
+    END_MS_FIELD_NUMBER: _ClassVar[int]
+    START_TURN_FIELD_NUMBER: _ClassVar[int]
+    END_TURN_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    log_entries: int
+    images: int
+    observations: int
+    start_ms: int
+    end_ms: int
+    start_turn: int
+    end_turn: int
+    def __init__(self, entries: _Optional[int] = ..., log_entries: _Optional[int] = ..., images: _Optional[int] = ..., observations: _Optional[int] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., start_turn: _Optional[int] = ..., end_turn: _Optional[int] = ...) -> None: ...
