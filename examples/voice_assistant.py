@@ -1,13 +1,17 @@
 """A voice assistant in one file: your tools, your engine, your delegation policy.
 
     .venv/bin/python examples/voice_assistant.py                 # local engine, plays a short conversation
-    .venv/bin/python examples/voice_assistant.py --policy rule   # delegate typed requests that match intents
+    .venv/bin/python examples/voice_assistant.py --policy rule   # only the intent rule decides
+    .venv/bin/python examples/voice_assistant.py --policy model_token  # only the model's <delegate> token
     .venv/bin/python examples/voice_assistant.py --engine openai --base-url http://127.0.0.1:8000/v1
     .venv/bin/python examples/voice_assistant.py --serve         # keep running; `interplay talk ADDRESS --wav F`
 
 It starts Ray on this machine, one background actor serving YOUR tools with the engine you pick,
 and the interaction actor with YOUR policy, then streams a WAV and two typed messages through the
-real client and prints the per-turn timeline (about 20 s).
+real client and prints the per-turn timeline (about 20 s). The default policy is the demo's: the
+interaction model's own <delegate> token first, an intent rule on typed requests as its backup (the
+shipped model has never been trained on these requests, so alone it delegates none of them). A run
+in which nothing was delegated ends with exit code 1 and says why, instead of passing as a success.
 Copy it and change the three marked places.
 """
 
@@ -65,9 +69,12 @@ def engine_options(args: argparse.Namespace) -> dict:
     return {}
 
 
-# 3. YOUR POLICY: "model_token" (the interaction model decides), "rule" (intent patterns on what the user
-#    typed), "always", "never", or "my_module:MyPolicy" (any object with decide(TurnState)).
-POLICY_OPTIONS = {"rule": {"patterns": [r"\border\b", r"\bhow much\b", r"\bweather\b"]}}
+# 3. YOUR POLICY: "first_of" (the default: the first of several policies that decides), "model_token" (the
+#    interaction model decides), "rule" (intent patterns on what the user typed), "always", "never", or
+#    "my_module:MyPolicy" (any object with decide(TurnState)).
+INTENTS = [r"\border\b", r"\bhow much\b", r"\bweather\b"]
+POLICY_OPTIONS = {"rule": {"patterns": INTENTS},
+                  "first_of": {"policies": ["model_token", {"policy": "rule", "patterns": INTENTS}]}}
 
 
 async def converse(address: str, max_wait_s: float = 60.0) -> dict:
@@ -83,8 +90,10 @@ async def converse(address: str, max_wait_s: float = 60.0) -> dict:
                 await asyncio.sleep(max(0.0, t0 + t - asyncio.get_running_loop().time()))
                 tl.sent(ch)
                 await c.send(ch)
-            for msg in ("where is my order A17?", "how much is 12 * 7?"):
-                await asyncio.sleep(1.5)
+            # text typed within LoopConfig.steer_window_turns (2 s) of a delegation is a follow-up to it
+            # (a Steer), so the second, separate request comes 3 s after the first
+            for gap_s, msg in ((1.5, "where is my order A17?"), (3.0, "how much is 12 * 7?")):
+                await asyncio.sleep(gap_s)
                 ch = text_chunk(msg)
                 tl.sent(ch)
                 await c.send(ch)
@@ -108,7 +117,7 @@ async def converse(address: str, max_wait_s: float = 60.0) -> dict:
                     if e.kind == spb.EVENT_KIND_DELEGATION_STARTED:
                         open_tasks.add(e.task_id)
                     elif e.kind == spb.EVENT_KIND_ERROR or (e.kind == spb.EVENT_KIND_RESULT_SURFACED
-                                                          and e.attrs.get("update") == "final"):
+                                                          and e.update == spb.EVENT_UPDATE_FINAL):
                         open_tasks.discard(e.task_id)
         for t in tasks:
             t.cancel()
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--engine", default="local", choices=("local", "openai", "vllm"))
     ap.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--policy", default="model_token")
+    ap.add_argument("--policy", default="first_of")
     ap.add_argument("--serve", action="store_true", help="keep the actors running until Ctrl-C")
     ap.add_argument("--json", action="store_true", help="end with one JSON line: the run's summary")
     args = ap.parse_args(argv)
@@ -140,15 +149,27 @@ def main(argv: list[str] | None = None) -> dict:
     out = asyncio.run(converse(address))
     delegated = [e.text for e in out["events"] if e.kind == spb.EVENT_KIND_DELEGATION_STARTED]
     surfaced = [e.text for e in out["events"]
-                if e.kind == spb.EVENT_KIND_RESULT_SURFACED and e.attrs.get("update") == "final"]
-    tool_results = [e.text for e in out["events"] if e.attrs.get("update") == "tool_result"]
+                if e.kind == spb.EVENT_KIND_RESULT_SURFACED and e.update == spb.EVENT_UPDATE_FINAL]
+    tool_results = [e.text for e in out["events"] if e.update == spb.EVENT_UPDATE_TOOL_RESULT]
     print(f"\n{out['turns']} turns; delegated {delegated}; background results {surfaced}", flush=True)
-    summary = {"turns": out["turns"], "delegated": delegated, "surfaced": surfaced, "tool_results": tool_results,
-               "errors": [e.error.code for e in out["events"] if e.kind == spb.EVENT_KIND_ERROR]}
+    summary = {"policy": args.policy, "turns": out["turns"], "delegated": delegated, "surfaced": surfaced,
+               "tool_results": tool_results, "errors": [e.error.code for e in out["events"] if e.kind == spb.EVENT_KIND_ERROR]}
     if args.json:
         print(json.dumps(summary), flush=True)
     return summary
 
 
+def exit_code(summary: dict) -> int:
+    """0 when something was delegated (or the actors were only served); 1, with the reason on stderr,
+    when the conversation ran and the policy delegated none of its requests."""
+    if not summary or summary["delegated"]:
+        return 0
+    print(f"nothing was delegated: policy {summary['policy']!r} decided no delegation for either request. "
+          "The shipped interaction model was never trained on these requests, so model_token alone "
+          "stays silent; use the default policy (first_of: the model, then the intent rule) or --policy rule, "
+          "or give your policy patterns that match what the user says.", file=sys.stderr, flush=True)
+    return 1
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(exit_code(main(sys.argv[1:])))

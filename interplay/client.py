@@ -21,14 +21,15 @@ from typing import TextIO
 
 import grpc
 
+from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 from interplay.v1 import session_pb2_grpc as sgrpc
 
 CHUNK_MS = 20  # audio is sent in 20 ms pieces, as a microphone would
 
 
-def control(kind: int, session_id: str = "", **options: str) -> spb.InputChunk:
-    return spb.InputChunk(session_id=session_id, control=spb.Control(kind=kind, options=options))
+def control(kind: int, session_id: str = "") -> spb.InputChunk:
+    return spb.InputChunk(session_id=session_id, control=spb.Control(kind=kind))
 
 
 def audio_chunk(pcm16: bytes, sample_rate_hz: int = 16000, channels: int = 1) -> spb.InputChunk:
@@ -185,6 +186,21 @@ async def stream_sources(client: SessionClient, items: list[tuple[float, spb.Inp
         await client.send(chunk)
 
 
+def event_label(e: spb.Event) -> str:
+    """An event in a few words: its kind, then its typed facts, e.g. `progress:tool_result(Oslo snow)`,
+    `result_surfaced:final[when_idle, voiced](Oslo snow, -3 C)`, `error(bad_frame)`."""
+    name = spb.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()
+    if e.update:
+        name += ":" + spb.EventUpdate.Name(e.update).removeprefix("EVENT_UPDATE_").lower()
+    if e.kind == spb.EVENT_KIND_RESULT_SURFACED:
+        mode = cpb.SurfacingMode.Name(e.mode).removeprefix("SURFACING_MODE_").lower()
+        name += f"[{mode}, voiced]" if e.voiced else f"[{mode}]"
+    elif e.kind == spb.EVENT_KIND_DELEGATION_STARTED and e.policy:
+        name += f"[{e.policy}]"
+    detail = e.error.code or e.text
+    return f"{name}({detail})" if detail else name
+
+
 @dataclass
 class Timeline:
     """What was sent since the last output chunk, for the per-turn line."""
@@ -220,9 +236,7 @@ class Timeline:
         outs += [spb.ControlToken.Name(k).removeprefix("CONTROL_TOKEN_").lower() for k in c.controls]
         if c.HasField("model_state"):
             outs.append(f"state {c.model_state}")
-        for e in c.events:
-            name = spb.EventKind.Name(e.kind).removeprefix("EVENT_KIND_").lower()
-            outs.append(f"{name}({e.error.code or e.text})" if (e.error.code or e.text) else name)
+        outs += [event_label(e) for e in c.events]
         self.samples, self.frames, self.texts, self.controls = 0, 0, [], []
         miss = " MISSED" if c.timing.missed else ""
         return (f"turn {c.turn:5d} {c.time_ms / 1000:7.2f}s | in: {', '.join(ins) or '-':<28} | "

@@ -3,7 +3,9 @@
 Starts Ray, a pool of background actors (the demo's tools; the local engine by default) and the
 interaction actor wired to them over gRPC, then plays the script through the real client: speech
 (WAVs in examples/assets), typed text, video frames and a barge-in. Prints one line per turn,
-writes `timeline.jsonl` and `assistant.wav` into the output folder, and returns a summary.
+writes `timeline.jsonl` (one JSON record per input and output chunk: `chunk_record`, integers as
+numbers, enums by name) and `assistant.wav` into the output folder, and returns a summary (modes by
+name, what the assistant said one utterance per entry: `summarize`).
 Everything the assistant says is the interaction model's own output; nothing is scripted on its side.
 """
 
@@ -20,10 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from interplay.client import SessionClient, Timeline, audio_chunk, control, text_chunk, wav_source
 from interplay.log import get_logger
+from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interplay.demo")
@@ -174,7 +179,7 @@ class Player:
                 if e.kind == spb.EVENT_KIND_DELEGATION_STARTED:
                     open_tasks.add(e.task_id)
                 elif e.kind == spb.EVENT_KIND_ERROR or (e.kind == spb.EVENT_KIND_RESULT_SURFACED
-                                                      and e.attrs.get("update") == "final"):
+                                                      and e.update == spb.EVENT_UPDATE_FINAL):
                     open_tasks.discard(e.task_id)
         speaking = bool(self.chunks) and bool(self.chunks[-1].audio.pcm16)
         if not open_tasks and self._settled_at is None:
@@ -211,9 +216,7 @@ class Player:
                         self.chunks.append(c)
                         print(self.timeline.line(c), file=self.out, flush=True)
                         self.records.append({"t_s": round(time.monotonic() - self.t0, 3), "dir": "out",
-                                             **MessageToDict(c, preserving_proto_field_name=True,
-                                                             always_print_fields_with_no_presence=False)})
-                        self.records[-1].pop("audio", None)
+                                             **chunk_record(c)})
                         if (self.barged_at is None and c.audio.pcm16 and c.turn * self.cfg.turn_ms > 1000
                                 and "weather" not in " ".join(self.sent_at_turn)):
                             self.barged_at = c.turn  # the assistant replies to "hello": talk over it
@@ -226,6 +229,63 @@ class Player:
         return self.chunks
 
 
+_INT64 = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
+          FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+
+
+def _ints(msg: Message, d: dict) -> dict:
+    """`d` (MessageToDict of `msg`) with its 64-bit integers as JSON numbers: proto3's JSON mapping
+    writes them as strings, which would make `turn` "12" in the timeline."""
+    for f in msg.DESCRIPTOR.fields:
+        if f.name not in d:
+            continue
+        if f.type in _INT64:
+            d[f.name] = [int(x) for x in d[f.name]] if isinstance(d[f.name], list) else int(d[f.name])
+        elif f.message_type is not None and not f.message_type.GetOptions().map_entry:
+            value = getattr(msg, f.name)
+            if isinstance(d[f.name], list):
+                d[f.name] = [_ints(m, x) for m, x in zip(value, d[f.name], strict=True)]
+            else:
+                d[f.name] = _ints(value, d[f.name])
+    return d
+
+
+def chunk_record(c: spb.OutputChunk) -> dict:
+    """One output chunk as a timeline.jsonl record: proto field names, enums by name (the events'
+    `mode` "SURFACING_MODE_WHEN_IDLE"), integers as numbers, booleans as booleans, `turn` always
+    present; without the audio. Zero-valued fields other than `turn` are left out."""
+    d = _ints(c, MessageToDict(c, preserving_proto_field_name=True, always_print_fields_with_no_presence=False))
+    d.pop("audio", None)
+    return {"turn": int(c.turn), **d}  # turn 0 too (proto3's JSON leaves a zero out)
+
+
+def mode_name(mode: int) -> str:
+    """A SurfacingMode by its short name: WHEN_IDLE, INTERRUPT, SILENT (UNSPECIFIED for 0)."""
+    return cpb.SurfacingMode.Name(mode).removeprefix("SURFACING_MODE_")
+
+
+def utterances(chunks: list[spb.OutputChunk], gap_turns: int = 2) -> list[dict]:
+    """What the assistant said, one entry per utterance: {"turn": its first turn, "text"}. An utterance
+    runs from the first turn with text until a STOP_SPEAKING control or `gap_turns` turns without text
+    (the eval suite's rule, training/evaluate.utterances)."""
+    out: list[dict] = []
+    cur: dict | None = None
+    idle = 0
+    for c in chunks:
+        if cur is None and c.text:
+            cur, idle = {"turn": int(c.turn), "text": ""}, 0
+        if cur is None:
+            continue
+        cur["text"] += c.text
+        idle = 0 if c.text else idle + 1
+        if spb.CONTROL_TOKEN_STOP_SPEAKING in c.controls or idle >= gap_turns:
+            out.append(cur)
+            cur = None
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
 def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> dict:
     """Turns, misses, delegations, the tool calls, how results surfaced, barge-in handling, and the
     time from the tool-backed request to the first turn the assistant voices after its result surfaced."""
@@ -235,7 +295,7 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         return [(t, e) for t, e in ev if e.kind == kind]
 
     surfaced = of(spb.EVENT_KIND_RESULT_SURFACED)
-    voiced = [(t, e) for t, e in surfaced if e.attrs.get("voiced") == "True" and e.attrs.get("update") == "final"]
+    voiced = [(t, e) for t, e in surfaced if e.voiced and e.update == spb.EVENT_UPDATE_FINAL]
     req = next((t for k, t in player.sent_at_turn.items() if k.startswith("weather")), None)
     voice_turn = None
     if voiced:
@@ -246,7 +306,6 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         bt = barge[0][0]
         stopped = next((c.turn for c in chunks if c.turn >= bt and (
             spb.CONTROL_TOKEN_STOP_SPEAKING in c.controls or not c.audio.pcm16)), None)
-    said = "".join(c.text for c in chunks)
     answer, voiced_chars = (voiced[0][1].text if voiced else ""), 0
     if voiced:
         after = "".join(c.text for c in chunks if c.turn >= voiced[0][0])
@@ -257,16 +316,19 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         "turn_gaps": sum(1 for a, b in zip(chunks, chunks[1:], strict=False) if b.turn != a.turn + 1),
         "compute_ms_p50": sorted(c.timing.compute_ms for c in chunks)[len(chunks) // 2] if chunks else 0.0,
         "delegations": len(of(spb.EVENT_KIND_DELEGATION_STARTED)),
-        "delegated_tasks": [f"{e.text} (by {e.attrs.get('policy', '?')})" for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
+        "delegated_tasks": [e.text for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
+        "delegated_by": [e.policy for _, e in of(spb.EVENT_KIND_DELEGATION_STARTED)],
         "tool_calls": [e.text for _, e in of(spb.EVENT_KIND_TOOL_CALL)],
-        "steers": len({(e.task_id, e.text) for _, e in of(spb.EVENT_KIND_PROGRESS) if e.attrs.get("update") == "steered"}),
-        "results_surfaced": [{"turn": t, "mode": e.mode, "voiced": e.attrs.get("voiced"), "text": e.text}
+        "steers": len({(e.task_id, e.text) for _, e in of(spb.EVENT_KIND_PROGRESS)
+                       if e.update == spb.EVENT_UPDATE_STEERED}),
+        "results_surfaced": [{"turn": t, "mode": mode_name(e.mode), "voiced": e.voiced,
+                              "update": spb.EventUpdate.Name(e.update).removeprefix("EVENT_UPDATE_"), "text": e.text}
                              for t, e in surfaced],
         "errors": [e.error.code for _, e in of(spb.EVENT_KIND_ERROR)],
         "barge_in_turn": barge[0][0] if barge else None,
         "barge_in_stop_turns": (stopped - barge[0][0]) if barge and stopped is not None else None,
         "request_to_voiced_ms": (voice_turn - req) * turn_ms if req is not None and voice_turn is not None else None,
-        "assistant_said": said,
+        "assistant_said": utterances(chunks),  # one entry per utterance, with its first turn
         "answer": answer,  # the tool-backed result the scheduler surfaced for voicing
         "answer_voiced_fraction": round(voiced_chars / len(answer), 3) if answer else 0.0,  # its longest prefix said
     }
@@ -292,26 +354,19 @@ def write_outputs(chunks: list[spb.OutputChunk], records: list[dict], out_dir: P
 
 
 def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
-    """Ray, the background pool and the interaction actor; returns (handles, session address, bg addresses)."""
-    from background_actor.actor import start_background
-    from background_actor.agent import AgentConfig
-    from interaction_actor.runtime.actor import spawn
-    from interplay.demo_tools import demo_registry
-    from interplay.raylocal import ensure_ray
+    """Ray, the background pool and the interaction actor, as `serve` starts them (interplay.runtime) with
+    the demo's tools and prompt; returns (handles, session address, bg addresses)."""
+    from interplay.runtime import BackgroundPlan, InteractionPlan, RuntimePlan, start
 
-    ensure_ray(cfg.ray_address)
-    handles, bg_addresses = [], []
-    for _ in range(cfg.background_actors):
-        h, addr = start_background(engine=cfg.engine, engine_options=dict(cfg.engine_options),
-                                   registry_factory=demo_registry, agent=AgentConfig(system_prompt=cfg.agent_prompt))
-        handles.append(h)
-        bg_addresses.append(addr)
-    ia, address = spawn(preset=cfg.preset, checkpoint=cfg.checkpoint, backend=cfg.backend,
-                        turn_ms=cfg.turn_ms, background_address=",".join(bg_addresses),
-                        allowed_tools=list(cfg.allowed_tools), policy=cfg.policy,
-                        policy_options=dict(cfg.policy_options))
-    handles.append(ia)
-    return handles, address, bg_addresses
+    plan = RuntimePlan(
+        interaction=InteractionPlan(backend=cfg.backend, preset=cfg.preset, checkpoint=cfg.checkpoint,
+                                    turn_ms=cfg.turn_ms, allowed_tools=list(cfg.allowed_tools), policy=cfg.policy,
+                                    policy_options=dict(cfg.policy_options)),
+        background=BackgroundPlan(engine=cfg.engine, engine_options=dict(cfg.engine_options),
+                                  registry="interplay.demo_tools:demo_registry", system_prompt=cfg.agent_prompt,
+                                  actors=cfg.background_actors),
+        ray_address=cfg.ray_address)
+    return start(plan, log_to_driver=False)  # the demo's console is its timeline
 
 
 def sent_packages(interaction_actor) -> list[dict]:
@@ -327,17 +382,6 @@ def sent_packages(interaction_actor) -> list[dict]:
                     "transcript": [e.text for e in p.transcript][-6:], "allowed_tools": list(p.allowed_tools),
                     "bytes": len(raw)})
     return out
-
-
-def stop_runtime(handles: list) -> None:
-    import ray
-
-    for h in handles:
-        try:
-            ray.get(h.stop.remote(), timeout=10)
-        except Exception as exc:  # noqa: BLE001 - best effort at shutdown
-            log.warning("actor_stop_failed", error=repr(exc))
-        ray.kill(h)
 
 
 def run_demo(cfg: DemoConfig | None = None, out: TextIO = sys.stdout, address: str | None = None) -> dict:
@@ -356,7 +400,9 @@ def run_demo(cfg: DemoConfig | None = None, out: TextIO = sys.stdout, address: s
             packages = sent_packages(handles[-1])
     finally:
         if handles:
-            stop_runtime(handles)
+            from interplay.runtime import drain
+
+            drain(handles, 1.0)
     summary = summarize(chunks, player, cfg.turn_ms)
     summary["packages"] = packages
     log_path, wav_path = write_outputs(chunks, player.records, Path(cfg.out_dir), turn_ms=cfg.turn_ms)

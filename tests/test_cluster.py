@@ -102,7 +102,7 @@ def test_a_background_killed_mid_task_is_reported_and_the_next_request_is_served
             state["error_after_s"] = time.monotonic() - state["killed_at"]
             state["second"] = await ia.start_delegation.remote(sid, "what is 2 plus 3? use the calculator")
         done = [e for _, e in events(chunks, spb.EVENT_KIND_RESULT_SURFACED)
-                if e.task_id == state["second"] and e.attrs.get("update") == "final"]
+                if e.task_id == state["second"] and e.update == spb.EVENT_UPDATE_FINAL]
         return bool(done)
 
     chunks = asyncio.run(converse_until(address, ia, script, timeout_s=90))

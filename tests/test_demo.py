@@ -12,7 +12,6 @@ import ray
 
 from interaction_actor.model.weights import shipped_checkpoint
 from interplay.demo import DemoConfig, run_demo
-from interplay.v1 import common_pb2 as cpb
 
 pytestmark = pytest.mark.skipif(shipped_checkpoint("small") is None,
                                 reason="no shipped checkpoint: run `interplay train` first")
@@ -59,10 +58,9 @@ def test_the_weather_result_surfaced_when_idle_for_voicing_and_the_assistant_spo
     the delegation (the model's token or the rule backing it up) is not checked: both ask for
     WHEN_IDLE. Whether the audio says the answer's words is `answer_voiced_fraction`."""
     summary, _ = demo
-    finals = [r for r in summary["results_surfaced"] if r["voiced"] == "True"]
-    assert finals and finals[0]["mode"] == cpb.SURFACING_MODE_WHEN_IDLE
-    assert summary["answer"] and any(r["text"] == summary["answer"] and r["mode"] == cpb.SURFACING_MODE_WHEN_IDLE
-                                     for r in finals)
+    finals = [r for r in summary["results_surfaced"] if r["voiced"] is True and r["update"] == "FINAL"]
+    assert finals and finals[0]["mode"] == "WHEN_IDLE"
+    assert summary["answer"] and any(r["text"] == summary["answer"] and r["mode"] == "WHEN_IDLE" for r in finals)
     assert summary["request_to_voiced_ms"] is not None and summary["request_to_voiced_ms"] > 0
 
 
@@ -75,7 +73,7 @@ def test_the_surfaced_answer_carries_the_weather_tools_data(demo):
     answer = summary["answer"]
     assert "snow" in answer.lower() and "-3" in answer
     said = round(summary["answer_voiced_fraction"] * len(answer))
-    assert 0 <= said <= len(answer) and answer[:said] in summary["assistant_said"]
+    assert 0 <= said <= len(answer) and answer[:said] in "".join(u["text"] for u in summary["assistant_said"])
 
 
 def test_the_barge_in_stops_the_assistant_within_a_turn(demo):
@@ -90,3 +88,15 @@ def test_the_demo_writes_its_timeline_and_the_assistants_audio(demo):
     summary, _ = demo
     assert Path(summary["timeline"]).stat().st_size > 0
     assert Path(summary["audio"]).stat().st_size > 44
+
+
+def test_the_demo_timeline_holds_integer_turns_and_named_modes(demo):
+    import json
+    from pathlib import Path
+
+    summary, _ = demo
+    records = [json.loads(line) for line in Path(summary["timeline"]).read_text().splitlines()]
+    outs = [r for r in records if r["dir"] == "out"]
+    assert [r["turn"] for r in outs] == list(range(len(outs)))  # integers, in order, no gaps
+    modes = {e["mode"] for r in outs for e in r.get("events", []) if e["kind"] == "EVENT_KIND_RESULT_SURFACED"}
+    assert modes and modes <= {"SURFACING_MODE_WHEN_IDLE", "SURFACING_MODE_INTERRUPT", "SURFACING_MODE_SILENT"}

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1"}
 
@@ -35,11 +37,20 @@ def test_delegation_study_example_writes_its_table_and_plots(tmp_path):
     assert list(tmp_path.glob("*.png"))
 
 
-def test_voice_assistant_example_delegates_both_requests_and_every_one_comes_back():
-    out = run("examples/voice_assistant.py", "--policy", "rule", "--json", timeout=240)
+def test_voice_assistant_example_with_its_defaults_delegates_both_requests_and_every_one_comes_back():
+    out = run("examples/voice_assistant.py", "--json", timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["policy"] == "first_of"
     assert summary["delegated"] == ["where is my order A17?", "how much is 12 * 7?"]
     # every delegation settled: a result surfaced into the conversation or an error reported
     assert len(summary["surfaced"]) + len([e for e in summary["errors"] if e]) >= 2
     assert summary["turns"] > 50  # ~10 s of live micro-turns at least
+
+
+@pytest.mark.slow
+def test_voice_assistant_example_exits_non_zero_and_says_why_when_its_policy_delegates_nothing():
+    out = run("examples/voice_assistant.py", "--policy", "never", "--json", timeout=240)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["delegated"] == []
+    assert "nothing was delegated: policy 'never'" in out.stderr

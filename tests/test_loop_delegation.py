@@ -92,7 +92,7 @@ async def typed_after_delegation(tiny, type_at: int, window: int, text: str, tur
 async def test_text_typed_while_a_delegation_runs_steers_that_task(tiny):
     bg, chunks, task_id = await typed_after_delegation(tiny, type_at=5, window=10, text="in celsius")
     assert bg.steers == [(task_id, "in celsius")]
-    steered = [e for ch in chunks for e in ch.events if e.attrs.get("update") == "steered"]
+    steered = [e for ch in chunks for e in ch.events if e.update == spb.EVENT_UPDATE_STEERED]
     assert steered and steered[0].task_id == task_id
     surfaced = [e.text for ch in chunks for e in ch.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
     assert surfaced == ["weather Oslo (in celsius)"]
@@ -101,7 +101,7 @@ async def test_text_typed_while_a_delegation_runs_steers_that_task(tiny):
 async def test_text_typed_after_the_steer_window_is_not_sent_as_a_steer(tiny):
     bg, chunks, _ = await typed_after_delegation(tiny, type_at=12, window=5, text="tell me when red", turns=16)
     assert bg.steers == []
-    assert not [e for ch in chunks for e in ch.events if e.attrs.get("update") in ("steered", "steer_refused")]
+    assert not [e for ch in chunks for e in ch.events if e.update in (spb.EVENT_UPDATE_STEERED, spb.EVENT_UPDATE_STEER_REFUSED)]
 
 
 async def test_a_delegation_fails_over_to_the_next_background_when_one_is_unreachable():

@@ -118,13 +118,13 @@ async def test_a_final_background_result_is_surfaced_on_the_stream(tiny):
     chunks = await answered_session(tiny, 14, speak_turns=8)
     surfaced = [(c.turn, e) for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
     assert [e.text for _, e in surfaced] == ["It is 21 degrees."]
-    assert surfaced[0][1].mode == cpb.SURFACING_MODE_WHEN_IDLE and surfaced[0][1].attrs["voiced"] == "True"
+    assert surfaced[0][1].mode == cpb.SURFACING_MODE_WHEN_IDLE and surfaced[0][1].voiced is True
 
 
 async def test_a_when_idle_result_waits_for_the_users_pause(tiny):
     chunks = await answered_session(tiny, 16, speak_turns=10)
     received = min(c.turn for c in chunks for e in c.events
-                   if e.kind == spb.EVENT_KIND_PROGRESS and e.attrs.get("update") == "final")
+                   if e.kind == spb.EVENT_KIND_PROGRESS and e.update == spb.EVENT_UPDATE_FINAL)
     surfaced = [c.turn for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_RESULT_SURFACED]
     assert received < 8  # the answer was there while the user was still talking ...
     assert surfaced and surfaced[0] >= 9  # ... and entered the conversation only once they paused

@@ -2,9 +2,11 @@
 
 After each turn, on the asyncio side, `after_turn` asks the session's policy (delegation.policies)
 whether the turn starts a delegation. A decision starts one: the session's ConversationLog goes to
-the Delegator (delegator.py), which builds the context package and delegates it as a task the clock
-never awaits; its updates land in the session's `updates` deque. Without a decision, text the user
-typed soon after a delegation started (`steer_window_turns`) is sent to the running task as a Steer.
+the Delegator (delegator.py), which snapshots it at once and builds the context package on its own
+build thread (never this event-loop thread) and delegates it as a task the clock never awaits; its
+updates, a failed build's error included, land in the session's `updates` deque. Without a
+decision, text the user typed soon after a delegation started (`steer_window_turns`) is sent to
+the running task as a Steer.
 What happened rides the session's next output chunk as events. A failing policy is logged and
 counted as no decision: it never stops the clock.
 """
@@ -87,7 +89,8 @@ class Delegating:
         """Forward a follow-up to the running task; the outcome rides the session's next chunk."""
         ok = await self.delegator.steer(task_id, text)
         live.events.append(event(spb.EVENT_KIND_PROGRESS, text if ok else f"steer not accepted: {text}",
-                                 task_id=task_id, update="steered" if ok else "steer_refused"))
+                                 task_id=task_id,
+                                 update=spb.EVENT_UPDATE_STEERED if ok else spb.EVENT_UPDATE_STEER_REFUSED))
 
     async def stop(self) -> None:
         """Cancel steer calls in flight and close the delegator (its tasks settle as cancelled)."""

@@ -54,6 +54,6 @@ class OutputSink:
         chunk.dropped_chunks = self.dropped
         if self.dropped > self._reported:
             chunk.events.append(event(spb.EVENT_KIND_OUTPUT_DROPPED, "client read too slowly; oldest chunks dropped",
-                                      dropped=self.dropped - self._reported, total=self.dropped))
+                                      dropped=self.dropped - self._reported))  # the total: chunk.dropped_chunks
             self._reported = self.dropped
         return chunk

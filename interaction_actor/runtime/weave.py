@@ -6,6 +6,9 @@ errors). `decide(turn, user_state)` (worker side, once per turn, before the mode
 text that enters the model's context this turn and the RESULT_SURFACED / interruption events. The
 scheduler picks the moment (INTERRUPT now, WHEN_IDLE at the user's pause, SILENT as context only);
 the model, which sees the text in its context slots, voices it. Every delegation settles once.
+
+`event(...)` builds every stream Event the runtime sends: its facts go into the Event's typed fields
+(session.proto documents which kind sets which), never into the free-form `attrs`.
 """
 
 from __future__ import annotations
@@ -26,12 +29,21 @@ log = get_logger("interaction_actor.runtime.weave")
 
 
 def event(kind: int, text: str = "", *, task_id: str = "", code: str = "", retryable: bool = False,
-          mode: int = 0, **attrs: object) -> spb.Event:
-    """An output-stream Event; `code` adds an ErrorInfo."""
-    ev = spb.Event(kind=kind, text=text, task_id=task_id, mode=mode, attrs={k: str(v) for k, v in attrs.items()})
+          mode: int = 0, attrs: dict[str, object] | None = None, **fields: object) -> spb.Event:
+    """An output-stream Event; `code` adds an ErrorInfo. `fields` are the Event's typed fields
+    (voiced=True, update=spb.EVENT_UPDATE_FINAL, seq=3, ...): a name the Event lacks raises ValueError,
+    so a typo cannot slip into the wire as a silent string. `attrs`: free-form extras, as strings."""
+    ev = spb.Event(kind=kind, text=text, task_id=task_id, mode=mode, **fields)
+    if attrs:
+        ev.attrs.update({k: str(v) for k, v in attrs.items()})
     if code:
         ev.error.CopyFrom(cpb.ErrorInfo(code=code, message=text, retryable=retryable))
     return ev
+
+
+def event_update(kind: int) -> int:
+    """The EventUpdate of a background UpdateKind (the same name after the prefix)."""
+    return spb.EventUpdate.Value("EVENT_UPDATE_" + bpb.UpdateKind.Name(kind).removeprefix("UPDATE_KIND_"))
 
 
 def user_state(audio: torch.Tensor | None, text: str, barge_in: bool) -> UserState:
@@ -80,9 +92,9 @@ class Weaver:
         for upd in updates:
             prev = events[-1] if events else None
             if (upd.kind == bpb.UPDATE_KIND_PARTIAL and prev is not None and prev.task_id == upd.task_id
-                    and prev.attrs.get("update") == "partial"):
+                    and prev.kind == spb.EVENT_KIND_PROGRESS and prev.update == spb.EVENT_UPDATE_PARTIAL):
                 prev.text += upd.text
-                prev.attrs["seq"] = str(upd.seq)
+                prev.seq = upd.seq
                 continue
             events.extend(self.offer(upd, turn))
         return events
@@ -100,13 +112,13 @@ class Weaver:
                           code=upd.error.code or _kind(upd), retryable=upd.error.retryable, seq=upd.seq)]
         if upd.kind == bpb.UPDATE_KIND_TOOL_CALL:
             return [event(spb.EVENT_KIND_TOOL_CALL, upd.tool_call.name, task_id=upd.task_id,
-                          arguments=upd.tool_call.arguments_json, seq=upd.seq)]
+                          tool_call=upd.tool_call, seq=upd.seq)]
         if upd.kind == bpb.UPDATE_KIND_FINAL:
-            return [event(spb.EVENT_KIND_PROGRESS, "result received", task_id=upd.task_id, update="final",
-                          seq=upd.seq)]
+            return [event(spb.EVENT_KIND_PROGRESS, "result received", task_id=upd.task_id,
+                          update=spb.EVENT_UPDATE_FINAL, seq=upd.seq, progress=upd.progress)]
         text = upd.text or upd.tool_result.content
-        return [event(spb.EVENT_KIND_PROGRESS, text, task_id=upd.task_id, update=_kind(upd), seq=upd.seq,
-                      progress=upd.progress)]
+        return [event(spb.EVENT_KIND_PROGRESS, text, task_id=upd.task_id, update=event_update(upd.kind),
+                      seq=upd.seq, progress=upd.progress)]
 
     def decide(self, turn: int, state: UserState) -> tuple[str, list[spb.Event]]:
         """This turn's context text and the surfacing events (called once per turn, turns increasing)."""
@@ -122,9 +134,8 @@ class Weaver:
                 continue
             is_voiced = (s.task_id, s.seq) in voiced
             events.append(event(spb.EVENT_KIND_RESULT_SURFACED, s.text, task_id=s.task_id, mode=int(s.mode),
-                                voiced=is_voiced, received_turn=s.received_turn, age_ms=s.age_ms,
-                                update=bpb.UpdateKind.Name(s.kind).removeprefix("UPDATE_KIND_").lower(),
-                                redelivery=s.redelivery))
+                                voiced=is_voiced, received_turn=s.received_turn, age_ms=int(s.age_ms),
+                                update=event_update(s.kind), redelivery=s.redelivery))
         for s in d.interrupted:
             events.append(event(spb.EVENT_KIND_BARGE_IN, f"voicing of {s.task_id} cut", task_id=s.task_id,
                                 mode=int(SurfacingMode.WHEN_IDLE)))

@@ -25,47 +25,45 @@ _sym_db = _symbol_database.Default()
 from interplay.v1 import common_pb2 as interplay_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainterplay/v1/session.proto\x12\x0cinterplay.v1\x1a\x19interplay/v1/common.proto\"E\n\nAudioChunk\x12\r\n\x05pcm16\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"h\n\nVideoFrame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1b.interplay.v1.FrameEncoding\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"8\n\tTextInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\"\x97\x01\n\x07\x43ontrol\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.interplay.v1.ControlKind\x12\x33\n\x07options\x18\x02 \x03(\x0b\x32\".interplay.v1.Control.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\nInputChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12)\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x18.interplay.v1.AudioChunkH\x00\x12)\n\x05video\x18\x04 \x01(\x0b\x32\x18.interplay.v1.VideoFrameH\x00\x12\'\n\x04text\x18\x05 \x01(\x0b\x32\x17.interplay.v1.TextInputH\x00\x12(\n\x07\x63ontrol\x18\x06 \x01(\x0b\x32\x15.interplay.v1.ControlH\x00\x42\t\n\x07payload\"Q\n\x0b\x41udioOutput\x12\r\n\x05pcm16\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x0b\n\x03mel\x18\x03 \x03(\x02\x12\x0e\n\x06n_mels\x18\x04 \x01(\r\"\xfd\x01\n\x05\x45vent\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.interplay.v1.EventKind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.interplay.v1.ErrorInfo\x12)\n\x04mode\x18\x05 \x01(\x0e\x32\x1b.interplay.v1.SurfacingMode\x12-\n\x05\x61ttrs\x18\x06 \x03(\x0b\x32\x1e.interplay.v1.Event.AttrsEntry\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\nTurnTiming\x12\x13\n\x0blateness_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\x12\x0e\n\x06missed\x18\x03 \x01(\x08\"\xb7\x02\n\x0bOutputChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04turn\x18\x02 \x01(\x04\x12\x0f\n\x07time_ms\x18\x03 \x01(\x03\x12\x0c\n\x04text\x18\x04 \x01(\t\x12(\n\x05\x61udio\x18\x05 \x01(\x0b\x32\x19.interplay.v1.AudioOutput\x12,\n\x08\x63ontrols\x18\x06 \x03(\x0e\x32\x1a.interplay.v1.ControlToken\x12#\n\x06\x65vents\x18\x07 \x03(\x0b\x32\x13.interplay.v1.Event\x12(\n\x06timing\x18\x08 \x01(\x0b\x32\x18.interplay.v1.TurnTiming\x12\x16\n\x0e\x64ropped_chunks\x18\t \x01(\x04\x12\x18\n\x0bmodel_state\x18\n \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_model_state*|\n\rFrameEncoding\x12\x1e\n\x1a\x46RAME_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46RAME_ENCODING_JPEG\x10\x01\x12\x16\n\x12\x46RAME_ENCODING_PNG\x10\x02\x12\x1a\n\x16\x46RAME_ENCODING_RAW_RGB\x10\x03*u\n\x0b\x43ontrolKind\x12\x1c\n\x18\x43ONTROL_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONTROL_KIND_START\x10\x01\x12\x15\n\x11\x43ONTROL_KIND_STOP\x10\x02\x12\x19\n\x15\x43ONTROL_KIND_BARGE_IN\x10\x03*\xa6\x01\n\x0c\x43ontrolToken\x12\x1d\n\x19\x43ONTROL_TOKEN_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTROL_TOKEN_DELEGATE\x10\x01\x12 \n\x1c\x43ONTROL_TOKEN_START_SPEAKING\x10\x02\x12\x1f\n\x1b\x43ONTROL_TOKEN_STOP_SPEAKING\x10\x03\x12\x18\n\x14\x43ONTROL_TOKEN_LISTEN\x10\x04*\xa9\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45VENT_KIND_SESSION_STARTED\x10\x01\x12\x1c\n\x18\x45VENT_KIND_SESSION_ENDED\x10\x02\x12!\n\x1d\x45VENT_KIND_DELEGATION_STARTED\x10\x03\x12\x17\n\x13\x45VENT_KIND_PROGRESS\x10\x04\x12\x1e\n\x1a\x45VENT_KIND_RESULT_SURFACED\x10\x05\x12\x14\n\x10\x45VENT_KIND_ERROR\x10\x06\x12\x17\n\x13\x45VENT_KIND_BARGE_IN\x10\x07\x12\x18\n\x14\x45VENT_KIND_TOOL_CALL\x10\x08\x12\x1d\n\x19\x45VENT_KIND_OUTPUT_DROPPED\x10\t2N\n\x07Session\x12\x43\n\x08\x43onverse\x12\x18.interplay.v1.InputChunk\x1a\x19.interplay.v1.OutputChunk(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainterplay/v1/session.proto\x12\x0cinterplay.v1\x1a\x19interplay/v1/common.proto\"E\n\nAudioChunk\x12\r\n\x05pcm16\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"h\n\nVideoFrame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12-\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1b.interplay.v1.FrameEncoding\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"8\n\tTextInput\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0b\n\x03raw\x18\x02 \x01(\x0c\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\"A\n\x07\x43ontrol\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.interplay.v1.ControlKindJ\x04\x08\x02\x10\x03R\x07options\"\xe1\x01\n\nInputChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12)\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x18.interplay.v1.AudioChunkH\x00\x12)\n\x05video\x18\x04 \x01(\x0b\x32\x18.interplay.v1.VideoFrameH\x00\x12\'\n\x04text\x18\x05 \x01(\x0b\x32\x17.interplay.v1.TextInputH\x00\x12(\n\x07\x63ontrol\x18\x06 \x01(\x0b\x32\x15.interplay.v1.ControlH\x00\x42\t\n\x07payload\"Q\n\x0b\x41udioOutput\x12\r\n\x05pcm16\x18\x01 \x01(\x0c\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\r\x12\x0b\n\x03mel\x18\x03 \x03(\x02\x12\x0e\n\x06n_mels\x18\x04 \x01(\r\"\x91\x04\n\x05\x45vent\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.interplay.v1.EventKind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12&\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x17.interplay.v1.ErrorInfo\x12)\n\x04mode\x18\x05 \x01(\x0e\x32\x1b.interplay.v1.SurfacingMode\x12-\n\x05\x61ttrs\x18\x06 \x03(\x0b\x32\x1e.interplay.v1.Event.AttrsEntry\x12)\n\x06update\x18\x07 \x01(\x0e\x32\x19.interplay.v1.EventUpdate\x12\x0e\n\x06voiced\x18\x08 \x01(\x08\x12\x0b\n\x03seq\x18\t \x01(\x04\x12\x10\n\x08progress\x18\n \x01(\x02\x12\x15\n\rreceived_turn\x18\x0b \x01(\x04\x12\x0e\n\x06\x61ge_ms\x18\x0c \x01(\x03\x12\x12\n\nredelivery\x18\r \x01(\r\x12\x13\n\x0borigin_turn\x18\x0e \x01(\x04\x12\x0e\n\x06policy\x18\x0f \x01(\t\x12)\n\ttool_call\x18\x10 \x01(\x0b\x32\x16.interplay.v1.ToolCall\x12\r\n\x05turns\x18\x11 \x01(\x04\x12\x0f\n\x07\x64ropped\x18\x12 \x01(\x04\x12\r\n\x05stage\x18\x13 \x01(\t\x1a,\n\nAttrsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\nTurnTiming\x12\x13\n\x0blateness_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\x12\x0e\n\x06missed\x18\x03 \x01(\x08\"\xb7\x02\n\x0bOutputChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04turn\x18\x02 \x01(\x04\x12\x0f\n\x07time_ms\x18\x03 \x01(\x03\x12\x0c\n\x04text\x18\x04 \x01(\t\x12(\n\x05\x61udio\x18\x05 \x01(\x0b\x32\x19.interplay.v1.AudioOutput\x12,\n\x08\x63ontrols\x18\x06 \x03(\x0e\x32\x1a.interplay.v1.ControlToken\x12#\n\x06\x65vents\x18\x07 \x03(\x0b\x32\x13.interplay.v1.Event\x12(\n\x06timing\x18\x08 \x01(\x0b\x32\x18.interplay.v1.TurnTiming\x12\x16\n\x0e\x64ropped_chunks\x18\t \x01(\x04\x12\x18\n\x0bmodel_state\x18\n \x01(\rH\x00\x88\x01\x01\x42\x0e\n\x0c_model_state*|\n\rFrameEncoding\x12\x1e\n\x1a\x46RAME_ENCODING_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46RAME_ENCODING_JPEG\x10\x01\x12\x16\n\x12\x46RAME_ENCODING_PNG\x10\x02\x12\x1a\n\x16\x46RAME_ENCODING_RAW_RGB\x10\x03*u\n\x0b\x43ontrolKind\x12\x1c\n\x18\x43ONTROL_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43ONTROL_KIND_START\x10\x01\x12\x15\n\x11\x43ONTROL_KIND_STOP\x10\x02\x12\x19\n\x15\x43ONTROL_KIND_BARGE_IN\x10\x03*\xa6\x01\n\x0c\x43ontrolToken\x12\x1d\n\x19\x43ONTROL_TOKEN_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTROL_TOKEN_DELEGATE\x10\x01\x12 \n\x1c\x43ONTROL_TOKEN_START_SPEAKING\x10\x02\x12\x1f\n\x1b\x43ONTROL_TOKEN_STOP_SPEAKING\x10\x03\x12\x18\n\x14\x43ONTROL_TOKEN_LISTEN\x10\x04*\xa9\x02\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45VENT_KIND_SESSION_STARTED\x10\x01\x12\x1c\n\x18\x45VENT_KIND_SESSION_ENDED\x10\x02\x12!\n\x1d\x45VENT_KIND_DELEGATION_STARTED\x10\x03\x12\x17\n\x13\x45VENT_KIND_PROGRESS\x10\x04\x12\x1e\n\x1a\x45VENT_KIND_RESULT_SURFACED\x10\x05\x12\x14\n\x10\x45VENT_KIND_ERROR\x10\x06\x12\x17\n\x13\x45VENT_KIND_BARGE_IN\x10\x07\x12\x18\n\x14\x45VENT_KIND_TOOL_CALL\x10\x08\x12\x1d\n\x19\x45VENT_KIND_OUTPUT_DROPPED\x10\t*\xd4\x02\n\x0b\x45ventUpdate\x12\x1c\n\x18\x45VENT_UPDATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_UPDATE_ACCEPTED\x10\x01\x12\x17\n\x13\x45VENT_UPDATE_QUEUED\x10\x02\x12\x19\n\x15\x45VENT_UPDATE_PROGRESS\x10\x03\x12\x1a\n\x16\x45VENT_UPDATE_TOOL_CALL\x10\x04\x12\x1c\n\x18\x45VENT_UPDATE_TOOL_RESULT\x10\x05\x12\x18\n\x14\x45VENT_UPDATE_PARTIAL\x10\x06\x12\x16\n\x12\x45VENT_UPDATE_FINAL\x10\x07\x12\x16\n\x12\x45VENT_UPDATE_ERROR\x10\x08\x12\x1a\n\x16\x45VENT_UPDATE_CANCELLED\x10\t\x12\x18\n\x14\x45VENT_UPDATE_STEERED\x10\n\x12\x1e\n\x1a\x45VENT_UPDATE_STEER_REFUSED\x10\x0b\x32N\n\x07Session\x12\x43\n\x08\x43onverse\x12\x18.interplay.v1.InputChunk\x1a\x19.interplay.v1.OutputChunk(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interplay.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTROL_OPTIONSENTRY']._loaded_options = None
-  _globals['_CONTROL_OPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_EVENT_ATTRSENTRY']._loaded_options = None
   _globals['_EVENT_ATTRSENTRY']._serialized_options = b'8\001'
-  _globals['_FRAMEENCODING']._serialized_start=1412
-  _globals['_FRAMEENCODING']._serialized_end=1536
-  _globals['_CONTROLKIND']._serialized_start=1538
-  _globals['_CONTROLKIND']._serialized_end=1655
-  _globals['_CONTROLTOKEN']._serialized_start=1658
-  _globals['_CONTROLTOKEN']._serialized_end=1824
-  _globals['_EVENTKIND']._serialized_start=1827
-  _globals['_EVENTKIND']._serialized_end=2124
+  _globals['_FRAMEENCODING']._serialized_start=1601
+  _globals['_FRAMEENCODING']._serialized_end=1725
+  _globals['_CONTROLKIND']._serialized_start=1727
+  _globals['_CONTROLKIND']._serialized_end=1844
+  _globals['_CONTROLTOKEN']._serialized_start=1847
+  _globals['_CONTROLTOKEN']._serialized_end=2013
+  _globals['_EVENTKIND']._serialized_start=2016
+  _globals['_EVENTKIND']._serialized_end=2313
+  _globals['_EVENTUPDATE']._serialized_start=2316
+  _globals['_EVENTUPDATE']._serialized_end=2656
   _globals['_AUDIOCHUNK']._serialized_start=71
   _globals['_AUDIOCHUNK']._serialized_end=140
   _globals['_VIDEOFRAME']._serialized_start=142
   _globals['_VIDEOFRAME']._serialized_end=246
   _globals['_TEXTINPUT']._serialized_start=248
   _globals['_TEXTINPUT']._serialized_end=304
-  _globals['_CONTROL']._serialized_start=307
-  _globals['_CONTROL']._serialized_end=458
-  _globals['_CONTROL_OPTIONSENTRY']._serialized_start=412
-  _globals['_CONTROL_OPTIONSENTRY']._serialized_end=458
-  _globals['_INPUTCHUNK']._serialized_start=461
-  _globals['_INPUTCHUNK']._serialized_end=686
-  _globals['_AUDIOOUTPUT']._serialized_start=688
-  _globals['_AUDIOOUTPUT']._serialized_end=769
-  _globals['_EVENT']._serialized_start=772
-  _globals['_EVENT']._serialized_end=1025
-  _globals['_EVENT_ATTRSENTRY']._serialized_start=981
-  _globals['_EVENT_ATTRSENTRY']._serialized_end=1025
-  _globals['_TURNTIMING']._serialized_start=1027
-  _globals['_TURNTIMING']._serialized_end=1096
-  _globals['_OUTPUTCHUNK']._serialized_start=1099
-  _globals['_OUTPUTCHUNK']._serialized_end=1410
-  _globals['_SESSION']._serialized_start=2126
-  _globals['_SESSION']._serialized_end=2204
+  _globals['_CONTROL']._serialized_start=306
+  _globals['_CONTROL']._serialized_end=371
+  _globals['_INPUTCHUNK']._serialized_start=374
+  _globals['_INPUTCHUNK']._serialized_end=599
+  _globals['_AUDIOOUTPUT']._serialized_start=601
+  _globals['_AUDIOOUTPUT']._serialized_end=682
+  _globals['_EVENT']._serialized_start=685
+  _globals['_EVENT']._serialized_end=1214
+  _globals['_EVENT_ATTRSENTRY']._serialized_start=1170
+  _globals['_EVENT_ATTRSENTRY']._serialized_end=1214
+  _globals['_TURNTIMING']._serialized_start=1216
+  _globals['_TURNTIMING']._serialized_end=1285
+  _globals['_OUTPUTCHUNK']._serialized_start=1288
+  _globals['_OUTPUTCHUNK']._serialized_end=1599
+  _globals['_SESSION']._serialized_start=2658
+  _globals['_SESSION']._serialized_end=2736
 # @@protoc_insertion_point(module_scope)

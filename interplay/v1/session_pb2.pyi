@@ -42,6 +42,21 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_BARGE_IN: _ClassVar[EventKind]
     EVENT_KIND_TOOL_CALL: _ClassVar[EventKind]
     EVENT_KIND_OUTPUT_DROPPED: _ClassVar[EventKind]
+
+class EventUpdate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_UPDATE_UNSPECIFIED: _ClassVar[EventUpdate]
+    EVENT_UPDATE_ACCEPTED: _ClassVar[EventUpdate]
+    EVENT_UPDATE_QUEUED: _ClassVar[EventUpdate]
+    EVENT_UPDATE_PROGRESS: _ClassVar[EventUpdate]
+    EVENT_UPDATE_TOOL_CALL: _ClassVar[EventUpdate]
+    EVENT_UPDATE_TOOL_RESULT: _ClassVar[EventUpdate]
+    EVENT_UPDATE_PARTIAL: _ClassVar[EventUpdate]
+    EVENT_UPDATE_FINAL: _ClassVar[EventUpdate]
+    EVENT_UPDATE_ERROR: _ClassVar[EventUpdate]
+    EVENT_UPDATE_CANCELLED: _ClassVar[EventUpdate]
+    EVENT_UPDATE_STEERED: _ClassVar[EventUpdate]
+    EVENT_UPDATE_STEER_REFUSED: _ClassVar[EventUpdate]
 FRAME_ENCODING_UNSPECIFIED: FrameEncoding
 FRAME_ENCODING_JPEG: FrameEncoding
 FRAME_ENCODING_PNG: FrameEncoding
@@ -65,6 +80,18 @@ EVENT_KIND_ERROR: EventKind
 EVENT_KIND_BARGE_IN: EventKind
 EVENT_KIND_TOOL_CALL: EventKind
 EVENT_KIND_OUTPUT_DROPPED: EventKind
+EVENT_UPDATE_UNSPECIFIED: EventUpdate
+EVENT_UPDATE_ACCEPTED: EventUpdate
+EVENT_UPDATE_QUEUED: EventUpdate
+EVENT_UPDATE_PROGRESS: EventUpdate
+EVENT_UPDATE_TOOL_CALL: EventUpdate
+EVENT_UPDATE_TOOL_RESULT: EventUpdate
+EVENT_UPDATE_PARTIAL: EventUpdate
+EVENT_UPDATE_FINAL: EventUpdate
+EVENT_UPDATE_ERROR: EventUpdate
+EVENT_UPDATE_CANCELLED: EventUpdate
+EVENT_UPDATE_STEERED: EventUpdate
+EVENT_UPDATE_STEER_REFUSED: EventUpdate
 
 class AudioChunk(_message.Message):
     __slots__ = ("pcm16", "sample_rate_hz", "channels")
@@ -99,19 +126,10 @@ class TextInput(_message.Message):
     def __init__(self, text: _Optional[str] = ..., raw: _Optional[bytes] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class Control(_message.Message):
-    __slots__ = ("kind", "options")
-    class OptionsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("kind",)
     KIND_FIELD_NUMBER: _ClassVar[int]
-    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     kind: ControlKind
-    options: _containers.ScalarMap[str, str]
-    def __init__(self, kind: _Optional[_Union[ControlKind, str]] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ControlKind, str]] = ...) -> None: ...
 
 class InputChunk(_message.Message):
     __slots__ = ("session_id", "seq", "audio", "video", "text", "control")
@@ -142,7 +160,7 @@ class AudioOutput(_message.Message):
     def __init__(self, pcm16: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., mel: _Optional[_Iterable[float]] = ..., n_mels: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("kind", "task_id", "text", "error", "mode", "attrs")
+    __slots__ = ("kind", "task_id", "text", "error", "mode", "attrs", "update", "voiced", "seq", "progress", "received_turn", "age_ms", "redelivery", "origin_turn", "policy", "tool_call", "turns", "dropped", "stage")
     class AttrsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,13 +174,39 @@ class Event(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     ATTRS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    VOICED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_TURN_FIELD_NUMBER: _ClassVar[int]
+    AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    REDELIVERY_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_TURN_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
     kind: EventKind
     task_id: str
     text: str
     error: _common_pb2.ErrorInfo
     mode: _common_pb2.SurfacingMode
     attrs: _containers.ScalarMap[str, str]
-    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., task_id: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.SurfacingMode, str]] = ..., attrs: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    update: EventUpdate
+    voiced: bool
+    seq: int
+    progress: float
+    received_turn: int
+    age_ms: int
+    redelivery: int
+    origin_turn: int
+    policy: str
+    tool_call: _common_pb2.ToolCall
+    turns: int
+    dropped: int
+    stage: str
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., task_id: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.SurfacingMode, str]] = ..., attrs: _Optional[_Mapping[str, str]] = ..., update: _Optional[_Union[EventUpdate, str]] = ..., voiced: _Optional[bool] = ..., seq: _Optional[int] = ..., progress: _Optional[float] = ..., received_turn: _Optional[int] = ..., age_ms: _Optional[int] = ..., redelivery: _Optional[int] = ..., origin_turn: _Optional[int] = ..., policy: _Optional[str] = ..., tool_call: _Optional[_Union[_common_pb2.ToolCall, _Mapping]] = ..., turns: _Optional[int] = ..., dropped: _Optional[int] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class TurnTiming(_message.Message):
     __slots__ = ("lateness_ms", "compute_ms", "missed")
