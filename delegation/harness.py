@@ -4,6 +4,11 @@
 the interaction model (its <delegate> token, fillers, its own answers), and the background side
 (latency and failure drawn from the scenario's distributions), with the real ContextPackage
 builder, the real policy and the real InterleaveScheduler. No sleeping: time is turn * turn_ms.
+The simulated interaction model loads no checkpoint: on the turn after an utterance ends it emits
+<delegate> (the utterance as the task) with probability `Utterance.delegate_p` (the scenario's
+`model_p`, else a default per intent; a seeded draw) and puts that probability in
+TurnState.confidence; its own replies are placeholders of a scripted length. Scores of policies
+that read the token or the confidence are therefore scores against this stand-in.
 Scores are deterministic for a seed; background draws depend on (seed, scenario, utterance),
 never on the policy, so policies are compared on the same luck.
 """

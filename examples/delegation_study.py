@@ -6,6 +6,10 @@
 Five policies (never, always, rule, model_token, and a confidence threshold over always) are
 replayed on a virtual clock through the interleave scheduler, over every scenario in
 examples/scenarios/, `repeats` seeds each. Runs in a few seconds on a laptop CPU; no GPU, no network.
+The policies and the scheduler are the runtime's own; the user, the background and the interaction
+model are simulated (delegation/harness.py): model_token and the threshold act on a stand-in that
+emits <delegate> with each utterance's scripted probability, labelled "(simulated model)".
+It prints the headline scores (±1 s.d. over the seeds); every score is in study.csv / study.json.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ from interplay.log import configure_logging
 
 configure_logging("warning")  # before the delegation modules bind their loggers
 
-from delegation.study import DEFAULT_POLICIES, run_study  # noqa: E402
+from delegation.study import DEFAULT_POLICIES, compact_table, run_study  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-COLUMNS = ("answered_rate", "latency_ms_p50", "latency_ms_p90", "dead_air_s", "voiced_over_user",
-           "stale_results", "wasted_background_s", "cancelled_tasks", "delegations", "redeliveries")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,13 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=3, help="seeds per scenario and policy")
     args = ap.parse_args(argv)
     result = run_study(DEFAULT_POLICIES, args.scenarios, args.out_dir, seed=args.seed, repeats=args.repeats)
-    print(f"{len(result['scenarios'])} scenarios x {args.repeats} seeds; per-session means, latency pooled\n")
-    head = f"| {'policy':24s} | " + " | ".join(COLUMNS) + " |"
-    print(head)
-    print("|" + "|".join("-" * (len(c) + 2) for c in ["policy" + " " * 18, *COLUMNS]) + "|")
-    for name, s in result["policies"].items():
-        cells = [("-" if s[c] is None else f"{s[c]:.3g}").rjust(len(c)) for c in COLUMNS]
-        print(f"| {name:24s} | " + " | ".join(cells) + " |")
+    print(compact_table(result))
     print()
     for kind, path in result["files"].items():
         print(f"{kind:13s} {path}")

@@ -107,3 +107,49 @@ def test_an_in_session_episode_follows_another_task_and_its_targets_score_as_rig
         assert ep.task == task and off == synth.EPISODE_TURNS and ep.turns == 2 * synth.EPISODE_TURNS
         assert ep.inputs[off].text == synth.episode(ep.seed, task).inputs[0].text
         assert score(ep, oracle_transcript(ep)[off:])
+
+
+def test_the_suite_reports_its_progress_stage_by_stage_up_to_the_total(tiny):
+    calls: list[tuple[int, int, str]] = []
+    evaluate(model=tiny, episodes=1, baseline=False, in_session=False, progress=lambda *a: calls.append(a))
+    total = 1 + len(synth.TASKS)  # compute + one stage per task (no baseline, no in-session stages)
+    assert [d for d, _, _ in calls] == list(range(total + 1)) and {t for _, t, _ in calls} == {total}
+    assert calls[-1][2] == "done" and [w for _, _, w in calls[1:-1]] == [f"interaction: {t}" for t in synth.TASKS]
+
+
+def test_the_eval_outputs_are_its_json_and_a_png_plot(suite, tmp_path):
+    import json
+
+    from interaction_actor.training.eval_outputs import write_outputs
+
+    files = write_outputs(suite, tmp_path / "eval")
+    saved = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert saved["tasks"] == suite["tasks"] and saved["files"] == files
+    assert (tmp_path / "eval" / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_eval_progress_bar_writes_to_stderr_and_nothing_to_stdout(capsys):
+    from interaction_actor.training.eval_outputs import StderrProgress
+
+    with StderrProgress(enabled=True) as bar:
+        bar.update(0, 2, "interaction: time_speak")
+        bar.update(2, 2, "done")
+    out, err = capsys.readouterr()
+    assert out == "" and "interaction: time_speak" in err and "2/2" in err
+
+
+@pytest.mark.slow
+def test_interplay_eval_shows_progress_on_stderr_and_writes_eval_json_and_plot_to_out(tmp_path):
+    """The command as a user runs it, on the shipped checkpoint, one episode per task (~15 s)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "interplay.cli", "eval", "--episodes", "1", "--json",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    stages = 1 + 3 * len(synth.TASKS)  # compute; interaction, in session and baseline per task
+    assert f"eval 1/{stages}" in out.stderr and f"eval {stages}/{stages}" in out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["files"] == {"json": str(tmp_path / "eval.json"), "png": str(tmp_path / "eval.png")}
+    assert json.loads((tmp_path / "eval.json").read_text())["episodes_per_task"] == 1

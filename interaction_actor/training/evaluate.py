@@ -9,12 +9,16 @@ delegation precision/recall; and each task's accuracy when it arrives after anot
 session (`tasks_in_session`: a live session is never fresh). The same suite runs a turn-based baseline: the same model (same size,
 same weights) behind a VAD harness (`VadHarness`) that gives it the user's input only when the
 user's turn ends, as turn-based voice agents do. Keys follow ../shared/FIGURES.md.
+
+`evaluate(..., progress=fn)` calls fn(done, total, what) as it goes (`interplay eval` draws a bar on
+stderr from it, eval_outputs.py); `eval_main(..., out=DIR)` also writes eval.json and eval.png there.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -319,10 +323,21 @@ def in_session_episodes(n: int, cfg) -> dict[str, list[synth.Episode]]:
     return out
 
 
-def in_session_scores(model: InteractionModel, eps_by_task: dict[str, list[synth.Episode]]) -> dict[str, float]:
-    """Accuracy of each task's second episode (scored on its own turns) in the chained sessions."""
+Progress = Callable[[int, int, str], None]  # (stages done, stages in all, the stage starting now)
+
+
+def _quiet(done: int, total: int, what: str) -> None:
+    return None
+
+
+def in_session_scores(model: InteractionModel, eps_by_task: dict[str, list[synth.Episode]],
+                      tick: Callable[[str], None] | None = None) -> dict[str, float]:
+    """Accuracy of each task's second episode (scored on its own turns) in the chained sessions;
+    `tick(task)` before each task's sessions run."""
     out = {}
     for task, eps in eps_by_task.items():
+        if tick is not None:
+            tick(task)
         trs = run_interactive(model, eps)
         out[task] = round(sum(score(e, t[e.expect["offset"]:]) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
     return out
@@ -334,14 +349,15 @@ FULL_EPISODES = 50
 
 def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: int | None = None,
              preset: str = "small", baseline: bool = True, in_session: bool = True, threads: int | None = 1,
-             model: InteractionModel | None = None) -> dict:
+             model: InteractionModel | None = None, progress: Progress | None = None) -> dict:
     """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite, and
     with `in_session` the accuracy `tasks_in_session` of each task arriving after another one).
 
     `checkpoint` defaults to the shipped one (weights.DEFAULT_CHECKPOINT); `episodes` per task
     (default QUICK_EPISODES with `quick`, else FULL_EPISODES). `threads` (default 1): a session's
     ops are small, and on a shared CPU a second OpenMP thread mostly waits (measured: many times
-    slower under load); None leaves torch's setting."""
+    slower under load); None leaves torch's setting. `progress(done, total, what)` is called before each
+    stage (a task's episodes on one system) and once at the end with done == total."""
     if threads:
         torch.set_num_threads(threads)
     if model is None:
@@ -350,29 +366,56 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     else:
         ckpt = checkpoint
     n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
+    report = progress or _quiet
+    total = 1 + len(synth.TASKS) * (1 + int(in_session) + int(baseline))
+    done = 0
+
+    def tick(what: str) -> None:
+        nonlocal done
+        report(done, total, what)
+        done += 1
+
     t0 = time.perf_counter()
+    tick("episodes and per-turn compute")
     eps = {task: [synth.episode(s, task, model.config) for s in synth.held_out_seeds(n, offset=i * 1_000_000)]
            for i, task in enumerate(synth.TASKS)}
     compute_ms = turn_compute_ms(model, eps["turn_taking"][0])
-    ours = _suite(eps, {t: run_interactive(model, e) for t, e in eps.items()}, compute_ms)
+    trs = {}
+    for t, e in eps.items():
+        tick(f"interaction: {t}")
+        trs[t] = run_interactive(model, e)
+    ours = _suite(eps, trs, compute_ms)
     result = {**ours, "episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
               "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
     if in_session:
-        result["tasks_in_session"] = in_session_scores(model, in_session_episodes(n, model.config))
+        result["tasks_in_session"] = in_session_scores(model, in_session_episodes(n, model.config),
+                                                       tick=lambda t: tick(f"in session: {t}"))
     if baseline:
         harness = VadHarness()
-        runs = {t: run_baseline(model, e, harness) for t, e in eps.items()}
+        runs = {}
+        for t, e in eps.items():
+            tick(f"baseline: {t}")
+            runs[t] = run_baseline(model, e, harness)
         base = _suite(eps, {t: r[0] for t, r in runs.items()}, compute_ms, {t: r[1] for t, r in runs.items()})
         result["baseline"] = {**base, "harness": "vad", "endpoint_ms": harness.endpoint_ms}
         result["tasks"] = {t: {"interaction": ours["tasks"][t], "baseline": base["tasks"][t]} for t in synth.TASKS}
     result["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    report(total, total, "done")
     log.info("eval_done", **{k: v for k, v in result.items() if not isinstance(v, dict)})
     return result
 
 
-def eval_main(checkpoint: str | None = None, quick: bool = False) -> dict:
-    """`interplay eval [--quick] [--checkpoint PATH]`: the suite on the shipped (or given) checkpoint ->
-    the FIGURES.md dict: `tasks` (task -> {"interaction": acc, "baseline": acc}), `turn_taking_ms_p50`,
-    `barge_in_stop_ms_p50`, `delegation_precision`, `delegation_recall` (of the interaction model),
-    and `baseline` (the same keys for the VAD-harness baseline) plus run details."""
-    return evaluate(checkpoint=checkpoint, quick=quick)
+def eval_main(checkpoint: str | None = None, quick: bool = False, out: str | Path | None = None,
+              episodes: int | None = None, progress: bool = True) -> dict:
+    """`interplay eval [--quick] [--checkpoint PATH] [--out DIR] [--episodes N]`: the suite on the shipped
+    (or given) checkpoint -> the FIGURES.md dict: `tasks` (task -> {"interaction": acc, "baseline": acc}),
+    `turn_taking_ms_p50`, `barge_in_stop_ms_p50`, `delegation_precision`, `delegation_recall` (of the
+    interaction model), and `baseline` (the same keys for the VAD-harness baseline) plus run details.
+    With `progress` a bar on stderr; with `out` eval.json and eval.png there (their paths in `files`)."""
+    from interaction_actor.training.eval_outputs import StderrProgress, write_outputs
+
+    with StderrProgress(enabled=progress) as bar:
+        result = evaluate(checkpoint=checkpoint, quick=quick, episodes=episodes, progress=bar.update)
+    if out is not None:
+        result["files"] = write_outputs(result, Path(out))
+    return result

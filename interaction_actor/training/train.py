@@ -7,8 +7,10 @@ turn_chunk layout), and optimises `InteractionModel.training_loss` (text cross-e
 content weighted `content_weight`, + flow matching, + an auxiliary next-byte "reading" loss inside the
 text/context slots, + the episodes' auxiliary targets at input slots, synth.Episode.aux) through the same modules and kernels.ops calls the runtime uses. It shows a progress bar,
 logs losses with structlog, writes resumable checkpoints (model + optimizer + step) and finally the
-shipped checkpoint (fp16 weights) with a JSON card beside it: config, seed, data version, steps,
-wall time, and eval scores when `evaluate_after` is set.
+checkpoint (fp16 weights, the shipped format) with a JSON card beside it: config, seed, data version,
+steps, wall time, and eval scores when `evaluate_after` is set. Without an explicit `out` a run writes
+`runs/train/<preset>.pt` (`default_out`): the shipped checkpoint in interaction_actor/checkpoints/
+is only ever replaced when it is named as `out`.
 """
 
 from __future__ import annotations
@@ -270,16 +272,27 @@ def default_work_dir(out: str | Path) -> Path:
     return root / "interplay" / "train" / f"{out.stem}-{tag}"
 
 
-def train(out: str | Path = DEFAULT_CHECKPOINT, *, config: TrainConfig | None = None, resume: bool = True,
+RUNS_DIR = Path("runs") / "train"  # relative to the working directory, like `interplay demo`'s runs/demo
+
+
+def default_out(preset_name: str) -> Path:
+    """Where a run writes its checkpoint when no `out` is given: runs/train/<preset>.pt, never the
+    shipped interaction_actor/checkpoints/<preset>.pt (the demo, serve and eval load that one)."""
+    return RUNS_DIR / f"{preset_name}.pt"
+
+
+def train(out: str | Path | None = None, *, config: TrainConfig | None = None, resume: bool = True,
           work_dir: str | Path | None = None, evaluate_after: bool = False, eval_quick: bool = True,
           progress: bool = True, model_config: ModelConfig | None = None) -> dict:
-    """Train from scratch (or resume from `work_dir`/last.pt) and write the shipped checkpoint `out`
-    plus its JSON card. Returns the card as a dict."""
+    """Train from scratch (or resume from `work_dir`/last.pt) and write the checkpoint `out` (default:
+    `default_out(preset)`) plus its JSON card. Returns the card as a dict."""
     tc = config or TrainConfig()
     if tc.threads:
         torch.set_num_threads(tc.threads)
     cfg = model_config or preset(tc.preset)
-    out = Path(out)
+    out = Path(out) if out is not None else default_out(tc.preset)
+    if out.resolve() == Path(DEFAULT_CHECKPOINT).resolve():
+        log.warning("train_replaces_shipped_checkpoint", checkpoint=str(out))
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     last = work / "last.pt"
@@ -373,7 +386,8 @@ def train_main(preset: str = "small", steps: int | None = None, minutes: float |
                out: str | None = None, resume: bool = False, threads: int | None = None,
                evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True) -> dict:
     """`interplay train`: train `preset` from scratch (or `resume` the run that writes `out`) and write
-    the checkpoint + JSON card to `out` (default: the shipped interaction_actor/checkpoints/small.pt).
+    the checkpoint + JSON card to `out` (default: runs/train/<preset>.pt; the shipped
+    interaction_actor/checkpoints/<preset>.pt only when it is given as `out`).
     `steps` and `minutes` bound the run (defaults: TrainConfig's, the settings of the shipped model);
     `threads` defaults to TrainConfig's. Returns the card (with quick eval scores if `evaluate_after`)."""
     tc = TrainConfig(preset=preset)
@@ -385,7 +399,7 @@ def train_main(preset: str = "small", steps: int | None = None, minutes: float |
         tc.max_minutes = float(minutes)
     if threads is not None:
         tc.threads = int(threads)
-    return train(out or DEFAULT_CHECKPOINT, config=tc, resume=resume, evaluate_after=evaluate_after,
+    return train(out or default_out(preset), config=tc, resume=resume, evaluate_after=evaluate_after,
                  eval_quick=eval_quick, progress=progress)
 
 
