@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import sys
 from pathlib import Path
 
 import typer
@@ -17,7 +18,8 @@ from interplay.log import configure_logging
 from interplay.report import emit
 from interplay.settings import load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0],
+                  pretty_exceptions_enable=False)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print the figures of ../shared/FIGURES.md.")
 app.add_typer(bench_app, name="bench")
 
@@ -31,39 +33,46 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_debug = False  # --debug: user mistakes show their traceback too
+
+
 @app.callback()
 def _main(
+    config: str = typer.Option(None, "--config", help="TOML settings file: the same keys as the INTERPLAY_* "
+                               "environment variables ([loop] turn_ms = 200); the environment wins."),
     log_level: str = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     log_json: bool = typer.Option(None, "--log-json/--log-console", help="Force JSON or console logs."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback behind an error message."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    s = load_settings()
+    global _debug
+    from interplay.settings import ConfigFileError, describe_error, use_config_file
+
+    _debug = debug
+    try:
+        use_config_file(config)
+        s = load_settings()
+    except (ConfigFileError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        if debug:
+            raise
+        typer.echo(f"error: {describe_error(exc)}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(log_level or s.log_level, s.log_json if log_json is None else log_json)
 
 
 @contextlib.contextmanager
 def user_errors():
-    """A user's mistake (interplay.client.UserError) becomes one line on stderr and exit code 2."""
+    """A user's mistake (interplay.client.UserError) becomes one line on stderr and exit code 2
+    (with --debug, its traceback too)."""
     from interplay.client import UserError
 
     try:
         yield
     except UserError as exc:
+        if _debug:
+            raise
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-
-
-ENGINES = ("local", "openai", "vllm")
-
-
-def _check_runtime_options(engine: str, checkpoint: str | None) -> None:
-    """What `serve` and `demo` are given, checked before Ray or any model starts."""
-    from interplay.client import UserError
-
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if checkpoint and checkpoint.lower() not in ("none", "random") and not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint {checkpoint}: no such file (omit --checkpoint for the shipped model)")
 
 
 @app.command()
@@ -74,10 +83,13 @@ def info() -> None:
     import ray
     import torch
 
+    from interplay.settings import config_file
+
     s = load_settings()
     typer.echo(f"interplay {__version__} (python {platform.python_version()}, {platform.machine()})")
     typer.echo(f"torch {torch.__version__} cuda={torch.cuda.is_available()} threads={torch.get_num_threads()}")
     typer.echo(f"ray {ray.__version__}  grpcio {grpc.__version__}  protobuf {google.protobuf.__version__}")
+    typer.echo(f"config file: {config_file() or 'none'} (secrets shown as **********)")
     typer.echo(s.model_dump_json(indent=2))
 
 
@@ -137,6 +149,19 @@ def bench_delegation(quick: bool = QUICK, as_json: bool = JSON) -> None:
     emit("interplay bench delegation", run(quick=quick), as_json)
 
 
+@bench_app.command("faults")
+def bench_faults(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Hostile clients, misbehaving tools and a killed background against a live runtime, beside a monitor
+    session: which faults it survived, the monitor's turns, unsettled delegations, leaked secrets."""
+    from interplay.faults import FAULTS
+    from interplay.faults import bench_faults as run
+
+    total = len(FAULTS)
+    with typer.progressbar(length=total, label="faults", file=sys.stderr) as bar:
+        figures = run(quick=quick, progress=lambda name: bar.update(1))
+    emit("interplay bench faults", figures, as_json)
+
+
 @app.command()
 def talk(
     address: str = typer.Argument(..., help="Session service address, host:port (printed by `serve`)."),
@@ -164,7 +189,9 @@ def train(
     steps: int = typer.Option(None, help="Optimizer steps (default: the preset's training config)."),
     minutes: float = typer.Option(None, help="Wall-clock budget; the learning-rate schedule follows it."),
     seed: int = typer.Option(None, help="Seed of the weights and of the episode stream (default: the shipped model's)."),
-    out: str = typer.Option(None, help="Checkpoint path (default: interaction_actor/checkpoints/<preset>.pt)."),
+    out: str = typer.Option(None, help="Checkpoint path (default: runs/train/<preset>.pt). The shipped "
+                            "interaction_actor/checkpoints/<preset>.pt, which demo, serve and eval load, is never "
+                            "written unless given here."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last resumable state."),
     threads: int = typer.Option(None, help="torch threads (default: all cores)."),
     evaluate_after: bool = typer.Option(True, "--eval/--no-eval", help="Run the quick eval and record it in the card."),
@@ -185,11 +212,13 @@ def eval_(
     quick: bool = QUICK,
     as_json: bool = JSON,
     checkpoint: str = typer.Option(None, help="Weights to evaluate (default: the shipped checkpoint)."),
+    out: str = typer.Option("runs/eval", help="Where eval.json and eval.png (accuracy per task vs the baseline) go."),
+    episodes: int = typer.Option(None, help="Held-out episodes per task (default: 10 with --quick, else 50)."),
 ) -> None:
     """Interactivity suite on held-out episodes, turn by turn through the streaming session, vs a turn-based baseline."""
     from interaction_actor.training.evaluate import eval_main
 
-    emit("interplay eval", eval_main(checkpoint=checkpoint, quick=quick), as_json)
+    emit("interplay eval", eval_main(checkpoint=checkpoint, quick=quick, out=out, episodes=episodes), as_json)
 
 
 @app.command()
@@ -202,98 +231,151 @@ def study(
     seed: int = typer.Option(0, help="Base seed."),
     repeats: int = typer.Option(3, help="Runs per policy x scenario."),
 ) -> None:
-    """Compare delegation policies over scripted scenarios; writes CSV, JSON and plots."""
-    from delegation.study import run_study
+    """Compare delegation policies over scripted scenarios (simulated user, model and background; real
+    policy and scheduler); prints headline scores, writes the full table (CSV, JSON) and plots."""
+    import json
+
+    from delegation.study import compact_table, run_study
 
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
     result = run_study(names, scenarios, out, seed=seed, repeats=1 if quick else repeats)
-    emit("interplay study", result, as_json)
-
-
-def _engine_options(engine: str, s) -> dict:
-    """Engine options from the settings (INTERPLAY_BACKGROUND__OPENAI_BASE_URL, ..._OPENAI_MODEL)."""
-    if engine == "openai":
-        return {"base_url": s.background.openai_base_url, "model": s.background.openai_model}
-    return {}
-
-
-def _backend(spec: str | None, s) -> str:
-    """The interaction backend to run (--backend, else INTERPLAY_MODEL__BACKEND), checked before Ray starts:
-    a spec that names no backend is a user mistake (one line, exit code 2)."""
-    from interaction_actor.runtime.backend import BACKENDS
-
-    spec = spec or s.model.backend
-    if spec not in BACKENDS:
-        import importlib
-
-        module, sep, attr = spec.partition(":")
-        try:
-            ok = bool(sep) and hasattr(importlib.import_module(module), attr)
-        except ImportError:
-            ok = False
-        if not ok:
-            typer.echo(f"error: backend {spec!r} names nothing loadable: use one of {sorted(BACKENDS)} or "
-                       "module:attr (importable where the interaction actor runs)", err=True)
-            raise typer.Exit(2)
-    return spec
+    typer.echo(compact_table(result))
+    if as_json:
+        typer.echo(json.dumps(result))
 
 
 @app.command()
 def demo(
     as_json: bool = JSON,
-    engine: str = typer.Option("local", help="Background engine: local (embedded SmolLM2), openai, vllm."),
-    backgrounds: int = typer.Option(1, help="Background actors in the pool."),
+    engine: str = typer.Option(None, help="Background engine: local (embedded SmolLM2, the default), openai, vllm."),
+    backgrounds: int = typer.Option(None, help="Background actors in the pool (default 1 for the demo)."),
     checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
     out: str = typer.Option("runs/demo", help="Where timeline.jsonl and assistant.wav go."),
     ray_address: str = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
     backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
 ) -> None:
-    """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time."""
-    from interplay.demo import DemoConfig, run_demo
+    """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time.
 
-    with user_errors():
-        _check_runtime_options(engine, checkpoint)
+    It reads the settings like `serve`, except where its script needs its own value and the setting was
+    not given: one background actor, the demo's weather tool and voice prompt, policy first_of."""
+    from interplay.demo import DemoConfig, run_demo
+    from interplay.runtime import (
+        check_backend,
+        check_checkpoint,
+        check_engine,
+        check_policy,
+        plan_from_settings,
+    )
+
     s = load_settings()
-    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
-                     background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset, out_dir=out,
-                     ray_address=ray_address or s.ray_address, backend=_backend(backend, s))
+    plan = plan_from_settings(s, engine=engine, checkpoint=checkpoint, backend=backend, ray_address=ray_address)
+    bg, ia = plan.background, plan.interaction
+    cfg = DemoConfig(turn_ms=ia.turn_ms, engine=bg.engine, engine_options=bg.engine_options,
+                     background_actors=backgrounds or (bg.actors if "actors" in s.background.model_fields_set else 1),
+                     checkpoint=ia.checkpoint, preset=ia.preset, out_dir=out, ray_address=plan.ray_address,
+                     backend=ia.backend)
+    if "policy" in s.delegation.model_fields_set:
+        cfg.policy, cfg.policy_options = ia.policy, dict(ia.policy_options)
+    with user_errors():
+        check_engine(cfg.engine)
+        check_checkpoint(cfg.checkpoint)
+        check_backend(cfg.backend)
+        check_policy(cfg.policy, cfg.policy_options)
     summary = run_demo(cfg)
     summary.pop("config", None)
     emit("interplay demo: summary", summary, as_json)
 
 
+def _logs_where(log_dir: str | None) -> str:
+    if log_dir:
+        return f"logs: {Path(log_dir).resolve()} (one JSON file per process) and this console"
+    try:
+        import ray
+
+        ray_logs = ray._private.worker._global_node.get_logs_dir_path()  # noqa: SLF001 - where Ray keeps them
+    except Exception:  # noqa: BLE001 - only a hint
+        ray_logs = "Ray's session folder"
+    return f"logs: this console (the actors' lines are prefixed by Ray); also {ray_logs}; --log-dir for files"
+
+
+class _Terminate(Exception):
+    """SIGTERM arrived: drain and stop."""
+
+
 @app.command()
 def serve(
-    ray_address: str = typer.Option(None, "--address", help="Ray cluster to run on (default: start a local one)."),
-    engine: str = typer.Option("local", help="Background engine: local, openai, vllm."),
-    backgrounds: int = typer.Option(2, help="Background actors in the pool (the interaction actor fails over)."),
-    checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
-    seconds: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C)."),
+    host: str = typer.Option(None, help="Address the servers bind (default: setting host, 127.0.0.1)."),
+    port: int = typer.Option(None, help="Session service port (default: setting session_port; 0: any free)."),
     backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
+    engine: str = typer.Option(None, help="Background engine: local, openai, vllm (default: setting, local)."),
+    checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
+    backgrounds: int = typer.Option(None, help="Background actors in the pool (default: setting, 2)."),
+    tools: str = typer.Option(None, "--tools", help="module:attr of your tools.Registry (or a function returning "
+                              "one); default: the built-in calculator and clock."),
+    mcp: list[str] = typer.Option(None, "--mcp", help="Command of an MCP server whose tools are served too "
+                                  "(repeatable), e.g. --mcp 'python my_server.py'."),
+    policy: str = typer.Option(None, help="Delegation policy: a registered name or module:attr (default: first_of)."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
+    ray_address: str = typer.Option(None, "--address", help="Ray cluster to run on (default: start a local one)."),
+    log_dir: str = typer.Option(None, "--log-dir", help="Also write every process's JSON log lines here."),
+    seconds: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
+    drain_s: float = typer.Option(10.0, "--drain-s", help="On stop, seconds running delegations get to settle."),
+    plan_only: bool = typer.Option(False, "--plan", help="Print what would run as JSON (secrets masked) and exit."),
 ) -> None:
-    """Run the interaction actor and a background pool as services; prints the Session endpoint for `talk`."""
+    """Run the interaction actor and a background pool as services; prints the Session endpoint for `talk`.
+
+    Settings come from --config / INTERPLAY_* (see `interplay info`); an option given here wins. Ctrl-C or
+    SIGTERM drains: new sessions are refused, running delegations get --drain-s to settle, every session
+    gets SESSION_ENDED, then everything stops."""
+    import json
+    import signal
     import time
 
-    from interplay.demo import DemoConfig, start_runtime, stop_runtime
+    from interplay.runtime import check_plan, drain, plan_from_settings, start
 
-    with user_errors():
-        _check_runtime_options(engine, checkpoint)
     s = load_settings()
-    cfg = DemoConfig(turn_ms=s.loop.turn_ms, engine=engine, engine_options=_engine_options(engine, s),
-                     background_actors=backgrounds, checkpoint=checkpoint, preset=s.model.preset,
-                     ray_address=ray_address or s.ray_address, backend=_backend(backend, s))
-    handles, address, bg = start_runtime(cfg)
-    typer.echo(f"session endpoint: {address}")
-    typer.echo(f"background pool: {', '.join(bg)}")
-    typer.echo(f"try: interplay talk {address} --wav examples/assets/hello.wav", err=True)
+    plan = plan_from_settings(s, host=host, port=port, metrics_port=metrics_port, backend=backend, engine=engine,
+                              checkpoint=checkpoint, backgrounds=backgrounds, tools=tools, mcp=mcp, policy=policy,
+                              ray_address=ray_address, log_dir=log_dir)
+    with user_errors():
+        check_plan(plan)
+    if plan_only:
+        typer.echo(json.dumps(plan.describe()))
+        return
+    configure_logging(plan.log_level, s.log_json, log_dir=plan.log_dir, process="serve")
+
+    def terminate(_signum, _frame) -> None:
+        raise _Terminate
+
+    signal.signal(signal.SIGTERM, terminate)
+    handles: list = []
     try:
+        handles, address, bg = start(plan)
+        signal.signal(signal.SIGTERM, terminate)  # again: ray.init put its own (a stack dump) in its place
+        typer.echo(f"session endpoint: {address}")
+        typer.echo(f"background pool: {', '.join(bg)} (engine {plan.background.engine})")
+        metrics = ""
+        try:
+            import ray
+
+            metrics = ray.get(handles[-1].metrics_endpoint.remote(), timeout=10) if plan.interaction.metrics_port \
+                is not None else ""
+        except Exception:  # noqa: BLE001 - only printed
+            metrics = ""
+        if metrics:
+            typer.echo(f"metrics: http://{metrics}/metrics")
+        typer.echo(_logs_where(plan.log_dir))
+        typer.echo(f"try: interplay talk {address} --wav examples/assets/hello.wav", err=True)
         deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
         while time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, _Terminate):
+        typer.echo("stopping: draining sessions ...", err=True)
     finally:
-        stop_runtime(handles)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM does not cut the drain short
+        if handles:
+            report = drain(handles, drain_s)
+            typer.echo(f"stopped: {json.dumps(report)}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,9 @@ the machine starve the 200 ms clock, so it is set to 0 before Ray starts.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 from interplay.log import get_logger
 
@@ -16,21 +18,30 @@ log = get_logger("interplay.raylocal")
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # the runtime passes small protobufs and handles, not tensors
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None, namespace: str = "interplay") -> dict:
-    """Start or join Ray once per process; returns `ray.get_runtime_context()` facts for logging."""
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, namespace: str = "interplay",
+               log_to_driver: bool = False) -> dict:
+    """Start or join Ray once per process; returns `ray.get_runtime_context()` facts for logging.
+
+    `log_to_driver`: the actors' log lines also print on this process's stderr (what `serve` wants;
+    the demo keeps its console for the timeline)."""
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if log_to_driver and not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no colour codes around the actors' lines in a log file
     import ray
 
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, namespace=namespace, log_to_driver=False)
+            ray.init(address=address, namespace=namespace, log_to_driver=log_to_driver)
         else:
+            # A local cluster turns token authentication on when its mode is unset and warns at every
+            # start that it did so; the protection is what we want, the warning is noise.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
             # address="local": always a fresh instance of our own; without it Ray would attach to any
             # cluster already running on this machine and refuse the resource arguments.
             ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 2,
                      object_store_memory=OBJECT_STORE_BYTES,
-                     include_dashboard=False, log_to_driver=False, namespace=namespace)
+                     include_dashboard=False, log_to_driver=log_to_driver, namespace=namespace)
     ctx = ray.get_runtime_context()
     facts = {"node_id": ctx.get_node_id(), "namespace": namespace, "address": address or "local"}
     log.info("ray_ready", **facts)

@@ -1,26 +1,44 @@
-"""Runtime settings, read from the environment (prefix INTERPLAY_) or passed explicitly.
+"""Runtime settings: defaults < a TOML config file < INTERPLAY_* environment < explicit overrides.
 
-Nested groups use a double underscore: INTERPLAY_LOOP__TURN_MS=200. Settings are validated
-by pydantic; a bad value fails at start-up with the field named, never later in a turn.
+Nested groups use a double underscore in the environment (INTERPLAY_LOOP__TURN_MS=200) and a table
+in the config file (`[loop]` then `turn_ms = 200`): the same keys either way. The config file is
+`--config PATH` on the command line, or INTERPLAY_CONFIG. Every setting here is read by `serve`
+(interplay/runtime.py says where); `demo` reads them too, except where its script needs its own
+value and the setting was not given (see cli.demo). Values are validated by pydantic at start-up:
+a bad one is a one-line error naming the key, never a failure later in a turn. Secret values (API
+keys, tool secrets) are `SecretStr`: `info`, logs and reprs show them as '**********'.
 """
 
 from __future__ import annotations
 
+import os
+import tomllib
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 
-class LoopSettings(BaseModel):
-    """The interaction actor's micro-turn clock."""
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in the config file is an error, not ignored
+
+
+class LoopSettings(_Group):
+    """The interaction actor's micro-turn clock and its sessions."""
 
     turn_ms: int = Field(200, ge=20, le=2000, description="Length of one micro-turn in milliseconds.")
     max_sessions: int = Field(64, ge=1, description="Sessions one interaction actor hosts at most.")
     output_queue: int = Field(50, ge=1, description="Output chunks buffered per client before the oldest is dropped.")
+    idle_timeout_s: float = Field(8.0, gt=0, description="A session that sends nothing for this long ends.")
+    admission_headroom: float = Field(0.2, ge=0, lt=1, description="Turn share kept free when admitting a session.")
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Group):
     """The interaction model."""
 
     backend: str = Field("native", description="Interaction backend: a registered name (native) or module:attr.")
@@ -29,42 +47,127 @@ class ModelSettings(BaseModel):
     deterministic: bool = Field(True, description="Route through the batch-invariant kernels.")
 
 
-class BackgroundSettings(BaseModel):
-    """The background actor and its engine."""
+class BackgroundSettings(_Group):
+    """The background actors and their engine."""
 
-    engine: Literal["local", "openai", "vllm"] = "local"
-    openai_base_url: str = "http://127.0.0.1:8000/v1"
-    openai_model: str = "default"
-    max_concurrent_tasks: int = Field(4, ge=1)
-    max_queued_tasks: int = Field(16, ge=0)
-    task_deadline_ms: int = Field(30_000, ge=100)
-    max_steps: int = Field(6, ge=1)
+    engine: str = Field("local", description="Engine of every background actor: local, openai, vllm or module:attr.")
+    actors: int = Field(2, ge=1, le=16, description="Background actors in the pool (the interaction side fails over).")
+    openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible API (engine openai).")
+    openai_model: str = Field("default", description="Model name sent to the OpenAI-compatible API.")
+    openai_api_key: SecretStr | None = Field(None, description="Bearer token for the API; never printed.")
+    max_concurrent_tasks: int = Field(4, ge=1, description="Tasks one background actor runs at once.")
+    max_queued_tasks: int = Field(16, ge=0, description="Tasks waiting for a slot; beyond that refused.")
+    task_deadline_ms: int = Field(30_000, ge=100, description="Deadline a delegation gives its task.")
+    max_steps: int = Field(4, ge=1, le=32, description="Engine calls per task (the agent's step budget).")
+    system_prompt: str | None = Field(None, description="The agent's system prompt; the built-in one when empty.")
 
 
-class DelegationSettings(BaseModel):
-    """How the interaction side decides to delegate and surfaces results."""
+class DelegationSettings(_Group):
+    """How the interaction side decides to delegate, and what a delegation carries."""
 
-    policy: str = "model_token"
-    package_budget_bytes: int = Field(16_384, ge=512)
+    policy: str = Field("first_of", description="Delegation policy: a registered name or module:attr.")
+    policy_options: dict = Field(default_factory=lambda: {"policies": ["model_token", "rule"]},
+                                 description="Keyword options of the policy (first_of: the policies it asks).")
+    package_budget_bytes: int = Field(16_384, ge=512, description="Serialized size limit of a context package.")
+    allowed_tools: list[str] = Field(default_factory=list,
+                                     description="Tools a delegation may use; empty: every tool the background serves.")
+
+
+class ToolSettings(_Group):
+    """The background actors' tools."""
+
+    registry: str | None = Field(None, description="module:attr of a tools.Registry (or a function returning one).")
+    builtin: list[str] = Field(default_factory=lambda: ["calculator", "clock"],
+                               description="Built-in tools served when no registry is given.")
+    mcp: list[str] = Field(default_factory=list, description="MCP server commands whose tools are served too.")
+    secrets: dict[str, SecretStr] = Field(default_factory=dict,
+                                          description="Secrets tools declare, by name; never printed or logged.")
 
 
 class Settings(BaseSettings):
     """All settings of one interplay process."""
 
-    model_config = SettingsConfigDict(env_prefix="INTERPLAY_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="INTERPLAY_", env_nested_delimiter="__", extra="forbid")
 
     host: str = Field("127.0.0.1", description="Address every server of the project binds.")
     session_port: int = Field(0, ge=0, le=65535, description="Port of the Session service (0: any free port).")
-    background_port: int = Field(0, ge=0, le=65535, description="Port of the Background service (0: any free).")
-    log_level: str = "info"
+    background_port: int = Field(0, ge=0, le=65535,
+                                 description="Port of the first Background service, the next ones follow (0: any free).")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port (off when empty).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = Field(None, description="JSON logs; default: JSON when stderr is not a TTY.")
+    log_dir: str | None = Field(None, description="Folder for every process's JSON log file (also printed at start).")
     ray_address: str | None = Field(None, description="Existing Ray cluster to join; local when empty.")
     loop: LoopSettings = LoopSettings()
     model: ModelSettings = ModelSettings()
     background: BackgroundSettings = BackgroundSettings()
     delegation: DelegationSettings = DelegationSettings()
+    tools: ToolSettings = ToolSettings()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _TomlFile(settings_cls)
+
+
+class ConfigFileError(ValueError):
+    """The config file is missing or is not TOML; the message names the file."""
+
+
+_config_file: Path | None = None
+
+
+def use_config_file(path: str | Path | None) -> None:
+    """Read settings from this TOML file from now on in this process (None: INTERPLAY_CONFIG or none)."""
+    global _config_file
+    _config_file = Path(path) if path else None
+    if _config_file is not None:
+        _read_toml(_config_file)  # fail now, with the file named, not at the first load
+
+
+def config_file() -> Path | None:
+    return _config_file or (Path(os.environ["INTERPLAY_CONFIG"]) if os.environ.get("INTERPLAY_CONFIG") else None)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigFileError(f"config file {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """The config file's tables, below the environment."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict:
+        path = config_file()
+        return _read_toml(path) if path is not None else {}
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit keyword overrides on top."""
+    """Settings from the config file and the environment, with explicit keyword overrides on top."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for a settings error: the key as a user writes it (loop.turn_ms) and what is wrong."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_url=False):
+            key = ".".join(str(p) for p in err.get("loc", ()))
+            msg = "unknown key" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid")
+            parts.append(f"{key or 'settings'}: {msg}")
+        where = f" (config file {config_file()})" if config_file() else ""
+        return "bad setting " + "; ".join(parts) + where + "; env vars: INTERPLAY_<GROUP>__<KEY>"
+    return str(exc)

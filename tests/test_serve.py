@@ -1,50 +1,116 @@
-"""`interplay serve` runs the actors as services and prints the endpoint; `interplay talk` streams to it.
+"""`interplay serve` runs the actors as services, as its settings say; `interplay talk` streams to it;
+SIGTERM drains it: every live session is told, and the process exits cleanly.
 
-Both are run as the user runs them: two subprocesses of the installed CLI, talking over 127.0.0.1.
+Run as the user runs them: subprocesses of the installed CLI, talking over 127.0.0.1. One `serve`
+is shared by the module (starting Ray and the models costs ~20 s); it reads a config file (its
+Session port) and the environment (its turn length). The SIGTERM test ends it, so it runs last.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from interplay.client import SessionClient, text_chunk
+from interplay.v1 import session_pb2 as spb
+
 CLI = [sys.executable, "-m", "interplay.cli", "--log-level", "warning"]
-ENV = {**os.environ, "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1"}
+TURN_MS = 100  # from the environment: not the default 200
 
 
-def test_serve_prints_an_endpoint_that_talk_streams_a_script_to(tmp_path: Path):
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    (folder / "interplay.toml").write_text(f"session_port = {port}\n[background]\nactors = 1\n")
+    env = {**os.environ, "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1", "INTERPLAY_LOOP__TURN_MS": str(TURN_MS)}
+    proc = subprocess.Popen([*CLI, "--config", str(folder / "interplay.toml"), "serve", "--seconds", "240",
+                             "--drain-s", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    address = None
+    deadline = time.monotonic() + 120
+    while address is None and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("session endpoint:"):
+            address = line.split(":", 1)[1].strip()
+    try:
+        yield proc, address, port, env
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def test_serve_listens_on_the_session_port_its_config_file_names(served):
+    _, address, port, _ = served
+    assert address == f"127.0.0.1:{port}"
+
+
+def test_serve_runs_the_turn_length_the_environment_sets(served):
+    _, address, _, _ = served
+
+    async def turns() -> list[spb.OutputChunk]:
+        got: list[spb.OutputChunk] = []
+        async with SessionClient(address, connect_timeout_s=5) as c:
+            await c.send(text_chunk("hello"))
+            async for chunk in c.chunks():
+                got.append(chunk)
+                if len(got) == 6:
+                    break
+        return got
+
+    chunks = asyncio.run(asyncio.wait_for(turns(), 30))
+    assert [b.time_ms - a.time_ms for a, b in zip(chunks, chunks[1:], strict=False)] == [TURN_MS] * 5
+
+
+def test_talk_streams_a_script_to_serve_and_prints_every_turn(served, tmp_path: Path):
+    _, address, _, env = served
     script = tmp_path / "script.txt"
     script.write_text("0.2: hello there\n1.0: tell me when red\n")
-    serve = subprocess.Popen([*CLI, "serve", "--backgrounds", "1", "--seconds", "120"], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        address = None
-        deadline = time.monotonic() + 120
-        while address is None and time.monotonic() < deadline:
-            line = serve.stdout.readline()
-            if not line:
-                break
-            if line.startswith("session endpoint:"):
-                address = line.split(":", 1)[1].strip()
-        assert address and address.startswith("127.0.0.1:"), "serve printed no endpoint"
-        talk = subprocess.run([*CLI, "talk", address, "--script", str(script), "--tail", "0.6"], env=ENV,
-                              capture_output=True, text=True, timeout=60)
-        assert talk.returncode == 0, talk.stderr[-2000:]
-        turns = [ln for ln in talk.stdout.splitlines() if ln.startswith("turn ")]
-        assert len(turns) >= 8
-        assert any("text 'hello there'" in ln for ln in turns)
-        # the closing summary: "session ID: N turns, M missed, ..." ("10 missed" must not pass as "0 missed")
-        summary = re.search(r"\b(\d+) turns, (\d+) missed\b", talk.stdout)
-        assert summary, talk.stdout[-2000:]
-        assert int(summary.group(1)) == len(turns) and int(summary.group(2)) == 0
-    finally:
-        serve.send_signal(signal.SIGINT)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+    talk = subprocess.run([*CLI, "talk", address, "--script", str(script), "--tail", "0.6"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert talk.returncode == 0, talk.stderr[-2000:]
+    turns = [ln for ln in talk.stdout.splitlines() if ln.startswith("turn ")]
+    assert len(turns) >= 8
+    assert any("text 'hello there'" in ln for ln in turns)
+    # the closing summary: "session ID: N turns, M missed, ..." ("10 missed" must not pass as "0 missed")
+    summary = re.search(r"\b(\d+) turns, (\d+) missed\b", talk.stdout)
+    assert summary, talk.stdout[-2000:]
+    assert int(summary.group(1)) == len(turns) and int(summary.group(2)) == 0
+
+
+def test_sigterm_ends_each_live_session_with_session_ended_and_serve_exits_cleanly(served):
+    proc, address, _, _ = served
+
+    async def live_until_the_end() -> list[spb.OutputChunk]:
+        got: list[spb.OutputChunk] = []
+        async with SessionClient(address, connect_timeout_s=5) as c:
+            async for chunk in c.chunks():
+                got.append(chunk)
+                if len(got) == 3:
+                    proc.send_signal(signal.SIGTERM)
+        return got
+
+    chunks = asyncio.run(asyncio.wait_for(live_until_the_end(), 60))
+    ended = [e for e in chunks[-1].events if e.kind == spb.EVENT_KIND_SESSION_ENDED]
+    assert ended and "shutting down" in ended[0].text
+    assert proc.wait(timeout=60) == 0

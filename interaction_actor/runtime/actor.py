@@ -27,8 +27,9 @@ class InteractionActorImpl:
     def __init__(self, preset: str = "small", checkpoint: str | None = None, seed: int = 0,
                  host: str = "127.0.0.1", port: int = 0, metrics_port: int | None = None,
                  log_level: str = "info", backend: str = "native", backend_options: dict | None = None,
-                 **loop_options: object) -> None:
+                 log_dir: str | None = None, **loop_options: object) -> None:
         self.preset, self.checkpoint, self.seed = preset, checkpoint, seed
+        self.log_dir = log_dir
         self.backend_spec, self.backend_options = backend, dict(backend_options or {})
         self.host, self.port, self.metrics_port, self.log_level = host, port, metrics_port, log_level
         limits = loop_options.pop("limits", None)
@@ -46,7 +47,7 @@ class InteractionActorImpl:
         from interaction_actor.runtime.backend import load_backend
         from interaction_actor.runtime.service import serve
 
-        configure_logging(self.log_level)
+        configure_logging(self.log_level, log_dir=self.log_dir, process="interaction")
         options = self.backend_options
         if self.backend_spec == "native":
             options = {"preset": self.preset, "checkpoint": self.checkpoint, "seed": self.seed, **options}
@@ -82,6 +83,41 @@ class InteractionActorImpl:
 
     def sessions(self) -> list[str]:
         return list(self.loop.sessions) if self.loop else []
+
+    async def drain(self, timeout_s: float = 10.0) -> dict:
+        """Graceful shutdown, first half: new sessions are refused (UNAVAILABLE, health NOT_SERVING);
+        running delegations get up to `timeout_s` to come back (their results reach the sessions as
+        usual); then every session ends with SESSION_ENDED "the server is shutting down" (a delegation
+        still out is cancelled, which settles it). Returns what happened; `stop()` follows."""
+        import asyncio
+        import time
+
+        from interaction_actor.runtime.service import start_drain
+
+        if self.loop is None or self.server is None:
+            return {"sessions_ended": 0, "delegations_waited": 0, "delegations_cancelled": 0, "drain_ms": 0.0}
+        t0 = time.monotonic()
+        await start_drain(self.server)
+        turn_s = self.loop.config.turn_ms / 1000
+
+        def running() -> int:
+            return sum(len(live.tasks) for live in self.loop.sessions.values())
+
+        waited = running()
+        while running() and time.monotonic() - t0 < timeout_s:
+            await asyncio.sleep(turn_s)
+        cancelled = running()
+        ended = list(self.loop.sessions)
+        for sid in ended:
+            self.loop.stop_session(sid, "the server is shutting down")
+        end = time.monotonic() + max(5 * turn_s, 1.0)
+        while self.loop.sessions and time.monotonic() < end:  # each gets SESSION_ENDED at its next turn
+            await asyncio.sleep(turn_s / 2)
+        await asyncio.sleep(turn_s)  # let the streams flush their last chunk
+        report = {"sessions_ended": len(ended), "delegations_waited": waited - cancelled,
+                  "delegations_cancelled": cancelled, "drain_ms": round(1000 * (time.monotonic() - t0), 1)}
+        log.info("drained", **report)
+        return report
 
     async def stop(self) -> None:
         if self.server is not None:

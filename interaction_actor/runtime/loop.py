@@ -69,6 +69,7 @@ class LoopConfig:
     send_mel: bool = False  # also send mel frames in AudioOutput
     background_address: str | None = None
     delegation_deadline_ms: int = 30_000
+    package_budget_bytes: int = 16_384  # a context package's serialized size limit
     allowed_tools: list[str] = field(default_factory=list)  # tools a delegation may use (the package's allow-list)
     steer_window_turns: int = 10  # typed text this soon after a delegation started is a follow-up: Steer it
     policy: object = "model_token"  # delegation policy: a registered name, "module:attr", or an object with decide()
@@ -76,7 +77,7 @@ class LoopConfig:
     admission: bool = True  # refuse a session when measured compute + its share would pass the budget
     admission_headroom: float = 0.2  # the budget: (1 - this) of a turn
     idle_timeout_s: float = 8.0  # a session that sends nothing for this long ends (a frozen or vanished client)
-    transcript_entries: int = 4096  # conversation entries a session keeps (the package builder summarises)
+    transcript_entries: int = 4096  # conversation entries a session's window keeps; older ones go to its digest
     limits: InputLimits = field(default_factory=InputLimits)
 
 
@@ -121,6 +122,7 @@ class LiveSession:
     origin: float | None = None  # clock time of its first turn
     last_input: float = field(default_factory=time.monotonic)  # when the client last sent anything
     stopping: bool = False
+    stop_reason: str = ""  # the SESSION_ENDED event's text (a STOP: empty; a server drain says so)
     closed: bool = False
     failed: bool = False  # a stage failed and left its state unsafe: ended after this turn's emit
     tasks: dict[str, int] = field(default_factory=dict)  # running delegations (task id -> turn), oldest first
@@ -156,13 +158,15 @@ class TurnLoop:
         self.config = config or LoopConfig()
         self.metrics = LoopMetrics(turn_ms=float(self.config.turn_ms))
         self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms,
-                                                self.config.allowed_tools)
+                                                self.config.allowed_tools, self.config.package_budget_bytes)
         c = self.config
         self.delegating = Delegating(self.delegator, self.metrics, turn_ms=c.turn_ms, policy=c.policy,
                                      policy_options=c.policy_options, steer_window_turns=c.steer_window_turns)
         self.sessions: dict[str, LiveSession] = {}
         self.clock: TurnClock | None = None
-        self._recent: deque[tuple[int, float]] = deque(maxlen=50)  # (sessions stepped, compute ms) per turn
+        # (sessions stepped, compute ms) of the last minute of turns: long enough that one costly turn (a
+        # hostile input) is an outlier the p99 admission check looks past, not a 10 s lock-out for everyone
+        self._recent: deque[tuple[int, float]] = deque(maxlen=300)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-step",
                                             initializer=raise_priority, initargs=(self.config.niceness,))
         self._task: asyncio.Task | None = None
@@ -184,7 +188,7 @@ class TurnLoop:
                            log=ConversationLog(sid, LogConfig(turn_ms=self.config.turn_ms, joiner="",
                                                               max_entries=self.config.transcript_entries)),
                            policy=self.delegating.new_policy())
-        live.events.append(event(spb.EVENT_KIND_SESSION_STARTED, session_id=sid))
+        live.events.append(event(spb.EVENT_KIND_SESSION_STARTED))  # the id is the chunk's session_id
         self.sessions[sid] = live
         log.info("session_opened", session_id=sid, live=len(self.sessions))
         return live
@@ -192,11 +196,13 @@ class TurnLoop:
     def _over_budget(self) -> str | None:
         """Admission by measured compute: the recent turns' compute p99 plus one more session's typical
         share (the median of compute per session stepped) against the turn minus the headroom; None when
-        a session fits (or too few turns were measured to say)."""
+        a session fits (or too few turns were measured to say). Under 100 turns a p99 is just the maximum,
+        which one hostile input's turn sets: the p90 stands in until there are enough turns."""
         recent = [(n, ms) for n, ms in self._recent if n > 0]
         if not self.config.admission or len(recent) < 5:
             return None
-        p99 = sorted(ms for _, ms in recent)[int(0.99 * (len(recent) - 1))]
+        q = 0.99 if len(recent) >= 100 else 0.9
+        p99 = sorted(ms for _, ms in recent)[int(q * (len(recent) - 1))]
         share = sorted(ms / n for n, ms in recent)[len(recent) // 2]
         budget = self.config.turn_ms * (1.0 - self.config.admission_headroom)
         if p99 + share <= budget:
@@ -220,11 +226,11 @@ class TurnLoop:
             return
         live.inbox.append(item)
 
-    def stop_session(self, session_id: str) -> None:
-        """End the session after its next turn (a STOP or a half-closed stream)."""
+    def stop_session(self, session_id: str, reason: str = "") -> None:
+        """End the session after its next turn (a STOP, a half-closed stream, a drain: `reason`)."""
         live = self.sessions.get(session_id)
         if live is not None:
-            live.stopping = True
+            live.stopping, live.stop_reason = True, live.stop_reason or reason
 
     def close(self, session_id: str) -> None:
         """The client is gone: drop the session now and cancel its delegations."""
@@ -373,14 +379,17 @@ class TurnLoop:
                 log.info("input_refused", session_id=live.id, code=exc.code, error=exc.message)
         if live.window.stop:
             live.stopping = True
+        frame = live.window.frame  # the window's newest frame: an observation for packages once it decodes
         inp, _counts = live.window.take()
+        if frame is not None and inp.frame is not None:
+            live.log.observe_frame(live.turn, frame)  # a reference; thumbnailed only when a package is built
         for exc in live.window.refused:
             self.metrics.input_errors += 1
             w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
         live.window.refused.clear()
         state = user_state(inp.audio, inp.text, inp.barge_in)
         if inp.barge_in:
-            w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in", turn=live.turn))
+            w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in"))  # rides this turn's chunk
         woven, surfaced = live.weave.decide(live.turn, state)
         w.events.extend(surfaced)
         inp.context = woven
@@ -457,7 +466,7 @@ class TurnLoop:
         except Exception as exc:  # noqa: BLE001
             self._fail(live, "delegation", exc, unsafe=False)
         if live.stopping:
-            chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, turns=chunk.turn + 1))
+            chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, live.stop_reason, turns=chunk.turn + 1))
         live.last = chunk
         if live.sink is not None:
             live.sink.put(chunk)

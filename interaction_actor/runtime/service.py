@@ -40,6 +40,7 @@ class SessionService:
     def __init__(self, loop: TurnLoop, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self.loop = loop
         self.write_timeout_s = write_timeout_s
+        self.draining = False  # set by a drain: new sessions are refused with UNAVAILABLE
 
     async def Converse(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802 - gRPC name
         try:
@@ -47,6 +48,9 @@ class SessionService:
         except StopAsyncIteration:
             return
         sid = first.session_id if isinstance(first, spb.InputChunk) else ""
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this server is shutting down; connect to another")
+            return
         sink = self.loop.sink()
         try:
             live = self.loop.open(sid, sink)
@@ -114,11 +118,12 @@ async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
                 options: list[tuple[str, object]] | None = None) -> tuple[grpc.aio.Server, str]:
     """Start a grpc.aio server for the Session service, the standard health service (SERVING from the
     moment it returns: the loop and its backend exist by then) and server reflection; returns
-    (server, "host:port")."""
+    (server, "host:port"). `start_drain(server)` later turns new sessions away (see drain)."""
     merged = dict(server_options())
     merged.update(dict(options or []))  # the caller's settings win
     server = grpc.aio.server(options=list(merged.items()))
-    server.add_generic_rpc_handlers((handler(SessionService(loop)),))
+    service = SessionService(loop)
+    server.add_generic_rpc_handlers((handler(service),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -128,8 +133,17 @@ async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server.interplay_parts = (service, health_servicer)  # for start_drain
     log.info("session_service_started", address=f"{host}:{bound}")
     return server, f"{host}:{bound}"
 
 
-__all__ = ["Malformed", "SessionService", "handler", "serve", "server_options"]
+async def start_drain(server: grpc.aio.Server) -> None:
+    """Turn new sessions away (UNAVAILABLE) and answer health NOT_SERVING; live sessions go on."""
+    service, health_servicer = server.interplay_parts
+    service.draining = True
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+__all__ = ["Malformed", "SessionService", "handler", "serve", "server_options", "start_drain"]

@@ -1,0 +1,274 @@
+"""What `serve` runs, built from the settings: the plan, its checks, starting it and draining it.
+
+`plan_from_settings(settings, **cli)` turns the settings (config file < environment) and the
+command line's options (which win) into a `RuntimePlan`: plain data saying exactly what starts —
+the Session server's address, the interaction actor's loop and model, each background actor's
+engine, tools and port, the delegation policy. `check_plan` validates everything a user can get
+wrong (engine, checkpoint, backend, policy, tool registry) before Ray starts, raising UserError
+(one line, exit code 2 in the CLI). `start(plan)` starts Ray and the actors; `drain(handles, s)`
+tells every session the server is going away, lets running delegations settle for at most `s`
+seconds and stops everything. Nothing here knows the demo: its tools and prompt stay in demo.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interplay.client import UserError
+from interplay.log import get_logger
+from interplay.settings import DelegationSettings, Settings
+
+log = get_logger("interplay.runtime")
+
+ENGINES = ("local", "openai", "vllm")
+
+
+@dataclass
+class BackgroundPlan:
+    engine: str = "local"
+    engine_options: dict[str, Any] = field(default_factory=dict)  # api_key travels as a plain str (never logged)
+    builtin: tuple[str, ...] = ("calculator", "clock")
+    registry: str | None = None  # module:attr
+    mcp: tuple[str, ...] = ()
+    secrets: dict[str, str] = field(default_factory=dict)
+    max_concurrent: int = 4
+    max_queued: int = 16
+    max_steps: int = 4
+    system_prompt: str | None = None
+    host: str = "127.0.0.1"
+    first_port: int = 0  # 0: any free port for each actor; else actor i listens on first_port + i
+    actors: int = 2
+
+
+@dataclass
+class InteractionPlan:
+    host: str = "127.0.0.1"
+    port: int = 0
+    metrics_port: int | None = None
+    backend: str = "native"
+    preset: str = "small"
+    checkpoint: str | None = None
+    deterministic: bool = True
+    turn_ms: int = 200
+    max_sessions: int = 64
+    output_queue: int = 50
+    idle_timeout_s: float = 8.0
+    admission_headroom: float = 0.2
+    delegation_deadline_ms: int = 30_000
+    package_budget_bytes: int = 16_384
+    allowed_tools: list[str] = field(default_factory=list)
+    policy: str = "first_of"
+    policy_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class RuntimePlan:
+    interaction: InteractionPlan
+    background: BackgroundPlan
+    ray_address: str | None = None
+    log_level: str = "info"
+    log_dir: str | None = None
+
+    def describe(self) -> dict:
+        """The plan as printable data: secrets and API keys masked."""
+        d = asdict(self)
+        bg = d["background"]
+        bg["secrets"] = {k: "**********" for k in bg["secrets"]}
+        if bg["engine_options"].get("api_key"):
+            bg["engine_options"]["api_key"] = "**********"
+        return d
+
+
+def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None = None,
+                       metrics_port: int | None = None, backend: str | None = None, engine: str | None = None,
+                       checkpoint: str | None = None, backgrounds: int | None = None, tools: str | None = None,
+                       mcp: list[str] | None = None, policy: str | None = None, ray_address: str | None = None,
+                       log_dir: str | None = None) -> RuntimePlan:
+    """The settings with the command line's options on top (an option given wins over its setting)."""
+    b, d, t, lp, m = s.background, s.delegation, s.tools, s.loop, s.model
+    engine = engine or b.engine
+    options: dict[str, Any] = {}
+    if engine == "openai":
+        options = {"base_url": b.openai_base_url, "model": b.openai_model}
+        if b.openai_api_key is not None:
+            options["api_key"] = b.openai_api_key.get_secret_value()
+    host = host or s.host
+    bg = BackgroundPlan(engine=engine, engine_options=options, builtin=tuple(t.builtin), registry=tools or t.registry,
+                        mcp=tuple(mcp if mcp else t.mcp),
+                        secrets={k: v.get_secret_value() for k, v in t.secrets.items()},
+                        max_concurrent=b.max_concurrent_tasks, max_queued=b.max_queued_tasks, max_steps=b.max_steps,
+                        system_prompt=b.system_prompt, host=host, first_port=s.background_port,
+                        actors=backgrounds or b.actors)
+    policy = policy or d.policy
+    # the default options are first_of's: they go with another policy only when given for it
+    given = "policy_options" in d.model_fields_set
+    policy_options = dict(d.policy_options) if given or policy == DelegationSettings().policy else {}
+    ia = InteractionPlan(host=host, port=s.session_port if port is None else port,
+                         metrics_port=s.metrics_port if metrics_port is None else metrics_port,
+                         backend=backend or m.backend, preset=m.preset, checkpoint=checkpoint or m.checkpoint,
+                         deterministic=m.deterministic, turn_ms=lp.turn_ms, max_sessions=lp.max_sessions,
+                         output_queue=lp.output_queue, idle_timeout_s=lp.idle_timeout_s,
+                         admission_headroom=lp.admission_headroom, delegation_deadline_ms=b.task_deadline_ms,
+                         package_budget_bytes=d.package_budget_bytes, allowed_tools=list(d.allowed_tools),
+                         policy=policy, policy_options=policy_options)
+    return RuntimePlan(interaction=ia, background=bg, ray_address=ray_address or s.ray_address,
+                       log_level=s.log_level, log_dir=log_dir or s.log_dir)
+
+
+# ---- checks before Ray starts -------------------------------------------------------------------
+
+def check_engine(engine: str) -> None:
+    if engine not in ENGINES and not (":" in engine and _importable(engine)):
+        raise UserError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)} or module:attr of an Engine")
+
+
+def check_checkpoint(checkpoint: str | None) -> None:
+    if checkpoint and checkpoint.lower() not in ("none", "random") and not Path(checkpoint).is_file():
+        raise UserError(f"checkpoint {checkpoint}: no such file (omit --checkpoint for the shipped model)")
+
+
+def _importable(spec: str) -> bool:
+    module, sep, attr = spec.partition(":")
+    try:
+        return bool(sep) and hasattr(importlib.import_module(module), attr)
+    except ImportError:
+        return False
+
+
+def check_backend(spec: str) -> None:
+    from interaction_actor.runtime.backend import BACKENDS
+
+    if spec not in BACKENDS and not _importable(spec):
+        raise UserError(f"backend {spec!r} names nothing loadable: use one of {sorted(BACKENDS)} or module:attr "
+                        "(importable where the interaction actor runs)")
+
+
+def check_policy(name: str, options: dict) -> None:
+    from delegation.policies import PolicyError, load_policy
+
+    try:
+        load_policy(name, **options)
+    except PolicyError as exc:
+        raise UserError(f"policy {name!r}: {exc}") from None
+    except TypeError as exc:
+        raise UserError(f"policy {name!r} does not take these options {sorted(options)}: {exc}") from None
+
+
+def load_registry(spec: str | None, builtin: tuple[str, ...] = ("calculator", "clock")):
+    """The tools a background actor serves: `module:attr` (a Registry, or a function returning one), else
+    the named built-in tools. Runs inside each background actor (picklable through functools.partial)."""
+    from tools import Registry
+    from tools.builtin import default_registry
+
+    if not spec:
+        return default_registry(include=tuple(builtin))
+    module, _, attr = spec.partition(":")
+    obj = getattr(importlib.import_module(module), attr)
+    reg = obj if isinstance(obj, Registry) else obj()
+    if not isinstance(reg, Registry):
+        raise TypeError(f"{spec} gave {type(reg).__name__}, not a tools.Registry")
+    return reg
+
+
+def check_tools(spec: str | None, builtin: tuple[str, ...]) -> list[str]:
+    """Load the registry here once (as each actor will) and return its tool names."""
+    try:
+        return load_registry(spec, builtin).names()
+    except Exception as exc:  # noqa: BLE001 - any failure to build the registry is the user's to fix
+        what = f"--tools {spec}" if spec else f"built-in tools {list(builtin)}"
+        raise UserError(f"{what}: {type(exc).__name__}: {exc} (give module:attr of a tools.Registry)") from None
+
+
+def check_plan(plan: RuntimePlan) -> None:
+    """Everything a user can get wrong, checked before Ray or any model starts (UserError)."""
+    bg, ia = plan.background, plan.interaction
+    check_engine(bg.engine)
+    check_checkpoint(ia.checkpoint)
+    check_backend(ia.backend)
+    check_policy(ia.policy, ia.policy_options)
+    names = check_tools(bg.registry, bg.builtin)
+    unknown = [n for n in ia.allowed_tools if n not in names]
+    if unknown and not bg.mcp:
+        raise UserError(f"delegation.allowed_tools names {unknown}, which the background does not serve ({names})")
+
+
+
+# ---- start and drain ----------------------------------------------------------------------------
+
+def background_kwargs(plan: RuntimePlan, index: int = 0) -> dict[str, Any]:
+    """What `start_background` gets for the pool's `index`-th actor."""
+    from background_actor.agent import AgentConfig
+
+    bg = plan.background
+    agent = AgentConfig(max_steps=bg.max_steps)
+    if bg.system_prompt:
+        agent.system_prompt = bg.system_prompt
+    kwargs: dict[str, Any] = dict(engine=bg.engine, engine_options=dict(bg.engine_options), host=bg.host,
+                                  port=bg.first_port + index if bg.first_port else None,
+                                  max_concurrent=bg.max_concurrent, max_queued=bg.max_queued, agent=agent,
+                                  registry_factory=functools.partial(load_registry, bg.registry, bg.builtin),
+                                  log_level=plan.log_level, log_dir=plan.log_dir)
+    if bg.mcp:
+        kwargs["mcp"] = tuple(bg.mcp)
+    if bg.secrets:
+        kwargs["secrets"] = dict(bg.secrets)
+    return kwargs
+
+
+def interaction_kwargs(plan: RuntimePlan, background_addresses: list[str]) -> dict[str, Any]:
+    """What `spawn` (InteractionActorImpl) gets: the actor's own options and its LoopConfig fields."""
+    ia = plan.interaction
+    loop = {k: v for k, v in asdict(ia).items()
+            if k not in ("host", "port", "metrics_port", "backend", "preset", "checkpoint")}
+    return dict(preset=ia.preset, checkpoint=ia.checkpoint, backend=ia.backend, host=ia.host, port=ia.port,
+                metrics_port=ia.metrics_port, log_level=plan.log_level, log_dir=plan.log_dir,
+                background_address=",".join(background_addresses), **loop)
+
+
+def start(plan: RuntimePlan, log_to_driver: bool = True) -> tuple[list, str, list[str]]:
+    """Ray, the background pool and the interaction actor; returns (handles, session address, background
+    addresses). The interaction actor is the last handle. `log_to_driver`: the actors' log lines also
+    print on this process's console."""
+    from background_actor.actor import start_background
+    from interaction_actor.runtime.actor import spawn
+    from interplay.raylocal import ensure_ray
+
+    ensure_ray(plan.ray_address, log_to_driver=log_to_driver)
+    handles, addresses = [], []
+    for i in range(plan.background.actors):
+        h, addr = start_background(**background_kwargs(plan, i))
+        handles.append(h)
+        addresses.append(addr)
+    kwargs = interaction_kwargs(plan, addresses)
+    if not kwargs["allowed_tools"] and handles:  # empty: every tool the background serves, MCP tools included
+        import ray
+
+        kwargs["allowed_tools"] = list(ray.get(handles[0].tool_names.remote(), timeout=30))
+    actor, address = spawn(**kwargs)
+    handles.append(actor)
+    return handles, address, addresses
+
+
+def drain(handles: list, timeout_s: float = 10.0) -> dict:
+    """Graceful stop: the interaction actor (the last handle) refuses new sessions, lets running
+    delegations settle for at most `timeout_s`, ends every session with SESSION_ENDED and stops; then
+    the background actors stop. Returns the interaction actor's drain report."""
+    import ray
+
+    report: dict = {}
+    if handles:
+        try:
+            report = ray.get(handles[-1].drain.remote(timeout_s), timeout=timeout_s + 10)
+        except Exception as exc:  # noqa: BLE001 - best effort: stop what is left below
+            log.warning("drain_failed", error=repr(exc))
+    for h in handles:
+        try:
+            ray.get(h.stop.remote(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - best effort at shutdown
+            log.warning("actor_stop_failed", error=repr(exc))
+        ray.kill(h)
+    return report
