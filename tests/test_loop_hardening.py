@@ -82,13 +82,31 @@ async def beside_monitor(address: str, sends: list[spb.InputChunk], seconds: flo
 
 async def test_a_typed_request_just_under_the_text_limit_costs_the_monitor_no_turn(actor):
     impl, address = actor
-    text = ("what is the weather " * 1000)[:16_380]  # under the 16,384-byte limit; its package is over budget
+    text = ("what is the weather " * 1000)[:16_380]  # under the 16,384-byte limit; delegated shortened
     arrivals, bad = await asyncio.wait_for(beside_monitor(address, [text_chunk(text)]), 60)
     assert max_gap(arrivals) < MAX_GAP_S, f"monitor gap {max_gap(arrivals):.3f} s"
     assert [c.turn for c in bad] == list(range(len(bad))) and len(bad) >= 15, "the sender's session kept its turns"
     assert impl.loop.metrics.turn_failures == 0
     new = await asyncio.wait_for(hostile(address, [text_chunk("hello")], 0.5), 30)
     assert new, "a new session after the long request still gets turns"
+
+
+async def test_an_over_long_request_is_delegated_shortened_with_a_notice_instead_of_refused(actor):
+    impl, address = actor
+    text = ("what is the weather in Oslo " * 700)[:16_380]
+    bad = await asyncio.wait_for(hostile(address, [text_chunk(text)], 1.5), 60)
+    started = [e for c in bad for e in c.events if e.kind == spb.EVENT_KIND_DELEGATION_STARTED]
+    assert "request_truncated" in errors(bad) and "package_too_large" not in errors(bad)
+    assert started and len(started[0].text.encode()) <= 4096 and started[0].text.startswith("what is the weather")
+    assert "bytes left out" in started[0].text
+
+
+def test_shorten_keeps_head_and_tail_within_the_limit_and_says_how_much_it_left_out():
+    from interaction_actor.runtime.delegating import shorten
+
+    task, cut = shorten("é" * 3000 + "the end", 1000)  # 6,007 bytes, two-byte characters
+    assert len(task.encode()) <= 1000 and task.startswith("é") and task.endswith("the end")
+    assert cut == 6007 - len(task.encode()) and shorten("short", 1000) == ("short", 0)
 
 
 async def test_a_megabyte_of_8khz_audio_is_refused_before_resampling_and_costs_the_monitor_no_turn(actor):

@@ -110,6 +110,14 @@ def test_tool_settings_choose_the_registry_each_background_actor_builds(monkeypa
     assert "weather" in kw["registry_factory"]().names()
 
 
+def test_mcp_servers_and_tool_secrets_from_the_settings_reach_each_background_actor(monkeypatch):
+    monkeypatch.setenv("INTERPLAY_TOOLS__MCP", '["python -m my_mcp_server"]')
+    monkeypatch.setenv("INTERPLAY_TOOLS__SECRETS", '{"weather_api_key": "wk-1"}')
+    kw = background_kwargs(plan_from_settings(load_settings()))
+    assert kw["mcp"] == ("python -m my_mcp_server",) and kw["secrets"] == {"weather_api_key": "wk-1"}
+    assert background_kwargs(plan_from_settings(load_settings(), mcp=["other"]))["mcp"] == ("other",)
+
+
 def test_serve_serves_no_demo_tool_unless_asked():
     assert "weather" not in load_registry(None).names()
 

@@ -27,6 +27,20 @@ from interplay.v1 import session_pb2 as spb
 log = get_logger("interaction_actor.runtime.delegating")
 
 
+def shorten(task: str, limit_bytes: int) -> tuple[str, int]:
+    """`task` within `limit_bytes` of UTF-8: its head (3/4) and tail (1/4) around a marker saying how
+    much was left out; returns (task, bytes left out), (task, 0) when it fits."""
+    raw = task.encode()
+    if len(raw) <= limit_bytes:
+        return task, 0
+    marker = f" [... {len(raw) - limit_bytes} bytes left out ...] "
+    room = max(0, limit_bytes - len(marker.encode()) - 8)
+    head = raw[: room * 3 // 4].decode(errors="ignore")
+    tail = raw[len(raw) - room // 4:].decode(errors="ignore")
+    out = head + marker + tail
+    return out, len(raw) - len(out.encode())
+
+
 class Delegating:
     def __init__(self, delegator: Delegator, metrics: LoopMetrics, *, turn_ms: int, policy: object,
                  policy_options: dict, steer_window_turns: int) -> None:
@@ -45,8 +59,16 @@ class Delegating:
         return copy.deepcopy(spec)
 
     def start(self, live, task: str, decision: Delegation | None = None) -> str:
-        """Start a delegation for the live session (what a decision does); returns the task id at once."""
+        """Start a delegation for the live session (what a decision does); returns the task id at once.
+        A task over a quarter of the package budget is shortened first (see `shorten`), with an
+        ERROR event `request_truncated` telling the client; the delegation goes on."""
         turn = live.turn
+        limit = max(256, (self.delegator.budget_bytes or 16_384) // 4)
+        task, cut = shorten(task, limit)
+        if cut:
+            live.events.append(event(spb.EVENT_KIND_ERROR, f"the request was {cut + len(task.encode())} bytes; "
+                                     f"the delegation carries its first and last parts ({len(task.encode())} "
+                                     "bytes)", code="request_truncated"))
         mode = int(decision.preferred_mode) if decision is not None else cpb.SURFACING_MODE_WHEN_IDLE
         req = DelegationRequest(session_id=live.id, task=task, turn=turn, time_ms=int(turn * self.turn_ms),
                                 transcript=live.log, preferred_mode=mode,
