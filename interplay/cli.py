@@ -75,6 +75,16 @@ def user_errors():
         raise typer.Exit(2) from None
 
 
+def shipped_path(path: str) -> Path:
+    """`path` as given when it exists, else the same path inside the installed project (examples/...
+    ship with it), so a command's default works from any folder."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    inside = Path(__file__).resolve().parent.parent / given
+    return inside if inside.exists() else given
+
+
 @app.command()
 def info() -> None:
     """Print versions of interplay and its runtime dependencies, and the effective settings."""
@@ -179,8 +189,8 @@ def talk(
     if not (wav or frames or script):
         raise typer.BadParameter("give at least one of --wav, --frames, --script")
     with user_errors():
-        talk_main(address, wav=wav, frames_dir=frames, script=script, fps=fps, tail_s=tail, realtime=not fast,
-                  session_id=session_id)
+        talk_main(address, wav=wav and str(shipped_path(wav)), frames_dir=frames and str(shipped_path(frames)),
+                  script=script, fps=fps, tail_s=tail, realtime=not fast, session_id=session_id)
 
 
 @app.command()
@@ -235,10 +245,18 @@ def study(
     policy and scheduler); prints headline scores, writes the full table (CSV, JSON) and plots."""
     import json
 
+    from delegation.policies import PolicyError
+    from delegation.scenario import ScenarioError
     from delegation.study import compact_table, run_study
+    from interplay.client import UserError
 
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
-    result = run_study(names, scenarios, out, seed=seed, repeats=1 if quick else repeats)
+    with user_errors():
+        where = shipped_path(scenarios)
+        try:
+            result = run_study(names, str(where), out, seed=seed, repeats=1 if quick else repeats)
+        except (PolicyError, ScenarioError) as exc:
+            raise UserError(str(exc)) from None
     typer.echo(compact_table(result))
     if as_json:
         typer.echo(json.dumps(result))

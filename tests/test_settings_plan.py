@@ -159,3 +159,12 @@ def test_a_tools_registry_that_does_not_load_is_one_line_before_anything_starts(
 def test_debug_shows_the_traceback_behind_a_user_error():
     result = CliRunner().invoke(app, ["--debug", "serve", "--engine", "foo"])
     assert result.exit_code != 0 and result.exception is not None and "unknown engine" in str(result.exception)
+
+
+def test_study_from_another_folder_finds_the_shipped_scenarios_and_a_bad_policy_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = CliRunner().invoke(app, ["study", "--quick", "--policies", "nope"])
+    lines = bad.output.strip().splitlines()
+    assert bad.exit_code == 2 and len(lines) == 1 and "unknown policy 'nope'" in lines[0], lines
+    ok = CliRunner().invoke(app, ["study", "--quick", "--policies", "never", "--out", str(tmp_path / "s")])
+    assert ok.exit_code == 0 and (tmp_path / "s" / "study.csv").is_file(), ok.output[-500:]
