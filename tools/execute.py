@@ -150,22 +150,13 @@ async def _attempt(tool: Tool, args: dict[str, Any], context: ToolContext, call_
     timeout = tool.options.timeout_s
     timed_out = (f"Tool '{tool.name}' timed out after {timeout:g} s and was cancelled; "
                  "no result was produced.")
-    if tool.options.isolation == "inline":
-        try:
-            value = await _run_inline(tool, args, context, call_id, timeout)
-        except CallTimedOut:
-            return False, timed_out, codes.TIMEOUT
-        except CallCancelledItself:
-            log.warning("tool_cancelled_itself", tool=tool.name, call_id=call_id)
-            return False, f"Tool '{tool.name}' was cancelled before it finished.", codes.INTERNAL_ERROR
-        except Exception as exc:
-            return _failed(tool, call_id, exc, context.secret_store)
-        return True, render_result(value), ""
+    inline = tool.options.isolation == "inline"
     try:
-        value = await (pool or default_pool()).run(tool, args, context, call_id, timeout)
+        value = await (_run_inline(tool, args, context, call_id, timeout) if inline
+                       else (pool or default_pool()).run(tool, args, context, call_id, timeout))
     except CallTimedOut:
         log.warning("tool_timeout", tool=tool.name, call_id=call_id, timeout_s=timeout,
-                    kind="coroutine" if tool.is_async else "thread")
+                    kind="inline" if inline else "coroutine" if tool.is_async else "thread")
         return False, timed_out, codes.TIMEOUT
     except PoolExhausted:
         return False, (f"Tool '{tool.name}' could not start: every tool worker is held by an earlier call "
