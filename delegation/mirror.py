@@ -95,6 +95,7 @@ class TranscriptEntryModel(BaseModel):
     overlapped: bool = False
     interrupted: bool = False
     typed: bool = False
+    confidence: float = 0.0
 
     def to_proto(self) -> xpb.TranscriptEntry:
         return xpb.TranscriptEntry(**_plain(self))

@@ -60,6 +60,7 @@ class _Span:
     overlapped: bool = False
     interrupted: bool = False
     typed: bool = False
+    confidence: float | None = None  # heard speech: the recogniser's; None: 1 when it has words, else 0
     seq: int = 0  # order of opening: breaks ties between spans that start in the same turn
     text: str = ""
     nbytes: int = 0  # UTF-8 bytes of the text
@@ -101,7 +102,8 @@ class LogSnapshot:
 def _kwargs(s: _Span, ms: int) -> dict:
     return dict(speaker=int(s.speaker), kind=int(s.kind), text="" if s.kind == EntryKind.SILENCE else s.text,
                 start_ms=s.start_turn * ms, end_ms=(s.end_turn + 1) * ms, start_turn=s.start_turn,
-                end_turn=s.end_turn, overlapped=s.overlapped, interrupted=s.interrupted, typed=s.typed)
+                end_turn=s.end_turn, overlapped=s.overlapped, interrupted=s.interrupted, typed=s.typed,
+                confidence=s.confidence if s.confidence is not None else (1.0 if s.text else 0.0))
 
 
 class ConversationLog:
@@ -158,6 +160,15 @@ class ConversationLog:
                                   or s.end_turn - s.start_turn + 1 >= self.config.max_span_turns):
                 self._close(attr)
         self._state = UserState.INTERRUPTED if barge_in else (UserState.SPEAKING if user else UserState.SILENT)
+
+    def heard(self, text: str, start_turn: int, end_turn: int, confidence: float) -> None:
+        """What the user said in turns start..end as the speech recogniser heard it. It arrives after
+        those turns were recorded (as speech without words), so it stands as a span of its own, in
+        order, spoken (typed False) with the recogniser's confidence."""
+        if not text.strip() or start_turn < 0 or end_turn < start_turn:
+            return
+        self._add(_Span(Speaker.USER, EntryKind.UTTERANCE, start_turn, end_turn, [text],
+                        confidence=float(confidence), seq=self._next()))
 
     def event(self, text: str, turn: int, speaker: Speaker = Speaker.SYSTEM) -> None:
         """A non-verbal event (delegation started, result surfaced, ...) at `turn`."""

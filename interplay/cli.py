@@ -159,6 +159,16 @@ def bench_delegation(quick: bool = QUICK, as_json: bool = JSON) -> None:
     emit("interplay bench delegation", run(quick=quick), as_json)
 
 
+@bench_app.command("ears")
+def bench_ears(quick: bool = QUICK, as_json: bool = JSON,
+               preset: str = typer.Option("small", help="Interaction model preset the loop runs.")) -> None:
+    """The ears: held-out WER and real-time factor, speech end -> final transcript at the client, and
+    missed turns while transcribing for 1 and 4 sessions."""
+    from interaction_actor.runtime.ears_bench import bench_ears as run
+
+    emit("interplay bench ears", run(quick=quick, preset=preset), as_json)
+
+
 @bench_app.command("faults")
 def bench_faults(quick: bool = QUICK, as_json: bool = JSON) -> None:
     """Hostile clients, misbehaving tools and a killed background against a live runtime, beside a monitor
@@ -291,7 +301,7 @@ def demo(
     cfg = DemoConfig(turn_ms=ia.turn_ms, engine=bg.engine, engine_options=bg.engine_options,
                      background_actors=backgrounds or (bg.actors if "actors" in s.background.model_fields_set else 1),
                      checkpoint=ia.checkpoint, preset=ia.preset, out_dir=out, ray_address=plan.ray_address,
-                     backend=ia.backend)
+                     backend=ia.backend, ears=ia.ears)
     if "policy" in s.delegation.model_fields_set:
         cfg.policy, cfg.policy_options = ia.policy, dict(ia.policy_options)
     with user_errors():

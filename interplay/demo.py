@@ -64,6 +64,7 @@ class DemoConfig:
     # line in the tool's own words ("Oslo snow, -3 C") is what it can say back.
     agent_prompt: str = VOICE_PROMPT
     assets: str = str(ASSETS)
+    ears: dict | None = None  # the settings' ears group (interplay.runtime._ears_data); None: no transcripts
 
 
 @dataclass
@@ -361,7 +362,7 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
     plan = RuntimePlan(
         interaction=InteractionPlan(backend=cfg.backend, preset=cfg.preset, checkpoint=cfg.checkpoint,
                                     turn_ms=cfg.turn_ms, allowed_tools=list(cfg.allowed_tools), policy=cfg.policy,
-                                    policy_options=dict(cfg.policy_options)),
+                                    policy_options=dict(cfg.policy_options), ears=cfg.ears),
         background=BackgroundPlan(engine=cfg.engine, engine_options=dict(cfg.engine_options),
                                   registry="interplay.demo_tools:demo_registry", system_prompt=cfg.agent_prompt,
                                   actors=cfg.background_actors),

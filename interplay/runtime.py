@@ -63,6 +63,7 @@ class InteractionPlan:
     allowed_tools: list[str] = field(default_factory=list)
     policy: str = "first_of"
     policy_options: dict = field(default_factory=dict)
+    ears: dict | None = None  # EarsSettings as plain data (None: no transcripts); see ears_config()
 
 
 @dataclass
@@ -80,6 +81,9 @@ class RuntimePlan:
         bg["secrets"] = {k: "**********" for k in bg["secrets"]}
         if bg["engine_options"].get("api_key"):
             bg["engine_options"]["api_key"] = "**********"
+        ears = d["interaction"]["ears"]
+        if ears and ears.get("openai_api_key"):
+            ears["openai_api_key"] = "**********"
         return d
 
 
@@ -114,9 +118,31 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                          output_queue=lp.output_queue, idle_timeout_s=lp.idle_timeout_s,
                          admission_headroom=lp.admission_headroom, delegation_deadline_ms=b.task_deadline_ms,
                          package_budget_bytes=d.package_budget_bytes, allowed_tools=list(d.allowed_tools),
-                         policy=policy, policy_options=policy_options)
+                         policy=policy, policy_options=policy_options,
+                         ears=_ears_data(s) if s.ears.enabled else None)
     return RuntimePlan(interaction=ia, background=bg, ray_address=ray_address or s.ray_address,
                        log_level=s.log_level, log_dir=log_dir or s.log_dir)
+
+
+def _ears_data(s: Settings) -> dict:
+    e = s.ears
+    data = e.model_dump(exclude={"openai_api_key", "enabled"})
+    data["openai_api_key"] = e.openai_api_key.get_secret_value() if e.openai_api_key is not None else ""
+    return data
+
+
+def ears_config(data: dict | None):
+    """The EarsConfig (interaction_actor/ears/worker.py) of the settings' ears group; None when off."""
+    if data is None:
+        return None
+    from interaction_actor.ears.segmenter import SegmenterConfig
+    from interaction_actor.ears.transcriber import RemoteConfig, WhisperConfig
+    from interaction_actor.ears.worker import EarsConfig
+
+    return EarsConfig(segmenter=SegmenterConfig(silence_ms=data["silence_ms"]), transcriber=data["engine"],
+                      whisper=WhisperConfig(model=data["model"] or "", cpu_threads=data["cpu_threads"]),
+                      remote=RemoteConfig(base_url=data["openai_base_url"], model=data["openai_model"],
+                                          api_key=data["openai_api_key"]))
 
 
 # ---- checks before Ray starts -------------------------------------------------------------------
@@ -224,9 +250,10 @@ def interaction_kwargs(plan: RuntimePlan, background_addresses: list[str]) -> di
     ia = plan.interaction
     loop = {k: v for k, v in asdict(ia).items()
             if k not in ("host", "port", "metrics_port", "backend", "preset", "checkpoint")}
+    loop.pop("ears")
     return dict(preset=ia.preset, checkpoint=ia.checkpoint, backend=ia.backend, host=ia.host, port=ia.port,
                 metrics_port=ia.metrics_port, log_level=plan.log_level, log_dir=plan.log_dir,
-                background_address=",".join(background_addresses), **loop)
+                background_address=",".join(background_addresses), ears=ears_config(ia.ears), **loop)
 
 
 def start(plan: RuntimePlan, log_to_driver: bool = True) -> tuple[list, str, list[str]]:

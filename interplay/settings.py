@@ -84,6 +84,20 @@ class ToolSettings(_Group):
                                           description="Secrets tools declare, by name; never printed or logged.")
 
 
+class EarsSettings(_Group):
+    """The speech recogniser beside the loop (interaction_actor/ears/)."""
+
+    enabled: bool = Field(True, description="Transcribe what users say (a Ray actor of its own).")
+    engine: Literal["whisper", "openai"] = Field("whisper", description="whisper: faster-whisper in the actor; "
+                                                 "openai: an OpenAI-compatible /v1/audio/transcriptions server.")
+    model: str | None = Field(None, description="faster-whisper model path or size; the shipped tiny.en when empty.")
+    cpu_threads: int = Field(1, ge=1, le=64, description="Threads of the faster-whisper model.")
+    silence_ms: int = Field(320, ge=100, le=5000, description="Silence that ends a spoken segment.")
+    openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="Transcription server (engine openai).")
+    openai_model: str = Field("whisper-1", description="Model name sent to the transcription server.")
+    openai_api_key: SecretStr | None = Field(None, description="Bearer token for it; never printed.")
+
+
 class Settings(BaseSettings):
     """All settings of one interplay process."""
 
@@ -103,6 +117,7 @@ class Settings(BaseSettings):
     background: BackgroundSettings = BackgroundSettings()
     delegation: DelegationSettings = DelegationSettings()
     tools: ToolSettings = ToolSettings()
+    ears: EarsSettings = EarsSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

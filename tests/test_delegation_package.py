@@ -34,7 +34,7 @@ def _full_package() -> xpb.ContextPackage:
     """A package with every field (and every field of every sub-message) set to a non-default value."""
     entry = xpb.TranscriptEntry(speaker=xpb.SPEAKER_ASSISTANT, kind=xpb.ENTRY_KIND_UTTERANCE, text="héllo ✓",
                                 start_ms=-5, end_ms=2**62, start_turn=3, end_turn=4, overlapped=True,
-                                interrupted=True, typed=True)
+                                interrupted=True, typed=True, confidence=0.75)
     obs = xpb.VisualObservation(turn=7, time_ms=1400, description="a red mug", image=b"\xff\xd8\x00\x80\xfe",
                                 mime_type="image/jpeg")
     return xpb.ContextPackage(

@@ -168,3 +168,12 @@ def test_study_from_another_folder_finds_the_shipped_scenarios_and_a_bad_policy_
     assert bad.exit_code == 2 and len(lines) == 1 and "unknown policy 'nope'" in lines[0], lines
     ok = CliRunner().invoke(app, ["study", "--quick", "--policies", "never", "--out", str(tmp_path / "s")])
     assert ok.exit_code == 0 and (tmp_path / "s" / "study.csv").is_file(), ok.output[-500:]
+
+
+def test_ears_settings_reach_the_interaction_actor_and_can_turn_the_ears_off(monkeypatch):
+    monkeypatch.setenv("INTERPLAY_EARS__SILENCE_MS", "400")
+    monkeypatch.setenv("INTERPLAY_EARS__CPU_THREADS", "2")
+    ears = interaction_kwargs(plan_from_settings(load_settings()), [])["ears"]
+    assert (ears.segmenter.silence_ms, ears.whisper.cpu_threads, ears.transcriber) == (400, 2, "whisper")
+    monkeypatch.setenv("INTERPLAY_EARS__ENABLED", "false")
+    assert interaction_kwargs(plan_from_settings(load_settings()), [])["ears"] is None

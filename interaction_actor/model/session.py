@@ -51,6 +51,8 @@ class TurnInput:
     text: str = ""  # typed text that arrived in this window
     context: str = ""  # background context to inject this turn
     barge_in: bool = False  # the user barged in during this window
+    heard: str = ""  # what the user said, as the ears heard it (final transcripts since the last turn);
+    # the native model does not read it yet (it was not trained on heard text), other backends may
 
 
 @dataclass

@@ -9,6 +9,7 @@ own asyncio loop; the model step runs in the loop's worker thread.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict
 
 import ray
@@ -27,9 +28,12 @@ class InteractionActorImpl:
     def __init__(self, preset: str = "small", checkpoint: str | None = None, seed: int = 0,
                  host: str = "127.0.0.1", port: int = 0, metrics_port: int | None = None,
                  log_level: str = "info", backend: str = "native", backend_options: dict | None = None,
-                 log_dir: str | None = None, **loop_options: object) -> None:
+                 log_dir: str | None = None, ears: object | None = None, **loop_options: object) -> None:
+        """`ears`: an interaction_actor.ears.worker.EarsConfig to transcribe what users say (an EarsActor
+        of its own when Ray is running, else threads in this process); None: no transcripts."""
         self.preset, self.checkpoint, self.seed = preset, checkpoint, seed
         self.log_dir = log_dir
+        self.ears_config, self.ears_handle, self.ears = ears, None, None
         self.backend_spec, self.backend_options = backend, dict(backend_options or {})
         self.host, self.port, self.metrics_port, self.log_level = host, port, metrics_port, log_level
         limits = loop_options.pop("limits", None)
@@ -52,7 +56,9 @@ class InteractionActorImpl:
         if self.backend_spec == "native":
             options = {"preset": self.preset, "checkpoint": self.checkpoint, "seed": self.seed, **options}
         backend = load_backend(self.backend_spec, **options)
-        self.loop = TurnLoop(backend, self.config)
+        if self.ears_config is not None:
+            self.ears = await asyncio.to_thread(self._start_ears)
+        self.loop = TurnLoop(backend, self.config, ears=self.ears)
         self.loop.start()
         self.server, self.address = await serve(self.loop, self.host, self.port)
         if self.metrics_port is not None:
@@ -119,6 +125,16 @@ class InteractionActorImpl:
         log.info("drained", **report)
         return report
 
+    def _start_ears(self):
+        if ray.is_initialized():
+            from interaction_actor.ears.actor import start_ears
+
+            self.ears_handle, ears = start_ears(self.ears_config, log_level=self.log_level, log_dir=self.log_dir)
+            return ears
+        from interaction_actor.ears.worker import LocalEars
+
+        return LocalEars(self.ears_config)
+
     async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(grace=0.5)
@@ -129,6 +145,9 @@ class InteractionActorImpl:
         if self.loop is not None:
             await self.loop.stop()
             self.loop = None
+        if self.ears is not None:
+            self.ears.stop()  # RayEars also ends its EarsActor
+            self.ears, self.ears_handle = None, None
 
 
 @ray.remote(max_concurrency=64)

@@ -83,8 +83,12 @@ class Delegating:
                                  policy=(decision.reason if decision is not None else "") or "direct"))
         return task_id
 
-    def after_turn(self, live, chunk: spb.OutputChunk, *, time_ms: int, user, typed: str, task: str | None) -> None:
-        """The policy's decision for this turn: start a delegation, or steer the running one with `typed`."""
+    def after_turn(self, live, chunk: spb.OutputChunk, *, time_ms: int, user, typed: str, task: str | None,
+                   heard: str = "") -> None:
+        """The policy's decision for this turn: start a delegation, or steer the running one with what
+        the user said. The utterance is the text typed in this window, else the words the ears heard
+        (a final transcript that arrived since the last turn): policies see speech as well as text."""
+        typed = typed or heard
         decision = self._decide(live, chunk, time_ms=time_ms, user=user, typed=typed, task=task)
         if decision is not None:
             self.start(live, decision.task, decision)  # a task; its events ride the next chunk

@@ -38,11 +38,13 @@ import kernels
 from delegation import ConversationLog, Delegation, UserState
 from delegation.scheduler import TERMINAL
 from delegation.transcript import LogConfig
+from interaction_actor.ears.contract import Ears
 from interaction_actor.model.session import InputRejected, TurnInput, TurnOutput
 from interaction_actor.runtime.backend import InteractionBackend, NativeBackend, load_backend
 from interaction_actor.runtime.clock import TurnClock
 from interaction_actor.runtime.delegating import Delegating
 from interaction_actor.runtime.delegator import Delegator
+from interaction_actor.runtime.hearing import Hearing
 from interaction_actor.runtime.inputs import InputError, InputLimits, WindowBuilder
 from interaction_actor.runtime.metrics import LoopMetrics
 from interaction_actor.runtime.sink import OutputSink
@@ -141,12 +143,14 @@ class _Work:
     events: list[spb.Event]
     time_ms: int
     typed: str = ""  # text the user typed in this window (a follow-up for a running delegation)
+    heard: str = ""  # what the ears heard the user say since the session's last turn (hearing.py)
+    audio: torch.Tensor | None = None  # the window's decoded audio, for the ears after the step
     user: UserState = UserState.SILENT
 
 
 class TurnLoop:
     def __init__(self, backend: InteractionBackend | object, config: LoopConfig | None = None,
-                 delegator: Delegator | None = None) -> None:
+                 delegator: Delegator | None = None, ears: Ears | None = None) -> None:
         """`backend`: an InteractionBackend, a backend spec for load_backend ("native", "module:attr"),
         or an InteractionModel (stepped through NativeBackend)."""
         if isinstance(backend, str):
@@ -163,6 +167,7 @@ class TurnLoop:
         self.delegating = Delegating(self.delegator, self.metrics, turn_ms=c.turn_ms, policy=c.policy,
                                      policy_options=c.policy_options, steer_window_turns=c.steer_window_turns)
         self.sessions: dict[str, LiveSession] = {}
+        self.hearing = Hearing(ears, turn_ms=self.config.turn_ms)
         self.clock: TurnClock | None = None
         # (sessions stepped, compute ms) of the last minute of turns: long enough that one costly turn (a
         # hostile input) is an outlier the p99 admission check looks past, not a 10 s lock-out for everyone
@@ -225,6 +230,7 @@ class TurnLoop:
             self.metrics.input_errors += 1
             return
         live.inbox.append(item)
+        self.hearing.arrived(session_id, live.turn, item)
 
     def stop_session(self, session_id: str, reason: str = "") -> None:
         """End the session after its next turn (a STOP, a half-closed stream, a drain: `reason`)."""
@@ -244,6 +250,7 @@ class TurnLoop:
         live.weave.close(live.turn)
         if live.state is not None:
             self.backend.close(live.state)
+        self.hearing.close(session_id)
         log.info("session_closed", session_id=session_id, turns=live.turn)
 
     def start_delegation(self, session_id: str, task: str, decision: Delegation | None = None) -> str:
@@ -283,6 +290,7 @@ class TurnLoop:
             results: list[tuple[_Work, spb.OutputChunk, str | None]] = []
             compute_ms = 0.0
             try:  # each stage guards each session (_guard); this only catches a fault of the loop itself
+                self.hearing.collect(self.sessions)
                 for live in list(self.sessions.values()):
                     if not live.closed and (w := self._guard(live, "gather", self._gather, live, tick.scheduled)):
                         work.append(w)
@@ -329,8 +337,8 @@ class TurnLoop:
             if upd.kind == bpb.UPDATE_KIND_FINAL:
                 live.log.background(upd.text, turn)
         events.extend(live.weave.offer_all(arrived, turn))
-        return _Work(live=live, items=items, events=events,
-                     time_ms=int(round((scheduled - live.origin) * 1000)))
+        return _Work(live=live, items=items, events=events, time_ms=int(round((scheduled - live.origin) * 1000)),
+                     heard=self.hearing.gather(live, events))
 
     # ---- the supervisor: a failure stays with the session that caused it -----------------------
     def _guard(self, live: LiveSession, stage: str, fn, *args):
@@ -392,8 +400,8 @@ class TurnLoop:
             w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in"))  # rides this turn's chunk
         woven, surfaced = live.weave.decide(live.turn, state)
         w.events.extend(surfaced)
-        inp.context = woven
-        w.typed, w.user = inp.text, state
+        inp.context, inp.heard = woven, w.heard
+        w.typed, w.user, w.audio = inp.text, state, inp.audio
         return inp
 
     def _step(self, prepared: list[tuple[_Work, TurnInput]]) -> list[tuple[_Work, TurnOutput]]:
@@ -439,6 +447,7 @@ class TurnLoop:
 
     def _emit(self, results: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
         """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped and failed sessions."""
+        self.hearing.feed([(w.live.id, chunk.turn, w.audio) for w, chunk, _ in results])
         for w, chunk, task in results:
             if not w.live.closed:
                 self._guard(w.live, "emit", self._emit_one, w, chunk, task, lateness_ms, compute_ms, missed)
@@ -462,7 +471,8 @@ class TurnLoop:
         chunk.timing.compute_ms = compute_ms
         chunk.timing.missed = missed
         try:  # a failing delegation start or steer is this session's, and does not hold back its chunk
-            self.delegating.after_turn(live, chunk, time_ms=w.time_ms, user=w.user, typed=w.typed, task=task)
+            self.delegating.after_turn(live, chunk, time_ms=w.time_ms, user=w.user, typed=w.typed, task=task,
+                                       heard=w.heard)
         except Exception as exc:  # noqa: BLE001
             self._fail(live, "delegation", exc, unsafe=False)
         if live.stopping:

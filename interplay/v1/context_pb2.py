@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from interplay.v1 import common_pb2 as interplay_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainterplay/v1/context.proto\x12\x0cinterplay.v1\x1a\x19interplay/v1/common.proto\"\xee\x01\n\x0fTranscriptEntry\x12&\n\x07speaker\x18\x01 \x01(\x0e\x32\x15.interplay.v1.Speaker\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.interplay.v1.EntryKind\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08start_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x05 \x01(\x03\x12\x12\n\nstart_turn\x18\x06 \x01(\x03\x12\x10\n\x08\x65nd_turn\x18\x07 \x01(\x03\x12\x12\n\noverlapped\x18\x08 \x01(\x08\x12\x13\n\x0binterrupted\x18\t \x01(\x08\x12\r\n\x05typed\x18\n \x01(\x08\"i\n\x11VisualObservation\x12\x0c\n\x04turn\x18\x01 \x01(\x03\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\x0c\x12\x11\n\tmime_type\x18\x05 \x01(\t\"\xf0\x04\n\x0e\x43ontextPackage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x31\n\ntranscript\x18\x04 \x03(\x0b\x32\x1d.interplay.v1.TranscriptEntry\x12\x17\n\x0f\x65\x61rlier_summary\x18\x05 \x01(\t\x12\x17\n\x0f\x64ropped_entries\x18\x06 \x01(\r\x12+\n\nuser_state\x18\x07 \x01(\x0e\x32\x17.interplay.v1.UserState\x12\x35\n\x0cobservations\x18\x08 \x03(\x0b\x32\x1f.interplay.v1.VisualObservation\x12\x15\n\rallowed_tools\x18\t \x03(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\n \x01(\x03\x12(\n\x08priority\x18\x0b \x01(\x0e\x32\x16.interplay.v1.Priority\x12\x13\n\x0borigin_turn\x18\x0c \x01(\x03\x12\x17\n\x0f\x63reated_unix_ms\x18\r \x01(\x03\x12\x33\n\x0epreferred_mode\x18\x0e \x01(\x0e\x32\x1b.interplay.v1.SurfacingMode\x12\x12\n\nidempotent\x18\x0f \x01(\x08\x12<\n\x08metadata\x18\x10 \x03(\x0b\x32*.interplay.v1.ContextPackage.MetadataEntry\x12&\n\x07omitted\x18\x11 \x01(\x0b\x32\x15.interplay.v1.Omitted\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x07Omitted\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\r\x12\x13\n\x0blog_entries\x18\x02 \x01(\r\x12\x0e\n\x06images\x18\x03 \x01(\r\x12\x14\n\x0cobservations\x18\x04 \x01(\r\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\x03\x12\x12\n\nstart_turn\x18\x07 \x01(\x03\x12\x10\n\x08\x65nd_turn\x18\x08 \x01(\x03*w\n\x07Speaker\x12\x17\n\x13SPEAKER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEAKER_USER\x10\x01\x12\x15\n\x11SPEAKER_ASSISTANT\x10\x02\x12\x16\n\x12SPEAKER_BACKGROUND\x10\x03\x12\x12\n\x0eSPEAKER_SYSTEM\x10\x04*o\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NTRY_KIND_UTTERANCE\x10\x01\x12\x16\n\x12\x45NTRY_KIND_SILENCE\x10\x02\x12\x14\n\x10\x45NTRY_KIND_EVENT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ainterplay/v1/context.proto\x12\x0cinterplay.v1\x1a\x19interplay/v1/common.proto\"\x82\x02\n\x0fTranscriptEntry\x12&\n\x07speaker\x18\x01 \x01(\x0e\x32\x15.interplay.v1.Speaker\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.interplay.v1.EntryKind\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x10\n\x08start_ms\x18\x04 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x05 \x01(\x03\x12\x12\n\nstart_turn\x18\x06 \x01(\x03\x12\x10\n\x08\x65nd_turn\x18\x07 \x01(\x03\x12\x12\n\noverlapped\x18\x08 \x01(\x08\x12\x13\n\x0binterrupted\x18\t \x01(\x08\x12\r\n\x05typed\x18\n \x01(\x08\x12\x12\n\nconfidence\x18\x0b \x01(\x02\"i\n\x11VisualObservation\x12\x0c\n\x04turn\x18\x01 \x01(\x03\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\x0c\x12\x11\n\tmime_type\x18\x05 \x01(\t\"\xf0\x04\n\x0e\x43ontextPackage\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x31\n\ntranscript\x18\x04 \x03(\x0b\x32\x1d.interplay.v1.TranscriptEntry\x12\x17\n\x0f\x65\x61rlier_summary\x18\x05 \x01(\t\x12\x17\n\x0f\x64ropped_entries\x18\x06 \x01(\r\x12+\n\nuser_state\x18\x07 \x01(\x0e\x32\x17.interplay.v1.UserState\x12\x35\n\x0cobservations\x18\x08 \x03(\x0b\x32\x1f.interplay.v1.VisualObservation\x12\x15\n\rallowed_tools\x18\t \x03(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\n \x01(\x03\x12(\n\x08priority\x18\x0b \x01(\x0e\x32\x16.interplay.v1.Priority\x12\x13\n\x0borigin_turn\x18\x0c \x01(\x03\x12\x17\n\x0f\x63reated_unix_ms\x18\r \x01(\x03\x12\x33\n\x0epreferred_mode\x18\x0e \x01(\x0e\x32\x1b.interplay.v1.SurfacingMode\x12\x12\n\nidempotent\x18\x0f \x01(\x08\x12<\n\x08metadata\x18\x10 \x03(\x0b\x32*.interplay.v1.ContextPackage.MetadataEntry\x12&\n\x07omitted\x18\x11 \x01(\x0b\x32\x15.interplay.v1.Omitted\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x07Omitted\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\r\x12\x13\n\x0blog_entries\x18\x02 \x01(\r\x12\x0e\n\x06images\x18\x03 \x01(\r\x12\x14\n\x0cobservations\x18\x04 \x01(\r\x12\x10\n\x08start_ms\x18\x05 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x06 \x01(\x03\x12\x12\n\nstart_turn\x18\x07 \x01(\x03\x12\x10\n\x08\x65nd_turn\x18\x08 \x01(\x03*w\n\x07Speaker\x12\x17\n\x13SPEAKER_UNSPECIFIED\x10\x00\x12\x10\n\x0cSPEAKER_USER\x10\x01\x12\x15\n\x11SPEAKER_ASSISTANT\x10\x02\x12\x16\n\x12SPEAKER_BACKGROUND\x10\x03\x12\x12\n\x0eSPEAKER_SYSTEM\x10\x04*o\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45NTRY_KIND_UTTERANCE\x10\x01\x12\x16\n\x12\x45NTRY_KIND_SILENCE\x10\x02\x12\x14\n\x10\x45NTRY_KIND_EVENT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONTEXTPACKAGE_METADATAENTRY']._loaded_options = None
   _globals['_CONTEXTPACKAGE_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SPEAKER']._serialized_start=1206
-  _globals['_SPEAKER']._serialized_end=1325
-  _globals['_ENTRYKIND']._serialized_start=1327
-  _globals['_ENTRYKIND']._serialized_end=1438
+  _globals['_SPEAKER']._serialized_start=1226
+  _globals['_SPEAKER']._serialized_end=1345
+  _globals['_ENTRYKIND']._serialized_start=1347
+  _globals['_ENTRYKIND']._serialized_end=1458
   _globals['_TRANSCRIPTENTRY']._serialized_start=72
-  _globals['_TRANSCRIPTENTRY']._serialized_end=310
-  _globals['_VISUALOBSERVATION']._serialized_start=312
-  _globals['_VISUALOBSERVATION']._serialized_end=417
-  _globals['_CONTEXTPACKAGE']._serialized_start=420
-  _globals['_CONTEXTPACKAGE']._serialized_end=1044
-  _globals['_CONTEXTPACKAGE_METADATAENTRY']._serialized_start=997
-  _globals['_CONTEXTPACKAGE_METADATAENTRY']._serialized_end=1044
-  _globals['_OMITTED']._serialized_start=1047
-  _globals['_OMITTED']._serialized_end=1204
+  _globals['_TRANSCRIPTENTRY']._serialized_end=330
+  _globals['_VISUALOBSERVATION']._serialized_start=332
+  _globals['_VISUALOBSERVATION']._serialized_end=437
+  _globals['_CONTEXTPACKAGE']._serialized_start=440
+  _globals['_CONTEXTPACKAGE']._serialized_end=1064
+  _globals['_CONTEXTPACKAGE_METADATAENTRY']._serialized_start=1017
+  _globals['_CONTEXTPACKAGE_METADATAENTRY']._serialized_end=1064
+  _globals['_OMITTED']._serialized_start=1067
+  _globals['_OMITTED']._serialized_end=1224
 # @@protoc_insertion_point(module_scope)

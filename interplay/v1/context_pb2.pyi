@@ -33,7 +33,7 @@ ENTRY_KIND_SILENCE: EntryKind
 ENTRY_KIND_EVENT: EntryKind
 
 class TranscriptEntry(_message.Message):
-    __slots__ = ("speaker", "kind", "text", "start_ms", "end_ms", "start_turn", "end_turn", "overlapped", "interrupted", "typed")
+    __slots__ = ("speaker", "kind", "text", "start_ms", "end_ms", "start_turn", "end_turn", "overlapped", "interrupted", "typed", "confidence")
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class TranscriptEntry(_message.Message):
     OVERLAPPED_FIELD_NUMBER: _ClassVar[int]
     INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
     TYPED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     speaker: Speaker
     kind: EntryKind
     text: str
@@ -54,7 +55,8 @@ class TranscriptEntry(_message.Message):
     overlapped: bool
     interrupted: bool
     typed: bool
-    def __init__(self, speaker: _Optional[_Union[Speaker, str]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., text: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., start_turn: _Optional[int] = ..., end_turn: _Optional[int] = ..., overlapped: _Optional[bool] = ..., interrupted: _Optional[bool] = ..., typed: _Optional[bool] = ...) -> None: ...
+    confidence: float
+    def __init__(self, speaker: _Optional[_Union[Speaker, str]] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., text: _Optional[str] = ..., start_ms: _Optional[int] = ..., end_ms: _Optional[int] = ..., start_turn: _Optional[int] = ..., end_turn: _Optional[int] = ..., overlapped: _Optional[bool] = ..., interrupted: _Optional[bool] = ..., typed: _Optional[bool] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class VisualObservation(_message.Message):
     __slots__ = ("turn", "time_ms", "description", "image", "mime_type")

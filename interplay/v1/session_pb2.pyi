@@ -42,6 +42,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_BARGE_IN: _ClassVar[EventKind]
     EVENT_KIND_TOOL_CALL: _ClassVar[EventKind]
     EVENT_KIND_OUTPUT_DROPPED: _ClassVar[EventKind]
+    EVENT_KIND_USER_TRANSCRIPT: _ClassVar[EventKind]
 
 class EventUpdate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -80,6 +81,7 @@ EVENT_KIND_ERROR: EventKind
 EVENT_KIND_BARGE_IN: EventKind
 EVENT_KIND_TOOL_CALL: EventKind
 EVENT_KIND_OUTPUT_DROPPED: EventKind
+EVENT_KIND_USER_TRANSCRIPT: EventKind
 EVENT_UPDATE_UNSPECIFIED: EventUpdate
 EVENT_UPDATE_ACCEPTED: EventUpdate
 EVENT_UPDATE_QUEUED: EventUpdate
@@ -160,7 +162,7 @@ class AudioOutput(_message.Message):
     def __init__(self, pcm16: _Optional[bytes] = ..., sample_rate_hz: _Optional[int] = ..., mel: _Optional[_Iterable[float]] = ..., n_mels: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("kind", "task_id", "text", "error", "mode", "attrs", "update", "voiced", "seq", "progress", "received_turn", "age_ms", "redelivery", "origin_turn", "policy", "tool_call", "turns", "dropped", "stage")
+    __slots__ = ("kind", "task_id", "text", "error", "mode", "attrs", "update", "voiced", "seq", "progress", "received_turn", "age_ms", "redelivery", "origin_turn", "policy", "tool_call", "turns", "dropped", "stage", "start_turn", "end_turn", "confidence", "low_confidence", "language")
     class AttrsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,6 +189,11 @@ class Event(_message.Message):
     TURNS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
+    START_TURN_FIELD_NUMBER: _ClassVar[int]
+    END_TURN_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     kind: EventKind
     task_id: str
     text: str
@@ -206,7 +213,12 @@ class Event(_message.Message):
     turns: int
     dropped: int
     stage: str
-    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., task_id: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.SurfacingMode, str]] = ..., attrs: _Optional[_Mapping[str, str]] = ..., update: _Optional[_Union[EventUpdate, str]] = ..., voiced: _Optional[bool] = ..., seq: _Optional[int] = ..., progress: _Optional[float] = ..., received_turn: _Optional[int] = ..., age_ms: _Optional[int] = ..., redelivery: _Optional[int] = ..., origin_turn: _Optional[int] = ..., policy: _Optional[str] = ..., tool_call: _Optional[_Union[_common_pb2.ToolCall, _Mapping]] = ..., turns: _Optional[int] = ..., dropped: _Optional[int] = ..., stage: _Optional[str] = ...) -> None: ...
+    start_turn: int
+    end_turn: int
+    confidence: float
+    low_confidence: bool
+    language: str
+    def __init__(self, kind: _Optional[_Union[EventKind, str]] = ..., task_id: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[_Union[_common_pb2.ErrorInfo, _Mapping]] = ..., mode: _Optional[_Union[_common_pb2.SurfacingMode, str]] = ..., attrs: _Optional[_Mapping[str, str]] = ..., update: _Optional[_Union[EventUpdate, str]] = ..., voiced: _Optional[bool] = ..., seq: _Optional[int] = ..., progress: _Optional[float] = ..., received_turn: _Optional[int] = ..., age_ms: _Optional[int] = ..., redelivery: _Optional[int] = ..., origin_turn: _Optional[int] = ..., policy: _Optional[str] = ..., tool_call: _Optional[_Union[_common_pb2.ToolCall, _Mapping]] = ..., turns: _Optional[int] = ..., dropped: _Optional[int] = ..., stage: _Optional[str] = ..., start_turn: _Optional[int] = ..., end_turn: _Optional[int] = ..., confidence: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., language: _Optional[str] = ...) -> None: ...
 
 class TurnTiming(_message.Message):
     __slots__ = ("lateness_ms", "compute_ms", "missed")
