@@ -164,7 +164,7 @@ def test_an_overloaded_transcriber_drops_the_oldest_waiting_segment_and_says_so(
 def test_a_closed_session_hears_nothing_more(make):
     ears = make()
     ws = utterance("what is the weather in London today")
-    feed_all(ears, {"s": ws[:-4]})  # still speaking or just stopped: the segment is open
+    feed_all(ears, {"s": ws[:-6]})  # the 1 s tail and the last 200 ms of speech cut: the segment is open
     ears.close("s")
     time.sleep(1.5)
     assert ears.take() == []

@@ -138,3 +138,55 @@ def test_a_transcriber_crash_is_one_error_event_and_the_session_keeps_every_turn
     codes = [e.error.code for c in chunks for e in c.events if e.kind == spb.EVENT_KIND_ERROR]
     assert codes.count("transcriber_failed") == 1
     assert [c.turn for c in chunks] == list(range(len(chunks)))
+
+
+class RecordingEars:
+    """Stand-in that records what the loop side hands the ears (the property is what is sent, not heard)."""
+
+    def __init__(self) -> None:
+        self.fed: list[tuple[str, int, bytes]] = []
+
+    def feed(self, turn_audio):
+        self.fed.extend(turn_audio)
+
+    def take(self):
+        return []
+
+    def close(self, session_id):
+        pass
+
+    def stop(self):
+        pass
+
+
+def test_a_chunk_that_arrives_while_the_previous_turn_computes_reaches_the_ears_once():
+    import torch
+
+    from interaction_actor.runtime.hearing import Hearing
+
+    ears = RecordingEars()
+    hearing = Hearing(ears)
+    a, b = audio_chunk(b"\x01\x00" * TURN), audio_chunk(b"\x02\x00" * TURN)
+    hearing.arrived("s", 0, a)
+    early_a = hearing.took("s", [a])  # turn 0 takes A; B arrives while turn 0 computes
+    hearing.arrived("s", 0, b)
+    hearing.feed([("s", 0, torch.zeros(TURN), early_a)])
+    early_b = hearing.took("s", [b])  # turn 1 takes B
+    hearing.feed([("s", 1, torch.zeros(TURN), early_b)])
+    assert [pcm for _, _, pcm in ears.fed] == [a.audio.pcm16, b.audio.pcm16]
+
+
+def test_silence_closes_a_stopped_speakers_segment_once_and_a_late_chunk_inserts_none():
+    import torch
+
+    from interaction_actor.runtime.hearing import CLOSE_AFTER_TURNS, Hearing
+
+    ears = RecordingEars()
+    hearing = Hearing(ears)
+    hearing.arrived("s", 0, audio_chunk(b"\x01\x00" * TURN))
+    hearing.feed([("s", 0, None, hearing.took("s", []))])  # the chunk came just after turn 0's window closed
+    assert len(ears.fed) == 1  # no silence cut into the speech
+    for turn in range(1, 2 * CLOSE_AFTER_TURNS):
+        hearing.feed([("s", turn, None, False)])
+    silences = [pcm for _, _, pcm in ears.fed[1:]]
+    assert len(silences) == 1 and silences[0] == bytes(2 * TURN * CLOSE_AFTER_TURNS)

@@ -4,9 +4,10 @@ The loop never waits for a transcript. Audio reaches the Ears (interaction_actor
 a Ray actor in its own process, or threads in-process) by non-blocking calls, as early as it can:
 `arrived` forwards a chunk the moment the service hands it to the loop when it is already 16 kHz
 mono PCM16 (what the project's clients send; up to a turn sooner than waiting for the window);
-otherwise `feed`, after the step, hands the session's decoded window. A session that sent audio
-lately but none this turn is fed a turn of silence, so a segment its client stopped in the middle of
-still closes.
+otherwise `feed`, after the step, hands the session's decoded window. A session whose audio stopped
+for CLOSE_AFTER_TURNS turns is fed that much silence once, so a segment its client stopped in the
+middle of still closes; nothing is inserted for a chunk that is merely late (jitter), which would
+cut silence into the middle of speech.
 At each turn boundary `collect` takes what the ears finished (never blocking), and `gather` puts a
 session's results where they matter, on the asyncio side before its turn is stepped:
   1. the Converse stream: a USER_TRANSCRIPT event (text, FINAL/PARTIAL, turn span, confidence,
@@ -32,7 +33,7 @@ from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interaction_actor.runtime.hearing")
 
-SILENCE_TAIL_TURNS = 10  # a session quiet this many turns (no audio at all) is no longer fed silence
+CLOSE_AFTER_TURNS = 3  # turns without any audio after which a session's open segment is closed with silence
 MAX_PENDING = 64  # results kept per session between two of its turns
 
 
@@ -42,7 +43,7 @@ class Hearing:
         self.samples_per_turn = sample_rate * turn_ms // 1000
         self._pending: dict[str, deque[Heard]] = {}
         self._quiet: dict[str, int] = {}  # session -> turns since its last audio window
-        self._early: set[str] = set()  # sessions whose audio this turn went to the ears on arrival
+        self._early: dict[str, set[int]] = {}  # session -> ids of raw items that went to the ears on arrival
         self.results = 0  # results taken from the ears (for metrics and tests)
         self.failures = 0  # calls to the ears that raised
 
@@ -95,7 +96,7 @@ class Hearing:
         if (self.ears is None or a is None or a.sample_rate_hz != 16_000 or a.channels not in (0, 1)
                 or not a.pcm16 or len(a.pcm16) % 2 or len(a.pcm16) > 8 * self.samples_per_turn):
             return
-        self._early.add(session_id)
+        self._early.setdefault(session_id, set()).add(id(item))
         self._quiet[session_id] = 0
         try:
             self.ears.feed([(session_id, turn, bytes(a.pcm16))])
@@ -103,25 +104,40 @@ class Hearing:
             self.failures += 1
             log.error("ears_feed_failed", error=repr(exc), sessions=1)
 
-    def feed(self, stepped: list[tuple[str, int, torch.Tensor | None]]) -> None:
-        """After the step: (session id, turn, the window's float 16 kHz audio or None) per stepped session.
-        A session whose audio went to the ears on arrival this turn is skipped."""
+    def took(self, session_id: str, items: list) -> bool:
+        """The loop took these raw items into a session's window: True when any of them already went to
+        the ears on arrival (then the window is not fed again: a chunk that arrives while the previous
+        turn computes belongs to the next window, so a per-turn flag would feed it twice)."""
+        fed = self._early.get(session_id)
+        if not fed:
+            return False
+        hit = False
+        for it in items:
+            if id(it) in fed:
+                fed.discard(id(it))
+                hit = True
+        return hit
+
+    def feed(self, stepped: list[tuple[str, int, torch.Tensor | None, bool]]) -> None:
+        """After the step: (session id, turn, the window's float 16 kHz audio or None, whether its audio
+        already went to the ears on arrival) per stepped session."""
         if self.ears is None:
             return
-        early, self._early = self._early, set()
         batch = []
-        for sid, turn, audio in stepped:
-            if sid in early:
+        for sid, turn, audio, early in stepped:
+            if early:
                 continue
             if audio is not None and audio.numel():
                 self._quiet[sid] = 0
                 pcm = (audio.clamp(-1.0, 1.0) * 32767.0).round().to(torch.int16)
             else:
                 quiet = self._quiet.get(sid)
-                if quiet is None or quiet >= SILENCE_TAIL_TURNS:
+                if quiet is None:
                     continue
                 self._quiet[sid] = quiet + 1
-                pcm = torch.zeros(self.samples_per_turn, dtype=torch.int16)
+                if quiet + 1 != CLOSE_AFTER_TURNS:
+                    continue
+                pcm = torch.zeros(CLOSE_AFTER_TURNS * self.samples_per_turn, dtype=torch.int16)
             batch.append((sid, turn, pcm.numpy().tobytes()))
         if not batch:
             return
@@ -134,7 +150,7 @@ class Hearing:
     def close(self, session_id: str) -> None:
         self._pending.pop(session_id, None)
         self._quiet.pop(session_id, None)
-        self._early.discard(session_id)
+        self._early.pop(session_id, None)
         if self.ears is not None:
             try:
                 self.ears.close(session_id)

@@ -145,6 +145,7 @@ class _Work:
     typed: str = ""  # text the user typed in this window (a follow-up for a running delegation)
     heard: str = ""  # what the ears heard the user say since the session's last turn (hearing.py)
     audio: torch.Tensor | None = None  # the window's decoded audio, for the ears after the step
+    early: bool = False  # its audio went to the ears as it arrived (hearing.py)
     user: UserState = UserState.SILENT
 
 
@@ -164,6 +165,7 @@ class TurnLoop:
         self.delegator = delegator or Delegator(self.config.background_address, self.config.delegation_deadline_ms,
                                                 self.config.allowed_tools, self.config.package_budget_bytes)
         c = self.config
+        self.delegator.metrics = self.metrics  # it counts delegations as they settle
         self.delegating = Delegating(self.delegator, self.metrics, turn_ms=c.turn_ms, policy=c.policy,
                                      policy_options=c.policy_options, steer_window_turns=c.steer_window_turns)
         self.sessions: dict[str, LiveSession] = {}
@@ -195,6 +197,7 @@ class TurnLoop:
                            policy=self.delegating.new_policy())
         live.events.append(event(spb.EVENT_KIND_SESSION_STARTED))  # the id is the chunk's session_id
         self.sessions[sid] = live
+        self.metrics.live_sessions = len(self.sessions)
         log.info("session_opened", session_id=sid, live=len(self.sessions))
         return live
 
@@ -227,7 +230,7 @@ class TurnLoop:
         live.last_input = time.monotonic()
         if len(live.inbox) >= self.config.max_inbox:
             live.refused += 1
-            self.metrics.input_errors += 1
+            self.metrics.input_error("input_overflow")
             return
         live.inbox.append(item)
         self.hearing.arrived(session_id, live.turn, item)
@@ -243,6 +246,7 @@ class TurnLoop:
         live = self.sessions.pop(session_id, None)
         if live is None:
             return
+        self.metrics.live_sessions = len(self.sessions)
         live.closed = True
         if live.sink is not None:
             live.sink.close()
@@ -338,7 +342,7 @@ class TurnLoop:
                 live.log.background(upd.text, turn)
         events.extend(live.weave.offer_all(arrived, turn))
         return _Work(live=live, items=items, events=events, time_ms=int(round((scheduled - live.origin) * 1000)),
-                     heard=self.hearing.gather(live, events))
+                     heard=self.hearing.gather(live, events), early=self.hearing.took(live.id, items))
 
     # ---- the supervisor: a failure stays with the session that caused it -----------------------
     def _guard(self, live: LiveSession, stage: str, fn, *args):
@@ -382,7 +386,7 @@ class TurnLoop:
             try:
                 live.window.add(item)
             except InputError as exc:
-                self.metrics.input_errors += 1
+                self.metrics.input_error(exc.code)
                 w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
                 log.info("input_refused", session_id=live.id, code=exc.code, error=exc.message)
         if live.window.stop:
@@ -392,7 +396,7 @@ class TurnLoop:
         if frame is not None and inp.frame is not None:
             live.log.observe_frame(live.turn, frame)  # a reference; thumbnailed only when a package is built
         for exc in live.window.refused:
-            self.metrics.input_errors += 1
+            self.metrics.input_error(exc.code)
             w.events.append(event(spb.EVENT_KIND_ERROR, exc.message, code=exc.code))
         live.window.refused.clear()
         state = user_state(inp.audio, inp.text, inp.barge_in)
@@ -417,7 +421,7 @@ class TurnLoop:
                 return list(zip([w for w, _ in batch], outs, strict=True))
             except InputRejected as exc:
                 w, _ = batch[exc.index]
-                self.metrics.input_errors += 1
+                self.metrics.input_error("bad_input")
                 w.events.append(event(spb.EVENT_KIND_ERROR, f"input refused by the model: {exc}", code="bad_input"))
                 batch[exc.index] = (w, TurnInput())
             except Exception as exc:  # noqa: BLE001 - the states may be partly advanced: end them
@@ -447,7 +451,7 @@ class TurnLoop:
 
     def _emit(self, results: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:
         """Asyncio side: stamp timing, hand chunks to sinks, start delegations, end stopped and failed sessions."""
-        self.hearing.feed([(w.live.id, chunk.turn, w.audio) for w, chunk, _ in results])
+        self.hearing.feed([(w.live.id, chunk.turn, w.audio, w.early) for w, chunk, _ in results])
         for w, chunk, task in results:
             if not w.live.closed:
                 self._guard(w.live, "emit", self._emit_one, w, chunk, task, lateness_ms, compute_ms, missed)
