@@ -177,8 +177,6 @@ def test_a_chunk_that_arrives_while_the_previous_turn_computes_reaches_the_ears_
 
 
 def test_silence_closes_a_stopped_speakers_segment_once_and_a_late_chunk_inserts_none():
-    import torch
-
     from interaction_actor.runtime.hearing import CLOSE_AFTER_TURNS, Hearing
 
     ears = RecordingEars()
