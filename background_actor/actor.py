@@ -71,6 +71,10 @@ class BackgroundActorImpl:
     def address(self) -> str:
         return self._server.address if self._server else ""
 
+    def metrics_endpoint(self) -> str:
+        """Where this actor's Prometheus /metrics is served ("host:port"; "" when off)."""
+        return self._server.metrics_address if self._server else ""
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -113,6 +117,7 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
                      timeout_s: float = 120.0, resources: dict[str, float] | None = None,
                      host: str = "127.0.0.1", log_dir: str | None = None, mcp: tuple[str, ...] = (),
                      secrets: dict[str, str] | None = None, engine_factory: Callable[[], Engine] | None = None,
+                     metrics_port: int | None = None, trace_file: str | None = None,
                      ) -> tuple[ray.actor.ActorHandle, str]:
     """Create a BackgroundActor (Ray must be initialised) and wait for its address "127.0.0.1:port".
 
@@ -121,10 +126,13 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
     places the actor on a node that offers them (as interaction_actor.runtime.actor.spawn does).
     `mcp`: MCP servers ("command arg arg" or a URL) whose tools join the actor's registry; `secrets`:
     {name: value} for tools that declare them; `engine_factory` (picklable) replaces `engine` by name.
+    `metrics_port`: serve the actor's Prometheus /metrics there (0: a free port; see `metrics_endpoint`);
+    `trace_file`: record the actor's spans there (JSON lines, interplay.tracing).
     """
     cfg = ServerConfig(host=host, port=port or free_port(host), engine=engine, engine_options=dict(engine_options or {}),
                        tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued),
-                       mcp=tuple(mcp), secrets=dict(secrets or {}))
+                       mcp=tuple(mcp), secrets=dict(secrets or {}), metrics_port=metrics_port,
+                       trace_file=trace_file)
     if agent is not None:
         cfg = replace(cfg, agent=agent)
     opts: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}

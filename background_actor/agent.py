@@ -5,6 +5,12 @@ fed back → … until a final answer or the step limit. Every step is reported 
 AgentError) or cancellation, and the task manager (service.py) turns that into the one terminal
 update. A steer text that arrives mid-generation aborts that generation and restarts the step with
 the follow-up in the conversation; one that arrives during tool calls joins at the next step.
+
+Tracing (interplay.tracing, OpenTelemetry GenAI names): each engine call is a `chat {model}` span
+(gen_ai.operation.name, gen_ai.request.model, gen_ai.usage.input_tokens / output_tokens, time to
+first token); each tool call is an `execute_tool {name}` span (gen_ai.tool.name, gen_ai.tool.call.id,
+its outcome), a child of the chat span whose answer asked for it. Arguments and results are not
+recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from background_actor.engine import (
     ToolCallRequest,
     Usage,
 )
+from background_actor.metrics import BackgroundMetrics
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.secrets import SecretStore
 from interplay.v1 import background_pb2 as bpb
@@ -89,8 +97,9 @@ class AgentLoop:
     """One loop object serves many tasks concurrently (it holds no per-task state)."""
 
     def __init__(self, engine: Engine, registry: Registry, config: AgentConfig | None = None,
-                 secrets: SecretStore | None = None) -> None:
+                 secrets: SecretStore | None = None, metrics: BackgroundMetrics | None = None) -> None:
         self.engine = engine
+        self.metrics = metrics  # tool and LLM request metrics (background_actor/metrics.py), when given
         self.registry = registry
         self.config = config or AgentConfig()
         self.secrets = secrets  # injected into the tools that declare them; tool results come back redacted
@@ -110,6 +119,7 @@ class AgentLoop:
                           emit=lambda text: emit(bpb.UPDATE_KIND_PROGRESS, text=text), secret_store=self.secrets)
         used_tools = False
         step = restarts = 0
+        model = self.model
         while step < cfg.max_steps:
             await self._apply_steers(steer, messages, emit, step, pkg.task)
             last = step == cfg.max_steps - 1
@@ -117,7 +127,22 @@ class AgentLoop:
             req = GenerateRequest(messages=list(messages), tools=tools,
                                   tool_choice=choice, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
                                   seed=cfg.seed)
-            result = await self._step(req, emit, step, steer)
+            with tracing.tracer().start_as_current_span(
+                    f"chat {model}", kind=tracing.SpanKind.CLIENT, record_exception=False,
+                    set_status_on_exception=False, attributes=self._chat_attributes(req, step, model)) as span:
+                try:
+                    result = await self._step(req, emit, step, steer)
+                except EngineError as exc:
+                    span.set_attribute("error.type", exc.code)
+                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, exc.code))
+                    raise
+                except asyncio.CancelledError:  # the task was cancelled mid-request (not an error of the model)
+                    span.set_attribute("interplay.cancelled", True)
+                    raise
+                _record_step(span, result)
+            if self.metrics is not None and result is not None and result[2] is not None:
+                u = result[2]
+                self.metrics.llm_request(model, u.ttft_ms, u.total_ms, u.prompt_tokens, u.completion_tokens)
             if result is None or (not result[1] and not steer.empty()):
                 # a steer arrived mid-generation (or as an answer ended): redo this step with it; a
                 # restart does not use up a step, but their number is bounded
@@ -131,7 +156,7 @@ class AgentLoop:
             if not calls:
                 return text.strip()
             used_tools = True
-            await self._run_tools(calls, messages, emit, step, ctx)
+            await self._run_tools(calls, messages, emit, step, ctx, span)
             step += 1
         raise AgentError("step_limit", f"no final answer within {cfg.max_steps} steps")
 
@@ -185,8 +210,19 @@ class AgentLoop:
         gen.result()  # re-raise engine errors
         return "".join(texts), calls, (done[0].usage if done else None)
 
+    @property
+    def model(self) -> str:
+        """The engine's model name (its `describe()["model"]`, else the engine's name)."""
+        return str(self.engine.describe().get("model") or self.engine.name)
+
+    def _chat_attributes(self, req: GenerateRequest, step: int, model: str) -> dict[str, Any]:
+        return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": self.engine.name,
+                "gen_ai.request.model": model, "gen_ai.request.max_tokens": req.max_tokens,
+                "gen_ai.request.temperature": req.temperature, "interplay.step": step,
+                "interplay.tool_choice": req.tool_choice, "interplay.tools_offered": len(req.tools)}
+
     async def _run_tools(self, calls: list[ToolCallRequest], messages: list[Message], emit: Emit, step: int,
-                         ctx: ToolContext) -> None:
+                         ctx: ToolContext, parent: tracing.Span = tracing.INVALID_SPAN) -> None:
         messages.append({"role": "assistant", "content": "", "tool_calls": [
             {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in calls]})
@@ -194,8 +230,22 @@ class AgentLoop:
             await emit(bpb.UPDATE_KIND_TOOL_CALL, step=step,
                        tool_call=cpb.ToolCall(call_id=c.call_id, name=c.name, arguments_json=c.arguments))
 
+        asked_by = tracing.set_span_in_context(parent)
+
         async def one(c: ToolCallRequest) -> ToolOutcome:
-            out = await self.registry.call(c.name, c.arguments, call_id=c.call_id, context=ctx)
+            with tracing.tracer().start_as_current_span(
+                    f"execute_tool {c.name}", context=asked_by, kind=tracing.SpanKind.INTERNAL,
+                    attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": c.name,
+                                "gen_ai.tool.call.id": c.call_id}) as span:
+                out = await self.registry.call(c.name, c.arguments, call_id=c.call_id, context=ctx)
+                span.set_attributes({"interplay.tool.ok": out.ok, "interplay.tool.duration_ms": out.duration_ms,
+                                     "interplay.tool.truncated": out.truncated})
+                if not out.ok:
+                    span.set_attribute("error.type", out.error_code or "tool_error")
+                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, out.error_code or "tool_error"))
+            if self.metrics is not None:  # a name the model made up is not a label of its own
+                self.metrics.tool_call(c.name if c.name in self.registry else "(unknown)", out.ok, out.error_code,
+                                       out.duration_ms)
             await emit(bpb.UPDATE_KIND_TOOL_RESULT, step=step, tool_result=out.to_proto())
             return out
 
@@ -204,6 +254,20 @@ class AgentLoop:
             messages.append({"role": "tool", "tool_call_id": c.call_id, "name": c.name, "content": out.content})
         log.info("tools_settled", task_id=ctx.task_id, step=step,
                  calls=json.dumps([(c.name, o.ok) for c, o in zip(calls, outcomes, strict=True)]))
+
+
+def _record_step(span: tracing.Span, result: tuple[str, list[ToolCallRequest], Usage | None] | None) -> None:
+    """What one engine call came to, on its span: tokens, time to first token, tool calls asked."""
+    if result is None:
+        span.set_attribute("interplay.interrupted_by_steer", True)
+        return
+    _text, calls, usage = result
+    span.set_attribute("interplay.tool_calls", len(calls))
+    if usage is not None:
+        span.set_attributes({"gen_ai.usage.output_tokens": usage.completion_tokens,
+                             "interplay.ttft_ms": usage.ttft_ms, "interplay.generation_ms": usage.total_ms})
+        if usage.prompt_tokens:  # only where the engine counts them (the local engine does not)
+            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
 
 
 async def _wait_nonempty(q: asyncio.Queue[Any]) -> None:

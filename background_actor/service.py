@@ -1,13 +1,16 @@
 """The Background gRPC service (grpc.aio) on 127.0.0.1, plus the standard health service.
 
 `Delegate` streams a task's updates and ends after its one terminal update; a caller that goes away
-(deadline, cancel) cancels its task. `Steer` / `Cancel` address a live task by id. `serve(...)`
+(deadline, cancel) cancels its task. The caller's W3C `traceparent` metadata, when sent, is the
+parent of the task's span (interplay.tracing). `Steer` / `Cancel` address a live task by id. `serve(...)`
 builds engine + registry + agent + task manager and starts the server; `BackgroundServer.stop()`
 cancels every live task (each still gets its terminal update) and shuts the server down.
 
 Tools: `ServerConfig.mcp` lists MCP servers ("command arg arg" for stdio, or an http(s) URL) that
 `serve` connects on its own event loop before it serves; their tools join the registry and their
-connections close at `stop()`. `ServerConfig.secrets` ({name: value}) is the store tools read with
+connections close at `stop()`. `ServerConfig.metrics_port` serves the server's tool and LLM metrics
+(background_actor/metrics.py) at http://host:port/metrics; `ServerConfig.trace_file` records this
+process's spans (interplay.tracing). `ServerConfig.secrets` ({name: value}) is the store tools read with
 `context.secret(name)`; its values are redacted from this process's logs and from every update.
 """
 
@@ -26,8 +29,10 @@ from grpc_reflection.v1alpha import reflection
 from background_actor.agent import AgentConfig, AgentLoop
 from background_actor.engine import Engine
 from background_actor.engines import make_engine
+from background_actor.metrics import BackgroundMetrics
 from background_actor.tasks import TaskConfig, TaskManager
 from delegation.scheduler import TERMINAL
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.secrets import SecretStore, register, unregister
 from interplay.v1 import background_pb2 as bpb
@@ -47,7 +52,7 @@ class BackgroundServicer(bgrpc.BackgroundServicer):
 
     async def Delegate(self, request: xpb.ContextPackage, context: grpc.aio.ServicerContext
                        ) -> AsyncIterator[bpb.Update]:
-        t = self.manager.submit(request)
+        t = self.manager.submit(request, parent=tracing.incoming_context(context.invocation_metadata()))
         log.info("delegate", task_id=t.task_id, state=t.state, session_id=request.session_id)
         terminal = False
         try:
@@ -85,6 +90,8 @@ class ServerConfig:
     mcp_connect_timeout_s: float = 30.0
     secrets: dict[str, str] = field(default_factory=dict, repr=False)  # {name: value} for tools; never printed
     tool_workers: int = 32                         # the process's tool worker threads (tools/isolation.py)
+    metrics_port: int | None = None                # Prometheus /metrics on host:port (0: a free one; None: off)
+    trace_file: str | None = None                  # record this process's spans there (interplay.tracing)
 
 
 @dataclass
@@ -96,6 +103,12 @@ class BackgroundServer:
     registry: Registry
     health: Any
     secrets: SecretStore = field(default_factory=SecretStore)
+    metrics: BackgroundMetrics = field(default_factory=BackgroundMetrics)
+
+    @property
+    def metrics_address(self) -> str:
+        """Where this server's /metrics is served ("host:port"; "" when off)."""
+        return self.metrics.address
 
     async def stop(self) -> None:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -104,6 +117,8 @@ class BackgroundServer:
         await self.engine.aclose()
         await self.registry.aclose()  # MCP connections (and their processes) close here
         unregister(self.secrets)
+        self.metrics.close()
+        tracing.flush()
 
 
 async def serve(config: ServerConfig | None = None, *, engine: Engine | None = None,
@@ -111,6 +126,8 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
                 registry_factory: Callable[[], Registry] | None = None) -> BackgroundServer:
     """Start the Background + health services; returns once the engine is loaded and the port bound."""
     cfg = config or ServerConfig()
+    if cfg.trace_file:
+        tracing.configure(cfg.trace_file, "interplay-background")
     secrets = SecretStore(cfg.secrets)
     register(secrets)  # from here on, this process's logs never show a value
     if default_pool().config.max_workers != cfg.tool_workers:
@@ -126,7 +143,9 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
         await connect_mcp(registry, cfg.mcp, cfg.mcp_connect_timeout_s)
     engine = engine or make_engine(cfg.engine, **cfg.engine_options)
     await engine.start()
-    manager = TaskManager(AgentLoop(engine, registry, cfg.agent, secrets=secrets), cfg.tasks, secrets=secrets)
+    metrics = BackgroundMetrics()
+    manager = TaskManager(AgentLoop(engine, registry, cfg.agent, secrets=secrets, metrics=metrics), cfg.tasks,
+                          secrets=secrets)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     bgrpc.add_BackgroundServicer_to_server(BackgroundServicer(manager), server)
     health_servicer = health.aio.HealthServicer()
@@ -139,9 +158,12 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     address = f"{cfg.host}:{port}"
+    if cfg.metrics_port is not None:
+        metrics.serve(cfg.host, cfg.metrics_port)
     log.info("background_serving", address=address, engine=engine.describe(), tools=registry.names(),
+             metrics=metrics.address,
              max_concurrent=cfg.tasks.max_concurrent, max_queued=cfg.tasks.max_queued)
-    return BackgroundServer(server, address, manager, engine, registry, health_servicer, secrets)
+    return BackgroundServer(server, address, manager, engine, registry, health_servicer, secrets, metrics)
 
 
 async def connect_mcp(registry: Registry, servers: tuple[str, ...], connect_timeout_s: float = 30.0) -> None:

@@ -7,6 +7,9 @@ submitted == refused + invalid + final + error + cancelled + running + waiting; 
 are the tool worker pool's (tools/isolation.py: workers, busy, hung, abandoned_total, refused_total).
 Every text an update carries (text, tool call arguments, tool result, error message) has the secret
 values of the manager's store replaced by `[secret:NAME]` before it is queued for the wire.
+Tracing (interplay.tracing): each submission is one `background_task` span (a child of the caller's
+`parent` context) from submit to its terminal update; the agent's LLM request and tool call spans
+run under it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 from background_actor.agent import AgentLoop
 from background_actor.engine import EngineError, Usage
 from delegation.scheduler import TERMINAL
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.secrets import SecretStore, redact_text
 from interplay.v1 import background_pb2 as bpb
@@ -43,6 +47,21 @@ class TaskConfig:
     remember_finished: int = 4096    # finished task ids kept to answer Steer/Cancel precisely
 
 
+def _no_span() -> tracing.Span:
+    return tracing.INVALID_SPAN
+
+
+def _end_span(t: Task, outcome: str, code: str = "") -> None:
+    """End the task's span with its outcome (final, error, cancelled, invalid, refused)."""
+    t.span.set_attribute("interplay.outcome", outcome)
+    if code:
+        t.span.set_attribute("error.type", code)
+        t.span.set_status(tracing.Status(tracing.StatusCode.ERROR, code))
+    elif outcome == "final":
+        t.span.set_status(tracing.Status(tracing.StatusCode.OK))
+    t.span.end()
+
+
 @dataclass
 class Task:
     pkg: xpb.ContextPackage
@@ -54,9 +73,11 @@ class Task:
     runner: asyncio.Task[None] | None = None
     cancel_reason: str = ""
     terminal: int = 0
+    error_code: str = ""             # the terminal ERROR's code
     usage: list[Usage] = field(default_factory=list)
     submitted_at: float = field(default_factory=time.monotonic)
     redact: Callable[[str], str] = redact_text
+    span: tracing.Span = field(default_factory=_no_span)
 
     @property
     def task_id(self) -> str:
@@ -84,6 +105,7 @@ class Task:
         self.seq += 1
         if kind in TERMINAL:
             self.terminal = kind
+            self.error_code = error.code if error is not None else ""
         self.updates.put_nowait(upd)
         return True
 
@@ -96,6 +118,7 @@ class TaskManager:
 
     def __init__(self, agent: AgentLoop, config: TaskConfig | None = None, secrets: SecretStore | None = None) -> None:
         self.agent = agent
+        self.metrics = agent.metrics  # tasks settled, by outcome (None: not counted)
         self.config = config or TaskConfig()
         self.secrets = secrets
         self.live: dict[str, Task] = {}
@@ -107,12 +130,17 @@ class TaskManager:
 
     # ------------------------------------------------------------------ admission
 
-    def submit(self, pkg: xpb.ContextPackage) -> Task:
-        """Admit a package; the returned task's `updates` already hold its first update."""
+    def submit(self, pkg: xpb.ContextPackage, parent: Any = None) -> Task:
+        """Admit a package; the returned task's `updates` already hold its first update. `parent`: the
+        OpenTelemetry context the task's span starts under (the caller's, from gRPC metadata)."""
         self.counts["submitted"] += 1
         if not pkg.task_id:
             pkg.task_id = uuid.uuid4().hex[:16]
-        t = Task(pkg, redact=self._redact)
+        span = tracing.tracer().start_span("background_task", context=parent, kind=tracing.SpanKind.SERVER,
+                                           attributes={"gen_ai.operation.name": "invoke_agent",
+                                                       "interplay.task_id": pkg.task_id,
+                                                       "interplay.session_id": pkg.session_id})
+        t = Task(pkg, redact=self._redact, span=span)
         problem = None if pkg.task.strip() else ("invalid_package", "the package has an empty task")
         if problem is None and pkg.task_id in self.live:
             problem = ("duplicate_task", f"task {pkg.task_id} is already running")
@@ -121,6 +149,9 @@ class TaskManager:
             t.emit(bpb.UPDATE_KIND_ERROR, error=cpb.ErrorInfo(code=problem[0], message=problem[1]),
                    surfacing=cpb.SURFACING_MODE_SILENT)
             t.state = "done"
+            _end_span(t, "invalid", problem[0])
+            if self.metrics is not None:
+                self.metrics.task_settled("invalid")
             return t
         if len(self.running) < self.config.max_concurrent:
             self.live[t.task_id] = t
@@ -133,6 +164,7 @@ class TaskManager:
             pos = next((i for i, w in enumerate(self.waiting) if w.pkg.priority < pkg.priority), len(self.waiting))
             self.waiting.insert(pos, t)
             t.emit(bpb.UPDATE_KIND_QUEUED, text=f"waiting for a free slot ({len(self.waiting)} queued)")
+            t.span.add_event("queued", {"interplay.queued": len(self.waiting)})
         else:
             self.counts["refused"] += 1
             t.state = "done"
@@ -140,6 +172,9 @@ class TaskManager:
                 code="overloaded", retryable=True,
                 message=f"{len(self.running)} tasks running and {len(self.waiting)} queued; try again later"))
             log.warning("delegation_refused", task_id=t.task_id, running=len(self.running), queued=len(self.waiting))
+            _end_span(t, "refused", "overloaded")
+            if self.metrics is not None:
+                self.metrics.task_settled("refused")
         return t
 
     def _start(self, t: Task) -> None:
@@ -147,6 +182,7 @@ class TaskManager:
         self.running.add(t.task_id)
         self.counts["accepted"] += 1
         t.emit(bpb.UPDATE_KIND_ACCEPTED, text="working on it")
+        t.span.add_event("accepted")
         t.runner = asyncio.get_running_loop().create_task(self._drive(t), name=f"task-{t.task_id}")
         t.runner.add_done_callback(lambda _r, task=t: self._ensure_settled(task))
 
@@ -171,8 +207,9 @@ class TaskManager:
             left = self._deadline_s(pkg)
             if left <= 0:
                 raise TimeoutError("the deadline passed before the task started")
-            async with asyncio.timeout(left):
-                text = await self.agent.run(pkg, t.aemit, t.steer, t.usage)
+            with tracing.use_span(t.span, record_exception=False, set_status_on_exception=False):
+                async with asyncio.timeout(left):
+                    text = await self.agent.run(pkg, t.aemit, t.steer, t.usage)
         except asyncio.CancelledError:
             kind, text = bpb.UPDATE_KIND_CANCELLED, t.cancel_reason or "cancelled"
         except TimeoutError as exc:
@@ -202,6 +239,12 @@ class TaskManager:
         tokens = sum(u.completion_tokens for u in t.usage)
         log.info("task_settled", task_id=t.task_id, outcome=name, steps=len(t.usage), tokens=tokens,
                  seconds=round(time.monotonic() - t.submitted_at, 3))
+        t.span.set_attributes({"interplay.steps": len(t.usage), "gen_ai.usage.output_tokens": tokens})
+        if any(u.prompt_tokens for u in t.usage):
+            t.span.set_attribute("gen_ai.usage.input_tokens", sum(u.prompt_tokens for u in t.usage))
+        _end_span(t, name, t.error_code)
+        if self.metrics is not None:
+            self.metrics.task_settled(name)
         while self.waiting and len(self.running) < self.config.max_concurrent:
             self._start(self.waiting.pop(0))
 

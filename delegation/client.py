@@ -8,7 +8,9 @@ first (tasks in flight from this pool; round robin among equals). A server that 
 terminal ERROR `background_died` (work is never run twice) — unless the package is marked
 `idempotent`, in which case the task is run again on the next server (its updates then restart at
 seq 0 under the same task id, after a PROGRESS update that says so). A task past its deadline ends
-with `deadline_exceeded`. Every RPC carries a deadline. The live path (interaction_actor.runtime.delegator)
+with `deadline_exceeded`. Every RPC carries a deadline; a Delegate call also carries the current
+trace context as W3C `traceparent` metadata (interplay.tracing; nothing when tracing is off).
+The live path (interaction_actor.runtime.delegator)
 delegates through this; background_actor.pool.start_pool starts servers to point it at.
 """
 
@@ -21,6 +23,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from delegation.scheduler import TERMINAL
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc
@@ -75,7 +78,7 @@ class BackgroundPool:
             failure = ""
             self.owner[pkg.task_id] = address
             self.inflight[address] = self.inflight.get(address, 0) + 1
-            call = self._stub(address).Delegate(pkg, timeout=left)
+            call = self._stub(address).Delegate(pkg, timeout=left, metadata=tracing.outgoing_metadata())
             try:
                 async for upd in call:
                     if not started and upd.kind == bpb.UPDATE_KIND_ERROR and upd.error.code == "overloaded":

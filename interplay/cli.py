@@ -281,6 +281,7 @@ def demo(
     out: str = typer.Option("runs/demo", help="Where timeline.jsonl and assistant.wav go."),
     ray_address: str = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
     backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
+    trace: str = typer.Option(None, "--trace", help="Append OpenTelemetry spans to this file (JSON lines)."),
 ) -> None:
     """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time.
 
@@ -296,12 +297,13 @@ def demo(
     )
 
     s = load_settings()
-    plan = plan_from_settings(s, engine=engine, checkpoint=checkpoint, backend=backend, ray_address=ray_address)
+    plan = plan_from_settings(s, engine=engine, checkpoint=checkpoint, backend=backend, ray_address=ray_address,
+                              trace_file=trace)
     bg, ia = plan.background, plan.interaction
     cfg = DemoConfig(turn_ms=ia.turn_ms, engine=bg.engine, engine_options=bg.engine_options,
                      background_actors=backgrounds or (bg.actors if "actors" in s.background.model_fields_set else 1),
                      checkpoint=ia.checkpoint, preset=ia.preset, out_dir=out, ray_address=plan.ray_address,
-                     backend=ia.backend, ears=ia.ears)
+                     backend=ia.backend, ears=ia.ears, trace_file=plan.trace_file)
     if "policy" in s.delegation.model_fields_set:
         cfg.policy, cfg.policy_options = ia.policy, dict(ia.policy_options)
     with user_errors():
@@ -326,6 +328,22 @@ def _logs_where(log_dir: str | None) -> str:
     return f"logs: this console (the actors' lines are prefixed by Ray); also {ray_logs}; --log-dir for files"
 
 
+def _metrics_endpoints(handles: list) -> list[tuple[str, str]]:
+    """("metrics", host:port) of the interaction actor (the last handle), then ("background metrics",
+    host:port) of each background actor that serves them."""
+    import ray
+
+    found = []
+    for i, h in enumerate([handles[-1], *handles[:-1]] if handles else []):
+        try:
+            endpoint = ray.get(h.metrics_endpoint.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - only printed
+            endpoint = ""
+        if endpoint:
+            found.append(("metrics" if i == 0 else "background metrics", endpoint))
+    return found
+
+
 class _Terminate(Exception):
     """SIGTERM arrived: drain and stop."""
 
@@ -343,7 +361,10 @@ def serve(
     mcp: list[str] = typer.Option(None, "--mcp", help="Command of an MCP server whose tools are served too "
                                   "(repeatable), e.g. --mcp 'python my_server.py'."),
     policy: str = typer.Option(None, help="Delegation policy: a registered name or module:attr (default: first_of)."),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port "
+                                     "(default: setting metrics_port, else a free port; printed at start)."),
+    trace: str = typer.Option(None, "--trace", help="Append every actor's OpenTelemetry spans to this file "
+                              "(JSON lines; default: setting trace_file, else no tracing)."),
     ray_address: str = typer.Option(None, "--address", help="Ray cluster to run on (default: start a local one)."),
     log_dir: str = typer.Option(None, "--log-dir", help="Also write every process's JSON log lines here."),
     seconds: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
@@ -364,7 +385,7 @@ def serve(
     s = load_settings()
     plan = plan_from_settings(s, host=host, port=port, metrics_port=metrics_port, backend=backend, engine=engine,
                               checkpoint=checkpoint, backgrounds=backgrounds, tools=tools, mcp=mcp, policy=policy,
-                              ray_address=ray_address, log_dir=log_dir)
+                              ray_address=ray_address, log_dir=log_dir, trace_file=trace)
     with user_errors():
         check_plan(plan)
     if plan_only:
@@ -382,16 +403,10 @@ def serve(
         signal.signal(signal.SIGTERM, terminate)  # again: ray.init put its own (a stack dump) in its place
         typer.echo(f"session endpoint: {address}")
         typer.echo(f"background pool: {', '.join(bg)} (engine {plan.background.engine})")
-        metrics = ""
-        try:
-            import ray
-
-            metrics = ray.get(handles[-1].metrics_endpoint.remote(), timeout=10) if plan.interaction.metrics_port \
-                is not None else ""
-        except Exception:  # noqa: BLE001 - only printed
-            metrics = ""
-        if metrics:
-            typer.echo(f"metrics: http://{metrics}/metrics")
+        for what, endpoint in _metrics_endpoints(handles):
+            typer.echo(f"{what}: http://{endpoint}/metrics")
+        if plan.trace_file:
+            typer.echo(f"traces: {plan.trace_file} (OpenTelemetry spans, JSON lines)")
         typer.echo(_logs_where(plan.log_dir))
         typer.echo(f"try: interplay talk {address} --wav examples/assets/hello.wav", err=True)
         deadline = time.monotonic() + seconds if seconds > 0 else float("inf")

@@ -65,6 +65,7 @@ class DemoConfig:
     agent_prompt: str = VOICE_PROMPT
     assets: str = str(ASSETS)
     ears: dict | None = None  # the settings' ears group (interplay.runtime._ears_data); None: no transcripts
+    trace_file: str | None = None  # every actor appends its OpenTelemetry spans here (JSON lines); None: off
 
 
 @dataclass
@@ -366,7 +367,7 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
         background=BackgroundPlan(engine=cfg.engine, engine_options=dict(cfg.engine_options),
                                   registry="interplay.demo_tools:demo_registry", system_prompt=cfg.agent_prompt,
                                   actors=cfg.background_actors),
-        ray_address=cfg.ray_address)
+        ray_address=cfg.ray_address, trace_file=cfg.trace_file)
     return start(plan, log_to_driver=False)  # the demo's console is its timeline
 
 

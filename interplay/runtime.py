@@ -73,6 +73,7 @@ class RuntimePlan:
     ray_address: str | None = None
     log_level: str = "info"
     log_dir: str | None = None
+    trace_file: str | None = None  # every actor appends its spans here (interplay.tracing); None: no tracing
 
     def describe(self) -> dict:
         """The plan as printable data: secrets and API keys masked."""
@@ -91,7 +92,7 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                        metrics_port: int | None = None, backend: str | None = None, engine: str | None = None,
                        checkpoint: str | None = None, backgrounds: int | None = None, tools: str | None = None,
                        mcp: list[str] | None = None, policy: str | None = None, ray_address: str | None = None,
-                       log_dir: str | None = None) -> RuntimePlan:
+                       log_dir: str | None = None, trace_file: str | None = None) -> RuntimePlan:
     """The settings with the command line's options on top (an option given wins over its setting)."""
     b, d, t, lp, m = s.background, s.delegation, s.tools, s.loop, s.model
     engine = engine or b.engine
@@ -112,7 +113,7 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
     given = "policy_options" in d.model_fields_set
     policy_options = dict(d.policy_options) if given or policy == DelegationSettings().policy else {}
     ia = InteractionPlan(host=host, port=s.session_port if port is None else port,
-                         metrics_port=s.metrics_port if metrics_port is None else metrics_port,
+                         metrics_port=_metrics_port(s.metrics_port if metrics_port is None else metrics_port),
                          backend=backend or m.backend, preset=m.preset, checkpoint=checkpoint or m.checkpoint,
                          deterministic=m.deterministic, turn_ms=lp.turn_ms, max_sessions=lp.max_sessions,
                          output_queue=lp.output_queue, idle_timeout_s=lp.idle_timeout_s,
@@ -120,8 +121,15 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                          package_budget_bytes=d.package_budget_bytes, allowed_tools=list(d.allowed_tools),
                          policy=policy, policy_options=policy_options,
                          ears=_ears_data(s) if s.ears.enabled else None)
+    trace = trace_file or s.trace_file
     return RuntimePlan(interaction=ia, background=bg, ray_address=ray_address or s.ray_address,
-                       log_level=s.log_level, log_dir=log_dir or s.log_dir)
+                       log_level=s.log_level, log_dir=log_dir or s.log_dir,
+                       trace_file=str(Path(trace).resolve()) if trace else None)
+
+
+def _metrics_port(port: int | None) -> int:
+    """The interaction actor always serves /metrics: on `port`, or a free one when none is set."""
+    return 0 if port is None else port
 
 
 def _ears_data(s: Settings) -> dict:
@@ -237,7 +245,8 @@ def background_kwargs(plan: RuntimePlan, index: int = 0) -> dict[str, Any]:
                                   port=bg.first_port + index if bg.first_port else None,
                                   max_concurrent=bg.max_concurrent, max_queued=bg.max_queued, agent=agent,
                                   registry_factory=functools.partial(load_registry, bg.registry, bg.builtin),
-                                  log_level=plan.log_level, log_dir=plan.log_dir)
+                                  log_level=plan.log_level, log_dir=plan.log_dir, trace_file=plan.trace_file,
+                                  metrics_port=0 if plan.interaction.metrics_port is not None else None)
     if bg.mcp:
         kwargs["mcp"] = tuple(bg.mcp)
     if bg.secrets:
@@ -252,7 +261,7 @@ def interaction_kwargs(plan: RuntimePlan, background_addresses: list[str]) -> di
             if k not in ("host", "port", "metrics_port", "backend", "preset", "checkpoint")}
     loop.pop("ears")
     return dict(preset=ia.preset, checkpoint=ia.checkpoint, backend=ia.backend, host=ia.host, port=ia.port,
-                metrics_port=ia.metrics_port, log_level=plan.log_level, log_dir=plan.log_dir,
+                metrics_port=ia.metrics_port, log_level=plan.log_level, log_dir=plan.log_dir, trace_file=plan.trace_file,
                 background_address=",".join(background_addresses), ears=ears_config(ia.ears), **loop)
 
 

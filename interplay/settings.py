@@ -107,7 +107,10 @@ class Settings(BaseSettings):
     session_port: int = Field(0, ge=0, le=65535, description="Port of the Session service (0: any free port).")
     background_port: int = Field(0, ge=0, le=65535,
                                  description="Port of the first Background service, the next ones follow (0: any free).")
-    metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus /metrics port (off when empty).")
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="Prometheus /metrics port of the interaction actor (empty or 0: a "
+                                                 "free port, printed at start; the background actors take free ports).")
+    trace_file: str | None = Field(None, description="Append OpenTelemetry spans here as JSON lines (off when empty).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = Field(None, description="JSON logs; default: JSON when stderr is not a TTY.")
     log_dir: str | None = Field(None, description="Folder for every process's JSON log file (also printed at start).")

@@ -41,16 +41,18 @@ def served(tmp_path_factory):
     env = {**os.environ, "RAY_worker_niceness": "0", "PYTHONUNBUFFERED": "1", "INTERPLAY_LOOP__TURN_MS": str(TURN_MS)}
     proc = subprocess.Popen([*CLI, "--config", str(folder / "interplay.toml"), "serve", "--seconds", "240",
                              "--drain-s", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    address = None
+    address = metrics = None
     deadline = time.monotonic() + 120
-    while address is None and time.monotonic() < deadline:
+    while metrics is None and time.monotonic() < deadline:  # "metrics:" follows "session endpoint:"
         line = proc.stdout.readline()
         if not line:
             break
         if line.startswith("session endpoint:"):
             address = line.split(":", 1)[1].strip()
+        elif line.startswith("metrics: http://"):
+            metrics = line.split(" ", 1)[1].strip()
     try:
-        yield proc, address, port, env
+        yield proc, address, port, env, metrics
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -61,12 +63,12 @@ def served(tmp_path_factory):
 
 
 def test_serve_listens_on_the_session_port_its_config_file_names(served):
-    _, address, port, _ = served
+    _, address, port, _, _ = served
     assert address == f"127.0.0.1:{port}"
 
 
 def test_serve_runs_the_turn_length_the_environment_sets(served):
-    _, address, _, _ = served
+    _, address, _, _, _ = served
 
     async def turns() -> list[spb.OutputChunk]:
         got: list[spb.OutputChunk] = []
@@ -83,7 +85,7 @@ def test_serve_runs_the_turn_length_the_environment_sets(served):
 
 
 def test_talk_streams_a_script_to_serve_and_prints_every_turn(served, tmp_path: Path):
-    _, address, _, env = served
+    _, address, _, env, _ = served
     script = tmp_path / "script.txt"
     script.write_text("0.2: hello there\n1.0: tell me when red\n")
     talk = subprocess.run([*CLI, "talk", address, "--script", str(script), "--tail", "0.6"], env=env,
@@ -98,8 +100,19 @@ def test_talk_streams_a_script_to_serve_and_prints_every_turn(served, tmp_path: 
     assert int(summary.group(1)) == len(turns) and int(summary.group(2)) == 0
 
 
+def test_serve_prints_where_its_prometheus_metrics_are_and_they_count_its_turns(served):
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, _, _, _, metrics = served
+    assert metrics and metrics.startswith("http://127.0.0.1:") and metrics.endswith("/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(metrics, timeout=10).text)}
+    (turns,) = families["interplay_loop_turns"].samples
+    assert turns.value > 0 and "interplay_loop_lateness_ms" in families
+
+
 def test_sigterm_ends_each_live_session_with_session_ended_and_serve_exits_cleanly(served):
-    proc, address, _, _ = served
+    proc, address, _, _, _ = served
 
     async def live_until_the_end() -> list[spb.OutputChunk]:
         got: list[spb.OutputChunk] = []

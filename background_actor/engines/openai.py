@@ -100,7 +100,7 @@ class OpenAIEngine(Engine):
         streamer = AnswerStreamer()
         calls: dict[int, dict[str, str]] = {}
         finish = ""
-        usage_tokens = 0
+        usage_tokens = prompt_tokens = 0
         chunks = 0
         ended = False
         try:
@@ -122,6 +122,7 @@ class OpenAIEngine(Engine):
                         continue
                     if chunk.get("usage"):
                         usage_tokens = int(chunk["usage"].get("completion_tokens") or 0)
+                        prompt_tokens = int(chunk["usage"].get("prompt_tokens") or 0)
                     for choice in chunk.get("choices") or []:
                         delta = choice.get("delta") or {}
                         finish = choice.get("finish_reason") or finish
@@ -168,7 +169,7 @@ class OpenAIEngine(Engine):
             yield EngineEvent("tool_call", tool_call=ToolCallRequest(slot["id"] or f"call-{uuid.uuid4().hex[:8]}",
                                                                       slot["name"], args))
         yield EngineEvent("done", finish_reason=finish or "stop",
-                          usage=Usage(completion_tokens=usage_tokens or chunks, ttft_ms=ttft,
+                          usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=usage_tokens or chunks, ttft_ms=ttft,
                                       total_ms=(time.perf_counter() - t0) * 1000.0))
 
     async def aclose(self) -> None:

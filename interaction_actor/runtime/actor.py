@@ -3,6 +3,9 @@
 `start()` builds the interaction backend (the native model by default; any InteractionBackend by
 `backend="module:attr"`), starts the loop and the gRPC server and returns the Session address
 ("127.0.0.1:port"); `metrics()` returns the loop's counters; `stop()` shuts everything down.
+`metrics_port` (0: a free one) serves the loop's Prometheus metrics at http://host:port/metrics
+(`metrics_endpoint()` says where); `trace_file` makes this process record OpenTelemetry spans there
+(interplay.tracing).
 `spawn(...)` creates the actor and waits for its address. The loop and server run on the actor's
 own asyncio loop; the model step runs in the loop's worker thread.
 """
@@ -17,6 +20,7 @@ import ray
 from interaction_actor.runtime.inputs import InputLimits
 from interaction_actor.runtime.loop import LoopConfig, TurnLoop
 from interaction_actor.runtime.metrics import serve_metrics
+from interplay import tracing
 from interplay.log import configure_logging, get_logger
 
 log = get_logger("interaction_actor.runtime.actor")
@@ -28,11 +32,12 @@ class InteractionActorImpl:
     def __init__(self, preset: str = "small", checkpoint: str | None = None, seed: int = 0,
                  host: str = "127.0.0.1", port: int = 0, metrics_port: int | None = None,
                  log_level: str = "info", backend: str = "native", backend_options: dict | None = None,
-                 log_dir: str | None = None, ears: object | None = None, **loop_options: object) -> None:
+                 log_dir: str | None = None, ears: object | None = None, trace_file: str | None = None,
+                 **loop_options: object) -> None:
         """`ears`: an interaction_actor.ears.worker.EarsConfig to transcribe what users say (an EarsActor
         of its own when Ray is running, else threads in this process); None: no transcripts."""
         self.preset, self.checkpoint, self.seed = preset, checkpoint, seed
-        self.log_dir = log_dir
+        self.log_dir, self.trace_file = log_dir, trace_file
         self.ears_config, self.ears_handle, self.ears = ears, None, None
         self.backend_spec, self.backend_options = backend, dict(backend_options or {})
         self.host, self.port, self.metrics_port, self.log_level = host, port, metrics_port, log_level
@@ -52,6 +57,8 @@ class InteractionActorImpl:
         from interaction_actor.runtime.service import serve
 
         configure_logging(self.log_level, log_dir=self.log_dir, process="interaction")
+        if self.trace_file:
+            tracing.configure(self.trace_file, "interplay-interaction")
         options = self.backend_options
         if self.backend_spec == "native":
             options = {"preset": self.preset, "checkpoint": self.checkpoint, "seed": self.seed, **options}
@@ -62,9 +69,8 @@ class InteractionActorImpl:
         self.loop.start()
         self.server, self.address = await serve(self.loop, self.host, self.port)
         if self.metrics_port is not None:
-            self.http = await serve_metrics(self.loop.metrics, self.host, self.metrics_port)
-            host, port = self.http.sockets[0].getsockname()[:2]
-            self.metrics_address = f"{host}:{port}"
+            self.http = serve_metrics(self.loop.metrics, self.host, self.metrics_port)
+            self.metrics_address = self.http.address
         log.info("interaction_actor_started", address=self.address, backend=backend.capabilities.name,
                  preset=self.preset,
                  metrics=self.metrics_address, config=str(asdict(self.config)))
@@ -148,6 +154,8 @@ class InteractionActorImpl:
         if self.ears is not None:
             self.ears.stop()  # RayEars also ends its EarsActor
             self.ears, self.ears_handle = None, None
+        if self.trace_file:
+            tracing.flush()
 
 
 @ray.remote(max_concurrency=64)

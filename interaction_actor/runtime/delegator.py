@@ -10,6 +10,12 @@ loop never awaits these tasks. A failure (a refused or failed build, no address,
 deadline, a server lost mid-task) arrives in the same deque as a terminal ERROR update, so every
 delegation settles exactly once, and only in its own session.
 
+Observability: each delegation is one `delegate` span (interplay.tracing; a no-op unless tracing is
+configured) from `start()` to its terminal update, with an event per accepted / queued / progress /
+tool call / tool result / steered update; its context rides the Delegate call as W3C `traceparent`
+metadata. When the loop sets `metrics` (a LoopMetrics), each settled delegation is counted by outcome
+with its latency.
+
 A pool: `address` may list several Background servers ("h:p1,h:p2"); the pool sends each task to
 the least loaded one and fails over before a task has started (see delegation.client).
 """
@@ -21,6 +27,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +39,9 @@ import grpc
 from delegation import PackageError, build_package
 from delegation.client import BackgroundPool, error_update
 from delegation.package import ConversationSource, check_request
+from interplay import tracing
 from interplay.log import get_logger
+from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
 
@@ -93,6 +102,7 @@ class Delegator:
         self.tasks: dict[str, asyncio.Task] = {}
         self.sent: deque[xpb.ContextPackage] = deque(maxlen=32)  # the newest packages, for inspection
         self.pool = BackgroundPool(self.addresses) if self.addresses else None
+        self.metrics = None  # a LoopMetrics (set by the TurnLoop): delegations settled, by outcome, and latency
         # package builds: one thread of their own (started at the first build), below the loop's priority
         self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-build",
                                           initializer=_lower_priority)
@@ -109,12 +119,16 @@ class Delegator:
         """Begin a delegation; returns its task id at once. Updates land in `inbox`."""
         task_id = uuid.uuid4().hex[:16]
         tools = self.allowed_tools if req.allowed_tools is None else list(req.allowed_tools)
+        span = tracing.tracer().start_span("delegate", kind=tracing.SpanKind.CLIENT, attributes={
+            "interplay.session_id": req.session_id, "interplay.task_id": task_id, "interplay.turn": req.turn,
+            "interplay.preferred_mode": int(req.preferred_mode)})
+        put = _Settle(inbox, span, self.metrics)
         try:
             job = prepare(req, task_id, req.deadline_ms or self.deadline_ms, tools, self.budget_bytes)
         except PackageError as exc:  # a request the builder refuses settles at once, as an error update
-            self._refused(req.session_id, task_id, exc, inbox)
+            self._refused(req.session_id, task_id, exc, put)
             return task_id
-        task = asyncio.get_running_loop().create_task(self._run(req.session_id, task_id, job, inbox),
+        task = asyncio.get_running_loop().create_task(self._run(req.session_id, task_id, job, put),
                                                       name=f"delegate-{task_id}")
         self.tasks[task_id] = task
         task.add_done_callback(lambda _t, k=task_id: self.tasks.pop(k, None))
@@ -122,30 +136,35 @@ class Delegator:
                  address=self.address)
         return task_id
 
-    def _refused(self, session_id: str, task_id: str, exc: PackageError, inbox: deque) -> None:
+    def _refused(self, session_id: str, task_id: str, exc: PackageError, put: _Settle) -> None:
         log.warning("delegation_refused", session_id=session_id, task_id=task_id, code=exc.code, error=str(exc))
-        inbox.append(error_update(task_id, exc.code, f"the delegation was not sent: {exc}"))
+        put(error_update(task_id, exc.code, f"the delegation was not sent: {exc}"))
 
-    async def _run(self, session_id: str, task_id: str, job: Callable[[], xpb.ContextPackage], inbox: deque) -> None:
+    async def _run(self, session_id: str, task_id: str, job: Callable[[], xpb.ContextPackage], put: _Settle) -> None:
+        with tracing.use_span(put.span, record_exception=False, set_status_on_exception=False):
+            await self._delegate(session_id, task_id, job, put)
+
+    async def _delegate(self, session_id: str, task_id: str, job: Callable[[], xpb.ContextPackage],
+                        put: _Settle) -> None:
         try:
             try:
                 pkg = await asyncio.get_running_loop().run_in_executor(self._builds, job)
             except PackageError as exc:
-                self._refused(session_id, task_id, exc, inbox)
+                self._refused(session_id, task_id, exc, put)
                 return
             except Exception as exc:  # noqa: BLE001 - a builder fault is this delegation's error, nothing more
                 log.error("package_failed", session_id=session_id, task_id=task_id, error=repr(exc), exc_info=exc)
-                inbox.append(error_update(task_id, "package_failed",
-                                          f"the delegation was not sent: the package build failed: {exc!r}"))
+                put(error_update(task_id, "package_failed",
+                                 f"the delegation was not sent: the package build failed: {exc!r}"))
                 return
             self.sent.append(pkg)
             if self.pool is None:
-                inbox.append(error_update(task_id, "no_background", "no background service is configured"))
+                put(error_update(task_id, "no_background", "no background service is configured"))
                 return
             async for upd in self.pool.delegate(pkg, timeout_s=pkg.deadline_ms / 1000.0):
-                inbox.append(upd)
+                put(upd)
         except asyncio.CancelledError:
-            inbox.append(error_update(task_id, "cancelled", "the session closed"))
+            put(error_update(task_id, "cancelled", "the session closed"))
             raise
 
     async def steer(self, task_id: str, text: str) -> bool:
@@ -170,3 +189,52 @@ class Delegator:
         self._builds.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             await self.pool.close()
+
+
+_EVENTS = {bpb.UPDATE_KIND_ACCEPTED: "accepted", bpb.UPDATE_KIND_QUEUED: "queued", bpb.UPDATE_KIND_PROGRESS: "progress",
+           bpb.UPDATE_KIND_TOOL_CALL: "tool_call", bpb.UPDATE_KIND_TOOL_RESULT: "tool_result",
+           bpb.UPDATE_KIND_STEERED: "steered"}
+_OUTCOMES = {bpb.UPDATE_KIND_FINAL: "final", bpb.UPDATE_KIND_ERROR: "error", bpb.UPDATE_KIND_CANCELLED: "cancelled"}
+
+
+class _Settle:
+    """Puts a delegation's updates in its session's inbox; records them on its span (an event per
+    update, the first PARTIAL included, never their text) and, at the terminal update, ends the span
+    and counts the outcome and latency. Every delegation's updates pass through exactly one of these."""
+
+    def __init__(self, inbox: deque, span: tracing.Span, metrics=None) -> None:
+        self.inbox, self.span, self.metrics = inbox, span, metrics
+        self.t0 = time.monotonic()
+        self.partials = 0
+        self.done = False
+
+    def __call__(self, upd: bpb.Update) -> None:
+        self.inbox.append(upd)
+        if self.done:
+            return
+        span, kind = self.span, upd.kind
+        if kind == bpb.UPDATE_KIND_PARTIAL:
+            self.partials += 1
+            if self.partials == 1:
+                span.add_event("first_partial", {"interplay.step": upd.step})
+        elif kind in _EVENTS:
+            attrs: dict[str, str | int | bool] = {"interplay.seq": upd.seq}
+            if kind == bpb.UPDATE_KIND_TOOL_CALL:
+                attrs |= {"gen_ai.tool.name": upd.tool_call.name, "gen_ai.tool.call.id": upd.tool_call.call_id}
+            elif kind == bpb.UPDATE_KIND_TOOL_RESULT:
+                attrs |= {"gen_ai.tool.name": upd.tool_result.name, "gen_ai.tool.call.id": upd.tool_result.call_id,
+                          "interplay.tool.ok": upd.tool_result.ok}
+            span.add_event(_EVENTS[kind], attrs)
+        elif kind in _OUTCOMES:
+            self.done = True
+            outcome, code = _OUTCOMES[kind], upd.error.code if kind == bpb.UPDATE_KIND_ERROR else ""
+            ms = 1000 * (time.monotonic() - self.t0)
+            span.set_attributes({"interplay.outcome": outcome, "interplay.partials": self.partials})
+            if code:
+                span.set_attribute("error.type", code)
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR, code))
+            elif outcome == "final":
+                span.set_status(tracing.Status(tracing.StatusCode.OK))
+            span.end()
+            if self.metrics is not None:
+                self.metrics.delegation_settled(outcome, code, ms)

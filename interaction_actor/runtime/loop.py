@@ -207,7 +207,7 @@ class TurnLoop:
         a session fits (or too few turns were measured to say). Under 100 turns a p99 is just the maximum,
         which one hostile input's turn sets: the p90 stands in until there are enough turns."""
         recent = [(n, ms) for n, ms in self._recent if n > 0]
-        if not self.config.admission or len(recent) < 5:
+        if not self.config.admission or len(recent) < 20:  # fewer: start-up and warm-up, too few to say
             return None
         q = 0.99 if len(recent) >= 100 else 0.9
         p99 = sorted(ms for _, ms in recent)[int(q * (len(recent) - 1))]

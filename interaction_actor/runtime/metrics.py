@@ -1,25 +1,35 @@
-"""Deadline accounting of the micro-turn loop: counters and histograms, readable in-process.
+"""Deadline accounting of the micro-turn loop: counters and histograms, readable in-process and scraped
+by Prometheus.
 
 `LoopMetrics.record_turn` is called once per loop turn (all due sessions together); `snapshot()`
-returns plain numbers (percentiles from a bounded window of recent samples, cumulative
-Prometheus-style buckets over all turns) for a benchmark, the actor's `metrics()` call, or the
-optional HTTP endpoint (`serve_metrics`: JSON at /metrics.json, Prometheus text at /metrics,
-bound to 127.0.0.1). Every turn is also a structlog event (`turn`, debug level; misses at warning).
+returns plain numbers (percentiles from a bounded window of recent samples, cumulative buckets over
+all turns) for a benchmark or the actor's `metrics()` call. `LoopMetrics` stays the one place the
+numbers live: `LoopCollector` (a prometheus_client collector) reads them at scrape time, and
+`serve_metrics(metrics, host, port)` serves them with prometheus_client's HTTP server (a daemon
+thread) bound to `host`, at /metrics. Exposed there: turns, missed deadlines, skipped slots, turn
+failures, live sessions (gauge), input errors by `code`, dropped outputs, delegations started and
+settled by `outcome` (final, error, cancelled) and error `code`, histograms of turn lateness and
+compute (ms) and of delegation latency (ms, start → its terminal update). Every turn is also a
+structlog event (`turn`, debug level; misses at warning).
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import json
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.runtime.metrics")
 
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+DELEGATION_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,6 +69,18 @@ class Histogram:
         return {"count": self.n, "sum": self.total, "max": self.max, "p50": percentile(r, 50),
                 "p99": percentile(r, 99)}
 
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        """These observations as a Prometheus histogram (cumulative buckets, sum, count)."""
+        cum, buckets = 0, []
+        for b, cnt in zip((*self.buckets, "+Inf"), list(self.counts), strict=True):
+            cum += cnt
+            buckets.append((str(b), cum))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+
+
+def _delegation_histogram() -> Histogram:
+    return Histogram(buckets=DELEGATION_BUCKETS_MS)
+
 
 @dataclass
 class LoopMetrics:
@@ -71,9 +93,13 @@ class LoopMetrics:
     dropped_outputs: int = 0
     delegations: int = 0
     turn_failures: int = 0  # a stage failed for one session (contained: that session got an error event)
+    live_sessions: int = 0  # set by the loop as sessions open and close (kept across reset())
+    input_errors_by_code: dict[str, int] = field(default_factory=dict)
+    delegations_settled: dict[tuple[str, str], int] = field(default_factory=dict)  # (outcome, code) → count
     lateness_ms: Histogram = field(default_factory=Histogram)
     compute_ms: Histogram = field(default_factory=Histogram)  # model step (decode + step_batch) per turn
     turn_ms_total: Histogram = field(default_factory=Histogram)  # start -> outputs emitted
+    delegation_ms: Histogram = field(default_factory=_delegation_histogram)  # start -> terminal update
 
     def record_turn(self, *, slot: int, sessions: int, lateness_ms: float, compute_ms: float, total_ms: float,
                     missed: bool, skipped: int) -> None:
@@ -88,8 +114,20 @@ class LoopMetrics:
         ev("turn", slot=slot, sessions=sessions, lateness_ms=round(lateness_ms, 3),
            compute_ms=round(compute_ms, 3), total_ms=round(total_ms, 3), missed=missed, skipped=skipped)
 
+    def input_error(self, code: str) -> None:
+        """One refused input (`code`: the ERROR event's code the client gets)."""
+        self.input_errors += 1
+        self.input_errors_by_code[code] = self.input_errors_by_code.get(code, 0) + 1
+
+    def delegation_settled(self, outcome: str, code: str, ms: float) -> None:
+        """A delegation reached its terminal update: `outcome` final | error | cancelled, `code` the
+        error's code ("" otherwise), `ms` since it started."""
+        key = (outcome, code)
+        self.delegations_settled[key] = self.delegations_settled.get(key, 0) + 1
+        self.delegation_ms.observe(ms)
+
     def reset(self) -> None:
-        fresh = LoopMetrics(turn_ms=self.turn_ms)
+        fresh = LoopMetrics(turn_ms=self.turn_ms, live_sessions=self.live_sessions)
         self.__dict__.update(fresh.__dict__)
 
     def snapshot(self) -> dict:
@@ -98,48 +136,68 @@ class LoopMetrics:
             "turn_ms": self.turn_ms, "turns": self.turns, "session_turns": self.session_turns,
             "missed": self.missed, "skipped_slots": self.skipped_slots, "input_errors": self.input_errors,
             "dropped_outputs": self.dropped_outputs, "delegations": self.delegations,
-            "turn_failures": self.turn_failures, "lateness_ms": self.lateness_ms.summary(), "compute_ms": c, "turn_total_ms": self.turn_ms_total.summary(),
+            "turn_failures": self.turn_failures, "live_sessions": self.live_sessions,
+            "lateness_ms": self.lateness_ms.summary(), "compute_ms": c, "turn_total_ms": self.turn_ms_total.summary(),
+            "delegation_ms": self.delegation_ms.summary(),
             "compute_fraction_p50": c["p50"] / self.turn_ms, "compute_fraction_p99": c["p99"] / self.turn_ms,
         }
 
-    def prometheus(self) -> str:
-        """Prometheus text exposition of the counters and histograms."""
-        lines = []
-        for name in ("turns", "session_turns", "missed", "skipped_slots", "input_errors", "dropped_outputs",
-                     "delegations", "turn_failures"):
-            lines += [f"# TYPE interplay_loop_{name}_total counter", f"interplay_loop_{name}_total {getattr(self, name)}"]
-        for name, h in (("lateness_ms", self.lateness_ms), ("compute_ms", self.compute_ms)):
-            metric = f"interplay_loop_{name}"
-            lines.append(f"# TYPE {metric} histogram")
-            cum = 0
-            for b, cnt in zip((*h.buckets, "+Inf"), h.counts, strict=True):
-                cum += cnt
-                lines.append(f'{metric}_bucket{{le="{b}"}} {cum}')
-            lines += [f"{metric}_sum {h.total}", f"{metric}_count {h.n}"]
-        return "\n".join(lines) + "\n"
+
+COUNTERS = {
+    "turns": "Loop turns run (one per clock slot that ran).",
+    "session_turns": "Session turns stepped (sum over loop turns of the sessions stepped).",
+    "missed": "Turns that missed their deadline.",
+    "skipped_slots": "Clock slots skipped because a turn overran.",
+    "dropped_outputs": "Output chunks dropped because a client's queue was full.",
+    "delegations": "Delegations started.",
+    "turn_failures": "Turn stages that failed for one session (that session got an error event).",
+}
 
 
-async def serve_metrics(metrics: LoopMetrics, host: str = "127.0.0.1", port: int = 0) -> asyncio.Server:
-    """A tiny HTTP endpoint: GET /metrics (Prometheus text) or /metrics.json. Returns the server."""
+class LoopCollector(Collector):
+    """Reads a LoopMetrics at scrape time (on the HTTP server's thread: plain reads of numbers)."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5.0)
-            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
-            while (await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
-                pass
-            if path.startswith("/metrics.json"):
-                body, ctype, status = json.dumps(metrics.snapshot()).encode(), "application/json", "200 OK"
-            elif path.startswith("/metrics"):
-                body, ctype, status = metrics.prometheus().encode(), "text/plain; version=0.0.4", "200 OK"
-            else:
-                body, ctype, status = b"not found\n", "text/plain", "404 Not Found"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError, IndexError):
-            pass
-        finally:
-            writer.close()
+    def __init__(self, metrics: LoopMetrics) -> None:
+        self.metrics = metrics
 
-    return await asyncio.start_server(handle, host, port)
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for name, doc in COUNTERS.items():
+            yield CounterMetricFamily(f"interplay_loop_{name}", doc, value=getattr(m, name))
+        yield GaugeMetricFamily("interplay_loop_live_sessions", "Sessions live on this actor.", value=m.live_sessions)
+        errors = CounterMetricFamily("interplay_loop_input_errors", "Inputs refused, by error code.", labels=["code"])
+        for code, n in sorted(dict(m.input_errors_by_code).items()):
+            errors.add_metric([code], n)
+        yield errors
+        settled = CounterMetricFamily("interplay_delegations_settled",
+                                      "Delegations settled, by outcome (final, error, cancelled) and error code.",
+                                      labels=["outcome", "code"])
+        for (outcome, code), n in sorted(dict(m.delegations_settled).items()):
+            settled.add_metric([outcome, code], n)
+        yield settled
+        yield m.lateness_ms.family("interplay_loop_lateness_ms", "How late each turn started after its slot (ms).")
+        yield m.compute_ms.family("interplay_loop_compute_ms", "Model step time per turn, all sessions (ms).")
+        yield m.delegation_ms.family("interplay_delegation_latency_ms",
+                                     "Delegation start to its terminal update (ms).")
+
+
+class MetricsServer:
+    """prometheus_client's HTTP server on a daemon thread; `address` is "host:port"."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self.httpd, self.thread = start_http_server(port, addr=host, registry=registry)
+        h, p = self.httpd.server_address[:2]
+        self.host, self.port = h, p
+        self.address = f"{h}:{p}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_metrics(metrics: LoopMetrics, host: str = "127.0.0.1", port: int = 0) -> MetricsServer:
+    """Serve `metrics` at http://host:port/metrics (port 0: a free one, see `.address`)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(LoopCollector(metrics))
+    return MetricsServer(registry, host, port)
