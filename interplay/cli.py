@@ -182,6 +182,19 @@ def bench_faults(quick: bool = QUICK, as_json: bool = JSON) -> None:
     emit("interplay bench faults", figures, as_json)
 
 
+@app.command("report")
+def report_(run_dir: str = typer.Argument(..., help="A run folder holding timeline.jsonl (e.g. runs/demo)."),
+            out: str = typer.Option(None, help="PNG path (default: RUN_DIR/report.png).")) -> None:
+    """Draw a run's per-turn compute and lateness and a Gantt of each delegation to a PNG."""
+    from interplay.client import UserError
+    from interplay.pictures import draw
+
+    with user_errors():
+        if not (Path(run_dir) / "timeline.jsonl").is_file():
+            raise UserError(f"{run_dir}: no timeline.jsonl here (interplay demo writes one into runs/demo)")
+        typer.echo(str(draw(run_dir, out)))
+
+
 @app.command()
 def talk(
     address: str = typer.Argument(..., help="Session service address, host:port (printed by `serve`)."),

@@ -409,4 +409,10 @@ def run_demo(cfg: DemoConfig | None = None, out: TextIO = sys.stdout, address: s
     summary["packages"] = packages
     log_path, wav_path = write_outputs(chunks, player.records, Path(cfg.out_dir), turn_ms=cfg.turn_ms)
     summary.update(timeline=str(log_path), audio=str(wav_path), config=asdict(cfg))
+    try:  # the picture is a bonus: a failure to draw it never fails the demo
+        from interplay.pictures import draw
+
+        summary["report"] = str(draw(cfg.out_dir, turn_ms=cfg.turn_ms))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("report_not_drawn", error=repr(exc))
     return summary

@@ -6,6 +6,7 @@ real client. One run; each test reads one property off its events.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import ray
@@ -100,3 +101,12 @@ def test_the_demo_timeline_holds_integer_turns_and_named_modes(demo):
     assert [r["turn"] for r in outs] == list(range(len(outs)))  # integers, in order, no gaps
     modes = {e["mode"] for r in outs for e in r.get("events", []) if e["kind"] == "EVENT_KIND_RESULT_SURFACED"}
     assert modes and modes <= {"SURFACING_MODE_WHEN_IDLE", "SURFACING_MODE_INTERRUPT", "SURFACING_MODE_SILENT"}
+
+
+def test_the_demo_draws_its_report_with_the_delegation(demo):
+    from interplay.pictures import delegations, read_timeline
+
+    summary, _ = demo
+    report = Path(summary["report"])
+    assert report.is_file() and report.read_bytes()[:4] == b"\x89PNG"
+    assert delegations(read_timeline(Path(summary["timeline"]))), "the drawn timeline holds the delegation"
