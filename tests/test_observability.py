@@ -161,3 +161,51 @@ def test_a_background_actor_serves_its_tool_and_llm_metrics_on_its_own_endpoint(
     assert background["interplay_background_tool_latency_ms_count{tool=calculator}"] == 1
     assert background["interplay_background_llm_ttft_ms_count{model=scripted}"] == 2  # the call, then the answer
     assert background["interplay_background_tasks_total{outcome=final}"] == 1
+
+
+def test_a_delegation_to_a_ray_background_actor_is_one_trace_across_two_processes(tiny, ray_local, tmp_path):
+    """The background here is a real Ray actor in its own process, with the fault bench's scripted engine
+    (interplay/fault_kit.py: it makes the exact tool call asked for); the interaction side is this process."""
+    import functools
+    import os
+
+    import ray
+
+    from background_actor.actor import start_background
+    from interplay.fault_kit import script as fault_script
+    from interplay.runtime import load_registry
+
+    path = tmp_path / "spans.jsonl"
+    tracing.configure(str(path), "interplay-interaction")
+    handle, address = start_background(engine="interplay.fault_kit:FaultEngine", trace_file=str(path),
+                                       registry_factory=functools.partial(load_registry,
+                                                                          "interplay.fault_kit:fault_registry"))
+
+    async def run() -> None:
+        loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=address, allowed_tools=["fault_slow"]))
+        loop.open("s1", loop.sink())
+        loop.start()
+        try:
+            loop.start_delegation("s1", fault_script(("fault_slow", '{"seconds": 0.1}')))
+            end = time.monotonic() + 30
+            while (loop.delegator.tasks or not loop.metrics.delegations_settled) and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+        finally:
+            await loop.stop()
+
+    try:
+        asyncio.run(run())
+        tracing.flush()
+        background_pid = ray.get(handle.pid.remote(), timeout=10)
+        ray.get(handle.stop.remote(), timeout=30)  # flushes the actor's spans
+    finally:
+        ray.kill(handle)
+        tracing.shutdown()
+    spans = [json.loads(line) for line in path.read_text().splitlines()]
+    delegate, task, tool = one(spans, "delegate"), one(spans, "background_task"), one(spans, "execute_tool fault_slow")
+    assert background_pid != os.getpid()
+    assert delegate["resource"]["attributes"]["service.name"] == "interplay-interaction"
+    assert task["resource"]["attributes"]["service.name"] != "interplay-interaction"
+    assert {s["context"]["trace_id"] for s in (delegate, task, tool)} == {delegate["context"]["trace_id"]}
+    assert task["parent_id"] == delegate["context"]["span_id"]
+    assert tool["attributes"]["gen_ai.tool.name"] == "fault_slow"
