@@ -84,6 +84,20 @@ async def test_metrics_scraped_from_a_running_loop_move_after_a_session(tiny):
     assert after["interplay_loop_lateness_ms_count{}"] == after["interplay_loop_turns_total{}"]
 
 
+async def delegate_once(tiny, address: str, tool: str, task: str, timeout_s: float = 20.0) -> None:
+    """A real TurnLoop with one session delegates `task` (allowed: `tool`) and waits until it settles."""
+    loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=address, allowed_tools=[tool]))
+    loop.open("s1", loop.sink())
+    loop.start()
+    try:
+        loop.start_delegation("s1", task)
+        end = time.monotonic() + timeout_s
+        while (loop.delegator.tasks or not loop.metrics.delegations_settled) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+    finally:
+        await loop.stop()
+
+
 @pytest.fixture(scope="module")
 def traced(tiny, tmp_path_factory):
     """One delegation (a scripted calculator call) from a real TurnLoop to a real Background server,
@@ -94,20 +108,8 @@ def traced(tiny, tmp_path_factory):
     bg = BackgroundActorImpl(ServerConfig(engine="scripted", tools=("calculator",), metrics_port=0),
                              log_level="warning", engine_factory=make_scripted_engine)
 
-    async def run() -> None:
-        loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=bg.address(), allowed_tools=["calculator"]))
-        loop.open("s1", loop.sink())
-        loop.start()
-        try:
-            loop.start_delegation("s1", script("calculator", {"expression": EXPRESSION}))
-            end = time.monotonic() + 20
-            while (loop.delegator.tasks or not loop.metrics.delegations_settled) and time.monotonic() < end:
-                await asyncio.sleep(0.05)
-        finally:
-            await loop.stop()
-
     try:
-        asyncio.run(run())
+        asyncio.run(delegate_once(tiny, bg.address(), "calculator", script("calculator", {"expression": EXPRESSION})))
         tracing.flush()
         text = path.read_text()
         background = scrape(bg.metrics_endpoint())
@@ -181,20 +183,8 @@ def test_a_delegation_to_a_ray_background_actor_is_one_trace_across_two_processe
                                        registry_factory=functools.partial(load_registry,
                                                                           "interplay.fault_kit:fault_registry"))
 
-    async def run() -> None:
-        loop = TurnLoop(tiny, LoopConfig(turn_ms=50, background_address=address, allowed_tools=["fault_slow"]))
-        loop.open("s1", loop.sink())
-        loop.start()
-        try:
-            loop.start_delegation("s1", fault_script(("fault_slow", '{"seconds": 0.1}')))
-            end = time.monotonic() + 30
-            while (loop.delegator.tasks or not loop.metrics.delegations_settled) and time.monotonic() < end:
-                await asyncio.sleep(0.05)
-        finally:
-            await loop.stop()
-
     try:
-        asyncio.run(run())
+        asyncio.run(delegate_once(tiny, address, "fault_slow", fault_script(("fault_slow", '{"seconds": 0.1}')), 30))
         tracing.flush()
         background_pid = ray.get(handle.pid.remote(), timeout=10)
         ray.get(handle.stop.remote(), timeout=30)  # flushes the actor's spans
