@@ -44,12 +44,6 @@ class Hearing:
         self._pending: dict[str, deque[Heard]] = {}
         self._quiet: dict[str, int] = {}  # session -> turns since its last audio window
         self._early: dict[str, set[int]] = {}  # session -> ids of raw items that went to the ears on arrival
-        self.results = 0  # results taken from the ears (for metrics and tests)
-        self.failures = 0  # calls to the ears that raised
-
-    @property
-    def enabled(self) -> bool:
-        return self.ears is not None
 
     def collect(self, live_ids) -> None:
         """Turn boundary: take what the ears finished; keep each live session's results for its turn."""
@@ -58,13 +52,11 @@ class Hearing:
         try:
             got = self.ears.take()
         except Exception as exc:  # noqa: BLE001 - the ears never stop the clock
-            self.failures += 1
             log.error("ears_take_failed", error=repr(exc))
             return
         for h in got:
             if h.session_id in live_ids:
                 self._pending.setdefault(h.session_id, deque(maxlen=MAX_PENDING)).append(h)
-                self.results += 1
 
     def gather(self, live, events: list[spb.Event]) -> str:
         """The session's results since its last turn: events appended to `events`, finals written to its
@@ -101,7 +93,6 @@ class Hearing:
         try:
             self.ears.feed([(session_id, turn, bytes(a.pcm16))])
         except Exception as exc:  # noqa: BLE001
-            self.failures += 1
             log.error("ears_feed_failed", error=repr(exc), sessions=1)
 
     def took(self, session_id: str, items: list) -> bool:
@@ -144,7 +135,6 @@ class Hearing:
         try:
             self.ears.feed(batch)
         except Exception as exc:  # noqa: BLE001
-            self.failures += 1
             log.error("ears_feed_failed", error=repr(exc), sessions=len(batch))
 
     def close(self, session_id: str) -> None:
