@@ -34,6 +34,7 @@ class SlowState:
         self.seconds = 30.0
         self.started = threading.Event()
         self.cancelled_at: float | None = None
+        self.cancelled = threading.Event()
 
 
 SLOW = SlowState()
@@ -51,6 +52,7 @@ async def slow_lookup(topic: str) -> str:
         await asyncio.sleep(SLOW.seconds)
     except asyncio.CancelledError:
         SLOW.cancelled_at = time.monotonic()
+        SLOW.cancelled.set()
         raise
     return f"The archive says that {topic} is usually green."
 
@@ -81,6 +83,7 @@ def kinds(updates: list[bpb.Update]) -> list[str]:
 def reset_slow(seconds: float) -> None:
     SLOW.seconds, SLOW.cancelled_at = seconds, None
     SLOW.started.clear()
+    SLOW.cancelled.clear()
 
 
 async def test_a_delegation_streams_accepted_partials_and_exactly_one_final_with_gapless_seq(server):
@@ -110,6 +113,8 @@ async def test_cancel_during_a_slow_tool_stops_that_tool_within_three_seconds(se
         resp = await bg.cancel(pkg.task_id, "user changed their mind")
         await asyncio.wait_for(reader, 5)
     assert resp.cancelled
+    # The tool is cancelled on its worker thread's own loop, which may run after CANCELLED reaches us.
+    assert await asyncio.to_thread(SLOW.cancelled.wait, max(0.0, t0 + 3.0 - time.monotonic()) + 0.5)
     assert SLOW.cancelled_at is not None and SLOW.cancelled_at - t0 < 3.0
     assert kinds(ups)[-1] == "CANCELLED" and kinds(ups).count("CANCELLED") == 1
     assert "TOOL_CALL" in kinds(ups) and "TOOL_RESULT" not in kinds(ups)
