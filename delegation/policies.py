@@ -32,7 +32,8 @@ class TurnState:
     utterance_final: bool = False            # the utterance just ended (first silent turn after it)
     controls: list[str] = field(default_factory=list)  # control tokens the model emitted this turn
     delegate_task: str | None = None         # task text the model emitted with <delegate>
-    confidence: float | None = None          # the model's probability of <delegate> this turn, if known
+    confidence: float | None = None          # with delegate_task: the backend's own confidence in it (the
+    # native model: p(<delegate>) at the step that opened the task; TurnOutput.delegate_confidence)
     active_tasks: list[str] = field(default_factory=list)  # delegations running now
     metadata: dict[str, Any] = field(default_factory=dict)
 

@@ -66,6 +66,7 @@ class TurnOutput:
     delegate_task: str | None
     speaking: bool
     state: int | None = None  # the <state:n> the model wrote to itself this turn (a countdown, a tally)
+    delegate_confidence: float | None = None  # with delegate_task: p(<delegate>) at the step that opened it
 
 
 @dataclass
@@ -142,6 +143,8 @@ class Speech:
     vocoder: VocoderState = field(default_factory=VocoderState)
     task: list[int] | None = None  # bytes of the open <delegate> task
     task_since: int = 0  # the turn it opened
+    task_confidence: float | None = None  # p(<delegate>) when the open task's token was chosen
+    opened: list[float] = field(default_factory=list)  # this turn's p(<delegate>) per opening, in order
 
 
 @dataclass
@@ -253,14 +256,21 @@ def _uniform(seed: int, turn: int, slot: int, n: int) -> torch.Tensor:
 
 
 def _choose(model: InteractionModel, logits: torch.Tensor, sessions: list[SessionState], slot: int) -> list[int]:
-    """Next output token for each row: greedy, or Gumbel-max with per-(seed, turn, slot) noise."""
-    z = logits + model.output_bias
+    """Next output token for each row: greedy, or Gumbel-max with per-(seed, turn, slot) noise. A row
+    that opens a <delegate> records the model's probability of that token (before any noise) as the
+    task's confidence; nothing else reads the probabilities, so the tokens are unchanged."""
+    z0 = logits + model.output_bias
+    z = z0
     temp = model.config.temperature
     if temp > 0:
         u = torch.stack([_uniform(s.seed, s.turn, slot, z.shape[-1]) for s in sessions]).clamp(1e-9, 1 - 1e-9)
         u = u.to(z.device)
         z = z / temp - torch.log(-torch.log(u))
-    return [int(i) for i in z.argmax(-1)]
+    tokens = [int(i) for i in z.argmax(-1)]
+    for i, t in enumerate(tokens):
+        if t == T.DELEGATE:
+            sessions[i].speech.opened.append(float(torch.softmax(z0[i].float(), -1)[t]))
+    return tokens
 
 
 def _record(s: SessionState, model: InteractionModel, start: int, chunk: SlotChunk, hidden: torch.Tensor) -> None:
@@ -404,7 +414,11 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
     controls: list[str] = []
     task: str | None = None
     state: int | None = None
+    confidence: float | None = None
+    opened, sp.opened = sp.opened, []
     for t in ys:
+        if task is None:
+            confidence = sp.task_confidence  # of the task that is open until one closes this turn
         if (v := T.state_value(t)) is not None:
             state = v
         elif t < T.N_BYTES:
@@ -414,6 +428,7 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
                 text_ids.append(t)
         elif t == T.DELEGATE:
             sp.task, sp.task_since = [], s.turn
+            sp.task_confidence = opened.pop(0) if opened else None
         elif t == T.DELEGATE_END:
             task = _close_task(s, task, controls)
         elif t == T.START_SPEAKING:
@@ -424,8 +439,11 @@ def _finish_turn(s: SessionState, ys: list[int], voiced: bool, mel: torch.Tensor
         elif t == T.LISTEN:
             controls.append("listen")
     sp.speaking = speaking_after(sp.speaking, ys)
+    if task is None:
+        confidence = sp.task_confidence
     if sp.task is not None and (len(sp.task) >= DELEGATE_MAX_BYTES or s.turn - sp.task_since >= DELEGATE_MAX_TURNS):
         task = _close_task(s, task, controls)
     return TurnOutput(session_id=s.id, turn=s.turn, text=sp.utf8.feed(text_ids),
                       mel=mel if mel is not None else torch.zeros(0, n_mels), pcm=pcm, controls=controls,
-                      delegate_task=task, speaking=voiced, state=state)
+                      delegate_task=task, speaking=voiced, state=state,
+                      delegate_confidence=confidence if task is not None else None)

@@ -3,8 +3,9 @@
 Contract. The loop (loop.py) gives a backend, once per micro-turn, a batch of live sessions' streaming
 states and one `TurnInput` each (this window's audio, latest frame, typed text, woven background
 context, barge-in hint), and takes back one `TurnOutput` each (text, audio, control tokens, the
-model's silent state, a delegation request). `open` makes a session's streaming state before its
-first turn; `close` releases it. A backend must never block the turn: `step` runs in the loop's
+model's silent state, a delegation request and, when the backend has one, its confidence in it:
+`delegate_confidence`, which the `threshold` policy reads). `open` makes a session's streaming state
+before its first turn; `close` releases it. A backend must never block the turn: `step` runs in the loop's
 worker thread against a 200 ms clock, so slow work (a remote model, speech synthesis) runs off the
 turn path and `step` returns whatever is ready. It must not keep references to other sessions'
 states. To refuse one session's input it raises `session.InputRejected(index, message)` before

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Mapping
 
 from delegation import Delegation, TurnState, load_policy
 from interaction_actor.runtime.delegator import DelegationRequest, Delegator
@@ -54,7 +55,7 @@ class Delegating:
     def new_policy(self) -> object:
         """A session's own policy object (policies keep per-session state)."""
         spec = self.policy_spec
-        if isinstance(spec, (str, type)):
+        if isinstance(spec, (str, type, Mapping)):  # a name, a class, or {"policy": name, **options}
             return load_policy(spec, **self.policy_options)
         return copy.deepcopy(spec)
 
@@ -80,16 +81,18 @@ class Delegating:
         self.metrics.delegations += 1
         live.log.event(f"delegated: {task}", turn)
         live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn,
-                                 policy=(decision.reason if decision is not None else "") or "direct"))
+                                 policy=(decision.reason if decision is not None else "") or "direct",
+                                 confidence=(decision.confidence or 0.0) if decision is not None else 0.0))
         return task_id
 
     def after_turn(self, live, chunk: spb.OutputChunk, *, time_ms: int, user, typed: str, task: str | None,
-                   heard: str = "") -> None:
+                   heard: str = "", confidence: float | None = None) -> None:
         """The policy's decision for this turn: start a delegation, or steer the running one with what
         the user said. The utterance is the text typed in this window, else the words the ears heard
         (a final transcript that arrived since the last turn): policies see speech as well as text."""
         typed = typed or heard
-        decision = self._decide(live, chunk, time_ms=time_ms, user=user, typed=typed, task=task)
+        decision = self._decide(live, chunk, time_ms=time_ms, user=user, typed=typed, task=task,
+                                confidence=confidence)
         if decision is not None:
             self.start(live, decision.task, decision)  # a task; its events ride the next chunk
         elif typed and live.tasks:  # a follow-up soon after a delegation started: steer it
@@ -100,11 +103,11 @@ class Delegating:
                 t.add_done_callback(self._side.discard)
 
     def _decide(self, live, chunk: spb.OutputChunk, *, time_ms: int, user, typed: str,
-                task: str | None) -> Delegation | None:
+                task: str | None, confidence: float | None = None) -> Delegation | None:
         controls = [spb.ControlToken.Name(c).removeprefix("CONTROL_TOKEN_").lower() for c in chunk.controls]
         st = TurnState(session_id=live.id, turn=chunk.turn, time_ms=time_ms, user_state=user, utterance=typed,
                        utterance_final=bool(typed), controls=controls, delegate_task=task,
-                       active_tasks=list(live.tasks))
+                       active_tasks=list(live.tasks), confidence=confidence)
         try:
             return live.policy.decide(st)
         except Exception as exc:  # noqa: BLE001 - a policy bug must not stop the clock

@@ -74,7 +74,7 @@ class LoopConfig:
     package_budget_bytes: int = 16_384  # a context package's serialized size limit
     allowed_tools: list[str] = field(default_factory=list)  # tools a delegation may use (the package's allow-list)
     steer_window_turns: int = 10  # typed text this soon after a delegation started is a follow-up: Steer it
-    policy: object = "model_token"  # delegation policy: a registered name, "module:attr", or an object with decide()
+    policy: object = "model_token"  # a name, "module:attr", {"policy": name, **options}, or an object with decide()
     policy_options: dict = field(default_factory=dict)
     admission: bool = True  # refuse a session when measured compute + its share would pass the budget
     admission_headroom: float = 0.2  # the budget: (1 - this) of a turn
@@ -374,7 +374,7 @@ class TurnLoop:
         for w, out in self._step(prepared):
             chunk = self._guard(w.live, "output", self._chunk, w, out)
             if chunk is not None:
-                results.append((w, chunk, out.delegate_task))
+                results.append((w, chunk, (out.delegate_task, getattr(out, "delegate_confidence", None))))
         return results, (time.perf_counter() - t0) * 1000.0
 
     def _prepare(self, w: _Work) -> TurnInput:
@@ -468,15 +468,17 @@ class TurnLoop:
         live.last = chunk
         self.close(live.id)
 
-    def _emit_one(self, w: _Work, chunk: spb.OutputChunk, task: str | None, lateness_ms: float, compute_ms: float,
-                  missed: bool) -> None:
+    def _emit_one(self, w: _Work, chunk: spb.OutputChunk, task: tuple[str | None, float | None], lateness_ms: float,
+                  compute_ms: float, missed: bool) -> None:
+        """Stamp the chunk's timing, hand the turn to the delegation side (the backend's task and its
+        confidence), end a stopping session, and queue the chunk to the session's clients."""
         live = w.live
         chunk.timing.lateness_ms = lateness_ms
         chunk.timing.compute_ms = compute_ms
         chunk.timing.missed = missed
         try:  # a failing delegation start or steer is this session's, and does not hold back its chunk
-            self.delegating.after_turn(live, chunk, time_ms=w.time_ms, user=w.user, typed=w.typed, task=task,
-                                       heard=w.heard)
+            self.delegating.after_turn(live, chunk, time_ms=w.time_ms, user=w.user, typed=w.typed, task=task[0],
+                                       confidence=task[1], heard=w.heard)
         except Exception as exc:  # noqa: BLE001
             self._fail(live, "delegation", exc, unsafe=False)
         if live.stopping:
