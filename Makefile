@@ -13,7 +13,7 @@ ifeq ($(SLOW),1)
 PYTEST_ARGS += -m ''
 endif
 
-.PHONY: run test install proto clean bench
+.PHONY: run test install proto clean bench browser-deps
 
 install: $(STAMP)
 
@@ -31,9 +31,23 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/interplay demo
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The browser test drives Debian's chromium (Playwright uses it; never `playwright install`), and
+# `talk --mic/--play` load PortAudio. Installed quietly when missing and this is root with apt-get;
+# otherwise the browser test skips with its reason and --mic/--play say there is no sound device.
+BROWSER_DEBS = chromium libportaudio2
+browser-deps:
+	@missing=$$(for p in $(BROWSER_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing" $$missing "(apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "could not install" $$missing": the browser test will skip"; \
+	  else echo $$missing "missing (needs root and apt-get): the browser test will skip"; fi; \
+	fi
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
