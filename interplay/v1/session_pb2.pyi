@@ -43,6 +43,7 @@ class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_KIND_TOOL_CALL: _ClassVar[EventKind]
     EVENT_KIND_OUTPUT_DROPPED: _ClassVar[EventKind]
     EVENT_KIND_USER_TRANSCRIPT: _ClassVar[EventKind]
+    EVENT_KIND_SESSION_MOVED: _ClassVar[EventKind]
 
 class EventUpdate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -82,6 +83,7 @@ EVENT_KIND_BARGE_IN: EventKind
 EVENT_KIND_TOOL_CALL: EventKind
 EVENT_KIND_OUTPUT_DROPPED: EventKind
 EVENT_KIND_USER_TRANSCRIPT: EventKind
+EVENT_KIND_SESSION_MOVED: EventKind
 EVENT_UPDATE_UNSPECIFIED: EventUpdate
 EVENT_UPDATE_ACCEPTED: EventUpdate
 EVENT_UPDATE_QUEUED: EventUpdate

@@ -45,7 +45,11 @@ class SessionServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Converse(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """One session per stream. Optional call metadata `interplay-resume-bin`: a serialized
+        ContextPackage (context.proto) holding the conversation so far (`transcript`,
+        `earlier_summary`), at most 64 KiB; the session starts with it in its conversation log (what
+        the session router sends when it moves a session to another actor). Unparsable: INVALID_ARGUMENT.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
