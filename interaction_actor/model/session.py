@@ -53,6 +53,9 @@ class TurnInput:
     barge_in: bool = False  # the user barged in during this window
     heard: str = ""  # what the user said, as the ears heard it (final transcripts since the last turn);
     # the native model does not read it yet (it was not trained on heard text), other backends may
+    voice: str = ""  # the lines of `context` the loop's scheduler decided are voiced now (INTERRUPT, or
+    # WHEN_IDLE at a pause); the rest of `context` is context only (SILENT). A backend that voices results
+    # itself says these; the native model reads `context` alone
 
 
 @dataclass

@@ -17,7 +17,8 @@ sessions with an error rather than stepping them twice.
 writes, how many sessions one step takes, its turn length and audio rate, and whether it voices
 background results itself (reading them from the context it is given) or needs them spoken for it.
 
-Backends are chosen by name (`native`, the project's early-fusion model: NativeBackend) or by
+Backends are chosen by name (`native`, the project's early-fusion model: NativeBackend; `cascade`,
+VAD → speech recognition → reply model → TTS: interaction_actor/cascade/) or by
 `module:attr`, where attr is an InteractionBackend instance, or a class / factory called with the
 options (`load_backend`). The loop only needs the protocol; nothing else in the runtime imports
 a concrete model.
@@ -92,7 +93,15 @@ class NativeBackend:
         state.record = None  # the KV cache goes with the state object; nothing else is shared
 
 
-BACKENDS: dict[str, type] = {"native": NativeBackend}
+def _cascade(**options: Any) -> InteractionBackend:
+    """The cascade (interaction_actor/cascade/: VAD → the ears' transcripts → reply model → TTS), imported
+    only when chosen so the native path never loads llama-cpp or espeak-ng."""
+    from interaction_actor.cascade.backend import CascadeBackend
+
+    return CascadeBackend.from_options(**options)
+
+
+BACKENDS: dict[str, Any] = {"native": NativeBackend, "cascade": _cascade}
 
 
 class BackendError(ValueError):

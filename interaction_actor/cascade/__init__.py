@@ -1,0 +1,1 @@
+"""The cascade interaction backend: VAD endpointing → speech recognition → reply model → TTS (backend.py)."""
