@@ -69,7 +69,10 @@ class BackgroundActorImpl:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout_s)
 
     def address(self) -> str:
-        return self._server.address if self._server else ""
+        """The address interaction actors dial: this node's IP when the server binds every interface."""
+        from interplay.raylocal import advertised
+
+        return advertised(self._server.address) if self._server else ""
 
     def metrics_endpoint(self) -> str:
         """Where this actor's Prometheus /metrics is served ("host:port"; "" when off)."""
@@ -118,7 +121,7 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
                      host: str = "127.0.0.1", log_dir: str | None = None, mcp: tuple[str, ...] = (),
                      secrets: dict[str, str] | None = None, engine_factory: Callable[[], Engine] | None = None,
                      metrics_port: int | None = None, trace_file: str | None = None,
-                     ) -> tuple[ray.actor.ActorHandle, str]:
+                     otlp_endpoint: str | None = None) -> tuple[ray.actor.ActorHandle, str]:
     """Create a BackgroundActor (Ray must be initialised) and wait for its address "127.0.0.1:port".
 
     The port is fixed at creation (a free one when None) so the address survives restarts.
@@ -127,12 +130,13 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
     `mcp`: MCP servers ("command arg arg" or a URL) whose tools join the actor's registry; `secrets`:
     {name: value} for tools that declare them; `engine_factory` (picklable) replaces `engine` by name.
     `metrics_port`: serve the actor's Prometheus /metrics there (0: a free port; see `metrics_endpoint`);
-    `trace_file`: record the actor's spans there (JSON lines, interplay.tracing).
+    `trace_file`: record the actor's spans there (JSON lines, interplay.tracing); `otlp_endpoint`: send
+    them to that OTLP/gRPC collector too.
     """
     cfg = ServerConfig(host=host, port=port or free_port(host), engine=engine, engine_options=dict(engine_options or {}),
                        tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued),
                        mcp=tuple(mcp), secrets=dict(secrets or {}), metrics_port=metrics_port,
-                       trace_file=trace_file)
+                       trace_file=trace_file, otlp_endpoint=otlp_endpoint)
     if agent is not None:
         cfg = replace(cfg, agent=agent)
     opts: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}

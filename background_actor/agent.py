@@ -6,7 +6,9 @@ AgentError) or cancellation, and the task manager (service.py) turns that into t
 update. A steer text that arrives mid-generation aborts that generation and restarts the step with
 the follow-up in the conversation; one that arrives during tool calls joins at the next step.
 
-Tracing (interplay.tracing, OpenTelemetry GenAI names): each engine call is a `chat {model}` span
+Tracing (interplay.tracing, OpenTelemetry GenAI names): each pass of the loop is an `agent_step` span
+(interplay.step; interplay.restart counts the steered restarts so far), the parent of what it does:
+each engine call is a `chat {model}` span
 (gen_ai.operation.name, gen_ai.request.model, gen_ai.usage.input_tokens / output_tokens, time to
 first token); each tool call is an `execute_tool {name}` span (gen_ai.tool.name, gen_ai.tool.call.id,
 its outcome), a child of the chat span whose answer asked for it. Arguments and results are not
@@ -121,43 +123,46 @@ class AgentLoop:
         step = restarts = 0
         model = self.model
         while step < cfg.max_steps:
-            await self._apply_steers(steer, messages, emit, step, pkg.task)
-            last = step == cfg.max_steps - 1
-            choice = "none" if (last or not tools) else (first_choice if not used_tools else followup)
-            req = GenerateRequest(messages=list(messages), tools=tools,
-                                  tool_choice=choice, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
-                                  seed=cfg.seed)
             with tracing.tracer().start_as_current_span(
-                    f"chat {model}", kind=tracing.SpanKind.CLIENT, record_exception=False,
-                    set_status_on_exception=False, attributes=self._chat_attributes(req, step, model)) as span:
-                try:
-                    result = await self._step(req, emit, step, steer)
-                except EngineError as exc:
-                    span.set_attribute("error.type", exc.code)
-                    span.set_status(tracing.Status(tracing.StatusCode.ERROR, exc.code))
-                    raise
-                except asyncio.CancelledError:  # the task was cancelled mid-request (not an error of the model)
-                    span.set_attribute("interplay.cancelled", True)
-                    raise
-                _record_step(span, result)
-            if self.metrics is not None and result is not None and result[2] is not None:
-                u = result[2]
-                self.metrics.llm_request(model, u.ttft_ms, u.total_ms, u.prompt_tokens, u.completion_tokens)
-            if result is None or (not result[1] and not steer.empty()):
-                # a steer arrived mid-generation (or as an answer ended): redo this step with it; a
-                # restart does not use up a step, but their number is bounded
-                restarts += 1
-                if restarts > cfg.max_restarts:
-                    raise AgentError("too_many_steers", f"more than {cfg.max_restarts} steered restarts")
-                continue
-            text, calls, step_usage = result
-            if usage is not None and step_usage is not None:
-                usage.append(step_usage)
-            if not calls:
-                return text.strip()
-            used_tools = True
-            await self._run_tools(calls, messages, emit, step, ctx, span)
-            step += 1
+                    "agent_step", record_exception=False, set_status_on_exception=False,
+                    attributes={"interplay.step": step, "interplay.restart": restarts}):
+                await self._apply_steers(steer, messages, emit, step, pkg.task)
+                last = step == cfg.max_steps - 1
+                choice = "none" if (last or not tools) else (first_choice if not used_tools else followup)
+                req = GenerateRequest(messages=list(messages), tools=tools,
+                                      tool_choice=choice, max_tokens=cfg.max_tokens, temperature=cfg.temperature,
+                                      seed=cfg.seed)
+                with tracing.tracer().start_as_current_span(
+                        f"chat {model}", kind=tracing.SpanKind.CLIENT, record_exception=False,
+                        set_status_on_exception=False, attributes=self._chat_attributes(req, step, model)) as span:
+                    try:
+                        result = await self._step(req, emit, step, steer)
+                    except EngineError as exc:
+                        span.set_attribute("error.type", exc.code)
+                        span.set_status(tracing.Status(tracing.StatusCode.ERROR, exc.code))
+                        raise
+                    except asyncio.CancelledError:  # the task was cancelled mid-request (not an error of the model)
+                        span.set_attribute("interplay.cancelled", True)
+                        raise
+                    _record_step(span, result)
+                if self.metrics is not None and result is not None and result[2] is not None:
+                    u = result[2]
+                    self.metrics.llm_request(model, u.ttft_ms, u.total_ms, u.prompt_tokens, u.completion_tokens)
+                if result is None or (not result[1] and not steer.empty()):
+                    # a steer arrived mid-generation (or as an answer ended): redo this step with it; a
+                    # restart does not use up a step, but their number is bounded
+                    restarts += 1
+                    if restarts > cfg.max_restarts:
+                        raise AgentError("too_many_steers", f"more than {cfg.max_restarts} steered restarts")
+                    continue
+                text, calls, step_usage = result
+                if usage is not None and step_usage is not None:
+                    usage.append(step_usage)
+                if not calls:
+                    return text.strip()
+                used_tools = True
+                await self._run_tools(calls, messages, emit, step, ctx, span)
+                step += 1
         raise AgentError("step_limit", f"no final answer within {cfg.max_steps} steps")
 
     async def _apply_steers(self, steer: asyncio.Queue[str], messages: list[Message], emit: Emit, step: int,

@@ -11,7 +11,9 @@ server for the registry on a daemon thread bound to `host` (port 0: a free one) 
 - interplay_background_tool_latency_ms{tool} (histogram), interplay_background_tool_calls_total{tool,outcome}
   (outcome "ok" or the tool error code: timeout, invalid_arguments, ...)
 - interplay_background_llm_ttft_ms{model}, interplay_background_llm_generation_ms{model} (histograms),
-  interplay_background_llm_tokens_total{model,direction} (direction input | output)
+  interplay_background_llm_tokens_total{model,direction} (direction input | output),
+  interplay_background_llm_tokens_per_s{model} (histogram: decode speed, (output tokens - 1) / (request
+  time - time to first token), as `interplay bench engine` reports it; requests of one token have none)
 - interplay_background_tasks_total{outcome} (final, error, cancelled; refused and invalid at the door)
 
 Tool arguments and results never become labels; tool and model names are the only free labels.
@@ -23,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 
 TOOL_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
 LLM_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000)
+RATE_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 
 
 class BackgroundMetrics:
@@ -37,6 +40,8 @@ class BackgroundMetrics:
                               ["model"], buckets=LLM_BUCKETS_MS, registry=r)
         self.generation = Histogram("interplay_background_llm_generation_ms", "LLM request time (ms).",
                                     ["model"], buckets=LLM_BUCKETS_MS, registry=r)
+        self.rate = Histogram("interplay_background_llm_tokens_per_s", "LLM decode speed (output tokens/s after "
+                              "the first).", ["model"], buckets=RATE_BUCKETS, registry=r)
         self.tokens = Counter("interplay_background_llm_tokens", "LLM tokens, by model and direction.",
                               ["model", "direction"], registry=r)
         self.tasks = Counter("interplay_background_tasks", "Tasks settled, by outcome.", ["outcome"], registry=r)
@@ -53,6 +58,8 @@ class BackgroundMetrics:
         if input_tokens:  # only where the engine counts them
             self.tokens.labels(model, "input").inc(input_tokens)
         self.tokens.labels(model, "output").inc(output_tokens)
+        if output_tokens > 1 and total_ms > ttft_ms:
+            self.rate.labels(model).observe((output_tokens - 1) / ((total_ms - ttft_ms) / 1000.0))
 
     def task_settled(self, outcome: str) -> None:
         self.tasks.labels(outcome).inc()

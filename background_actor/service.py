@@ -92,6 +92,7 @@ class ServerConfig:
     tool_workers: int = 32                         # the process's tool worker threads (tools/isolation.py)
     metrics_port: int | None = None                # Prometheus /metrics on host:port (0: a free one; None: off)
     trace_file: str | None = None                  # record this process's spans there (interplay.tracing)
+    otlp_endpoint: str | None = None               # and/or send them to this OTLP/gRPC collector
 
 
 @dataclass
@@ -126,8 +127,8 @@ async def serve(config: ServerConfig | None = None, *, engine: Engine | None = N
                 registry_factory: Callable[[], Registry] | None = None) -> BackgroundServer:
     """Start the Background + health services; returns once the engine is loaded and the port bound."""
     cfg = config or ServerConfig()
-    if cfg.trace_file:
-        tracing.configure(cfg.trace_file, "interplay-background")
+    if cfg.trace_file or cfg.otlp_endpoint:
+        tracing.configure(cfg.trace_file, "interplay-background", otlp_endpoint=cfg.otlp_endpoint)
     secrets = SecretStore(cfg.secrets)
     register(secrets)  # from here on, this process's logs never show a value
     if default_pool().config.max_workers != cfg.tool_workers:

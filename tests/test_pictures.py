@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from interplay.cli import app
 from interplay.demo import write_outputs
-from interplay.pictures import delegations, read_timeline
+from interplay.pictures import TurnClock, delegations, read_timeline
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import session_pb2 as spb
 
@@ -53,3 +53,9 @@ def test_a_folder_without_a_timeline_is_one_line_and_exit_code_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "timeline.jsonl" in lines[0]
+
+
+def test_trace_times_map_onto_turns_through_the_slots_an_overrun_turn_skipped():
+    clock = TurnClock([(0, 0.0), (1, 200.0), (2, 600.0), (3, 800.0)], turn_ms=200)  # turn 1 overran: a slot skipped
+    assert [clock.turn(ms) for ms in (-200.0, 100.0, 400.0, 600.0, 1000.0)] == [-1.0, 0.5, 1.5, 2.0, 4.0]
+    assert (clock.time_ms(2), clock.time_ms(5)) == (600.0, 1200.0)

@@ -111,6 +111,36 @@ def test_serve_prints_where_its_prometheus_metrics_are_and_they_count_its_turns(
     assert turns.value > 0 and "interplay_loop_lateness_ms" in families
 
 
+def test_a_session_moves_the_named_metrics_serve_exposes_and_leaves_no_live_session(served):
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, address, _, _, metrics = served
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(metrics, timeout=10).text
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+    async def session() -> int:
+        got = 0
+        async with SessionClient(address, connect_timeout_s=5) as c:
+            await c.send(text_chunk("hello"))
+            async for _chunk in c.chunks():
+                got += 1
+                if got == 5:
+                    break
+        return got
+
+    before = scrape()
+    assert asyncio.run(asyncio.wait_for(session(), 30)) == 5
+    time.sleep(3 * TURN_MS / 1000)  # the session closes at the loop's next turn
+    after = scrape()
+    assert after["interplay_loop_session_turns_total"] >= before["interplay_loop_session_turns_total"] + 5
+    for name in ("interplay_loop_turns_total", "interplay_loop_lateness_ms_count", "interplay_loop_compute_ms_count"):
+        assert after[name] > before[name], name
+    assert after["interplay_loop_live_sessions"] == 0
+
+
 def test_sigterm_ends_each_live_session_with_session_ended_and_serve_exits_cleanly(served):
     proc, address, _, _, _ = served
 

@@ -23,6 +23,11 @@ the thread goes on with the next segment; a segmenter exception gives `error="se
 and resets that session's segmenter. `close(session)` is ordered with the feeds: the session's
 open segment and its queued segments are dropped, nothing more comes back for it.
 
+Tracing (interplay.tracing; a no-op unless this process configured it): each segment through the
+recogniser is one `transcribe_segment` span on the transcriber thread (session id, turns, audio
+seconds, compute seconds, confidence, language, verdict; never the words). The loop's side records
+the `transcribe` span in the session's trace (runtime/hearing.py).
+
 `latency_ms` of a result: from the `feed` call that carried the window which *closed* the segment
 (the window in which `silence_ms` of quiet after the last speech was reached, or the max length)
 to the moment the result is appended for `take`. Speech end → result is that plus the close wait
@@ -48,6 +53,7 @@ from interaction_actor.ears.transcriber import (
     WhisperConfig,
     WhisperTranscriber,
 )
+from interplay import tracing
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.ears")
@@ -92,6 +98,8 @@ class LocalEars:
         self.transcriber = transcriber if transcriber is not None else make_transcriber(cfg)
         self.vad = vad or VadModel(cfg.segmenter.model_path)
         self.judge = Judge(cfg.judge)
+        # for spans: the recogniser's name without a server URL's credentials
+        self._transcriber_name = str(getattr(self.transcriber, "name", type(self.transcriber).__name__)).split("@")[0]
         self.on_ready = on_ready
         self._lock = threading.Lock()
         self._audio: deque[tuple] = deque()  # ("feed", t, batch) | ("close", session_id)
@@ -245,10 +253,22 @@ class LocalEars:
 
     def _transcribe(self, q: _Queued) -> None:
         s = q.segment
+        with tracing.tracer().start_as_current_span("transcribe_segment", record_exception=False,
+                                                    set_status_on_exception=False, attributes={
+                                                        "interplay.session_id": s.session_id,
+                                                        "interplay.start_turn": s.start_turn,
+                                                        "interplay.end_turn": s.end_turn,
+                                                        "interplay.transcriber": self._transcriber_name}) as span:
+            self._transcribe_in(q, span)
+
+    def _transcribe_in(self, q: _Queued, span: tracing.Span) -> None:
+        s = q.segment
         base = dict(session_id=s.session_id, final=True, start_turn=s.start_turn, end_turn=s.end_turn)
         try:
             t = self.transcriber.transcribe(s.samples)
         except Exception as e:  # noqa: BLE001 — reported to the session, the thread goes on
+            span.set_attribute("error.type", "transcriber_failed")
+            span.set_status(tracing.Status(tracing.StatusCode.ERROR, type(e).__name__))
             self.counters["failures"] += 1
             log.warning("ears_transcriber_failed", session_id=s.session_id, error=f"{type(e).__name__}: {e}")
             self._publish(Heard(text="", low_confidence=True, error="transcriber_failed",
@@ -258,6 +278,10 @@ class LocalEars:
         self.timing["audio_s"] += t.duration_s
         self.timing["compute_s"] += t.compute_s
         verdict = self.judge(t)
+        span.set_attributes({"interplay.audio_s": round(t.duration_s, 3), "interplay.compute_s": round(t.compute_s, 3),
+                             "interplay.confidence": round(t.confidence, 4), "interplay.language": t.language,
+                             "interplay.verdict": "nothing" if not verdict.keep else
+                             "low_confidence" if verdict.low_confidence else "heard"})
         if not verdict.keep or (verdict.low_confidence and not self.config.emit_low_confidence):
             self.counters["nothing_heard"] += 1
             return

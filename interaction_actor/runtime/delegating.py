@@ -18,7 +18,7 @@ import copy
 from collections.abc import Mapping
 
 from delegation import Delegation, TurnState, load_policy
-from interaction_actor.runtime.delegator import DelegationRequest, Delegator
+from interaction_actor.runtime.delegator import DelegationRequest, Delegator, delegation_span
 from interaction_actor.runtime.metrics import LoopMetrics
 from interaction_actor.runtime.weave import event
 from interplay.log import get_logger
@@ -71,13 +71,16 @@ class Delegating:
                                      f"the delegation carries its first and last parts ({len(task.encode())} "
                                      "bytes)", code="request_truncated"))
         mode = int(decision.preferred_mode) if decision is not None else cpb.SURFACING_MODE_WHEN_IDLE
+        span = delegation_span(live.id, turn, mode, live.span)  # the session's child; the weaver ends it
+        if decision is not None and decision.reason:
+            span.set_attribute("interplay.policy", decision.reason)
         req = DelegationRequest(session_id=live.id, task=task, turn=turn, time_ms=int(turn * self.turn_ms),
                                 transcript=live.log, preferred_mode=mode,
                                 allowed_tools=decision.allowed_tools if decision is not None else None,
-                                deadline_ms=decision.deadline_ms if decision is not None else None)
+                                deadline_ms=decision.deadline_ms if decision is not None else None, span=span)
         task_id = self.delegator.start(req, live.updates)
         live.tasks[task_id] = turn
-        live.weave.track(task_id, turn, mode)
+        live.weave.track(task_id, turn, mode, span)
         self.metrics.delegations += 1
         live.log.event(f"delegated: {task}", turn)
         live.events.append(event(spb.EVENT_KIND_DELEGATION_STARTED, task, task_id=task_id, origin_turn=turn,

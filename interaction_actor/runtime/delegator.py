@@ -11,9 +11,11 @@ deadline, a server lost mid-task) arrives in the same deque as a terminal ERROR 
 delegation settles exactly once, and only in its own session.
 
 Observability: each delegation is one `delegate` span (interplay.tracing; a no-op unless tracing is
-configured) from `start()` to its terminal update, with an event per accepted / queued / progress /
-tool call / tool result / steered update; its context rides the Delegate call as W3C `traceparent`
-metadata. When the loop sets `metrics` (a LoopMetrics), each settled delegation is counted by outcome
+configured) with an event per accepted / queued / progress / tool call / tool result / steered update
+and a `result` event at its terminal update; its context rides the Delegate call as W3C `traceparent`
+metadata. The turn loop starts the span itself (`delegation_span`, a child of the session's span) and
+passes it in the request: the loop ends it when the result has surfaced and the delegation settled
+(weave.py). A request without a span gets one from `start()`, ended at the terminal update. When the loop sets `metrics` (a LoopMetrics), each settled delegation is counted by outcome
 with its latency.
 
 A pool: `address` may list several Background servers ("h:p1,h:p2"); the pool sends each task to
@@ -61,6 +63,18 @@ class DelegationRequest:
     preferred_mode: int = cpb.SURFACING_MODE_WHEN_IDLE
     allowed_tools: list[str] | None = None  # None: the delegator's default allow-list
     deadline_ms: int | None = None  # None: the delegator's default deadline
+    span: tracing.Span | None = None  # the caller's `delegate` span (delegation_span), which the caller
+    # ends; None: start() starts one and ends it at the terminal update
+
+
+def delegation_span(session_id: str, turn: int, preferred_mode: int,
+                    parent: tracing.Span = tracing.INVALID_SPAN) -> tracing.Span:
+    """A delegation's `delegate` span, a child of `parent` (the session's span; INVALID_SPAN: a trace of
+    its own). `Delegator.start` adds the task id."""
+    return tracing.tracer().start_span("delegate", context=tracing.set_span_in_context(parent),
+                                       kind=tracing.SpanKind.CLIENT, attributes={
+                                           "interplay.session_id": session_id, "interplay.turn": turn,
+                                           "interplay.preferred_mode": int(preferred_mode)})
 
 
 def build(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tools: list[str],
@@ -119,10 +133,10 @@ class Delegator:
         """Begin a delegation; returns its task id at once. Updates land in `inbox`."""
         task_id = uuid.uuid4().hex[:16]
         tools = self.allowed_tools if req.allowed_tools is None else list(req.allowed_tools)
-        span = tracing.tracer().start_span("delegate", kind=tracing.SpanKind.CLIENT, attributes={
-            "interplay.session_id": req.session_id, "interplay.task_id": task_id, "interplay.turn": req.turn,
-            "interplay.preferred_mode": int(req.preferred_mode)})
-        put = _Settle(inbox, span, self.metrics)
+        own = req.span is None
+        span = delegation_span(req.session_id, req.turn, req.preferred_mode) if own else req.span
+        span.set_attribute("interplay.task_id", task_id)
+        put = _Settle(inbox, span, self.metrics, end_span=own)
         try:
             job = prepare(req, task_id, req.deadline_ms or self.deadline_ms, tools, self.budget_bytes)
         except PackageError as exc:  # a request the builder refuses settles at once, as an error update
@@ -199,11 +213,12 @@ _OUTCOMES = {bpb.UPDATE_KIND_FINAL: "final", bpb.UPDATE_KIND_ERROR: "error", bpb
 
 class _Settle:
     """Puts a delegation's updates in its session's inbox; records them on its span (an event per
-    update, the first PARTIAL included, never their text) and, at the terminal update, ends the span
-    and counts the outcome and latency. Every delegation's updates pass through exactly one of these."""
+    update, the first PARTIAL included, never their text) and, at the terminal update, records the
+    outcome (a `result` event, the span's status; the span ends here when `end_span`) and counts the
+    outcome and latency. Every delegation's updates pass through exactly one of these."""
 
-    def __init__(self, inbox: deque, span: tracing.Span, metrics=None) -> None:
-        self.inbox, self.span, self.metrics = inbox, span, metrics
+    def __init__(self, inbox: deque, span: tracing.Span, metrics=None, end_span: bool = True) -> None:
+        self.inbox, self.span, self.metrics, self.end_span = inbox, span, metrics, end_span
         self.t0 = time.monotonic()
         self.partials = 0
         self.done = False
@@ -212,7 +227,9 @@ class _Settle:
         self.inbox.append(upd)
         if self.done:
             return
-        span, kind = self.span, upd.kind
+        # a span its owner already ended (the session closed before this update came) records nothing more
+        span = self.span if self.span.is_recording() else tracing.INVALID_SPAN
+        kind = upd.kind
         if kind == bpb.UPDATE_KIND_PARTIAL:
             self.partials += 1
             if self.partials == 1:
@@ -230,11 +247,14 @@ class _Settle:
             outcome, code = _OUTCOMES[kind], upd.error.code if kind == bpb.UPDATE_KIND_ERROR else ""
             ms = 1000 * (time.monotonic() - self.t0)
             span.set_attributes({"interplay.outcome": outcome, "interplay.partials": self.partials})
+            span.add_event("result", {"interplay.outcome": outcome, "interplay.seq": upd.seq,
+                                      **({"error.type": code} if code else {})})
             if code:
                 span.set_attribute("error.type", code)
                 span.set_status(tracing.Status(tracing.StatusCode.ERROR, code))
             elif outcome == "final":
                 span.set_status(tracing.Status(tracing.StatusCode.OK))
-            span.end()
+            if self.end_span:
+                span.end()
             if self.metrics is not None:
                 self.metrics.delegation_settled(outcome, code, ms)

@@ -18,16 +18,24 @@ session's results where they matter, on the asyncio side before its turn is step
 Low-confidence (noise, music, mumbling) and foreign-language results are shown to the client but
 nothing acts on them. A transcriber failure is one `transcriber_failed` error event for the session;
 its turns go on. Every per-session collection here is bounded.
+
+Observability: each result that reaches a session (in `gather`) is one `transcribe` span, a child of
+the session's span (interplay.tracing), from the moment the window holding the speech's end was fed
+to the ears (this side keeps when each turn's audio went out) to now — its attributes say the turns,
+final, confidence, language, low confidence, error code; never the words. The same time goes to the
+loop's `transcriber_ms` histogram (LoopMetrics.transcribed), or the failure to its errors by code.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import time
+from collections import OrderedDict, deque
 
 import torch
 
 from interaction_actor.ears.contract import Ears, Heard
 from interaction_actor.runtime.weave import event
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.v1 import session_pb2 as spb
 
@@ -35,15 +43,18 @@ log = get_logger("interaction_actor.runtime.hearing")
 
 CLOSE_AFTER_TURNS = 3  # turns without any audio after which a session's open segment is closed with silence
 MAX_PENDING = 64  # results kept per session between two of its turns
+MAX_FED_TURNS = 512  # per session: when each of its recent turns' audio went to the ears (for latency)
 
 
 class Hearing:
-    def __init__(self, ears: Ears | None, turn_ms: int = 200, sample_rate: int = 16_000) -> None:
+    def __init__(self, ears: Ears | None, turn_ms: int = 200, sample_rate: int = 16_000, metrics=None) -> None:
         self.ears = ears
+        self.metrics = metrics  # a LoopMetrics: transcriber latency and failures
         self.samples_per_turn = sample_rate * turn_ms // 1000
         self._pending: dict[str, deque[Heard]] = {}
         self._quiet: dict[str, int] = {}  # session -> turns since its last audio window
         self._early: dict[str, set[int]] = {}  # session -> ids of raw items that went to the ears on arrival
+        self._fed: dict[str, OrderedDict[int, float]] = {}  # session -> turn -> monotonic time its audio went out
 
     def collect(self, live_ids) -> None:
         """Turn boundary: take what the ears finished; keep each live session's results for its turn."""
@@ -66,6 +77,7 @@ class Hearing:
             return ""
         words = []
         for h in queue:
+            self._observe(live, h)
             if h.error:
                 events.append(event(spb.EVENT_KIND_ERROR, f"speech recognition failed ({h.error}); "
                                     "the session goes on", code="transcriber_failed", retryable=True))
@@ -81,6 +93,31 @@ class Hearing:
                 words.append(h.text.strip())
         return " ".join(words)
 
+    def _observe(self, live, h: Heard) -> None:
+        """One result reached the loop: its `transcribe` span and the latency metric."""
+        fed = self._fed.get(live.id, {}).get(h.end_turn)
+        ms = (time.monotonic() - fed) * 1000 if fed is not None else h.latency_ms
+        if self.metrics is not None:
+            self.metrics.transcribed(ms, h.error)
+        attrs: dict[str, str | int | float | bool] = {
+            "interplay.session_id": live.id, "interplay.start_turn": h.start_turn, "interplay.end_turn": h.end_turn,
+            "interplay.final": h.final, "interplay.confidence": round(h.confidence, 4),
+            "interplay.low_confidence": h.low_confidence, "interplay.language": h.language,
+            "interplay.foreign": h.foreign, "interplay.ears_ms": round(h.latency_ms, 1),
+            "interplay.heard": bool(h.text.strip())}
+        if h.error:
+            attrs["error.type"] = h.error
+        span = tracing.record_span("transcribe", live.span, ms, attrs)
+        if h.error:
+            span.set_status(tracing.Status(tracing.StatusCode.ERROR, h.error))
+
+    def _sent(self, session_id: str, turn: int) -> None:
+        fed = self._fed.setdefault(session_id, OrderedDict())
+        fed[turn] = time.monotonic()
+        fed.move_to_end(turn)
+        while len(fed) > MAX_FED_TURNS:
+            fed.popitem(last=False)
+
     def arrived(self, session_id: str, turn: int, item: object) -> None:
         """A raw input the service just handed the loop: 16 kHz mono PCM16 audio goes to the ears now
         (any other audio waits for its decoded window in `feed`). Never raises."""
@@ -90,6 +127,7 @@ class Hearing:
             return
         self._early.setdefault(session_id, set()).add(id(item))
         self._quiet[session_id] = 0
+        self._sent(session_id, turn)
         try:
             self.ears.feed([(session_id, turn, bytes(a.pcm16))])
         except Exception as exc:  # noqa: BLE001
@@ -130,6 +168,7 @@ class Hearing:
                     continue
                 pcm = torch.zeros(CLOSE_AFTER_TURNS * self.samples_per_turn, dtype=torch.int16)
             batch.append((sid, turn, pcm.numpy().tobytes()))
+            self._sent(sid, turn)
         if not batch:
             return
         try:
@@ -141,6 +180,7 @@ class Hearing:
         self._pending.pop(session_id, None)
         self._quiet.pop(session_id, None)
         self._early.pop(session_id, None)
+        self._fed.pop(session_id, None)
         if self.ears is not None:
             try:
                 self.ears.close(session_id)

@@ -9,8 +9,12 @@ numbers live: `LoopCollector` (a prometheus_client collector) reads them at scra
 thread) bound to `host`, at /metrics. Exposed there: turns, missed deadlines, skipped slots, turn
 failures, live sessions (gauge), input errors by `code`, dropped outputs, delegations started and
 settled by `outcome` (final, error, cancelled) and error `code`, histograms of turn lateness and
-compute (ms) and of delegation latency (ms, start → its terminal update). Every turn is also a
-structlog event (`turn`, debug level; misses at warning).
+compute (ms), of delegation latency (ms, start → its terminal update) and of a final result's
+surfacing (ms, the result created → it entered the model's context; `results_surfaced`, with a count
+by mode and voiced), the transcriber's latency (ms, the window holding the speech's end was fed → the
+transcript reached the loop; `transcribed`, hearing.py) with failures by code, and speech synthesis
+time (ms; `tts`, for a backend with a TTS: the loop sets a backend's `metrics` attribute when it has
+one set to None). Every turn is also a structlog event (`turn`, debug level; misses at warning).
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from interplay.log import get_logger
+from interplay.v1 import common_pb2 as cpb
+from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interaction_actor.runtime.metrics")
 
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 DELEGATION_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 120_000)
+SPEECH_BUCKETS_MS = (50, 100, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 10_000)
+SURFACE_BUCKETS_MS = (10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -82,6 +90,14 @@ def _delegation_histogram() -> Histogram:
     return Histogram(buckets=DELEGATION_BUCKETS_MS)
 
 
+def _speech_histogram() -> Histogram:
+    return Histogram(window=2000, buckets=SPEECH_BUCKETS_MS)
+
+
+def _surface_histogram() -> Histogram:
+    return Histogram(window=2000, buckets=SURFACE_BUCKETS_MS)
+
+
 @dataclass
 class LoopMetrics:
     turn_ms: float
@@ -100,6 +116,11 @@ class LoopMetrics:
     compute_ms: Histogram = field(default_factory=Histogram)  # model step (decode + step_batch) per turn
     turn_ms_total: Histogram = field(default_factory=Histogram)  # start -> outputs emitted
     delegation_ms: Histogram = field(default_factory=_delegation_histogram)  # start -> terminal update
+    surfaced_by_mode: dict[tuple[str, bool], int] = field(default_factory=dict)  # (mode, voiced) → final results
+    surface_ms: Histogram = field(default_factory=_surface_histogram)  # a final result created -> surfaced
+    transcriber_ms: Histogram = field(default_factory=_speech_histogram)  # speech end fed -> transcript at the loop
+    transcriber_errors: dict[str, int] = field(default_factory=dict)  # by the Heard's error code
+    tts_ms: Histogram = field(default_factory=_speech_histogram)  # one synthesis (a backend with a TTS)
 
     def record_turn(self, *, slot: int, sessions: int, lateness_ms: float, compute_ms: float, total_ms: float,
                     missed: bool, skipped: int) -> None:
@@ -126,6 +147,28 @@ class LoopMetrics:
         self.delegations_settled[key] = self.delegations_settled.get(key, 0) + 1
         self.delegation_ms.observe(ms)
 
+    def results_surfaced(self, events: list[spb.Event]) -> None:
+        """The RESULT_SURFACED events of a turn: each final result's first surfacing is counted by mode
+        and voiced, and its age (created → surfaced) observed."""
+        for e in events:
+            if (e.kind == spb.EVENT_KIND_RESULT_SURFACED and e.update == spb.EVENT_UPDATE_FINAL
+                    and not e.redelivery):
+                key = (mode_name(e.mode), bool(e.voiced))
+                self.surfaced_by_mode[key] = self.surfaced_by_mode.get(key, 0) + 1
+                self.surface_ms.observe(float(e.age_ms))
+
+    def transcribed(self, ms: float, error: str = "") -> None:
+        """A transcript (or a transcriber failure, `error` its code) reached the loop `ms` after the
+        window holding the speech's end was fed to the ears."""
+        if error:
+            self.transcriber_errors[error] = self.transcriber_errors.get(error, 0) + 1
+        else:
+            self.transcriber_ms.observe(ms)
+
+    def tts(self, ms: float) -> None:
+        """One speech synthesis took `ms` (text in → audio out)."""
+        self.tts_ms.observe(ms)
+
     def reset(self) -> None:
         fresh = LoopMetrics(turn_ms=self.turn_ms, live_sessions=self.live_sessions)
         self.__dict__.update(fresh.__dict__)
@@ -138,7 +181,8 @@ class LoopMetrics:
             "dropped_outputs": self.dropped_outputs, "delegations": self.delegations,
             "turn_failures": self.turn_failures, "live_sessions": self.live_sessions,
             "lateness_ms": self.lateness_ms.summary(), "compute_ms": c, "turn_total_ms": self.turn_ms_total.summary(),
-            "delegation_ms": self.delegation_ms.summary(),
+            "delegation_ms": self.delegation_ms.summary(), "surface_ms": self.surface_ms.summary(),
+            "transcriber_ms": self.transcriber_ms.summary(), "tts_ms": self.tts_ms.summary(),
             "compute_fraction_p50": c["p50"] / self.turn_ms, "compute_fraction_p99": c["p99"] / self.turn_ms,
         }
 
@@ -152,6 +196,14 @@ COUNTERS = {
     "delegations": "Delegations started.",
     "turn_failures": "Turn stages that failed for one session (that session got an error event).",
 }
+
+
+def mode_name(mode: int) -> str:
+    """"interrupt", "when_idle", "silent" ("unspecified" for 0)."""
+    try:
+        return cpb.SurfacingMode.Name(mode).removeprefix("SURFACING_MODE_").lower()
+    except ValueError:
+        return str(mode)
 
 
 class LoopCollector(Collector):
@@ -179,6 +231,21 @@ class LoopCollector(Collector):
         yield m.compute_ms.family("interplay_loop_compute_ms", "Model step time per turn, all sessions (ms).")
         yield m.delegation_ms.family("interplay_delegation_latency_ms",
                                      "Delegation start to its terminal update (ms).")
+        surfaced = CounterMetricFamily("interplay_results_surfaced", "Final results surfaced (first delivery), "
+                                       "by mode and whether they were voiced.", labels=["mode", "voiced"])
+        for (mode, voiced), n in sorted(dict(m.surfaced_by_mode).items()):
+            surfaced.add_metric([mode, str(voiced).lower()], n)
+        yield surfaced
+        yield m.surface_ms.family("interplay_result_surface_ms",
+                                  "A final result created to it entering the model's context (ms).")
+        yield m.transcriber_ms.family("interplay_transcriber_latency_ms",
+                                      "Speech end (its window fed to the ears) to the transcript at the loop (ms).")
+        failed = CounterMetricFamily("interplay_transcriber_errors", "Transcriber failures, by code.",
+                                     labels=["code"])
+        for code, n in sorted(dict(m.transcriber_errors).items()):
+            failed.add_metric([code], n)
+        yield failed
+        yield m.tts_ms.family("interplay_tts_latency_ms", "Speech synthesis time, text in to audio out (ms).")
 
 
 class MetricsServer:

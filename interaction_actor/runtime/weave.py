@@ -7,6 +7,11 @@ text that enters the model's context this turn and the RESULT_SURFACED / interru
 scheduler picks the moment (INTERRUPT now, WHEN_IDLE at the user's pause, SILENT as context only);
 the model, which sees the text in its context slots, voices it. Every delegation settles once.
 
+Each tracked delegation's `delegate` span (interplay.tracing, started by delegating.py) gets a
+`surfaced` event each time one of its updates surfaces (mode, voiced or context only, redelivery,
+age), `voicing_cut` when a barge-in or a preemption cuts it, and ends with a `settled` event when the
+scheduler settles the delegation (voiced, context, failed, expired, cancelled; abandoned at close).
+
 `event(...)` builds every stream Event the runtime sends: its facts go into the Event's typed fields
 (session.proto documents which kind sets which), never into the free-form `attrs`.
 """
@@ -19,6 +24,7 @@ import torch
 
 from delegation import InterleaveScheduler, SchedulerConfig, SchedulerError, SurfacingMode, UserState
 from interaction_actor.model.vad import tail_is_speech
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
@@ -57,7 +63,11 @@ def user_state(audio: torch.Tensor | None, text: str, barge_in: bool) -> UserSta
 
 
 def _kind(upd: bpb.Update) -> str:
-    return bpb.UpdateKind.Name(upd.kind).removeprefix("UPDATE_KIND_").lower()
+    return _kind_name(upd.kind)
+
+
+def _kind_name(kind: int) -> str:
+    return bpb.UpdateKind.Name(kind).removeprefix("UPDATE_KIND_").lower()
 
 
 @dataclass
@@ -67,11 +77,17 @@ class Weaver:
     config: SchedulerConfig = field(default_factory=SchedulerConfig)
     scheduler: InterleaveScheduler = field(init=False)
 
+    spans: dict[str, tracing.Span] = field(default_factory=dict)  # task id → its `delegate` span, until it settles
+
     def __post_init__(self) -> None:
         self.scheduler = InterleaveScheduler(self.config)
 
-    def track(self, task_id: str, turn: int, preferred_mode: int = cpb.SURFACING_MODE_WHEN_IDLE) -> None:
+    def track(self, task_id: str, turn: int, preferred_mode: int = cpb.SURFACING_MODE_WHEN_IDLE,
+              span: tracing.Span | None = None) -> None:
+        """A delegation started; `span` (its `delegate` span) is ended here when the delegation settles."""
         self.scheduler.track(task_id, turn, preferred_mode)
+        if span is not None:
+            self.spans[task_id] = span
 
     def cancel(self, task_id: str, turn: int) -> None:
         self.scheduler.cancel(task_id, turn, "cancelled_by_user")
@@ -136,13 +152,33 @@ class Weaver:
             events.append(event(spb.EVENT_KIND_RESULT_SURFACED, s.text, task_id=s.task_id, mode=int(s.mode),
                                 voiced=is_voiced, received_turn=s.received_turn, age_ms=int(s.age_ms),
                                 update=event_update(s.kind), redelivery=s.redelivery))
+            self._span_event(s.task_id, "surfaced", turn, {
+                "interplay.update": _kind_name(s.kind), "interplay.mode": SurfacingMode(s.mode).name.lower(),
+                "interplay.voiced": is_voiced, "interplay.received_turn": s.received_turn,
+                "interplay.age_ms": int(s.age_ms), "interplay.redelivery": s.redelivery})
         for s in d.interrupted:
             events.append(event(spb.EVENT_KIND_BARGE_IN, f"voicing of {s.task_id} cut", task_id=s.task_id,
                                 mode=int(SurfacingMode.WHEN_IDLE)))
+            self._span_event(s.task_id, "voicing_cut", turn, {"interplay.update": _kind_name(s.kind)})
         for st in d.settled:
-            log.info("delegation_settled", task_id=st.task_id, outcome=st.outcome, turn=st.turn)
+            self._settled(st.task_id, st.outcome, st.turn)
         return d.context_text(), events
 
     def close(self, turn: int) -> None:
         for st in self.scheduler.close(turn):
-            log.info("delegation_settled", task_id=st.task_id, outcome=st.outcome, turn=st.turn)
+            self._settled(st.task_id, st.outcome, st.turn)
+        for task_id in list(self.spans):  # tracked elsewhere and never settled here: end them too
+            self._settled(task_id, "abandoned", turn)
+
+    def _span_event(self, task_id: str, name: str, turn: int, attrs: dict[str, str | int | bool]) -> None:
+        span = self.spans.get(task_id)
+        if span is not None:
+            span.add_event(name, {"interplay.turn": turn, **attrs})
+
+    def _settled(self, task_id: str, outcome: str, turn: int) -> None:
+        log.info("delegation_settled", task_id=task_id, outcome=outcome, turn=turn)
+        span = self.spans.pop(task_id, None)
+        if span is not None:
+            span.add_event("settled", {"interplay.settled": outcome, "interplay.turn": turn})
+            span.set_attribute("interplay.settled", outcome)
+            span.end()
