@@ -170,6 +170,26 @@ class ConversationLog:
         self._add(_Span(Speaker.USER, EntryKind.UTTERANCE, start_turn, end_turn, [text],
                         confidence=float(confidence), seq=self._next()))
 
+    def carry_over(self, entries: list[xpb.TranscriptEntry], summary: str = "") -> int:
+        """The conversation of this session before it came here (another actor served it: the session
+        router moved it). `entries` (oldest first, in the old numbering) enter the window before
+        everything recorded here: shifted so that the newest ends at turn -1 (negative turns and times
+        are before this log's turn 0); `summary` (what the sender had already folded away) becomes a
+        system event before them. Call it before the first `record_turn`. Returns the entries added."""
+        if self._last_turn >= 0:
+            raise TranscriptError("carry_over must come before the first recorded turn")
+        if not entries and not summary:
+            return 0
+        shift = -1 - max((e.end_turn for e in entries), default=-1)
+        first = min((e.start_turn for e in entries), default=0) + shift
+        if summary:
+            self._add(_Span(Speaker.SYSTEM, EntryKind.EVENT, first - 1, first - 1, [summary]))
+        for e in entries:
+            self._add(_Span(Speaker(e.speaker), EntryKind(e.kind), e.start_turn + shift, e.end_turn + shift,
+                            [e.text] if e.text else [], overlapped=e.overlapped, interrupted=e.interrupted,
+                            typed=e.typed, confidence=e.confidence))
+        return len(entries)
+
     def event(self, text: str, turn: int, speaker: Speaker = Speaker.SYSTEM) -> None:
         """A non-verbal event (delegation started, result surfaced, ...) at `turn`."""
         self._add(_Span(speaker, EntryKind.EVENT, turn, turn, [text]))

@@ -3,6 +3,11 @@
 `ensure_ray(address)` joins the cluster at `address` (or `"auto"`), or starts a local instance when
 `address` is None; it is idempotent. Ray's default worker niceness (15) would let any busy process on
 the machine starve the 200 ms clock, so it is set to 0 before Ray starts.
+
+`advertised(bound, advertise_host)`: the address a server publishes to others ("host:port"). A server
+that binds every interface (0.0.0.0, ::) cannot publish that: it publishes `advertise_host` when given,
+else this node's IP as Ray knows it (`ray.util.get_node_ip_address()`), so a multi-node cluster can
+reach it; a server bound to one address publishes that address.
 """
 
 from __future__ import annotations
@@ -46,3 +51,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, namespac
     facts = {"node_id": ctx.get_node_id(), "namespace": namespace, "address": address or "local"}
     log.info("ray_ready", **facts)
     return facts
+
+
+BIND_ALL = ("0.0.0.0", "::", "[::]", "")
+
+
+def node_ip() -> str:
+    """This node's IP as Ray publishes it (Ray's own guess when Ray is not running here)."""
+    import ray.util
+
+    return ray.util.get_node_ip_address()
+
+
+def advertised(bound: str, advertise_host: str | None = None) -> str:
+    """The "host:port" others should dial for a server bound at `bound` (see the module docstring)."""
+    host, _, port = bound.rpartition(":")
+    if advertise_host:
+        return f"{advertise_host}:{port}"
+    if host in BIND_ALL:
+        return f"{node_ip()}:{port}"
+    return bound

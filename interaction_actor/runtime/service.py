@@ -13,6 +13,11 @@ with an error event on a live stream instead of gRPC ending the stream; HTTP/2 k
 a frozen or vanished client, and so does the write deadline: a chunk the client has not taken
 within WRITE_TIMEOUT_S (it stopped reading: frozen, vanished, or stuck) ends its stream, so its
 session is reclaimed within about 10 s and ends like any closed stream; its log is kept until then.
+
+A moved session (the session router opened it again here after its actor was lost) arrives with call
+metadata RESUME_METADATA: a serialized ContextPackage of the conversation so far (at most
+MAX_RESUME_BYTES), carried into the new session's ConversationLog before its first turn
+(ConversationLog.carry_over); metadata that does not parse is refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from grpc_reflection.v1alpha import reflection
 
 from interaction_actor.runtime.inputs import Malformed, safe_parse
 from interaction_actor.runtime.loop import SessionError, TurnLoop
+from interplay import tracing
 from interplay.log import get_logger
+from interplay.v1 import context_pb2 as xpb
 from interplay.v1 import session_pb2 as spb
 
 log = get_logger("interaction_actor.runtime.service")
@@ -34,6 +41,21 @@ SERVICE = "interplay.v1.Session"
 
 
 WRITE_TIMEOUT_S = 8.0  # a client that takes no chunk for this long is gone (a live one takes 5 a second)
+RESUME_METADATA = "interplay-resume-bin"  # a moved session's conversation so far (a ContextPackage)
+MAX_RESUME_BYTES = 64 << 10
+
+
+def resume_package(context: grpc.aio.ServicerContext) -> xpb.ContextPackage | None:
+    """The RESUME_METADATA package of this call, None when there is none; ValueError when unusable."""
+    raw = next((v for k, v in (context.invocation_metadata() or ()) if k == RESUME_METADATA), None)
+    if raw is None:
+        return None
+    if len(raw) > MAX_RESUME_BYTES:
+        raise ValueError(f"{RESUME_METADATA} is {len(raw)} bytes; at most {MAX_RESUME_BYTES}")
+    try:
+        return xpb.ContextPackage.FromString(raw)
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ValueError(f"{RESUME_METADATA} is not a ContextPackage: {exc}") from None
 
 
 class SessionService:
@@ -51,14 +73,28 @@ class SessionService:
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this server is shutting down; connect to another")
             return
+        try:
+            resumed = resume_package(context)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
         sink = self.loop.sink()
         try:
-            live = self.loop.open(sid, sink)
+            # a client's W3C traceparent makes the session's span a child of the client's own
+            live = self.loop.open(sid, sink, trace_context=tracing.incoming_context(context.invocation_metadata()))
         except SessionError as exc:
             status = grpc.StatusCode.ALREADY_EXISTS if exc.code == "session_exists" else grpc.StatusCode.RESOURCE_EXHAUSTED
             await context.abort(status, str(exc))
             return
         sid = live.id
+        if resumed is not None:
+            try:
+                carried = live.log.carry_over(list(resumed.transcript), resumed.earlier_summary)
+            except ValueError as exc:  # an unknown speaker or entry kind, impossible turns
+                self.loop.close(sid)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{RESUME_METADATA}: {exc}")
+                return
+            log.info("session_resumed", session_id=sid, entries=carried, summary=bool(resumed.earlier_summary))
         self.loop.submit(sid, first)
         reader = asyncio.get_running_loop().create_task(self._read(sid, request_iterator))
         try:
@@ -110,6 +146,7 @@ def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES, keepalive_ms: int
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", keepalive_ms), ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_metadata_size", 2 * MAX_RESUME_BYTES),  # a moved session's RESUME_METADATA fits
             ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
             ("grpc.http2.max_pings_without_data", 0)]
 
