@@ -15,7 +15,9 @@ background side and the interaction model are simulated: the "model" never runs;
 scenario file, else a default per intent), a seeded draw, and reports the probability itself as the
 turn's confidence. So a policy that acts on the model's token or confidence (model_token, threshold
 wrappers) is scored against that stand-in, not against the shipped checkpoint; its label says so
-(SIMULATED_SUFFIX) in every table, file and plot.
+(SIMULATED_SUFFIX) in every table, file and plot. The same policies on the shipped model itself, through
+replay of recorded and synthetic sessions on the real turn loop: interplay.replay.study
+(`interplay study --replay`).
 """
 
 from __future__ import annotations

@@ -110,3 +110,13 @@ def test_the_demo_draws_its_report_with_the_delegation(demo):
     report = Path(summary["report"])
     assert report.is_file() and report.read_bytes()[:4] == b"\x89PNG"
     assert delegations(read_timeline(Path(summary["timeline"]))), "the drawn timeline holds the delegation"
+
+
+def test_the_demo_saves_its_session_for_replay_with_the_weather_request_labelled(demo):
+    from interplay.replay import read_session
+
+    summary, _ = demo
+    s = read_session(summary["replay"])
+    assert [r["text"] for r in s.requests if r["needs_background"]] == ["weather in Oslo?"]
+    started = [e for t in s.turns for e in t["out"]["events"] if e["kind"] == "EVENT_KIND_DELEGATION_STARTED"]
+    assert started and len(s.turns) == summary["turns"]

@@ -16,6 +16,16 @@ ERROR events go out at once); in the worker, before the model step, the schedule
 user's state (speaking / silent / barge-in) what enters this turn's context slots — INTERRUPT now,
 WHEN_IDLE at the user's pause, SILENT as context only — and each is reported as RESULT_SURFACED.
 
+Tracing (interplay.tracing): each session is one `session` span, started in `open` and ended in
+`close` (`stop` closes every session; a process that exits without that still ends it at tracing's
+shutdown); its delegations' `delegate` spans and its transcripts' `transcribe` spans are children.
+
+Recording and replay (interplay.replay): with `record_dir` set, a Recorder is told, per session and
+turn, what `_gather` took (raw inputs, background updates, the ears' results) and what `_emit_one`
+sent (the chunk, the backend's task and confidence), and writes the session in the replay format.
+A replay drives this same loop with a virtual clock (the `clock` argument) and feeds it the recorded
+inputs: there is no second loop implementation.
+
 Back-pressure: each client's chunks wait in a bounded OutputSink (sink.py) that drops the oldest.
 Inputs: at most `max_inbox` raw items wait per session; beyond that items are refused with an
 `input_overflow` error event. A refused input never touches the session's other inputs or others.
@@ -29,6 +39,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,6 +60,7 @@ from interaction_actor.runtime.inputs import InputError, InputLimits, WindowBuil
 from interaction_actor.runtime.metrics import LoopMetrics
 from interaction_actor.runtime.sink import OutputSink
 from interaction_actor.runtime.weave import Weaver, event, user_state
+from interplay import tracing
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import session_pb2 as spb
@@ -81,6 +93,7 @@ class LoopConfig:
     idle_timeout_s: float = 8.0  # a session that sends nothing for this long ends (a frozen or vanished client)
     transcript_entries: int = 4096  # conversation entries a session's window keeps; older ones go to its digest
     limits: InputLimits = field(default_factory=InputLimits)
+    record_dir: str | None = None  # record every session here in the replay format (interplay.replay); None: off
 
 
 class SessionError(Exception):
@@ -131,6 +144,7 @@ class LiveSession:
     log: ConversationLog = field(default_factory=ConversationLog)  # both sides, spans by turn (delegation)
     weave: Weaver = field(default_factory=Weaver)
     policy: object | None = None  # this session's delegation policy (policies keep per-session state)
+    span: tracing.Span = tracing.INVALID_SPAN  # the session's trace root (a long span: ended in close)
     last: spb.OutputChunk | None = None  # for tests and the actor's inspection
 
 
@@ -151,9 +165,11 @@ class _Work:
 
 class TurnLoop:
     def __init__(self, backend: InteractionBackend | object, config: LoopConfig | None = None,
-                 delegator: Delegator | None = None, ears: Ears | None = None) -> None:
+                 delegator: Delegator | None = None, ears: Ears | None = None,
+                 clock: Callable[[float], TurnClock] | None = None) -> None:
         """`backend`: an InteractionBackend, a backend spec for load_backend ("native", "module:attr"),
-        or an InteractionModel (stepped through NativeBackend)."""
+        or an InteractionModel (stepped through NativeBackend). `clock(period_s)`: the turn clock (default
+        TurnClock, real time; interplay.replay passes a virtual one that never sleeps)."""
         if isinstance(backend, str):
             backend = load_backend(backend)
         elif not callable(getattr(backend, "step", None)):
@@ -169,8 +185,17 @@ class TurnLoop:
         self.delegating = Delegating(self.delegator, self.metrics, turn_ms=c.turn_ms, policy=c.policy,
                                      policy_options=c.policy_options, steer_window_turns=c.steer_window_turns)
         self.sessions: dict[str, LiveSession] = {}
-        self.hearing = Hearing(ears, turn_ms=self.config.turn_ms)
+        self.hearing = Hearing(ears, turn_ms=self.config.turn_ms, metrics=self.metrics)
+        if getattr(backend, "metrics", False) is None:  # a backend that records its own stages (a TTS)
+            backend.metrics = self.metrics
         self.clock: TurnClock | None = None
+        self._make_clock = clock or TurnClock
+        self.recorder = None  # interplay.replay.Recorder: each session's per-turn inputs and outputs
+        if self.config.record_dir:
+            from interplay.replay.recorder import Recorder  # noqa: PLC0415 - only when recording
+
+            self.recorder = Recorder(self.config.record_dir, turn_ms=self.config.turn_ms, backend=self.backend,
+                                     policy=self.config.policy, policy_options=self.config.policy_options)
         # (sessions stepped, compute ms) of the last minute of turns: long enough that one costly turn (a
         # hostile input) is an outlier the p99 admission check looks past, not a 10 s lock-out for everyone
         self._recent: deque[tuple[int, float]] = deque(maxlen=300)
@@ -183,7 +208,10 @@ class TurnLoop:
         kernels.set_deterministic_default(self.config.deterministic)  # process-wide: the step runs in a worker thread
 
     # ---- sessions (called on the asyncio loop) ------------------------------------------------
-    def open(self, session_id: str = "", sink: OutputSink | None = None) -> LiveSession:
+    def open(self, session_id: str = "", sink: OutputSink | None = None,
+             trace_context: object | None = None) -> LiveSession:
+        """A new live session; `trace_context` (an OpenTelemetry Context, e.g. tracing.incoming_context of
+        the Converse call's metadata): the parent of its `session` span (None: a trace of its own)."""
         sid = session_id or uuid.uuid4().hex[:12]
         if sid in self.sessions:
             raise SessionError("session_exists", f"session {sid!r} is already live")
@@ -196,6 +224,9 @@ class TurnLoop:
                                                               max_entries=self.config.transcript_entries)),
                            policy=self.delegating.new_policy())
         live.events.append(event(spb.EVENT_KIND_SESSION_STARTED))  # the id is the chunk's session_id
+        live.span = tracing.start_long_span("session", context=trace_context,
+                                            kind=tracing.SpanKind.SERVER, attributes={"interplay.session_id": sid},
+                                            key=f"session:{sid}")
         self.sessions[sid] = live
         self.metrics.live_sessions = len(self.sessions)
         log.info("session_opened", session_id=sid, live=len(self.sessions))
@@ -206,18 +237,31 @@ class TurnLoop:
         share (the median of compute per session stepped) against the turn minus the headroom; None when
         a session fits (or too few turns were measured to say). Under 100 turns a p99 is just the maximum,
         which one hostile input's turn sets: the p90 stands in until there are enough turns."""
-        recent = [(n, ms) for n, ms in self._recent if n > 0]
-        if not self.config.admission or len(recent) < 20:  # fewer: start-up and warm-up, too few to say
+        if not self.config.admission:
             return None
-        q = 0.99 if len(recent) >= 100 else 0.9
-        p99 = sorted(ms for _, ms in recent)[int(q * (len(recent) - 1))]
-        share = sorted(ms / n for n, ms in recent)[len(recent) // 2]
-        budget = self.config.turn_ms * (1.0 - self.config.admission_headroom)
-        if p99 + share <= budget:
+        figure = self.load()
+        if figure["measured_turns"] < 20 or figure["headroom_ms"] >= 0:  # fewer: start-up, too few to say
             return None
+        p99, share, budget = figure["compute_ms_p99"], figure["share_ms"], figure["budget_ms"]
         return (f"this actor is at capacity: its turns take {p99:.0f} ms (p99) for {len(self.sessions)} "
                 f"sessions, and one more needs about {share:.0f} ms more of a {budget:.0f} ms budget; "
                 "try another actor or later")
+
+    def load(self) -> dict:
+        """The admission figure, for a router placing sessions: `sessions` live, the recent turns'
+        `compute_ms_p99` (p90 under 100 turns), one more session's typical `share_ms`, the `budget_ms`
+        (the turn minus the headroom) and `headroom_ms` = budget - (p99 + share): negative means this
+        actor refuses a new session (when `admission` is on and `measured_turns` >= 20)."""
+        recent = [(n, ms) for n, ms in self._recent if n > 0]
+        budget = self.config.turn_ms * (1.0 - self.config.admission_headroom)
+        p99 = share = 0.0
+        if recent:
+            q = 0.99 if len(recent) >= 100 else 0.9
+            p99 = sorted(ms for _, ms in recent)[int(q * (len(recent) - 1))]
+            share = sorted(ms / n for n, ms in recent)[len(recent) // 2]
+        return {"sessions": len(self.sessions), "measured_turns": len(recent), "compute_ms_p99": round(p99, 3),
+                "share_ms": round(share, 3), "budget_ms": budget, "headroom_ms": round(budget - p99 - share, 3),
+                "max_sessions": self.config.max_sessions, "admission": self.config.admission}
 
     def sink(self) -> OutputSink:
         return OutputSink(self.config.output_queue, self.metrics)
@@ -255,6 +299,10 @@ class TurnLoop:
         if live.state is not None:
             self.backend.close(live.state)
         self.hearing.close(session_id)
+        if self.recorder is not None:
+            self.recorder.closed(live)
+        tracing.end_long_span(live.span, {"interplay.turns": live.turn, "interplay.stopped": live.stopping,
+                                          "interplay.failed": live.failed})
         log.info("session_closed", session_id=session_id, turns=live.turn)
 
     def start_delegation(self, session_id: str, task: str, decision: Delegation | None = None) -> str:
@@ -284,7 +332,7 @@ class TurnLoop:
         # the collector only the objects made since, so a collection stays far below a turn.
         gc.collect()
         gc.freeze()
-        self.clock = TurnClock(self.config.turn_ms / 1000.0)
+        self.clock = self._make_clock(self.config.turn_ms / 1000.0)
         loop = asyncio.get_running_loop()
         done = 0
         log.info("loop_started", turn_ms=self.config.turn_ms)
@@ -326,6 +374,7 @@ class TurnLoop:
         items = list(live.inbox)
         live.inbox.clear()
         events, live.events = live.events, []
+        refused = live.refused
         if live.refused:
             events.append(event(spb.EVENT_KIND_ERROR, f"{live.refused} inputs refused: more than "
                                 f"{self.config.max_inbox} arrived in one turn window", code="input_overflow",
@@ -341,8 +390,12 @@ class TurnLoop:
             if upd.kind == bpb.UPDATE_KIND_FINAL:
                 live.log.background(upd.text, turn)
         events.extend(live.weave.offer_all(arrived, turn))
+        n = len(events)
+        heard = self.hearing.gather(live, events)
+        if self.recorder is not None:  # what this turn's step will see (the replay feeds the same)
+            self.recorder.gathered(live, turn, items, arrived, events[n:], refused)
         return _Work(live=live, items=items, events=events, time_ms=int(round((scheduled - live.origin) * 1000)),
-                     heard=self.hearing.gather(live, events), early=self.hearing.took(live.id, items))
+                     heard=heard, early=self.hearing.took(live.id, items))
 
     # ---- the supervisor: a failure stays with the session that caused it -----------------------
     def _guard(self, live: LiveSession, stage: str, fn, *args):
@@ -404,7 +457,9 @@ class TurnLoop:
             w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in"))  # rides this turn's chunk
         woven, surfaced = live.weave.decide(live.turn, state)
         w.events.extend(surfaced)
+        self.metrics.results_surfaced(surfaced)
         inp.context, inp.heard = woven, w.heard
+        inp.voice = "\n".join(e.text for e in surfaced if e.kind == spb.EVENT_KIND_RESULT_SURFACED and e.voiced)
         w.typed, w.user, w.audio = inp.text, state, inp.audio
         return inp
 
@@ -483,6 +538,8 @@ class TurnLoop:
             self._fail(live, "delegation", exc, unsafe=False)
         if live.stopping:
             chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, live.stop_reason, turns=chunk.turn + 1))
+        if self.recorder is not None:
+            self.recorder.emitted(live, chunk, task, w.user, w.typed)
         live.last = chunk
         if live.sink is not None:
             live.sink.put(chunk)
