@@ -1,5 +1,6 @@
-"""The interactivity suite: its scorer accepts exactly the right content at the right turn, the VAD
-baseline waits for the user's endpoint, and the whole suite runs end to end through real sessions."""
+"""The interactivity suite: its scorer accepts exactly the right content at the right turn, and the whole
+suite runs end to end through real sessions, the cascade baseline (real reply model, TTS and ears, on a
+real-time grid) beside the interaction model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from interaction_actor.model import text as T
 from interaction_actor.model.fusion import build_model
 from interaction_actor.training import synth
 from interaction_actor.training.evaluate import (
-    VadHarness,
     evaluate,
     in_session_episodes,
     latencies,
@@ -53,19 +53,6 @@ def test_turn_taking_latency_of_the_targets_is_the_quiet_detection_delay():
     assert take and all(100.0 <= t <= 400.0 for t in take)
 
 
-def test_the_vad_harness_ends_the_users_turn_after_the_endpoint_silence():
-    harness = VadHarness()
-    eps = [synth.episode(s, "turn_taking") for s in synth.held_out_seeds(8)]
-    singles = [e for e in eps if e.expect["barge_in"] is None]  # one utterance, then silence
-    assert singles, "no episode without a barge-in among the 8: nothing would be checked"
-    for ep in singles:
-        trig, _ = harness.triggers(ep)
-        first = trig.index(True)
-        end_ms = ep.speech[0][1] / 16.0
-        assert end_ms + harness.endpoint_ms - 20 <= (first + 1) * 200.0
-        assert first * 200.0 <= end_ms + harness.endpoint_ms + 20
-
-
 @pytest.fixture(scope="module")
 def suite(tiny):
     return evaluate(model=tiny, episodes=2)
@@ -80,9 +67,17 @@ def test_the_suite_runs_end_to_end_on_a_tiny_model_and_reports_the_figures_keys(
         assert set(v) == {"interaction", "baseline"}
         # each score is the share of the task's 2 episodes scored right: 0, 1/2 or 1, nothing between
         assert 2 * v["interaction"] in (0, 1, 2) and 2 * v["baseline"] in (0, 1, 2)
-    assert r["turn_compute_ms"] > 0 and r["baseline"]["harness"] == "vad"
+    assert r["turn_compute_ms"] > 0 and r["baseline"]["backend"] == "cascade"
     assert set(r["tasks_in_session"]) == set(synth.TASKS)
     assert all(2 * v in (0, 1, 2) for v in r["tasks_in_session"].values())
+
+
+def test_the_cascade_baseline_is_scored_on_the_same_episodes_with_the_same_figures(suite):
+    base = suite["baseline"]
+    same = ("turn_taking_ms_p50", "barge_in_stop_ms_p50", "delegation_precision", "delegation_recall",
+            "turn_taking_responses", "barge_in_stops")
+    assert set(same) <= set(base) and set(base["tasks"]) == set(synth.TASKS)
+    assert base["realtime"] and base["step_ms_p50"] > 0  # stepped on the 200 ms grid its workers run against
 
 
 def test_the_suite_scores_the_same_model_identically_on_a_second_run(tiny, suite):

@@ -8,7 +8,7 @@ there: a log or a CI job sees the suite advance instead of a silent minute.
 
 `write_outputs(result, out_dir)` writes the evaluate() dict as eval.json and plots eval.png: each
 task's accuracy for the interaction model (fresh session, and in session when measured) beside the
-turn-based baseline, with ±1 binomial standard error over the task's episodes as error bars, and the
+cascade baseline, with ±1 binomial standard error over the task's episodes as error bars, and the
 turn-taking and barge-in stop latencies (p50) of both systems. It returns {"json": path, "png": path}.
 """
 
@@ -82,7 +82,7 @@ def plot(result: dict, path: Path) -> None:
     if "tasks_in_session" in result:
         series.append(("interaction (in session)", [_num(result["tasks_in_session"].get(t)) for t in tasks]))
     if isinstance(first, dict) and "baseline" in first:
-        series.append(("turn-based baseline (VAD)", [_num(result["tasks"][t]["baseline"]) for t in tasks]))
+        series.append(("cascade baseline", [_num(result["tasks"][t]["baseline"]) for t in tasks]))
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax, lat = fig.subplots(1, 2, width_ratios=[3, 1.3])
     width = 0.8 / len(series)
@@ -97,7 +97,7 @@ def plot(result: dict, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     keys = [("turn_taking_ms_p50", "turn-taking"), ("barge_in_stop_ms_p50", "barge-in stop")]
-    systems = [("interaction", result), ("baseline", result.get("baseline") or {})]
+    systems = [("interaction", result), ("cascade", result.get("baseline") or {})]
     for i, (name, r) in enumerate(systems):
         xs = [k + (i - 0.5) * 0.38 for k in range(len(keys))]
         vals = [_num(r.get(k)) for k, _ in keys]
