@@ -3,21 +3,19 @@
 `SessionClient(address)` opens one bidi stream: `send(chunk)` never blocks the caller's loop for
 long, `chunks()` yields OutputChunks. Sources (`wav_source`, `frames_source`, `script_source`)
 turn a WAV file, a folder of JPEG/PNG frames or a timed text script into (time_s, InputChunk)
-pairs that `stream_sources` sends on their real-time schedule. `talk_main(...)` is the CLI's
-`talk`: it prints one timeline line per turn (what was sent in the turn, what came out, timing).
+pairs that `stream_sources` sends on their real-time schedule. `Timeline` says per turn what was
+sent and what came out; the CLI's `talk` (interplay/talk.py) prints it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import uuid
 import wave
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import grpc
 
@@ -169,6 +167,9 @@ class SessionClient:
             self._keepalive.cancel()
         if self._call is not None:
             self._call.cancel()
+        while not self._out.empty():  # end the request generator too: gRPC may still be waiting on it
+            self._out.get_nowait()
+        self._out.put_nowait(None)
         await self._channel.close(grace=None)
 
 
@@ -221,6 +222,12 @@ class Timeline:
         elif kind == "control":
             self.controls.append(spb.ControlKind.Name(chunk.control.kind).removeprefix("CONTROL_KIND_").lower())
 
+    def take(self) -> dict:
+        """What was sent since the last output chunk, as a record (and start counting again)."""
+        rec = {"audio_samples": self.samples, "frames": self.frames, "texts": self.texts, "controls": self.controls}
+        self.samples, self.frames, self.texts, self.controls = 0, 0, [], []
+        return rec
+
     def line(self, c: spb.OutputChunk) -> str:
         ins = []
         if self.samples:
@@ -245,49 +252,10 @@ class Timeline:
                                                                  else ""))
 
 
-async def talk(address: str, wav: str | None = None, frames_dir: str | None = None, script: str | None = None,
-               fps: float = 5.0, tail_s: float = 1.0, realtime: bool = True, session_id: str = "",
-               out: TextIO = sys.stdout) -> dict:
-    """Stream the given sources to a running actor and print the live timeline; returns a summary."""
-    sources = []
-    if wav:
-        sources.append(wav_source(wav))
-    if frames_dir:
-        sources.append(frames_source(frames_dir, fps))
-    if script:
-        sources.append(script_source(script))
-    items = merge_sources(*sources)
-    tl = Timeline()
-    turns, missed, texts, compute = 0, 0, [], []
-    async with SessionClient(address, session_id, connect_timeout_s=1.5) as client:
-        tl.controls.append("start")
+def __getattr__(name: str):
+    """`talk` and `talk_main` live in interplay.talk now; still importable from here."""
+    if name in ("talk", "talk_main"):
+        from interplay import talk as module
 
-        async def produce() -> None:
-            await stream_sources(client, items, realtime, on_send=tl.sent)
-            await asyncio.sleep(tail_s)
-            await client.finish()
-
-        producer = asyncio.get_running_loop().create_task(produce())
-        try:
-            async for c in client.chunks():
-                print(tl.line(c), file=out, flush=True)
-                turns += 1
-                missed += int(c.timing.missed)
-                compute.append(c.timing.compute_ms)
-                if c.text:
-                    texts.append(c.text)
-        finally:
-            producer.cancel()
-    compute.sort()
-    summary = {"session_id": client.session_id, "turns": turns, "missed": missed, "text": "".join(texts),
-               "compute_ms_p50": compute[len(compute) // 2] if compute else 0.0}
-    print(f"session {client.session_id}: {turns} turns, {missed} missed, compute p50 "
-          f"{summary['compute_ms_p50']:.1f} ms", file=out, flush=True)
-    return summary
-
-
-def talk_main(address: str, wav: str | None = None, frames_dir: str | None = None, script: str | None = None,
-              fps: float = 5.0, tail_s: float = 1.0, realtime: bool = True, session_id: str = "",
-              out: TextIO = sys.stdout) -> dict:
-    """CLI entry: `interplay talk ADDRESS [--wav F] [--frames DIR] [--script F] [--fps N] [--tail S]`."""
-    return asyncio.run(talk(address, wav, frames_dir, script, fps, tail_s, realtime, session_id, out))
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
