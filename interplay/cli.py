@@ -151,6 +151,20 @@ def bench_loop(
     emit("interplay bench loop", run(quick=quick, preset=preset, seconds=seconds, turn_ms=turn_ms), as_json)
 
 
+@bench_app.command("scale")
+def bench_scale(
+    quick: bool = QUICK,
+    as_json: bool = JSON,
+    preset: str = typer.Option("small", help="Model preset of the capacity runs."),
+    seconds: float = typer.Option(None, help="Seconds per capacity run (default 10, --quick 2)."),
+) -> None:
+    """Sessions one actor holds at 0 missed turns (idle, busy) and its compute p99 there; the session
+    router's per-chunk overhead; failover resume time (an actor killed -> the session's next chunk)."""
+    from interaction_actor.router.bench import bench_scale as run
+
+    emit("interplay bench scale", run(quick=quick, preset=preset, seconds=seconds), as_json)
+
+
 @bench_app.command("delegation")
 def bench_delegation(quick: bool = QUICK, as_json: bool = JSON) -> None:
     """Context-package handoff time (build + serialize + send) and result surfacing delay in turns."""
@@ -184,7 +198,9 @@ def bench_faults(quick: bool = QUICK, as_json: bool = JSON) -> None:
 
 @app.command("report")
 def report_(run_dir: str = typer.Argument(..., help="A run folder holding timeline.jsonl (e.g. runs/demo)."),
-            out: str = typer.Option(None, help="PNG path (default: RUN_DIR/report.png).")) -> None:
+            out: str = typer.Option(None, help="PNG path (default: RUN_DIR/report.png)."),
+            trace: str = typer.Option(None, "--trace", help="The run's spans (what --trace wrote; default: "
+                                      "RUN_DIR/trace.jsonl when there): the Gantt comes from them.")) -> None:
     """Draw a run's per-turn compute and lateness and a Gantt of each delegation to a PNG."""
     from interplay.client import UserError
     from interplay.pictures import draw
@@ -192,7 +208,9 @@ def report_(run_dir: str = typer.Argument(..., help="A run folder holding timeli
     with user_errors():
         if not (Path(run_dir) / "timeline.jsonl").is_file():
             raise UserError(f"{run_dir}: no timeline.jsonl here (interplay demo writes one into runs/demo)")
-        typer.echo(str(draw(run_dir, out)))
+        if trace and not Path(trace).is_file():
+            raise UserError(f"--trace {trace}: no such file")
+        typer.echo(str(draw(run_dir, out, trace=trace)))
 
 
 @app.command()
@@ -205,15 +223,24 @@ def talk(
     tail: float = typer.Option(1.0, help="Seconds to keep listening after the inputs end."),
     fast: bool = typer.Option(False, "--fast", help="Send as fast as possible instead of in real time."),
     session_id: str = typer.Option("", help="Session id (default: chosen by the server)."),
+    mic: bool = typer.Option(False, "--mic", help="Talk through the default microphone (until Ctrl-C or --seconds)."),
+    play: bool = typer.Option(False, "--play", help="Play the assistant's voice on the default speaker."),
+    save_wav: str = typer.Option(None, "--save-wav", help="Write the assistant's audio to this WAV (on the "
+                                 "session's clock, silence where it said nothing)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the timeline as JSON lines (the records of the "
+                                 "demo's timeline.jsonl, which `interplay report` draws) instead of text."),
+    seconds: float = typer.Option(0.0, help="With --mic: stop after this many seconds (0: at Ctrl-C)."),
 ) -> None:
-    """Stream a WAV (and frames, a text script) to a running actor; print the live per-turn timeline."""
-    from interplay.client import talk_main
+    """Talk to a running actor: stream a WAV, frames, a text script or the microphone; print the live
+    per-turn timeline (or JSON lines), play and/or save the assistant's voice."""
+    from interplay.talk import talk_main
 
-    if not (wav or frames or script):
-        raise typer.BadParameter("give at least one of --wav, --frames, --script")
+    if not (wav or frames or script or mic):
+        raise typer.BadParameter("give at least one of --wav, --frames, --script, --mic")
     with user_errors():
         talk_main(address, wav=wav and str(shipped_path(wav)), frames_dir=frames and str(shipped_path(frames)),
-                  script=script, fps=fps, tail_s=tail, realtime=not fast, session_id=session_id)
+                  script=script, fps=fps, tail_s=tail, realtime=not fast, session_id=session_id, mic=mic, play=play,
+                  save_wav=save_wav, as_json=as_json, seconds=seconds)
 
 
 @app.command()
@@ -240,18 +267,63 @@ def train(
                            if k in card}))
 
 
-@app.command("eval")
+eval_app = typer.Typer(no_args_is_help=False)  # its help is the callback's docstring
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback(invoke_without_command=True)
 def eval_(
+    ctx: typer.Context,
     quick: bool = QUICK,
     as_json: bool = JSON,
     checkpoint: str = typer.Option(None, help="Weights to evaluate (default: the shipped checkpoint)."),
     out: str = typer.Option("runs/eval", help="Where eval.json and eval.png (accuracy per task vs the baseline) go."),
     episodes: int = typer.Option(None, help="Held-out episodes per task (default: 10 with --quick, else 50)."),
 ) -> None:
-    """Interactivity suite on held-out episodes, turn by turn through the streaming session, vs a turn-based baseline."""
+    """Interactivity suite on held-out episodes, turn by turn through the streaming session, vs the cascade baseline.
+
+    `interplay eval fdbench`: the FD-bench-style evaluation of live backends (see its --help)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from interaction_actor.training.evaluate import eval_main
 
     emit("interplay eval", eval_main(checkpoint=checkpoint, quick=quick, out=out, episodes=episodes), as_json)
+
+
+@eval_app.command("fdbench")
+def eval_fdbench(
+    quick: bool = typer.Option(False, "--quick", help="2 episodes per category instead of 6 (~2 min)."),
+    as_json: bool = JSON,
+    backends: str = typer.Option(None, help="Comma-separated backends: names or module:attr (default: native "
+                                 "and cascade)."),
+    episodes: int = typer.Option(None, help="Episodes per category, 1-6 (overrides --quick)."),
+    concurrency: int = typer.Option(3, help="Sessions streaming at once."),
+    stagger_s: float = typer.Option(1.3, "--stagger-s", help="Seconds at least between two session starts."),
+    barge_in_control: bool = typer.Option(False, "--barge-in-control", help="Also send a BARGE_IN control when "
+                                          "the user interrupts (FD-bench gives the model the audio alone)."),
+    backgrounds: int = typer.Option(1, help="Background actors (the settings' engine) that delegations go to; "
+                                    "0: none, and no delegation."),
+    checkpoint: str = typer.Option(None, help="Native model weights (default: the shipped checkpoint)."),
+    out: str = typer.Option("runs/fdbench", help="Where fdbench.json, fdbench.png and each episode's output.wav go."),
+) -> None:
+    """FD-bench-style: pause handling, turn taking and interruptions spoken (espeak-ng, held-out voices) in real
+    time to each backend over Session.Converse, scored from the output audio (takeover rates, latencies)."""
+    import json
+
+    from rich.console import Console
+
+    from interplay.fdbench.outputs import table
+    from interplay.fdbench.run import FdbenchConfig, fdbench_main
+
+    names = tuple(b.strip() for b in backends.split(",") if b.strip()) if backends else ()
+    cfg = FdbenchConfig(backends=names, quick=quick, per_category=episodes, concurrency=concurrency,
+                        stagger_s=stagger_s, barge_in_control=barge_in_control, backgrounds=backgrounds,
+                        checkpoint=checkpoint, out_dir=out)
+    with user_errors():
+        result = fdbench_main(cfg, progress=lambda what: typer.echo(f"fdbench: {what}", err=True))
+    Console(highlight=False).print(table(result))
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
 
 
 @app.command()
@@ -262,10 +334,19 @@ def study(
     scenarios: str = typer.Option("examples/scenarios", help="Folder (or file) of scenario JSON."),
     out: str = typer.Option("runs/study", help="Where study.csv, study.json and plots go."),
     seed: int = typer.Option(0, help="Base seed."),
-    repeats: int = typer.Option(3, help="Runs per policy x scenario."),
+    repeats: int = typer.Option(3, help="Runs per policy x scenario (with --replay: seeds, at least 2)."),
+    replay: bool = typer.Option(False, "--replay", help="Run the policies through replay on the real model, "
+                                "scheduler and policy (interplay.replay) instead of the simulated harness."),
+    sessions: str = typer.Option(None, help="Recorded replay sessions (*.replay.jsonl[.gz], a file or folder) "
+                                 "to replay as well; implies --replay."),
+    replay_scenarios: bool = typer.Option(False, "--replay-scenarios", help="With --replay: also replay the "
+                                          "--scenarios files, converted to sessions per seed."),
+    checkpoint: str = typer.Option(None, help="With --replay: interaction model weights (default: shipped)."),
 ) -> None:
-    """Compare delegation policies over scripted scenarios (simulated user, model and background; real
-    policy and scheduler); prints headline scores, writes the full table (CSV, JSON) and plots."""
+    """Compare delegation policies: by default over scripted scenarios in the simulated harness (simulated
+    user, model and background; real policy and scheduler); with --replay (or --sessions) through replay on
+    the real model over synthetic and recorded sessions, with 95% intervals over seeds. Prints headline
+    scores, writes the full table (CSV, JSON) and plots."""
     import json
 
     from delegation.policies import PolicyError
@@ -274,6 +355,21 @@ def study(
     from interplay.client import UserError
 
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else None
+    if replay or sessions:
+        from interplay.replay.format import ReplayFormatError
+        from interplay.replay.study import study_main, table
+
+        with user_errors():
+            try:
+                result = study_main(policies=names, sessions=str(shipped_path(sessions)) if sessions else None,
+                                    scenarios=str(shipped_path(scenarios)) if replay_scenarios else None, out=out,
+                                    seed=seed, repeats=repeats, quick=quick, checkpoint=checkpoint)
+            except (PolicyError, ScenarioError, ReplayFormatError) as exc:
+                raise UserError(str(exc)) from None
+        typer.echo(table(result))
+        if as_json:
+            typer.echo(json.dumps(result))
+        return
     with user_errors():
         where = shipped_path(scenarios)
         try:
@@ -293,7 +389,7 @@ def demo(
     checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
     out: str = typer.Option("runs/demo", help="Where timeline.jsonl and assistant.wav go."),
     ray_address: str = typer.Option(None, "--address", help="Join this Ray cluster instead of starting one."),
-    backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
+    backend: str = typer.Option(None, help="Interaction backend: native (default), cascade, or module:attr."),
     trace: str = typer.Option(None, "--trace", help="Append OpenTelemetry spans to this file (JSON lines)."),
 ) -> None:
     """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time.
@@ -316,13 +412,14 @@ def demo(
     cfg = DemoConfig(turn_ms=ia.turn_ms, engine=bg.engine, engine_options=bg.engine_options,
                      background_actors=backgrounds or (bg.actors if "actors" in s.background.model_fields_set else 1),
                      checkpoint=ia.checkpoint, preset=ia.preset, out_dir=out, ray_address=plan.ray_address,
-                     backend=ia.backend, ears=ia.ears, trace_file=plan.trace_file)
+                     backend=ia.backend, backend_options=ia.backend_options, ears=ia.ears, trace_file=plan.trace_file,
+                     otlp_endpoint=plan.otlp_endpoint)
     if "policy" in s.delegation.model_fields_set:
         cfg.policy, cfg.policy_options = ia.policy, dict(ia.policy_options)
     with user_errors():
         check_engine(cfg.engine)
         check_checkpoint(cfg.checkpoint)
-        check_backend(cfg.backend)
+        check_backend(cfg.backend, cfg.ears, cfg.backend_options)
         check_policy(cfg.policy, cfg.policy_options)
     summary = run_demo(cfg)
     summary.pop("config", None)
@@ -341,20 +438,31 @@ def _logs_where(log_dir: str | None) -> str:
     return f"logs: this console (the actors' lines are prefixed by Ray); also {ray_logs}; --log-dir for files"
 
 
-def _metrics_endpoints(handles: list) -> list[tuple[str, str]]:
-    """("metrics", host:port) of the interaction actor (the last handle), then ("background metrics",
-    host:port) of each background actor that serves them."""
+def _metrics_endpoints(handles: list, front: int = 1) -> list[tuple[str, str]]:
+    """("metrics", host:port) of each interaction actor (the last `front` handles: one actor, or the actors
+    and their router, which serves none), then ("background metrics", host:port) of each background actor
+    that serves them."""
     import ray
 
     found = []
-    for i, h in enumerate([handles[-1], *handles[:-1]] if handles else []):
+    for i, h in enumerate([*handles[-front:], *handles[:-front]] if handles else []):
         try:
             endpoint = ray.get(h.metrics_endpoint.remote(), timeout=10)
         except Exception:  # noqa: BLE001 - only printed
             endpoint = ""
         if endpoint:
-            found.append(("metrics" if i == 0 else "background metrics", endpoint))
+            found.append(("metrics" if i < front else "background metrics", endpoint))
     return found
+
+
+def _start_web(session_address: str, plan):
+    """The browser page and its WebSocket bridge to `session_address` (interplay.web), on a thread."""
+    from interplay.web.bridge import BridgeConfig
+    from interplay.web.server import WebServer
+
+    web = WebServer(BridgeConfig(session_address), host=plan.interaction.host, port=plan.web_port)
+    web.start()
+    return web
 
 
 class _Terminate(Exception):
@@ -365,7 +473,7 @@ class _Terminate(Exception):
 def serve(
     host: str = typer.Option(None, help="Address the servers bind (default: setting host, 127.0.0.1)."),
     port: int = typer.Option(None, help="Session service port (default: setting session_port; 0: any free)."),
-    backend: str = typer.Option(None, help="Interaction backend: native (default) or module:attr."),
+    backend: str = typer.Option(None, help="Interaction backend: native (default), cascade, or module:attr."),
     engine: str = typer.Option(None, help="Background engine: local, openai, vllm (default: setting, local)."),
     checkpoint: str = typer.Option(None, help="Interaction model weights (default: the shipped checkpoint)."),
     backgrounds: int = typer.Option(None, help="Background actors in the pool (default: setting, 2)."),
@@ -375,14 +483,19 @@ def serve(
                                   "(repeatable), e.g. --mcp 'python my_server.py'."),
     policy: str = typer.Option(None, help="Delegation policy: a registered name or module:attr (default: first_of)."),
     metrics_port: int = typer.Option(None, "--metrics-port", help="Serve Prometheus /metrics on this port "
-                                     "(default: setting metrics_port, else a free port; printed at start)."),
+                                     "(default: setting metrics_port, else a free port; printed at start; -1: off)."),
     trace: str = typer.Option(None, "--trace", help="Append every actor's OpenTelemetry spans to this file "
                               "(JSON lines; default: setting trace_file, else no tracing)."),
+    web_port: int = typer.Option(None, "--web-port", min=-1, max=65535, help="Serve the browser page (mic, speaker, live timeline) on "
+                                 "this port (default: setting web_port, else a free port; -1: no page)."),
     ray_address: str = typer.Option(None, "--address", help="Ray cluster to run on (default: start a local one)."),
     log_dir: str = typer.Option(None, "--log-dir", help="Also write every process's JSON log lines here."),
     seconds: float = typer.Option(0.0, help="Stop after this many seconds (0: run until Ctrl-C or SIGTERM)."),
     drain_s: float = typer.Option(10.0, "--drain-s", help="On stop, seconds running delegations get to settle."),
     plan_only: bool = typer.Option(False, "--plan", help="Print what would run as JSON (secrets masked) and exit."),
+    actors: int = typer.Option(None, "--actors", min=1, max=64, help="Interaction actors (default: setting "
+                               "interaction_actors, 1); more than 1 puts a session router in front of them on the "
+                               "session port, which places sessions by load and moves them when an actor dies."),
 ) -> None:
     """Run the interaction actor and a background pool as services; prints the Session endpoint for `talk`.
 
@@ -398,7 +511,8 @@ def serve(
     s = load_settings()
     plan = plan_from_settings(s, host=host, port=port, metrics_port=metrics_port, backend=backend, engine=engine,
                               checkpoint=checkpoint, backgrounds=backgrounds, tools=tools, mcp=mcp, policy=policy,
-                              ray_address=ray_address, log_dir=log_dir, trace_file=trace)
+                              ray_address=ray_address, log_dir=log_dir, trace_file=trace, web_port=web_port,
+                              actors=actors)
     with user_errors():
         check_plan(plan)
     if plan_only:
@@ -411,20 +525,36 @@ def serve(
 
     signal.signal(signal.SIGTERM, terminate)
     handles: list = []
+    web = None
     try:
         handles, address, bg = start(plan)
         signal.signal(signal.SIGTERM, terminate)  # again: ray.init put its own (a stack dump) in its place
         typer.echo(f"session endpoint: {address}")
+        routed = plan.interaction.actors > 1
+        if routed:
+            import ray
+
+            members = ray.get(handles[-1].member_addresses.remote(), timeout=30)
+            typer.echo(f"interaction actors: {', '.join(members)} (behind the session router)")
         typer.echo(f"background pool: {', '.join(bg)} (engine {plan.background.engine})")
-        for what, endpoint in _metrics_endpoints(handles):
+        for what, endpoint in _metrics_endpoints(handles, plan.interaction.actors + 1 if routed else 1):
             typer.echo(f"{what}: http://{endpoint}/metrics")
         if plan.trace_file:
             typer.echo(f"traces: {plan.trace_file} (OpenTelemetry spans, JSON lines)")
+        if plan.web_port >= 0:
+            with user_errors():
+                web = _start_web(address, plan)
+            typer.echo(f"page: {web.url} (open it in a browser: microphone, speaker, live timeline)")
         typer.echo(_logs_where(plan.log_dir))
         typer.echo(f"try: interplay talk {address} --wav examples/assets/hello.wav", err=True)
         deadline = time.monotonic() + seconds if seconds > 0 else float("inf")
         while time.monotonic() < deadline:
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            if routed and int(time.monotonic()) % 5 == 0:  # Ray restarts a crashed router: serve again
+                try:
+                    ray.get(handles[-1].start.remote(), timeout=30)
+                except Exception as exc:  # noqa: BLE001 - still restarting: try again at the next check
+                    typer.echo(f"session router not answering: {type(exc).__name__}", err=True)
     except (KeyboardInterrupt, _Terminate):
         typer.echo("stopping: draining sessions ...", err=True)
     finally:
@@ -432,6 +562,8 @@ def serve(
         if handles:
             report = drain(handles, drain_s)
             typer.echo(f"stopped: {json.dumps(report)}", err=True)
+        if web is not None:
+            web.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

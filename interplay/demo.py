@@ -47,6 +47,7 @@ class DemoConfig:
     checkpoint: str | None = None  # interaction model weights (default: the shipped checkpoint)
     preset: str = "small"
     backend: str = "native"  # interaction backend: a registered name or module:attr (interaction_actor.runtime.backend)
+    backend_options: dict = field(default_factory=dict)  # its options (cascade: the [model.cascade] settings)
     out_dir: str = "runs/demo"
     ray_address: str | None = None
     tail_s: float = 3.0  # keep listening after the last cue, then until every delegation has come back
@@ -66,6 +67,8 @@ class DemoConfig:
     assets: str = str(ASSETS)
     ears: dict | None = None  # the settings' ears group (interplay.runtime._ears_data); None: no transcripts
     trace_file: str | None = None  # every actor appends its OpenTelemetry spans here (JSON lines); None: off
+    record: bool = True  # the loop saves the session in the replay format into <out_dir>/replay (interplay.replay)
+    otlp_endpoint: str | None = None  # every actor also sends its spans to this OTLP/gRPC collector; None: not
 
 
 @dataclass
@@ -361,14 +364,29 @@ def start_runtime(cfg: DemoConfig) -> tuple[list, str, list[str]]:
     from interplay.runtime import BackgroundPlan, InteractionPlan, RuntimePlan, start
 
     plan = RuntimePlan(
-        interaction=InteractionPlan(backend=cfg.backend, preset=cfg.preset, checkpoint=cfg.checkpoint,
+        interaction=InteractionPlan(backend=cfg.backend, backend_options=dict(cfg.backend_options),
+                                    preset=cfg.preset, checkpoint=cfg.checkpoint,
                                     turn_ms=cfg.turn_ms, allowed_tools=list(cfg.allowed_tools), policy=cfg.policy,
-                                    policy_options=dict(cfg.policy_options), ears=cfg.ears),
+                                    policy_options=dict(cfg.policy_options), ears=cfg.ears,
+                                    record_dir=str((Path(cfg.out_dir) / "replay").resolve()) if cfg.record else None),
         background=BackgroundPlan(engine=cfg.engine, engine_options=dict(cfg.engine_options),
                                   registry="interplay.demo_tools:demo_registry", system_prompt=cfg.agent_prompt,
                                   actors=cfg.background_actors),
-        ray_address=cfg.ray_address, trace_file=cfg.trace_file)
+        ray_address=cfg.ray_address, trace_file=cfg.trace_file, otlp_endpoint=cfg.otlp_endpoint)
     return start(plan, log_to_driver=False)  # the demo's console is its timeline
+
+
+def label_recording(folder: Path, player: Player, cfg: DemoConfig) -> str | None:
+    """The recorded session's file, its header given the script's typed requests (the replay study's
+    ground truth: which need the background); None when the loop saved none."""
+    from interplay.replay.format import annotate
+
+    files = sorted(folder.glob("demo*.replay.jsonl.gz"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return None
+    reqs = [{"turn": turn, "text": text, "needs_background": "weather" in text, "answer": cfg.city}
+            for text, turn in sorted(player.sent_at_turn.items(), key=lambda x: x[1])]
+    return str(annotate(files[-1], requests=reqs, source="demo"))
 
 
 def sent_packages(interaction_actor) -> list[dict]:
@@ -386,9 +404,10 @@ def sent_packages(interaction_actor) -> list[dict]:
     return out
 
 
-def run_demo(cfg: DemoConfig | None = None, out: TextIO = sys.stdout, address: str | None = None) -> dict:
+def run_demo(cfg: DemoConfig | None = None, out: TextIO | None = None, address: str | None = None) -> dict:
     """Play the demo; with `address` against an already running Session service, else start everything."""
     cfg = cfg or DemoConfig()
+    out = out or sys.stdout  # the stdout of now, not of import time (a test runner swaps and closes it)
     handles: list = []
     if address is None:
         print("starting Ray, the background pool and the interaction actor ...", file=out, flush=True)
@@ -409,10 +428,12 @@ def run_demo(cfg: DemoConfig | None = None, out: TextIO = sys.stdout, address: s
     summary["packages"] = packages
     log_path, wav_path = write_outputs(chunks, player.records, Path(cfg.out_dir), turn_ms=cfg.turn_ms)
     summary.update(timeline=str(log_path), audio=str(wav_path), config=asdict(cfg))
+    if cfg.record and handles:
+        summary["replay"] = label_recording(Path(cfg.out_dir) / "replay", player, cfg)
     try:  # the picture is a bonus: a failure to draw it never fails the demo
         from interplay.pictures import draw
 
-        summary["report"] = str(draw(cfg.out_dir, turn_ms=cfg.turn_ms))
+        summary["report"] = str(draw(cfg.out_dir, turn_ms=cfg.turn_ms, trace=cfg.trace_file))
     except Exception as exc:  # noqa: BLE001
         log.warning("report_not_drawn", error=repr(exc))
     return summary

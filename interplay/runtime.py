@@ -5,7 +5,8 @@ command line's options (which win) into a `RuntimePlan`: plain data saying exact
 the Session server's address, the interaction actor's loop and model, each background actor's
 engine, tools and port, the delegation policy. `check_plan` validates everything a user can get
 wrong (engine, checkpoint, backend, policy, tool registry) before Ray starts, raising UserError
-(one line, exit code 2 in the CLI). `start(plan)` starts Ray and the actors; `drain(handles, s)`
+(one line, exit code 2 in the CLI). `start(plan)` starts Ray and the actors (with `interaction.actors`
+> 1, that many interaction actors behind a session router, interaction_actor/router); `drain(handles, s)`
 tells every session the server is going away, lets running delegations settle for at most `s`
 seconds and stops everything. Nothing here knows the demo: its tools and prompt stay in demo.py.
 """
@@ -50,6 +51,7 @@ class InteractionPlan:
     port: int = 0
     metrics_port: int | None = None
     backend: str = "native"
+    backend_options: dict = field(default_factory=dict)  # the cascade's settings (api_key as a plain str)
     preset: str = "small"
     checkpoint: str | None = None
     deterministic: bool = True
@@ -58,12 +60,16 @@ class InteractionPlan:
     output_queue: int = 50
     idle_timeout_s: float = 8.0
     admission_headroom: float = 0.2
+    admission: bool = True  # refuse sessions past the measured budget (LoopConfig); `eval fdbench` runs without
     delegation_deadline_ms: int = 30_000
     package_budget_bytes: int = 16_384
     allowed_tools: list[str] = field(default_factory=list)
     policy: str = "first_of"
     policy_options: dict = field(default_factory=dict)
     ears: dict | None = None  # EarsSettings as plain data (None: no transcripts); see ears_config()
+    actors: int = 1  # interaction actors; > 1: a session router in front takes host:port
+    advertise_host: str | None = None  # what the session endpoint publishes (None: see raylocal.advertised)
+    record_dir: str | None = None  # the loop records every session here (interplay.replay); None: off
 
 
 @dataclass
@@ -74,6 +80,8 @@ class RuntimePlan:
     log_level: str = "info"
     log_dir: str | None = None
     trace_file: str | None = None  # every actor appends its spans here (interplay.tracing); None: no tracing
+    otlp_endpoint: str | None = None  # every actor also sends its spans to this OTLP/gRPC collector; None: not
+    web_port: int = 0  # the browser page's port (interplay.web, run by `serve` itself); 0: a free one; -1: none
 
     def describe(self) -> dict:
         """The plan as printable data: secrets and API keys masked."""
@@ -82,6 +90,8 @@ class RuntimePlan:
         bg["secrets"] = {k: "**********" for k in bg["secrets"]}
         if bg["engine_options"].get("api_key"):
             bg["engine_options"]["api_key"] = "**********"
+        if d["interaction"]["backend_options"].get("api_key"):
+            d["interaction"]["backend_options"]["api_key"] = "**********"
         ears = d["interaction"]["ears"]
         if ears and ears.get("openai_api_key"):
             ears["openai_api_key"] = "**********"
@@ -92,8 +102,11 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                        metrics_port: int | None = None, backend: str | None = None, engine: str | None = None,
                        checkpoint: str | None = None, backgrounds: int | None = None, tools: str | None = None,
                        mcp: list[str] | None = None, policy: str | None = None, ray_address: str | None = None,
-                       log_dir: str | None = None, trace_file: str | None = None) -> RuntimePlan:
+                       log_dir: str | None = None, trace_file: str | None = None,
+                       web_port: int | None = None, actors: int | None = None) -> RuntimePlan:
     """The settings with the command line's options on top (an option given wins over its setting)."""
+    from interplay.tracing import otlp_from_env
+
     b, d, t, lp, m = s.background, s.delegation, s.tools, s.loop, s.model
     engine = engine or b.engine
     options: dict[str, Any] = {}
@@ -112,24 +125,42 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
     # the default options are first_of's: they go with another policy only when given for it
     given = "policy_options" in d.model_fields_set
     policy_options = dict(d.policy_options) if given or policy == DelegationSettings().policy else {}
+    backend = backend or m.backend
     ia = InteractionPlan(host=host, port=s.session_port if port is None else port,
                          metrics_port=_metrics_port(s.metrics_port if metrics_port is None else metrics_port),
-                         backend=backend or m.backend, preset=m.preset, checkpoint=checkpoint or m.checkpoint,
+                         backend=backend, backend_options=_cascade_data(s) if backend == "cascade" else {},
+                         preset=m.preset, checkpoint=checkpoint or m.checkpoint,
                          deterministic=m.deterministic, turn_ms=lp.turn_ms, max_sessions=lp.max_sessions,
                          output_queue=lp.output_queue, idle_timeout_s=lp.idle_timeout_s,
                          admission_headroom=lp.admission_headroom, delegation_deadline_ms=b.task_deadline_ms,
                          package_budget_bytes=d.package_budget_bytes, allowed_tools=list(d.allowed_tools),
                          policy=policy, policy_options=policy_options,
-                         ears=_ears_data(s) if s.ears.enabled else None)
+                         ears=_ears_data(s) if s.ears.enabled else None,
+                         actors=actors or s.interaction_actors, advertise_host=s.advertise_host,
+                         record_dir=str(Path(lp.record_dir).resolve()) if lp.record_dir else None)
     trace = trace_file or s.trace_file
     return RuntimePlan(interaction=ia, background=bg, ray_address=ray_address or s.ray_address,
                        log_level=s.log_level, log_dir=log_dir or s.log_dir,
-                       trace_file=str(Path(trace).resolve()) if trace else None)
+                       trace_file=str(Path(trace).resolve()) if trace else None,
+                       otlp_endpoint=s.otlp_endpoint or otlp_from_env(),
+                       web_port=s.web_port if web_port is None else web_port)
 
 
-def _metrics_port(port: int | None) -> int:
-    """The interaction actor always serves /metrics: on `port`, or a free one when none is set."""
+def _metrics_port(port: int | None) -> int | None:
+    """The interaction actor serves /metrics on `port`, or a free one when none is set; -1: no metrics
+    (None: neither it nor the background actors serve them)."""
+    if port is not None and port < 0:
+        return None
     return 0 if port is None else port
+
+
+def _cascade_data(s: Settings) -> dict:
+    """The `[model.cascade]` settings as the cascade backend's options (CascadeConfig.from_options)."""
+    c = s.model.cascade
+    data = c.model_dump(exclude={"api_key"})
+    data["api_key"] = c.api_key.get_secret_value() if c.api_key is not None else ""
+    data["turn_ms"] = s.loop.turn_ms
+    return data
 
 
 def _ears_data(s: Settings) -> dict:
@@ -173,12 +204,24 @@ def _importable(spec: str) -> bool:
         return False
 
 
-def check_backend(spec: str) -> None:
+def check_backend(spec: str, ears: dict | None | bool = True, options: dict | None = None) -> None:
+    """`ears`: the plan's ears (None: off). The cascade hears through the loop's ears, so it needs them;
+    its voice (`options["voice"]`) must be one espeak-ng has."""
     from interaction_actor.runtime.backend import BACKENDS
 
     if spec not in BACKENDS and not _importable(spec):
         raise UserError(f"backend {spec!r} names nothing loadable: use one of {sorted(BACKENDS)} or module:attr "
                         "(importable where the interaction actor runs)")
+    if spec == "cascade" and not ears:
+        raise UserError("backend cascade hears the user through the ears, which are off: set ears.enabled = true "
+                        "(INTERPLAY_EARS__ENABLED=true) or choose another backend")
+    if spec == "cascade" and (options or {}).get("voice"):
+        from interaction_actor.ears.speech import SpeechError, say
+
+        try:
+            say("ready", options["voice"])
+        except SpeechError as exc:
+            raise UserError(f"model.cascade.voice {options['voice']!r}: {exc}") from None
 
 
 def check_policy(name: str, options: dict) -> None:
@@ -222,7 +265,7 @@ def check_plan(plan: RuntimePlan) -> None:
     bg, ia = plan.background, plan.interaction
     check_engine(bg.engine)
     check_checkpoint(ia.checkpoint)
-    check_backend(ia.backend)
+    check_backend(ia.backend, ia.ears, ia.backend_options)
     check_policy(ia.policy, ia.policy_options)
     names = check_tools(bg.registry, bg.builtin)
     unknown = [n for n in ia.allowed_tools if n not in names]
@@ -251,6 +294,8 @@ def background_kwargs(plan: RuntimePlan, index: int = 0) -> dict[str, Any]:
         kwargs["mcp"] = tuple(bg.mcp)
     if bg.secrets:
         kwargs["secrets"] = dict(bg.secrets)
+    if plan.otlp_endpoint:
+        kwargs["otlp_endpoint"] = plan.otlp_endpoint
     return kwargs
 
 
@@ -258,11 +303,15 @@ def interaction_kwargs(plan: RuntimePlan, background_addresses: list[str]) -> di
     """What `spawn` (InteractionActorImpl) gets: the actor's own options and its LoopConfig fields."""
     ia = plan.interaction
     loop = {k: v for k, v in asdict(ia).items()
-            if k not in ("host", "port", "metrics_port", "backend", "preset", "checkpoint")}
+            if k not in ("host", "port", "metrics_port", "backend", "backend_options", "preset", "checkpoint")}
     loop.pop("ears")
-    return dict(preset=ia.preset, checkpoint=ia.checkpoint, backend=ia.backend, host=ia.host, port=ia.port,
+    loop.pop("actors")
+    advertise_host = loop.pop("advertise_host")
+    return dict(preset=ia.preset, checkpoint=ia.checkpoint, backend=ia.backend,
+                backend_options=dict(ia.backend_options), host=ia.host, port=ia.port,
                 metrics_port=ia.metrics_port, log_level=plan.log_level, log_dir=plan.log_dir, trace_file=plan.trace_file,
-                background_address=",".join(background_addresses), ears=ears_config(ia.ears), **loop)
+                otlp_endpoint=plan.otlp_endpoint, background_address=",".join(background_addresses), ears=ears_config(ia.ears),
+                advertise_host=advertise_host, **loop)
 
 
 def start(plan: RuntimePlan, log_to_driver: bool = True) -> tuple[list, str, list[str]]:
@@ -284,15 +333,37 @@ def start(plan: RuntimePlan, log_to_driver: bool = True) -> tuple[list, str, lis
         import ray
 
         kwargs["allowed_tools"] = list(ray.get(handles[0].tool_names.remote(), timeout=30))
+    if plan.interaction.actors > 1:
+        return _start_routed(plan, kwargs, handles, addresses)
     actor, address = spawn(**kwargs)
     handles.append(actor)
     return handles, address, addresses
 
 
+def _start_routed(plan: RuntimePlan, kwargs: dict[str, Any], handles: list, addresses: list[str]):
+    """N interaction actors (free ports, spread over the nodes, each publishing its node's address) and the
+    session router in front of them on the session host:port; the router is the last handle (its drain
+    drains them all)."""
+    import uuid
+
+    from interaction_actor.router import spawn_router
+    from interaction_actor.runtime.actor import spawn_many
+
+    ia = plan.interaction
+    prefix = f"interplay-interaction-{uuid.uuid4().hex[:8]}"
+    members = spawn_many(ia.actors, name_prefix=prefix, **{**kwargs, "advertise_host": None,
+                                                           "metrics_port": None if ia.metrics_port is None else 0})
+    named = [(f"{prefix}-{i}", address) for i, (_, address) in enumerate(members)]  # names survive a router restart
+    router, address = spawn_router(named, host=ia.host, port=ia.port, advertise_host=ia.advertise_host,
+                                   turn_ms=ia.turn_ms, log_level=plan.log_level, log_dir=plan.log_dir)
+    handles.extend([*(h for h, _ in members), router])
+    return handles, address, addresses
+
+
 def drain(handles: list, timeout_s: float = 10.0) -> dict:
-    """Graceful stop: the interaction actor (the last handle) refuses new sessions, lets running
-    delegations settle for at most `timeout_s`, ends every session with SESSION_ENDED and stops; then
-    the background actors stop. Returns the interaction actor's drain report."""
+    """Graceful stop: the interaction actor (the last handle; with several, the session router, which
+    drains them all) refuses new sessions, lets running delegations settle for at most `timeout_s`, ends
+    every session with SESSION_ENDED and stops; then the background actors stop. Returns the drain report."""
     import ray
 
     report: dict = {}

@@ -36,12 +36,30 @@ class LoopSettings(_Group):
     output_queue: int = Field(50, ge=1, description="Output chunks buffered per client before the oldest is dropped.")
     idle_timeout_s: float = Field(8.0, gt=0, description="A session that sends nothing for this long ends.")
     admission_headroom: float = Field(0.2, ge=0, lt=1, description="Turn share kept free when admitting a session.")
+    record_dir: str | None = Field(None, description="Record every session into this folder in the replay format "
+                                   "(interplay.replay; one .replay.jsonl.gz per session); unset: no recording.")
+
+
+class CascadeSettings(_Group):
+    """The `cascade` backend (interaction_actor/cascade/): VAD endpointing, the ears' transcripts, a reply
+    model, espeak-ng. Table `[model.cascade]`; env INTERPLAY_MODEL__CASCADE__<KEY>."""
+
+    min_silence_ms: int = Field(500, ge=100, le=5000, description="Quiet after the user's speech that ends their turn.")
+    reply_engine: Literal["local", "openai"] = Field("local", description="Reply model: local (SmolLM2-135M via "
+                                                     "llama-cpp) or openai (an OpenAI-compatible server).")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible API of the reply model (openai).")
+    reply_model: str = Field("default", description="Model name sent to that API (openai).")
+    api_key: SecretStr | None = Field(None, description="Bearer token for that API; never printed.")
+    voice: str = Field("en-us+f3", description="espeak-ng voice of the assistant.")
+    max_reply_tokens: int = Field(48, ge=4, le=1024, description="Tokens one spoken reply may take at most.")
 
 
 class ModelSettings(_Group):
     """The interaction model."""
 
-    backend: str = Field("native", description="Interaction backend: a registered name (native) or module:attr.")
+    backend: str = Field("native", description="Interaction backend: a registered name (native, cascade) or "
+                         "module:attr.")
+    cascade: CascadeSettings = CascadeSettings()
     preset: str = Field("small", description="Named preset of the interaction model config.")
     checkpoint: str | None = Field(None, description="Path to a checkpoint; the shipped default when empty.")
     deterministic: bool = Field(True, description="Route through the batch-invariant kernels.")
@@ -103,14 +121,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INTERPLAY_", env_nested_delimiter="__", extra="forbid")
 
-    host: str = Field("127.0.0.1", description="Address every server of the project binds.")
+    host: str = Field("127.0.0.1", description="Address every server of the project binds (0.0.0.0: every "
+                                                "interface, for a multi-node Ray cluster).")
+    advertise_host: str | None = Field(None, description="Host name clients dial for the session endpoint (empty: "
+                                                         "the bound host, or this node's IP when host is 0.0.0.0).")
+    interaction_actors: int = Field(1, ge=1, le=64, description="Interaction actors; more than 1 puts a session "
+                                                                "router in front, on session_port.")
     session_port: int = Field(0, ge=0, le=65535, description="Port of the Session service (0: any free port).")
     background_port: int = Field(0, ge=0, le=65535,
                                  description="Port of the first Background service, the next ones follow (0: any free).")
-    metrics_port: int | None = Field(None, ge=0, le=65535,
+    metrics_port: int | None = Field(None, ge=-1, le=65535,
                                      description="Prometheus /metrics port of the interaction actor (empty or 0: a "
-                                                 "free port, printed at start; the background actors take free ports).")
+                                                 "free port, printed at start; the background actors take free ports; "
+                                                 "-1: no metrics served anywhere).")
+    web_port: int = Field(0, ge=-1, le=65535,
+                          description="Port of the browser page and its WebSocket bridge (interplay/web), bound on "
+                                      "`host` (0: a free port, printed at start; -1: no page).")
     trace_file: str | None = Field(None, description="Append OpenTelemetry spans here as JSON lines (off when empty).")
+    otlp_endpoint: str | None = Field(None, description="Send OpenTelemetry spans to this OTLP/gRPC collector, e.g. "
+                                                        "http://127.0.0.1:4317 (empty: OTEL_EXPORTER_OTLP_ENDPOINT when "
+                                                        "set, else off).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = Field(None, description="JSON logs; default: JSON when stderr is not a TTY.")
     log_dir: str | None = Field(None, description="Folder for every process's JSON log file (also printed at start).")
