@@ -77,6 +77,7 @@ async def test_a_session_streamed_for_five_seconds_has_every_turn_stamped_in_ord
     assert spb.EVENT_KIND_SESSION_ENDED in [e.kind for e in chunks[-1].events]
 
 
+@pytest.mark.slow  # 31 s; the five-second test below holds the same property in the default suite
 async def test_a_session_streamed_for_thirty_seconds_has_every_turn_stamped_in_order_without_gaps(actor):
     """Over three times the tiny preset's KV capacity (89 turns): the session compacts its cache as it goes."""
     chunks = await stream(actor[1], 31.0)

@@ -35,6 +35,7 @@ def test_the_replay_study_reports_every_measure_with_an_interval_over_seeds_and_
     assert json.loads((tmp_path / "study.json").read_text())["policies"] == result["policies"]
 
 
+@pytest.mark.slow  # 16 s: the CLI over the same study run_replay_study is tested on above
 def test_interplay_study_replay_json_ends_with_each_policys_measures_and_intervals(tmp_path):
     res = CliRunner().invoke(app, ["study", "--replay", "--quick", "--json", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
