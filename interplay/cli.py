@@ -230,6 +230,8 @@ def talk(
     as_json: bool = typer.Option(False, "--json", help="Print the timeline as JSON lines (the records of the "
                                  "demo's timeline.jsonl, which `interplay report` draws) instead of text."),
     seconds: float = typer.Option(0.0, help="With --mic: stop after this many seconds (0: at Ctrl-C)."),
+    record: bool = typer.Option(False, "--record", help="Ask the server to save the session in the replay "
+                                "format (its loop.requested_record_dir); the summary says where."),
 ) -> None:
     """Talk to a running actor: stream a WAV, frames, a text script or the microphone; print the live
     per-turn timeline (or JSON lines), play and/or save the assistant's voice."""
@@ -240,7 +242,7 @@ def talk(
     with user_errors():
         talk_main(address, wav=wav and str(shipped_path(wav)), frames_dir=frames and str(shipped_path(frames)),
                   script=script, fps=fps, tail_s=tail, realtime=not fast, session_id=session_id, mic=mic, play=play,
-                  save_wav=save_wav, as_json=as_json, seconds=seconds)
+                  save_wav=save_wav, as_json=as_json, seconds=seconds, record=record)
 
 
 @app.command()

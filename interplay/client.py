@@ -99,8 +99,10 @@ class SessionClient:
     client is not taken for a vanished one."""
 
     def __init__(self, address: str, session_id: str = "", options: list[tuple[str, object]] | None = None,
-                 max_pending: int = 1024, keepalive_s: float = KEEPALIVE_S, connect_timeout_s: float = 0.0) -> None:
+                 max_pending: int = 1024, keepalive_s: float = KEEPALIVE_S, connect_timeout_s: float = 0.0,
+                 record: bool = False) -> None:
         self.address = address
+        self.record = record  # ask the server to save the session for replay (call metadata interplay-record)
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self._channel = grpc.aio.insecure_channel(address, options=options or [])
         self._out: asyncio.Queue[spb.InputChunk | None] = asyncio.Queue(max_pending)
@@ -116,7 +118,8 @@ class SessionClient:
         if self.connect_timeout_s:
             await self.wait_ready(self.connect_timeout_s)
         stub = sgrpc.SessionStub(self._channel)
-        self._call = stub.Converse(self._requests())
+        metadata = (("interplay-record", "1"),) if self.record else None
+        self._call = stub.Converse(self._requests(), metadata=metadata)
         await self.send(control(spb.CONTROL_KIND_START))
         if self.keepalive_s > 0:
             self._keepalive = asyncio.get_running_loop().create_task(self._keep_alive())

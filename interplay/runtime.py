@@ -70,6 +70,7 @@ class InteractionPlan:
     actors: int = 1  # interaction actors; > 1: a session router in front takes host:port
     advertise_host: str | None = None  # what the session endpoint publishes (None: see raylocal.advertised)
     record_dir: str | None = None  # the loop records every session here (interplay.replay); None: off
+    requested_record_dir: str | None = None  # where a session whose client asks is recorded; None: refused
 
 
 @dataclass
@@ -137,7 +138,9 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                          policy=policy, policy_options=policy_options,
                          ears=_ears_data(s) if s.ears.enabled else None,
                          actors=actors or s.interaction_actors, advertise_host=s.advertise_host,
-                         record_dir=str(Path(lp.record_dir).resolve()) if lp.record_dir else None)
+                         record_dir=str(Path(lp.record_dir).resolve()) if lp.record_dir else None,
+                         requested_record_dir=(str(Path(lp.requested_record_dir).resolve())
+                                               if lp.requested_record_dir else None))
     trace = trace_file or s.trace_file
     return RuntimePlan(interaction=ia, background=bg, ray_address=ray_address or s.ray_address,
                        log_level=s.log_level, log_dir=log_dir or s.log_dir,

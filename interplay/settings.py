@@ -38,6 +38,9 @@ class LoopSettings(_Group):
     admission_headroom: float = Field(0.2, ge=0, lt=1, description="Turn share kept free when admitting a session.")
     record_dir: str | None = Field(None, description="Record every session into this folder in the replay format "
                                    "(interplay.replay; one .replay.jsonl.gz per session); unset: no recording.")
+    requested_record_dir: str = Field("runs/sessions", description="Where a session whose client asks to be "
+                                      "recorded (talk --record, the page's 'save for replay') is saved; "
+                                      "empty: such requests get an error event and nothing is saved.")
 
 
 class CascadeSettings(_Group):

@@ -94,9 +94,11 @@ def _input_record(chunk: spb.InputChunk, t_s: float) -> dict | None:
 async def talk(address: str, wav: str | None = None, frames_dir: str | None = None, script: str | None = None,
                fps: float = 5.0, tail_s: float = 1.0, realtime: bool = True, session_id: str = "",
                out: TextIO | None = None, *, mic: bool = False, play: bool = False, save_wav: str | None = None,
-               as_json: bool = False, seconds: float = 0.0) -> dict:
+               as_json: bool = False, seconds: float = 0.0, record: bool = False) -> dict:
     """Stream the given sources (and the microphone) to a running actor; show, play and save what comes
-    back; return a summary. With `mic`, runs until `seconds` (0: until Ctrl-C)."""
+    back; return a summary. With `mic`, runs until `seconds` (0: until Ctrl-C). With `record`, the server
+    saves the session for replay (interplay.replay) and the summary's `replay_file` says where, or
+    `record_error` why not."""
     from interplay.demo import chunk_record
     from interplay.sound import Microphone, Speaker
 
@@ -116,6 +118,7 @@ async def talk(address: str, wav: str | None = None, frames_dir: str | None = No
     recording = AudioFile(save_wav) if save_wav else None
     tl = Timeline()
     turns, missed, texts, compute = 0, 0, [], []
+    saved: dict[str, str] = {}  # replay_file (where the server saves the session) or record_error
     stop = asyncio.Event()
     t0 = time.monotonic()
 
@@ -130,7 +133,7 @@ async def talk(address: str, wav: str | None = None, frames_dir: str | None = No
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread: Ctrl-C stops it the hard way
         loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
-        async with SessionClient(address, session_id, connect_timeout_s=1.5) as client:
+        async with SessionClient(address, session_id, connect_timeout_s=1.5, record=record) as client:
             sent(spb.InputChunk(control=spb.Control(kind=spb.CONTROL_KIND_START)))
 
             async def produce() -> None:
@@ -166,6 +169,11 @@ async def talk(address: str, wav: str | None = None, frames_dir: str | None = No
                 async for c in client.chunks():
                     turns += 1
                     missed += int(c.timing.missed)
+                    for e in c.events if record and not saved else ():
+                        if e.kind == spb.EVENT_KIND_SESSION_STARTED and e.attrs.get("replay_file"):
+                            saved["replay_file"] = e.attrs["replay_file"]
+                        elif e.kind == spb.EVENT_KIND_ERROR and e.error.code == "recording_unavailable":
+                            saved["record_error"] = e.text
                     compute.append(c.timing.compute_ms)
                     if c.text:
                         texts.append(c.text)
@@ -195,12 +203,16 @@ async def talk(address: str, wav: str | None = None, frames_dir: str | None = No
         summary.update(save_wav=str(recording.path), audio_s=round(recording.spoken / (recording.rate or 16000), 3))
     if microphone is not None:
         summary["mic_blocks_dropped"] = microphone.dropped
+    summary.update(saved)
     if as_json:
         emit({"dir": "summary", **summary})
     else:
         print(f"session {client.session_id}: {turns} turns, {missed} missed, compute p50 "
               f"{summary['compute_ms_p50']:.1f} ms" + (f"; assistant audio {summary['audio_s']} s in {recording.path}"
-                                                       if recording is not None else ""), file=out, flush=True)
+                                                       if recording is not None else "")
+              + (f"; saved for replay: {saved['replay_file']}" if "replay_file" in saved else "")
+              + (f"; not saved for replay: {saved['record_error']}" if "record_error" in saved else ""),
+              file=out, flush=True)
     return summary
 
 

@@ -94,6 +94,7 @@ class LoopConfig:
     transcript_entries: int = 4096  # conversation entries a session's window keeps; older ones go to its digest
     limits: InputLimits = field(default_factory=InputLimits)
     record_dir: str | None = None  # record every session here in the replay format (interplay.replay); None: off
+    requested_record_dir: str | None = None  # where a session whose client asks (open(record=True)) is recorded
 
 
 class SessionError(Exception):
@@ -145,6 +146,7 @@ class LiveSession:
     weave: Weaver = field(default_factory=Weaver)
     policy: object | None = None  # this session's delegation policy (policies keep per-session state)
     span: tracing.Span = tracing.INVALID_SPAN  # the session's trace root (a long span: ended in close)
+    recorder: object | None = None  # the interplay.replay Recorder writing this session, if any
     last: spb.OutputChunk | None = None  # for tests and the actor's inspection
 
 
@@ -190,12 +192,8 @@ class TurnLoop:
             backend.metrics = self.metrics
         self.clock: TurnClock | None = None
         self._make_clock = clock or TurnClock
-        self.recorder = None  # interplay.replay.Recorder: each session's per-turn inputs and outputs
-        if self.config.record_dir:
-            from interplay.replay.recorder import Recorder  # noqa: PLC0415 - only when recording
-
-            self.recorder = Recorder(self.config.record_dir, turn_ms=self.config.turn_ms, backend=self.backend,
-                                     policy=self.config.policy, policy_options=self.config.policy_options)
+        self.recorder = self._recorder(self.config.record_dir)  # every session's, when record_dir is set
+        self._requested = None  # the recorder of sessions whose client asked (made on the first request)
         # (sessions stepped, compute ms) of the last minute of turns: long enough that one costly turn (a
         # hostile input) is an outlier the p99 admission check looks past, not a 10 s lock-out for everyone
         self._recent: deque[tuple[int, float]] = deque(maxlen=300)
@@ -209,9 +207,13 @@ class TurnLoop:
 
     # ---- sessions (called on the asyncio loop) ------------------------------------------------
     def open(self, session_id: str = "", sink: OutputSink | None = None,
-             trace_context: object | None = None) -> LiveSession:
+             trace_context: object | None = None, record: bool = False) -> LiveSession:
         """A new live session; `trace_context` (an OpenTelemetry Context, e.g. tracing.incoming_context of
-        the Converse call's metadata): the parent of its `session` span (None: a trace of its own)."""
+        the Converse call's metadata): the parent of its `session` span (None: a trace of its own).
+        `record`: the client asks for the session to be saved in the replay format (into
+        `requested_record_dir`, or `record_dir` when every session is recorded anyway); the
+        SESSION_STARTED event names the file (attrs `replay_file`), or an ERROR event
+        `recording_unavailable` says this server records nothing, and the session goes on."""
         sid = session_id or uuid.uuid4().hex[:12]
         if sid in self.sessions:
             raise SessionError("session_exists", f"session {sid!r} is already live")
@@ -223,7 +225,17 @@ class TurnLoop:
                            log=ConversationLog(sid, LogConfig(turn_ms=self.config.turn_ms, joiner="",
                                                               max_entries=self.config.transcript_entries)),
                            policy=self.delegating.new_policy())
-        live.events.append(event(spb.EVENT_KIND_SESSION_STARTED))  # the id is the chunk's session_id
+        live.recorder = self.recorder
+        if record and live.recorder is None and self.config.requested_record_dir:
+            self._requested = self._requested or self._recorder(self.config.requested_record_dir)
+            live.recorder = self._requested
+        path = live.recorder.start(live) if live.recorder is not None else None
+        live.events.append(event(spb.EVENT_KIND_SESSION_STARTED,  # the id is the chunk's session_id
+                                 attrs={"replay_file": str(path)} if path is not None else None))
+        if record and path is None:
+            live.events.append(event(spb.EVENT_KIND_ERROR, "this server does not record sessions (its "
+                                     "loop.requested_record_dir is empty); the session goes on unrecorded",
+                                     code="recording_unavailable"))
         live.span = tracing.start_long_span("session", context=trace_context,
                                             kind=tracing.SpanKind.SERVER, attributes={"interplay.session_id": sid},
                                             key=f"session:{sid}")
@@ -231,6 +243,14 @@ class TurnLoop:
         self.metrics.live_sessions = len(self.sessions)
         log.info("session_opened", session_id=sid, live=len(self.sessions))
         return live
+
+    def _recorder(self, folder: str | None):
+        if not folder:
+            return None
+        from interplay.replay.recorder import Recorder  # noqa: PLC0415 - only when recording
+
+        return Recorder(folder, turn_ms=self.config.turn_ms, backend=self.backend, policy=self.config.policy,
+                        policy_options=self.config.policy_options)
 
     def _over_budget(self) -> str | None:
         """Admission by measured compute: the recent turns' compute p99 plus one more session's typical
@@ -299,8 +319,8 @@ class TurnLoop:
         if live.state is not None:
             self.backend.close(live.state)
         self.hearing.close(session_id)
-        if self.recorder is not None:
-            self.recorder.closed(live)
+        if live.recorder is not None:
+            live.recorder.closed(live)
         tracing.end_long_span(live.span, {"interplay.turns": live.turn, "interplay.stopped": live.stopping,
                                           "interplay.failed": live.failed})
         log.info("session_closed", session_id=session_id, turns=live.turn)
@@ -392,8 +412,8 @@ class TurnLoop:
         events.extend(live.weave.offer_all(arrived, turn))
         n = len(events)
         heard = self.hearing.gather(live, events)
-        if self.recorder is not None:  # what this turn's step will see (the replay feeds the same)
-            self.recorder.gathered(live, turn, items, arrived, events[n:], refused)
+        if live.recorder is not None:  # what this turn's step will see (the replay feeds the same)
+            live.recorder.gathered(live, turn, items, arrived, events[n:], refused)
         return _Work(live=live, items=items, events=events, time_ms=int(round((scheduled - live.origin) * 1000)),
                      heard=heard, early=self.hearing.took(live.id, items))
 
@@ -538,8 +558,8 @@ class TurnLoop:
             self._fail(live, "delegation", exc, unsafe=False)
         if live.stopping:
             chunk.events.append(event(spb.EVENT_KIND_SESSION_ENDED, live.stop_reason, turns=chunk.turn + 1))
-        if self.recorder is not None:
-            self.recorder.emitted(live, chunk, task, w.user, w.typed)
+        if live.recorder is not None:
+            live.recorder.emitted(live, chunk, task, w.user, w.typed)
         live.last = chunk
         if live.sink is not None:
             live.sink.put(chunk)

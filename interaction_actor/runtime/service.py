@@ -43,6 +43,13 @@ SERVICE = "interplay.v1.Session"
 WRITE_TIMEOUT_S = 8.0  # a client that takes no chunk for this long is gone (a live one takes 5 a second)
 RESUME_METADATA = "interplay-resume-bin"  # a moved session's conversation so far (a ContextPackage)
 MAX_RESUME_BYTES = 64 << 10
+RECORD_METADATA = "interplay-record"  # "1": the client asks for its session to be saved for replay
+
+
+def wants_recording(context: grpc.aio.ServicerContext) -> bool:
+    """Whether the call's RECORD_METADATA asks for the session to be recorded ("1" / "true" / "yes")."""
+    value = next((v for k, v in (context.invocation_metadata() or ()) if k == RECORD_METADATA), "")
+    return str(value).strip().lower() in ("1", "true", "yes")
 
 
 def resume_package(context: grpc.aio.ServicerContext) -> xpb.ContextPackage | None:
@@ -81,7 +88,8 @@ class SessionService:
         sink = self.loop.sink()
         try:
             # a client's W3C traceparent makes the session's span a child of the client's own
-            live = self.loop.open(sid, sink, trace_context=tracing.incoming_context(context.invocation_metadata()))
+            live = self.loop.open(sid, sink, trace_context=tracing.incoming_context(context.invocation_metadata()),
+                                  record=wants_recording(context))
         except SessionError as exc:
             status = grpc.StatusCode.ALREADY_EXISTS if exc.code == "session_exists" else grpc.StatusCode.RESOURCE_EXHAUSTED
             await context.abort(status, str(exc))

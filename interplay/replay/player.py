@@ -375,10 +375,16 @@ def replay(backend: object, sessions: Iterable[ReplaySession], policies: Mapping
 
 
 def comparable(out: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A turn's output without what legitimately differs between runs (task ids, ages)."""
+    """A turn's output without what legitimately differs between runs (task ids, ages, the file a live
+    run was saved to)."""
     if out is None:
         return None
     evs = [{k: v for k, v in e.items() if k not in VOLATILE} for e in out.get("events", [])]
+    for e in evs:  # where a live run saved itself (SESSION_STARTED) is no output of the session
+        if "replay_file" in e.get("attrs", {}):
+            e["attrs"] = {k: v for k, v in e["attrs"].items() if k != "replay_file"}
+            if not e["attrs"]:
+                del e["attrs"]
     return {**{k: v for k, v in out.items() if k != "events"}, "events": evs}
 
 

@@ -84,7 +84,7 @@ class Recorder:
             return
         try:
             if live.id not in self._open:
-                self._start(live)
+                self.start(live)
             rec: dict[str, Any] = {"turn": int(turn), "in": [encode_item(i) for i in items]}
             if updates:
                 rec["updates"] = [message_dict(u) for u in updates]
@@ -129,7 +129,11 @@ class Recorder:
         self.sessions[session_id].header.update(fields)
 
     # ---- inside ----------------------------------------------------------------------------------
-    def _start(self, live) -> None:
+    def start(self, live) -> Path | None:
+        """Begin recording the session (the loop calls it as the session opens; `gathered` does if
+        nobody did): its header is written; returns its file (None when only kept in memory)."""
+        if live.id in self._open:
+            return self.paths.get(live.id)
         s = ReplaySession(header(live.id, self.turn_ms, origin_unix_ms=int(time.time() * 1000), backend=self.backend,
                                  policy=self.policy, source=self.source,
                                  recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
@@ -146,6 +150,7 @@ class Recorder:
             f = gzip.open(path, "wt", encoding="utf-8")  # noqa: SIM115 - open for the session's life, closed in closed()
             f.write(json.dumps(s.header, separators=(",", ":")) + "\n")
             self._files[live.id], self.paths[live.id] = f, path
+        return self.paths.get(live.id)
 
     def _write(self, sid: str, rec: dict[str, Any]) -> None:
         s = self._open.get(sid)

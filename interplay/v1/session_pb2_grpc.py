@@ -49,6 +49,9 @@ class SessionServicer:
         ContextPackage (context.proto) holding the conversation so far (`transcript`,
         `earlier_summary`), at most 64 KiB; the session starts with it in its conversation log (what
         the session router sends when it moves a session to another actor). Unparsable: INVALID_ARGUMENT.
+        Optional call metadata `interplay-record: 1`: save this session in the replay format (interplay.replay)
+        on the server; SESSION_STARTED's attrs `replay_file` names the file, or an ERROR
+        `recording_unavailable` says the server records nothing (the session goes on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

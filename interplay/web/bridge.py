@@ -128,8 +128,9 @@ class Bridge:
                 else:
                     await ws.send_text(json.dumps(obj))
 
+        record = str(getattr(ws, "query_params", {}).get("record", "")).lower() in ("1", "true", "yes")
         client = SessionClient(self.cfg.session_address, max_pending=self.cfg.max_pending,
-                               connect_timeout_s=self.cfg.connect_timeout_s)
+                               connect_timeout_s=self.cfg.connect_timeout_s, record=record)
         try:
             await client.__aenter__()
         except UserError as exc:

@@ -22,6 +22,7 @@ const counters = (window.interplay = {
   micFramesSent: 0, micFramesDropped: 0, cameraFramesSent: 0, cameraFramesDropped: 0, textsSent: 0,
   audioChunksReceived: 0, audioChunksPlayed: 0, audioChunksDropped: 0, audioUnderruns: 0, audioSecondsPlayed: 0,
   bargeIns: 0, transcripts: [], delegations: [], toolCalls: [], surfaced: [], errors: [], bridgeErrors: [],
+  replayFile: "", // where the server saves this session for replay, when "Save for replay" was checked
 });
 
 const $ = (id) => document.getElementById(id);
@@ -107,6 +108,8 @@ async function start() {
   player = new Player(ctx, counters);
   const url = new URL("ws", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if ($("record").checked) url.searchParams.set("record", "1"); // the server saves the session for replay
+  $("record").disabled = true;
   ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   ws.onmessage = onMessage;

@@ -91,6 +91,12 @@ export class Timeline {
     const kind = short(e.kind, "EVENT_KIND_");
     const update = short(e.update, "EVENT_UPDATE_");
     switch (kind) {
+      case "session_started":
+        if (e.attrs && e.attrs.replay_file) {
+          c.replayFile = e.attrs.replay_file;
+          this.add("session", "saved", `this session is saved for replay: ${e.attrs.replay_file}`, turn);
+        }
+        break;
       case "user_transcript":
         if (update === "final") {
           c.transcripts.push(e.text);
