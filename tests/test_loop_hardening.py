@@ -273,3 +273,26 @@ async def test_a_session_that_would_push_measured_compute_past_the_budget_is_ref
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "at capacity" in err.value.details() and "ms" in err.value.details()
     assert len(arrivals) >= 25, "the admitted session kept its turns"
+
+
+async def test_a_refusing_actor_admits_again_once_the_load_that_filled_it_has_gone():
+    import grpc
+
+    from interaction_actor.model.fusion import build_model
+
+    # the same over-tight budget, with turns judged over the last 3 s only (the default is a minute)
+    loop = TurnLoop(build_model("small", seed=0), LoopConfig(turn_ms=TURN_MS, admission_headroom=0.9,
+                                                             admission_window_s=3.0))
+    loop.start()
+    server, address = await serve(loop)
+    try:
+        await monitor(address, 3.5)  # 35 measured turns of one session (20 are enough to judge); it leaves
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # at once: its turns still count
+            await asyncio.wait_for(session(address, "too-soon", [], 0.2), 30)
+        await asyncio.sleep(3.1)  # no turn with a session since: the window empties
+        later = await asyncio.wait_for(session(address, "later", [], 0.5), 30)
+    finally:
+        await server.stop(0.2)
+        await loop.stop()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert later and later[0].session_id == "later"

@@ -90,6 +90,7 @@ class LoopConfig:
     policy_options: dict = field(default_factory=dict)
     admission: bool = True  # refuse a session when measured compute + its share would pass the budget
     admission_headroom: float = 0.2  # the budget: (1 - this) of a turn
+    admission_window_s: float = 60.0  # admission judges the turns of this last while (older ones expire)
     idle_timeout_s: float = 8.0  # a session that sends nothing for this long ends (a frozen or vanished client)
     transcript_entries: int = 4096  # conversation entries a session's window keeps; older ones go to its digest
     limits: InputLimits = field(default_factory=InputLimits)
@@ -194,9 +195,11 @@ class TurnLoop:
         self._make_clock = clock or TurnClock
         self.recorder = self._recorder(self.config.record_dir)  # every session's, when record_dir is set
         self._requested = None  # the recorder of sessions whose client asked (made on the first request)
-        # (sessions stepped, compute ms) of the last minute of turns: long enough that one costly turn (a
-        # hostile input) is an outlier the p99 admission check looks past, not a 10 s lock-out for everyone
-        self._recent: deque[tuple[int, float]] = deque(maxlen=300)
+        # (when, sessions stepped, compute ms) of the last minute of turns: long enough that one costly turn
+        # (a hostile input) is an outlier the p99 admission check looks past, not a 10 s lock-out for
+        # everyone; entries older than admission_window_s expire, so load that has gone (its sessions
+        # closed) stops refusing new sessions even when no turn with a session follows it
+        self._recent: deque[tuple[float, int, float]] = deque(maxlen=300)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-step",
                                             initializer=raise_priority, initargs=(self.config.niceness,))
         self._task: asyncio.Task | None = None
@@ -272,7 +275,8 @@ class TurnLoop:
         `compute_ms_p99` (p90 under 100 turns), one more session's typical `share_ms`, the `budget_ms`
         (the turn minus the headroom) and `headroom_ms` = budget - (p99 + share): negative means this
         actor refuses a new session (when `admission` is on and `measured_turns` >= 20)."""
-        recent = [(n, ms) for n, ms in self._recent if n > 0]
+        since = time.monotonic() - self.config.admission_window_s
+        recent = [(n, ms) for t, n, ms in self._recent if n > 0 and t >= since]
         budget = self.config.turn_ms * (1.0 - self.config.admission_headroom)
         p99 = share = 0.0
         if recent:
@@ -374,7 +378,7 @@ class TurnLoop:
                 self._emit(results, tick.lateness_ms, compute_ms, fin.missed)
             except Exception as exc:  # noqa: BLE001
                 self._loop_fault(tick.slot, exc)
-            self._recent.append((len(work), compute_ms))
+            self._recent.append((time.monotonic(), len(work), compute_ms))
             self.metrics.record_turn(slot=tick.slot, sessions=len(work), lateness_ms=tick.lateness_ms,
                                      compute_ms=compute_ms, total_ms=fin.compute_ms, missed=fin.missed,
                                      skipped=fin.skipped)
