@@ -1,6 +1,7 @@
 """The ears as a Ray actor: a real EarsActor process (faster-whisper tiny.en inside), the loop-side RayEars
 that never waits on it, and a restart after the process is killed."""
 
+import json
 import os
 import signal
 import time
@@ -44,8 +45,13 @@ def wait_for(ears, pred, timeout_s=20.0):
 
 
 @pytest.fixture(scope="module")
-def ray_ears(ray_local):
-    handle, ears = start_ears(max_restarts=2)
+def trace_file(tmp_path_factory):
+    return tmp_path_factory.mktemp("ears-trace") / "trace.jsonl"
+
+
+@pytest.fixture(scope="module")
+def ray_ears(ray_local, trace_file):
+    handle, ears = start_ears(max_restarts=2, trace_file=str(trace_file))
     yield handle, ears
     ears.stop()
 
@@ -59,6 +65,20 @@ def test_the_ray_ears_hear_a_spoken_request_without_the_loop_waiting(ray_ears):
     assert "london" in normalise(h.text) and not h.error and h.final
     assert worst < 0.05  # feed + take never wait on the actor (well under 1 ms here; generous for 2 shared cores)
     ears.close("s1")
+
+
+def test_the_ray_ears_actor_exports_a_span_for_each_segment_it_transcribes(ray_ears, trace_file):
+    handle, ears = ray_ears
+    feed_and_take(ears, {"traced": utterance("turn the lights off in the kitchen", seed=2)})
+    wait_for(ears, lambda g: any(h.session_id == "traced" for h in g))
+    ears.close("traced")
+    spans, deadline = [], time.monotonic() + 10  # the actor's batch exporter writes about once a second
+    while not spans and time.monotonic() < deadline:
+        lines = trace_file.read_text().splitlines() if trace_file.exists() else []
+        spans = [s for s in map(json.loads, lines) if s["name"] == "transcribe_segment"
+                 and s["attributes"].get("interplay.session_id") == "traced"]
+        time.sleep(0.2)
+    assert spans and spans[0]["resource"]["attributes"]["service.name"] == "interplay-ears"
 
 
 def test_the_ray_ears_actor_restarts_after_it_is_killed(ray_ears, ray_local):

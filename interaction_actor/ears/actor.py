@@ -31,6 +31,7 @@ import ray
 
 from interaction_actor.ears.contract import Heard
 from interaction_actor.ears.worker import EarsConfig, LocalEars
+from interplay import tracing
 from interplay.log import configure_logging, get_logger
 
 log = get_logger("interaction_actor.ears.actor")
@@ -39,8 +40,11 @@ log = get_logger("interaction_actor.ears.actor")
 class EarsActorImpl:
     """The actor body (usable in-process too, inside a running event loop for `poll`)."""
 
-    def __init__(self, config: EarsConfig | None = None, log_level: str = "info", log_dir: str | None = None) -> None:
+    def __init__(self, config: EarsConfig | None = None, log_level: str = "info", log_dir: str | None = None,
+                 trace_file: str | None = None, otlp_endpoint: str | None = None) -> None:
         configure_logging(log_level, log_dir=log_dir, process="ears")
+        if trace_file or otlp_endpoint:  # its `transcribe_segment` spans (worker.py) go where the loop's go
+            tracing.configure(trace_file, "interplay-ears", otlp_endpoint=otlp_endpoint)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self.ears = LocalEars(config, on_ready=self._wake)
@@ -79,6 +83,7 @@ class EarsActorImpl:
 
     async def stop(self) -> None:
         self.ears.stop()
+        tracing.flush()  # the last segments' spans, before Ray ends the process
 
 
 @ray.remote(max_restarts=3, max_task_retries=0)
@@ -175,8 +180,8 @@ class RayEars:
 
 def start_ears(config: EarsConfig | None = None, *, max_restarts: int = 3, num_cpus: float = 0,
                name: str | None = None, timeout_s: float = 120.0, poll_timeout_s: float = 1.0,
-               log_level: str = "info", log_dir: str | None = None,
-               resources: dict[str, float] | None = None) -> tuple[Any, RayEars]:
+               log_level: str = "info", log_dir: str | None = None, trace_file: str | None = None,
+               otlp_endpoint: str | None = None, resources: dict[str, float] | None = None) -> tuple[Any, RayEars]:
     """Create an EarsActor (Ray must be initialised), wait until its model is loaded, return
     (handle, RayEars). `num_cpus` 0 by default: the transcriber's threads are `config.whisper.cpu_threads`."""
     opts: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}
@@ -184,6 +189,6 @@ def start_ears(config: EarsConfig | None = None, *, max_restarts: int = 3, num_c
         opts["name"] = name
     if resources:
         opts["resources"] = dict(resources)
-    handle = EarsActor.options(**opts).remote(config or EarsConfig(), log_level, log_dir)
+    handle = EarsActor.options(**opts).remote(config or EarsConfig(), log_level, log_dir, trace_file, otlp_endpoint)
     ray.get(handle.ready.remote(), timeout=timeout_s)
     return handle, RayEars(handle, poll_timeout_s=poll_timeout_s)

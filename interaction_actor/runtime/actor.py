@@ -150,7 +150,8 @@ class InteractionActorImpl:
         if ray.is_initialized():
             from interaction_actor.ears.actor import start_ears
 
-            self.ears_handle, ears = start_ears(self.ears_config, log_level=self.log_level, log_dir=self.log_dir)
+            self.ears_handle, ears = start_ears(self.ears_config, log_level=self.log_level, log_dir=self.log_dir,
+                                                trace_file=self.trace_file, otlp_endpoint=self.otlp_endpoint)
             return ears
         from interaction_actor.ears.worker import LocalEars
 
