@@ -106,3 +106,16 @@ async def converse(address: str, sends: list, seconds: float, *, session_id: str
             got.append(chunk)
         await task
     return got
+
+
+def stop_serve(proc, timeout_s: float = 60.0) -> None:
+    """End an `interplay serve` subprocess as Ctrl-C would (it drains); kill it if it has not exited in time."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()

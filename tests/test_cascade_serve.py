@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import converse
+from conftest import converse, stop_serve
 
 from interaction_actor.ears import speech
 from interaction_actor.ears.segmenter import windows
@@ -43,12 +42,7 @@ def test_serve_backend_cascade_answers_a_spoken_question_over_grpc(tmp_path):
         chunks = asyncio.run(asyncio.wait_for(
             converse(address, [audio_chunk(w) for w in windows(user)], 0.4, gap_s=0.2), timeout=60))
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_serve(proc)
     heard = [e.text for c in chunks for e in c.events
              if e.kind == spb.EVENT_KIND_USER_TRANSCRIPT and e.update == spb.EVENT_UPDATE_FINAL]
     assert any("how are you" in h.lower() for h in heard), heard

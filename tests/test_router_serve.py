@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from conftest import stop_serve
 
 from interplay.client import SessionClient, text_chunk
 
@@ -40,12 +41,7 @@ def served(tmp_path_factory):
     try:
         yield proc, lines, err
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_serve(proc)
 
 
 def test_serve_with_two_actors_puts_one_session_endpoint_in_front_of_two_interaction_actors(served):

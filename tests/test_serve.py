@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_serve
 
 from interplay.client import SessionClient, text_chunk
 from interplay.v1 import session_pb2 as spb
@@ -54,12 +55,7 @@ def served(tmp_path_factory):
     try:
         yield proc, address, port, env, metrics
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_serve(proc)
 
 
 def test_serve_listens_on_the_session_port_its_config_file_names(served):
