@@ -122,6 +122,10 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                         max_concurrent=b.max_concurrent_tasks, max_queued=b.max_queued_tasks, max_steps=b.max_steps,
                         system_prompt=b.system_prompt, host=host, first_port=s.background_port,
                         actors=backgrounds or b.actors)
+    if policy is None and "policy" not in d.model_fields_set and (backend or m.backend) == "cascade":
+        # the cascade's reply model delegates by its own `delegate` call; the default first_of would add the
+        # rule's decision on the same words: two delegations, the answer voiced twice
+        policy = "model_token"
     policy = policy or d.policy
     # the default options are first_of's: they go with another policy only when given for it
     given = "policy_options" in d.model_fields_set

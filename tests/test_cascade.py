@@ -186,6 +186,17 @@ def test_cascade_settings_reach_the_backend(monkeypatch):
     assert cfg.reply.engine_options == {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key": "k"}
 
 
+def test_a_cascade_serve_delegates_by_the_reply_models_own_call_unless_a_policy_is_set(monkeypatch):
+    from interplay.runtime import plan_from_settings
+    from interplay.settings import load_settings
+
+    monkeypatch.setenv("INTERPLAY_MODEL__BACKEND", "cascade")
+    assert plan_from_settings(load_settings()).interaction.policy == "model_token"  # not first_of: no rule twice
+    assert plan_from_settings(load_settings(), policy="rule").interaction.policy == "rule"
+    monkeypatch.setenv("INTERPLAY_DELEGATION__POLICY", "always")
+    assert plan_from_settings(load_settings()).interaction.policy == "always"
+
+
 @pytest.mark.parametrize("env,reason", [({"INTERPLAY_EARS__ENABLED": "false"}, "ears"),
                                         ({"INTERPLAY_MODEL__CASCADE__VOICE": "xx-nope"}, "voice 'xx-nope'")])
 def test_serve_backend_cascade_with_the_ears_off_or_a_voice_espeak_lacks_is_refused_in_one_line(
