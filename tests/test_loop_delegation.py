@@ -267,3 +267,22 @@ async def test_a_delegation_refused_as_overloaded_is_offered_to_the_next_backgro
     assert [[u.text for u in box] for box in boxes] == [["done"], ["done"]]
     assert full.refused >= 1
 
+
+
+async def test_a_delegation_cancelled_before_it_ever_ran_still_settles_as_cancelled():
+    bg = SteerableBackground()
+    bg_server, bg_addr = await background(bg)
+    d = Delegator(bg_addr, deadline_ms=5000)
+    inbox: list = []
+    try:
+        task_id = d.start(DelegationRequest(session_id="s", task="weather Oslo", turn=0, time_ms=0), inbox)
+        d.cancel_all([task_id])  # the session closed in the tick the delegation started: its task never ran
+        for _ in range(50):
+            if inbox:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await d.close()
+        await bg_server.stop(0.2)
+    assert [(u.kind, u.error.code) for u in inbox] == [(bpb.UPDATE_KIND_ERROR, "cancelled")]
+    assert bg.delegated == []  # nothing reached the background

@@ -145,10 +145,17 @@ class Delegator:
         task = asyncio.get_running_loop().create_task(self._run(req.session_id, task_id, job, put),
                                                       name=f"delegate-{task_id}")
         self.tasks[task_id] = task
-        task.add_done_callback(lambda _t, k=task_id: self.tasks.pop(k, None))
+        task.add_done_callback(lambda t, k=task_id: self._ended(k, t, put))
         log.info("delegation_started", session_id=req.session_id, task_id=task_id, turn=req.turn,
                  address=self.address)
         return task_id
+
+    def _ended(self, task_id: str, task: asyncio.Task, put: _Settle) -> None:
+        """A delegation's task is done. One cancelled before it ever ran (its session closed in the tick
+        it started) never reached `_delegate`'s handler: it settles here, so none is left unsettled."""
+        self.tasks.pop(task_id, None)
+        if task.cancelled() and not put.done:
+            put(error_update(task_id, "cancelled", "the session closed"))
 
     def _refused(self, session_id: str, task_id: str, exc: PackageError, put: _Settle) -> None:
         log.warning("delegation_refused", session_id=session_id, task_id=task_id, code=exc.code, error=str(exc))
