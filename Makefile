@@ -13,7 +13,7 @@ ifeq ($(SLOW),1)
 PYTEST_ARGS += -m ''
 endif
 
-.PHONY: run test install proto clean bench browser-deps
+.PHONY: run test install proto clean bench browser-deps peers peers-if-possible
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/interplay demo
 
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps peers-if-possible
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -49,8 +49,20 @@ browser-deps:
 	  else echo $$missing "missing (needs root and apt-get): the browser test will skip"; fi; \
 	fi
 
+# pipecat (the peer in `eval fdbench`) in a virtualenv of its own: pipecat-ai 1.14 caps protobuf below 7 and
+# the project needs 7. Unmodified, pinned by constraints-peers.txt; run as a process by interplay/fdbench/pipecat_peer.py.
+PEERS_VENV ?= .venv-peers
+$(PEERS_VENV)/.installed: constraints-peers.txt
+	@test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q -c constraints-peers.txt 'pipecat-ai[silero,whisper,openai]==1.14.0' espeakng-loader
+	@touch $@
+peers: $(PEERS_VENV)/.installed
+# `make test` installs the peer too (~36 s from pip's cache, ~830 MB); where it cannot, its test skips.
+peers-if-possible:
+	@$(MAKE) --no-print-directory peers || echo "could not install pipecat into $(PEERS_VENV): the pipecat peer's test will skip"
+
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info $(PEERS_VENV)
