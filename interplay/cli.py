@@ -297,7 +297,7 @@ def eval_fdbench(
     quick: bool = typer.Option(False, "--quick", help="2 episodes per category instead of 6 (~2 min)."),
     as_json: bool = JSON,
     backends: str = typer.Option(None, help="Comma-separated backends: names or module:attr (default: native "
-                                 "and cascade)."),
+                                 "and cascade, and pipecat when `make peers` has made .venv-peers)."),
     episodes: int = typer.Option(None, help="Episodes per category, 1-6 (overrides --quick)."),
     concurrency: int = typer.Option(3, help="Sessions streaming at once."),
     stagger_s: float = typer.Option(1.3, "--stagger-s", help="Seconds at least between two session starts."),

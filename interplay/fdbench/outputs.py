@@ -73,6 +73,12 @@ def latency_ratio(backends: dict, a: str, b: str) -> float | None:
     return round(x / y, 3) if x is not None and y else None
 
 
+def _label(name: str, figures: dict) -> str:
+    """A backend's column and legend name; a peer system's with its version (pipecat 1.14.0)."""
+    version = figures.get("pipecat_version")
+    return f"{name} {version}" if isinstance(version, str) else name
+
+
 def _show(fmt: str, v) -> str:
     return "-" if v is None else fmt.format(v)
 
@@ -85,8 +91,8 @@ def table(result: dict):
     t = Table(title=f"interplay eval fdbench: {result['episodes_per_category']} episodes per category, "
                     f"{result['concurrency']} sessions at a time", header_style="bold")
     t.add_column("figure")
-    for name in backends:
-        t.add_column(name, justify="right")
+    for name, b in backends.items():
+        t.add_column(_label(name, b), justify="right")
     for name in SHOWN:
         t.add_column(SHORT[name], justify="right", style="dim")
     for label, key, fmt, pub, scale in ROWS:
@@ -125,7 +131,8 @@ def plot(result: dict, path: Path) -> None:
         for i, name in enumerate(names):
             xs = [k + (i - (len(names) - 1) / 2) * width for k in range(len(keys))]
             vals = [_num(backends[name].get(key)) for key, _, _ in keys]
-            ax.bar(xs, [0.0 if math.isnan(v) else v for v in vals], width, label=name, color=f"C{i}")
+            ax.bar(xs, [0.0 if math.isnan(v) else v for v in vals], width, label=_label(name, backends[name]),
+                   color=f"C{i}")
             for x, v in zip(xs, vals, strict=True):  # every bar labelled: a rate of 0 is a result, n/a is none
                 label = "n/a" if math.isnan(v) else (f"{v:.2f}" if scale == 1.0 else f"{v:.0f}")
                 ax.text(x, 0 if math.isnan(v) else v, label, ha="center", va="bottom", fontsize=7)
