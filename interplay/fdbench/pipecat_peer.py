@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from interplay.fdbench import episodes as E
-from interplay.fdbench.stream import HEARD_RMS, OutTurn, Recording
+from interplay.fdbench.stream import HEARD_RMS, OutTurn, Recording, staggered
 from interplay.log import get_logger
 
 log = get_logger("interplay.fdbench.pipecat_peer")
@@ -218,23 +218,12 @@ async def _run_one(ep: E.Episode, session_id: str, base_url: str, alias: str, cf
 
 async def _run_all(eps: list[E.Episode], base_url: str, alias: str, cfg: PeerConfig, concurrency: int,
                    stagger_s: float, root: Path) -> list[tuple[Recording, dict]]:
-    slots = asyncio.Semaphore(concurrency)
-    tasks, last = [], -float("inf")
-
     async def one(ep: E.Episode) -> tuple[Recording, dict]:
-        try:
-            work = root / ep.name
-            work.mkdir()
-            return await _run_one(ep, f"fdb-pipecat-{ep.name}", base_url, alias, cfg, work)
-        finally:
-            slots.release()
+        work = root / ep.name
+        work.mkdir()
+        return await _run_one(ep, f"fdb-pipecat-{ep.name}", base_url, alias, cfg, work)
 
-    for ep in eps:
-        await slots.acquire()
-        await asyncio.sleep(max(0.0, last + stagger_s - time.monotonic()))
-        last = time.monotonic()
-        tasks.append(asyncio.get_running_loop().create_task(one(ep)))
-    return list(await asyncio.gather(*tasks))
+    return await staggered(eps, one, concurrency, stagger_s)
 
 
 def stream_pipecat(eps: list[E.Episode], concurrency: int = 3, stagger_s: float = 1.3, progress=None,

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from interplay.fdbench import episodes as E
-from interplay.fdbench.stream import Recording, align, play
+from interplay.fdbench.stream import Recording, align, play, staggered
 from interplay.log import get_logger
 
 log = get_logger("interplay.fdbench.run")
@@ -110,23 +110,12 @@ def ordered(eps: list[E.Episode]) -> list[E.Episode]:
 async def play_all(address: str, eps: list[E.Episode], concurrency: int = 3, stagger_s: float = 1.3,
                    barge_in_control: bool = False, tag: str = "") -> list[Recording]:
     """Every episode against one server: at most `concurrency` at once, starts `stagger_s` apart."""
-    slots = asyncio.Semaphore(concurrency)
-    tasks: list[asyncio.Task] = []
-    last = -float("inf")
     run = uuid.uuid4().hex[:6]
 
     async def one(ep: E.Episode) -> Recording:
-        try:
-            return await play(address, ep, f"fdb-{tag}{ep.name}-{run}", barge_in_control=barge_in_control)
-        finally:
-            slots.release()
+        return await play(address, ep, f"fdb-{tag}{ep.name}-{run}", barge_in_control=barge_in_control)
 
-    for ep in eps:
-        await slots.acquire()
-        await asyncio.sleep(max(0.0, last + stagger_s - time.monotonic()))
-        last = time.monotonic()
-        tasks.append(asyncio.get_running_loop().create_task(one(ep)))
-    return list(await asyncio.gather(*tasks))
+    return await staggered(eps, one, concurrency, stagger_s)
 
 
 def stream_backend(spec: str, eps: list[E.Episode], cfg: FdbenchConfig, progress=None) -> tuple[list[Recording], dict]:

@@ -199,6 +199,27 @@ class Aligned:
     send_late_ms: list[float]  # per chunk: how late the client sent it (its own real-time check)
 
 
+async def staggered(items: list, start, concurrency: int, stagger_s: float) -> list:
+    """`await start(item)` for every item, at most `concurrency` at once, each started at least `stagger_s`
+    after the previous one (so no two users finish speaking together); the results in the items' order."""
+    slots = asyncio.Semaphore(concurrency)
+    tasks: list[asyncio.Task] = []
+    last = -float("inf")
+
+    async def one(item):
+        try:
+            return await start(item)
+        finally:
+            slots.release()
+
+    for item in items:
+        await slots.acquire()
+        await asyncio.sleep(max(0.0, last + stagger_s - time.monotonic()))
+        last = time.monotonic()
+        tasks.append(asyncio.get_running_loop().create_task(one(item)))
+    return list(await asyncio.gather(*tasks))
+
+
 def _resampled(pcm: bytes, rate: int) -> np.ndarray:
     x = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float32) / 32768.0
     if rate == SR or x.size == 0:
