@@ -21,12 +21,11 @@ import contextlib
 
 import grpc
 import ray
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
 from interaction_actor.router.placement import Member, Placement, PlacementConfig, ray_member
 from interaction_actor.router.relay import Relay, RelayConfig
-from interaction_actor.runtime.service import SERVICE, server_options
+from interaction_actor.runtime.service import SERVICE, start_session_server
 from interplay.log import configure_logging, get_logger
 from interplay.raylocal import advertised
 from interplay.v1 import session_pb2 as spb
@@ -121,17 +120,7 @@ class RouterImpl:
         if ray.is_initialized() and ray.get_runtime_context().get_actor_id():
             configure_logging(self.log_level, log_dir=self.log_dir, process="router")
         self.service = RouterService(self.placement, self.relay_config)
-        server = grpc.aio.server(options=server_options())
-        server.add_generic_rpc_handlers((handler(self.service),))
-        self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        bound = server.add_insecure_port(f"{self.host}:{self.port}")
-        if not bound:
-            raise RuntimeError(f"could not bind the router on {self.host}:{self.port}")
-        await server.start()
-        for name in ("", SERVICE):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        server, self.health, bound = await start_session_server(handler(self.service), self.host, self.port)
         self.server = server
         self.address = advertised(f"{self.host}:{bound}", self.advertise_host)
         log.info("router_started", address=self.address, members=[m.address for m in self.members])

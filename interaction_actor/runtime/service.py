@@ -164,11 +164,24 @@ async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
     """Start a grpc.aio server for the Session service, the standard health service (SERVING from the
     moment it returns: the loop and its backend exist by then) and server reflection; returns
     (server, "host:port"). `start_drain(server)` later turns new sessions away (see drain)."""
+    service = SessionService(loop)
+    server, health_servicer, bound = await start_session_server(handler(service), host, port, options)
+    server.interplay_parts = (service, health_servicer)  # for start_drain
+    log.info("session_service_started", address=f"{host}:{bound}")
+    return server, f"{host}:{bound}"
+
+
+async def start_session_server(rpc_handler: grpc.GenericRpcHandler, host: str, port: int,
+                               options: list[tuple[str, object]] | None = None
+                               ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """A started grpc.aio server answering the Session service through `rpc_handler` (this module's
+    `handler`, or the router's), the standard health service (SERVING) and server reflection, with
+    `server_options()` under the caller's `options`; returns (server, health servicer, bound port).
+    RuntimeError when the port cannot be bound."""
     merged = dict(server_options())
     merged.update(dict(options or []))  # the caller's settings win
     server = grpc.aio.server(options=list(merged.items()))
-    service = SessionService(loop)
-    server.add_generic_rpc_handlers((handler(service),))
+    server.add_generic_rpc_handlers((rpc_handler,))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -178,9 +191,7 @@ async def serve(loop: TurnLoop, host: str = "127.0.0.1", port: int = 0,
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    server.interplay_parts = (service, health_servicer)  # for start_drain
-    log.info("session_service_started", address=f"{host}:{bound}")
-    return server, f"{host}:{bound}"
+    return server, health_servicer, bound
 
 
 async def start_drain(server: grpc.aio.Server) -> None:
