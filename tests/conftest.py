@@ -119,3 +119,21 @@ def stop_serve(proc, timeout_s: float = 60.0) -> None:
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def answering_background(text: str, delay_s: float = 0.0):
+    """A Background servicer for tests whose property is the interaction side: it accepts every task,
+    waits `delay_s`, and answers `text` as the FINAL update (serve it with `serve_background`)."""
+    import asyncio
+
+    from interplay.v1 import background_pb2 as bpb
+    from interplay.v1 import background_pb2_grpc as bgrpc
+
+    class AnsweringBackground(bgrpc.BackgroundServicer):
+        async def Delegate(self, request, context):  # noqa: N802
+            yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ACCEPTED)
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL, text=text)
+
+    return AnsweringBackground()

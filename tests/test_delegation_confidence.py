@@ -1,6 +1,7 @@
 """The model's own confidence in a delegation reaches the policy live: the shipped native model,
 the real TurnLoop and Session gRPC on 127.0.0.1, and a small real Background servicer written for
-the test (it only accepts and answers; the property under test is the interaction side's decision).
+the test (conftest.answering_background: it only accepts and answers; the property under test is the
+interaction side's decision).
 
 The typed request "what's the weather in Oslo?" is one the shipped checkpoint delegates by its own
 <delegate> token (measured: p(<delegate>) = 0.78 at the step that opened the task, about 6 turns
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import answering_background
 from conftest import serve_background as background
 
 from interaction_actor.model.fusion import build_model
@@ -19,8 +21,6 @@ from interaction_actor.model.weights import resolve_checkpoint
 from interaction_actor.runtime.loop import LoopConfig, TurnLoop
 from interaction_actor.runtime.service import serve
 from interplay.client import SessionClient, text_chunk
-from interplay.v1 import background_pb2 as bpb
-from interplay.v1 import background_pb2_grpc as bgrpc
 from interplay.v1 import session_pb2 as spb
 
 REQUEST = "what's the weather in Oslo?"
@@ -29,12 +29,6 @@ REQUEST = "what's the weather in Oslo?"
 @pytest.fixture(scope="module")
 def shipped():
     return build_model("small", resolve_checkpoint("small", None), 0)
-
-
-class AnsweringBackground(bgrpc.BackgroundServicer):
-    async def Delegate(self, request, context):  # noqa: N802
-        yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ACCEPTED)
-        yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL, text="Oslo: snow")
 
 
 def test_the_native_model_reports_its_own_confidence_with_the_task_it_delegates(shipped):
@@ -48,7 +42,7 @@ def test_the_native_model_reports_its_own_confidence_with_the_task_it_delegates(
 
 
 async def started_with(shipped, threshold: float) -> list[spb.Event]:
-    server_bg, bg_addr = await background(AnsweringBackground())
+    server_bg, bg_addr = await background(answering_background("Oslo: snow"))
     policy = {"policy": "threshold", "inner": "model_token", "threshold": threshold}
     loop = TurnLoop(shipped, LoopConfig(turn_ms=50, background_address=bg_addr, policy=policy))
     loop.start()

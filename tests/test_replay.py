@@ -11,12 +11,12 @@ clock with the stand-in background (interplay.replay.player).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import wave
 from pathlib import Path
 
 import pytest
+from conftest import answering_background
 from conftest import serve_background as background
 
 from interaction_actor.model.fusion import build_model
@@ -34,8 +34,6 @@ from interplay.replay import (
     write_session,
 )
 from interplay.replay.format import header
-from interplay.v1 import background_pb2 as bpb
-from interplay.v1 import background_pb2_grpc as bgrpc
 from interplay.v1 import session_pb2 as spb
 
 ASSETS = Path(__file__).resolve().parent.parent / "examples" / "assets"
@@ -48,13 +46,6 @@ def shipped():
     return build_model("small", resolve_checkpoint("small", None), 0)
 
 
-class AnsweringBackground(bgrpc.BackgroundServicer):
-    async def Delegate(self, request, context):  # noqa: N802
-        yield bpb.Update(task_id=request.task_id, seq=0, kind=bpb.UPDATE_KIND_ACCEPTED)
-        await asyncio.sleep(0.5)
-        yield bpb.Update(task_id=request.task_id, seq=1, kind=bpb.UPDATE_KIND_FINAL, text="Oslo snow, -3 C")
-
-
 def speech_chunks() -> list[bytes]:
     with wave.open(str(ASSETS / "hello.wav"), "rb") as w:
         assert w.getframerate() == 16000 and w.getnchannels() == 1
@@ -64,7 +55,7 @@ def speech_chunks() -> list[bytes]:
 
 
 async def live_session(model, record_dir: Path) -> tuple[list[spb.OutputChunk], float]:
-    server_bg, bg_addr = await background(AnsweringBackground())
+    server_bg, bg_addr = await background(answering_background("Oslo snow, -3 C", delay_s=0.5))
     loop = TurnLoop(model, LoopConfig(turn_ms=TURN_MS, background_address=bg_addr, record_dir=str(record_dir)))
     loop.start()
     server, address = await serve(loop)
