@@ -286,3 +286,19 @@ async def test_a_delegation_cancelled_before_it_ever_ran_still_settles_as_cancel
         await bg_server.stop(0.2)
     assert [(u.kind, u.error.code) for u in inbox] == [(bpb.UPDATE_KIND_ERROR, "cancelled")]
     assert bg.delegated == []  # nothing reached the background
+
+
+def test_the_native_model_sees_each_surfaced_results_mode_as_a_marker_before_its_line():
+    """What the loop hands the native model: voiced-now lines behind CTX_NOW, SILENT ones behind
+    CTX_SILENT (context only, never to be voiced), the rest behind CTX_IDLE; other events add nothing."""
+    from delegation import SurfacingMode
+    from interaction_actor.model import text as T
+    from interaction_actor.runtime.weave import event, marked_context
+    from interplay.v1 import session_pb2 as spb
+
+    surfaced = [event(spb.EVENT_KIND_RESULT_SURFACED, "Lima hail, 3 C", mode=int(SurfacingMode.WHEN_IDLE), voiced=True),
+                event(spb.EVENT_KIND_RESULT_SURFACED, "looked up 2 sources", mode=int(SurfacingMode.SILENT)),
+                event(spb.EVENT_KIND_RESULT_SURFACED, "a note", mode=int(SurfacingMode.WHEN_IDLE)),
+                event(spb.EVENT_KIND_BARGE_IN, "user barged in")]
+    assert marked_context(surfaced) == "\n".join(
+        [T.CTX_NOW + "Lima hail, 3 C", T.CTX_SILENT + "looked up 2 sources", T.CTX_IDLE + "a note"])

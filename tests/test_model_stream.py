@@ -298,3 +298,31 @@ def test_streaming_with_byte_history_and_copy_candidates_equals_the_full_forward
     with torch.no_grad():
         hidden, _ = model.forward_sequence(seq)
     torch.testing.assert_close(s.record.hidden(), hidden[0], rtol=1e-4, atol=1e-4)
+
+
+def test_listen_yields_the_floor_at_once_its_own_turn_plays_no_audio(monkeypatch):
+    """<listen> (the model heard the user barge in) silences the turn it is emitted in, not only the next
+    one: the stop comes from the audio alone, one turn sooner than <stop_speaking>. The model's choices are
+    scripted here (a tiny untrained model would not choose them); the forward, the flow head and the
+    vocoder are real."""
+    from interaction_actor.model import session as S
+
+    model = build_model("tiny", seed=0)
+    plan = iter([[T.START_SPEAKING, T.EMPTY, T.EMPTY], [ord("o"), ord("k"), T.EMPTY], [T.LISTEN, T.EMPTY, T.EMPTY],
+                 [T.EMPTY] * 3])
+    real = S._decode_outputs
+
+    def scripted(m, sessions, hidden):
+        real(m, sessions, hidden)  # the decode steps run (cache written); their tokens are replaced
+        toks = next(plan)
+        for s in sessions:
+            for t in toks:
+                s.speech.history.push(t)
+        return [list(toks)]
+
+    monkeypatch.setattr(S, "_decode_outputs", scripted)
+    s = new_session(model, "listen")
+    outs = [step_batch(model, [s], [TurnInput()])[0] for _ in range(4)]
+    assert outs[1].pcm is not None and outs[1].speaking  # voiced after <start_speaking>
+    assert outs[2].pcm is None and not outs[2].speaking and "listen" in outs[2].controls
+    assert outs[3].pcm is None and not outs[3].speaking

@@ -59,6 +59,7 @@ from interaction_actor.cascade.reply import (
     example_messages,
 )
 from interaction_actor.cascade.tts import TTS, EspeakConfig, EspeakTTS
+from interaction_actor.model import text as T
 from interaction_actor.model.session import TurnInput, TurnOutput
 from interaction_actor.runtime.backend import Capabilities
 from interplay.log import get_logger
@@ -210,7 +211,8 @@ class CascadeBackend:
                 s.typed = s.typed or bool(inp.text.strip())
                 s.heard_at = s.heard_at or now
             voiced = [line for line in inp.voice.splitlines() if line.strip()]
-            for line in [x for x in inp.context.splitlines() if x.strip() and x not in voiced]:
+            lines = [x.lstrip(T.MODE_MARKERS) for x in inp.context.splitlines()]  # the loop marks each line's mode
+            for line in [x for x in lines if x.strip() and x not in voiced]:
                 s.history.append({"role": "user", "content": f"(A note from the background, not said aloud: {line})"})
             for line in voiced:
                 s.busy += 1

@@ -72,13 +72,35 @@ def enqueue(streams: InputStreams, queue: list[tuple[int, int, int]], text: str,
     queue_message(queue, ids)
 
 
+def _strip_markers(text: str) -> str:
+    return text.translate({ord(c): None for c in T.MODE_MARKERS}) if text else text
+
+
+def enqueue_context(streams: InputStreams, context: str, session_id: str = "") -> None:
+    """Queue background context, one message per line: its surfacing-mode marker (T.CTX_*; a line
+    without one is T.CTX_IDLE, voiced at the next pause) as a message of its own, then the line's text
+    as the next message, so that the copy Lookup offers the text, not the marker."""
+    for line in context.split("\n"):
+        if not line:
+            continue
+        mark = line[0] if line[0] in T.MODE_MARKERS else T.CTX_IDLE
+        body = _strip_markers(line)
+        if body.strip():
+            enqueue(streams, streams.ctx_queue, mark, session_id)
+            enqueue(streams, streams.ctx_queue, body, session_id)
+
+
 def featurize_turn(streams: InputStreams, inp, cfg: ModelConfig, layout: TurnLayout, start: int, lookup: Lookup,
                    session_id: str = "") -> TurnFeatures:
-    """One turn's inputs (`inp`: .audio, .frame, .text, .context) -> its input slots; advances `streams`."""
+    """One turn's inputs (`inp`: .audio, .frame, .text, .heard, .context) -> its input slots; advances
+    `streams`. Typed text and what the ears heard share the text-in slots (typed first)."""
     dm, has_audio = dmel_stream_push(streams.dmel, inp.audio, cfg)
     patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
-    enqueue(streams, streams.text_queue, inp.text, session_id)
-    enqueue(streams, streams.ctx_queue, inp.context, session_id)
+    enqueue(streams, streams.text_queue, _strip_markers(inp.text), session_id)
+    enqueue(streams, streams.text_queue, _strip_markers(getattr(inp, "heard", "") or ""), session_id)
+    if not isinstance(inp.context, str):
+        raise TypeError("text and context must be str")
+    enqueue_context(streams, inp.context, session_id)
     text_ids, text_hist = take_slots(streams.text_queue, layout.text_in)
     ctx_ids, ctx_hist = take_slots(streams.ctx_queue, layout.context)
     lookup.add(start + layout.text, text_ids, text_hist, context=False)

@@ -52,10 +52,11 @@ class TurnInput:
     context: str = ""  # background context to inject this turn
     barge_in: bool = False  # the user barged in during this window
     heard: str = ""  # what the user said, as the ears heard it (final transcripts since the last turn);
-    # the native model does not read it yet (it was not trained on heard text), other backends may
+    # the native model reads it in the text-in slots after any typed text
     voice: str = ""  # the lines of `context` the loop's scheduler decided are voiced now (INTERRUPT, or
     # WHEN_IDLE at a pause); the rest of `context` is context only (SILENT). A backend that voices results
-    # itself says these; the native model reads `context` alone
+    # itself says these; the native model reads `context` alone, each line led by its mode marker
+    # (text.CTX_NOW / CTX_IDLE / CTX_SILENT; the loop writes them, a line without one is CTX_IDLE)
 
 
 @dataclass
@@ -174,11 +175,12 @@ def voiced_now(speaking: bool, barge_in: bool) -> bool:
 
 
 def speaking_after(speaking: bool, tokens: list[int]) -> bool:
-    """Whether the NEXT turn starts speaking: <start_speaking> / <stop_speaking> in this turn's tokens."""
+    """Whether the NEXT turn starts speaking: <start_speaking> / <stop_speaking> / <listen> in this turn's
+    tokens (<listen> also silences the turn it is in: the model heard the user barge in)."""
     for t in tokens:
         if t == T.START_SPEAKING:
             speaking = True
-        elif t == T.STOP_SPEAKING:
+        elif t in (T.STOP_SPEAKING, T.LISTEN):
             speaking = False
     return speaking
 
@@ -326,6 +328,10 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
         _record(s, model, starts[i], chunks[i], hidden[i])
     mels = _sample_mels(model, sessions, hidden, voiced)
     ys = _decode_outputs(model, sessions, hidden)
+    for i, y in enumerate(ys):
+        if T.LISTEN in y and voiced[i]:  # the model yields the floor: this turn's audio is not played
+            voiced[i] = False
+            mels.pop(i, None)
     vi = sorted(mels)
     pcms = dict(zip(vi, vocode_turns([sessions[i].speech.vocoder for i in vi], [mels[i] for i in vi], cfg),
                     strict=True))

@@ -10,6 +10,12 @@ import codecs
 
 N_BYTES = 256
 
+# surfacing-mode markers: the first byte of each background message in the context slots (control
+# characters no text carries: featurize strips them from anything else). NOW: voice it at once;
+# IDLE: voice it at the user's next pause; SILENT: context only, never voiced.
+CTX_NOW, CTX_IDLE, CTX_SILENT = "\x1d", "\x1e", "\x1f"
+MODE_MARKERS = CTX_NOW + CTX_IDLE + CTX_SILENT
+
 # special tokens (input side)
 PAD = 256  # empty text-in slot
 TURN = 257  # turn marker

@@ -59,7 +59,7 @@ from interaction_actor.runtime.hearing import Hearing
 from interaction_actor.runtime.inputs import InputError, InputLimits, WindowBuilder
 from interaction_actor.runtime.metrics import LoopMetrics
 from interaction_actor.runtime.sink import OutputSink
-from interaction_actor.runtime.weave import Weaver, event, user_state
+from interaction_actor.runtime.weave import Weaver, event, marked_context, user_state
 from interplay import tracing
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
@@ -482,7 +482,7 @@ class TurnLoop:
         woven, surfaced = live.weave.decide(live.turn, state)
         w.events.extend(surfaced)
         self.metrics.results_surfaced(surfaced)
-        inp.context, inp.heard = woven, w.heard
+        inp.context, inp.heard = (marked_context(surfaced) if woven else ""), w.heard
         inp.voice = "\n".join(e.text for e in surfaced if e.kind == spb.EVENT_KIND_RESULT_SURFACED and e.voiced)
         w.typed, w.user, w.audio = inp.text, state, inp.audio
         return inp

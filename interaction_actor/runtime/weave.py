@@ -182,3 +182,20 @@ class Weaver:
             span.add_event("settled", {"interplay.settled": outcome, "interplay.turn": turn})
             span.set_attribute("interplay.settled", outcome)
             span.end()
+
+
+def marked_context(surfaced: list[spb.Event]) -> str:
+    """The turn's surfaced lines for a backend that reads the context itself (the native model), each
+    led by its surfacing-mode marker (model/text.py): voiced now (INTERRUPT, or WHEN_IDLE at a pause)
+    -> CTX_NOW; SILENT -> CTX_SILENT (context only: never voiced); otherwise CTX_IDLE."""
+    from delegation import SurfacingMode
+    from interaction_actor.model import text as T
+
+    lines = []
+    for e in surfaced:
+        if e.kind != spb.EVENT_KIND_RESULT_SURFACED or not e.text:
+            continue
+        mark = T.CTX_NOW if e.voiced else T.CTX_SILENT if e.mode == int(SurfacingMode.SILENT) else T.CTX_IDLE
+        lines.append(mark + e.text.replace("\n", " "))
+    return "\n".join(lines)
+
