@@ -68,11 +68,23 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _RATE, _PITCH = 1, 3  # espeak_PARAMETER
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)  # events: _Event*
 
 
 class SpeechError(RuntimeError):
     pass
+
+
+class _Event(ctypes.Structure):
+    """espeak_EVENT (speak_lib.h): type, unique id, text position (1-based, in characters), length,
+    audio position (ms from the start of the synthesis), sample, user data, id union."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+_EVENT_END_OF_LIST, _EVENT_WORD = 0, 1
 
 
 class _Espeak:
@@ -95,12 +107,20 @@ class _Espeak:
             raise SpeechError(f"espeak_Initialize failed ({self.rate})")
         self.version = (lib.espeak_Info(None) or b"?").decode()
         self._chunks: list[np.ndarray] = []
+        self._words: list[tuple[int, int, int]] = []  # (text position, length, audio ms) of each word event
         self._callback = _CALLBACK(self._collect)  # kept referenced: the library holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
 
-    def _collect(self, wav, n, _events) -> int:
+    def _collect(self, wav, n, events) -> int:
         if n > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        if events:
+            ev = ctypes.cast(events, ctypes.POINTER(_Event))
+            i = 0
+            while ev[i].type != _EVENT_END_OF_LIST and i < 4096:
+                if ev[i].type == _EVENT_WORD:
+                    self._words.append((ev[i].text_position, ev[i].length, ev[i].audio_position))
+                i += 1
         return 0
 
     def synth(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
@@ -110,7 +130,7 @@ class _Espeak:
         self.lib.espeak_SetParameter(_RATE, int(rate), 0)
         self.lib.espeak_SetParameter(_PITCH, int(pitch), 0)
         data = text.encode()
-        self._chunks = []
+        self._chunks, self._words = [], []
         err = self.lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         self.lib.espeak_Synchronize()
         if err != 0:
@@ -171,6 +191,18 @@ def say(text: str, voice: str = "en-us", rate: int = 165, pitch: int = 50, *,
         np.save(f, audio)
     os.replace(tmp, path)
     return audio
+
+
+def say_timed(text: str, voice: str = "en-us", rate: int = 165, pitch: int = 50) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """`text` spoken as `say` speaks it (not cached) and espeak-ng's word events: (first character,
+    characters, start in samples at 16 kHz) of each word, in order. Characters count from 0 in `text`
+    (ASCII text: characters are bytes)."""
+    with _lock:
+        engine = _espeak()
+        pcm = engine.synth(text, voice, rate, pitch)
+        words = [(max(0, pos - 1), length, ms * SAMPLE_RATE // 1000) for pos, length, ms in engine._words]
+        audio = resample(pcm, engine.rate)
+    return audio, words
 
 
 def heldout_set(quick: bool = False) -> list[tuple[str, str]]:

@@ -31,18 +31,18 @@ class ModelConfig:
     context_slots: int = 8
     text_out_slots: int = 3
     # session
-    # default KV capacity in positions (small: ~35 turns = 7 s): two training episodes (32 turns, the
+    # default KV capacity in positions (small: ~53 turns = 10.7 s): two training episodes (48 turns, the
     # longest sequence the model is trained on) fit before the first compaction
-    capacity: int = 2048
+    capacity: int = 3072
     prefix_turns: int = 1  # compaction keeps BOS + the first `prefix_turns` turns ...
     keep_fraction: float = 0.75  # ... and the newest whole turns filling this share of the rest
     temperature: float = 0.0  # 0 = greedy text decoding; > 0 = seeded sampling
     # flow-matching mel head
-    flow_dim: int = 128
-    flow_blocks: int = 2
+    flow_dim: int = 256
+    flow_blocks: int = 3
     flow_steps: int = 4
     # vocoder
-    griffin_lim_iters: int = 4
+    griffin_lim_iters: int = 8
     # audio (dMel paper settings)
     sample_rate: int = 16000
     n_fft: int = 1024

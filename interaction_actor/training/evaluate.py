@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from interaction_actor.model import text as T
 from interaction_actor.model.fusion import InteractionModel, build_model
 from interaction_actor.model.session import TurnOutput, new_session, step_batch
 from interaction_actor.model.weights import DEFAULT_CHECKPOINT
@@ -33,6 +34,7 @@ from interplay.log import get_logger
 
 log = get_logger("interaction_actor.training.evaluate")
 
+AUDIBLE = 0.02  # a turn's assistant audio with a peak above this is sound (the vocoder's silence is ~1e-3)
 TOL = 1  # turns of slack on "the right turn" (200 ms); cue_speak's "within one turn of the cue"
 TURN_MS = 200.0
 SAMPLES_PER_MS = 16.0
@@ -47,6 +49,7 @@ class Delivered:
     delegate_tasks: list[str] = field(default_factory=list)
     speaking: bool = False
     state: int | None = None  # the model's silent <state:n> (its countdown or tally), the last one
+    pcm: torch.Tensor | None = None  # the assistant's audio this turn delivered (None: silent)
 
     def add(self, o: TurnOutput) -> None:
         self.text += o.text
@@ -55,6 +58,13 @@ class Delivered:
         if o.delegate_task is not None:
             self.delegate_tasks.append(o.delegate_task)
         self.speaking = self.speaking or o.speaking
+        if o.pcm is not None:
+            self.pcm = o.pcm if self.pcm is None else torch.cat([self.pcm, o.pcm])
+
+    @property
+    def audible(self) -> bool:
+        """The turn's audio holds sound (peak above AUDIBLE), measured on the samples."""
+        return self.pcm is not None and bool(self.pcm.numel()) and float(self.pcm.abs().max()) > AUDIBLE
 
     @property
     def says(self) -> bool:
@@ -66,18 +76,21 @@ class Delivered:
 
 
 def utterances(tr: list[Delivered]) -> list[tuple[int, str]]:
-    """(start turn, text) of each utterance: from <start_speaking> (or a first byte) until
-    <stop_speaking> or two turns without text."""
+    """(start turn, text) of each utterance: from <start_speaking> (or a first byte) until <stop_speaking>,
+    <listen>, or four turns without text (the voice paces its bytes: a word may leave a turn empty)."""
     out: list[tuple[int, str]] = []
     cur: list | None = None
     idle = 0
     for k, d in enumerate(tr):
+        if cur is not None and "start_speaking" in d.controls and cur[1]:
+            out.append((cur[0], cur[1]))
+            cur = None
         if cur is None and d.says:
             cur, idle = [k, ""], 0
         if cur is not None:
             cur[1] += d.text
             idle = 0 if d.text or "start_speaking" in d.controls else idle + 1
-            if "stop_speaking" in d.controls or idle >= 2:
+            if "stop_speaking" in d.controls or "listen" in d.controls or idle >= 4:
                 out.append((cur[0], cur[1]))
                 cur = None
     if cur is not None:
@@ -87,6 +100,26 @@ def utterances(tr: list[Delivered]) -> list[tuple[int, str]]:
 
 def _at(turn: int | None, start: int, lo: int = 0) -> bool:
     return turn is not None and turn - lo <= start <= turn + TOL
+
+
+def planned(ep: synth.Episode, start: int) -> str:
+    """The bytes the episode's targets say from turn `start` until its utterance ends or the episode does."""
+    out: list[int] = []
+    for toks in ep.targets[start + ep.expect.get("offset", 0) :]:  # a chained episode's turns are relative
+        for t in toks:
+            if t in (T.STOP_SPEAKING, T.LISTEN):
+                return T.decode(out)
+            if 0 <= t < T.N_BYTES:
+                out.append(t)
+    return T.decode(out)
+
+
+def _says_planned(ep: synth.Episode, utt: tuple[int, str], turn: int | None, full: str) -> bool:
+    """`utt` starts at `turn` (TOL) and says what the plan says by the episode's end (a prefix of `full`,
+    at most one turn of bytes short)."""
+    start, said = utt[0], utt[1].strip()
+    due = planned(ep, turn).strip() if turn is not None else full
+    return _at(turn, start) and full.startswith(said) and len(said) >= len(due) - 3
 
 
 def score(ep: synth.Episode, tr: list[Delivered]) -> bool:
@@ -99,35 +132,62 @@ def score(ep: synth.Episode, tr: list[Delivered]) -> bool:
             return not utt
         return len(utt) == 1 and utt[0][1].strip() == ex["say"] and _at(ex["turn"], utt[0][0])
     if ep.task == "turn_taking":
+        if ex["turn"] is None:
+            return not utt
         if not utt or not _at(ex["turn"], utt[0][0]):
             return False
         if ex["barge_in"] is None:
-            return len(utt) == 1 and utt[0][1] == ex["say"]
-        b = ex["barge_in"]
-        first_ok = utt[0][1] and ex["say"].startswith(utt[0][1]) and tr[b].silent
-        later = [u for u in utt[1:]]
+            return len(utt) == 1 and _says_planned(ep, utt[0], ex["turn"], ex["say"])
+        yielded = next((k for k in range(ex["barge_in"], len(tr)) if not tr[k].speaking), None)
+        first_ok = ex["say"].startswith(utt[0][1].strip()) and yielded is not None \
+            and yielded <= ex["listen_turn"] + TOL
+        later = utt[1:]
         t2 = ex["turn2"]
-        if t2 is None or t2 >= len(tr):
-            return bool(first_ok) and not later
-        return bool(first_ok) and len(later) == 1 and _at(t2, later[0][0]) and ex["say"].startswith(later[0][1])
+        if t2 is None:
+            return first_ok and not later
+        return first_ok and len(later) == 1 and _says_planned(ep, later[0], t2, ex["say"])
     if ep.task == "delegation":
         tasks = [(k, t) for k, d in enumerate(tr) for t in d.delegate_tasks]
-        if len(tasks) != 1 or tasks[0][1] != ex["task"] or tasks[0][0] > ex["result_turn"]:
+        if len(tasks) != 1 or tasks[0][1] != ex["task"]:
             return False
+        if ex["result_turn"] is not None and tasks[0][0] > ex["result_turn"]:
+            return False
+        if ex.get("ack_turn") is not None:  # a spoken request: the acknowledgement comes first
+            if not utt or not _at(ex["ack_turn"], utt[0][0]) or not synth.REPLY.startswith(utt[0][1].strip()):
+                return False
+            utt = utt[1:]
         if ex["turn"] is None:
             return not utt
-        if len(utt) != 1:
-            return False
-        start, raw = utt[0][0], utt[0][1].lstrip()
-        said = raw.rstrip()
-        room = 3 * (len(tr) - start) - 1  # bytes an utterance started at `start` can say before the end
-        return _at(ex["turn"], start) and ex["say"].startswith(said) \
-            and len(raw) >= min(len(ex["say"]), room)
+        return len(utt) == 1 and _says_planned(ep, utt[0], ex["turn"], ex["say"])
+    if ep.task == "pause_handling":
+        return not took_over(ep, tr)
     raise KeyError(ep.task)
 
 
+def took_over(ep: synth.Episode, tr: list[Delivered]) -> bool:
+    """pause_handling: the model's speech (its audio, or <start_speaking>) began inside the user's pause."""
+    lo, hi = ep.expect["pause"]
+    for k, d in enumerate(tr):
+        t = (k + 1) * 3200  # the turn's output reaches the user at the end of its window
+        if lo <= t <= hi and (d.audible or "start_speaking" in d.controls):
+            return True
+    return False
+
+
+def _onset(tr: list[Delivered], frm: int, until: int | None = None) -> int | None:
+    """Sample (on the session clock) where the assistant's audio first holds sound from turn `frm` on."""
+    for k in range(max(0, frm), len(tr) if until is None else min(until, len(tr))):
+        d = tr[k]
+        if d.audible:
+            i = int((d.pcm.abs() > AUDIBLE).nonzero()[0, 0])
+            return (k + 1) * 3200 + i  # turn k's audio plays from the end of its window
+    return None
+
+
 def latencies(ep: synth.Episode, tr: list[Delivered], compute_ms: float) -> tuple[list[float], list[float]]:
-    """(turn-taking ms, barge-in stop ms) of a turn_taking episode (empty lists otherwise)."""
+    """(turn-taking ms, barge-in stop ms) of a turn_taking episode, measured from the assistant's audio:
+    user speech end -> the first sound of the reply; barge-in onset -> the end of the last turn that
+    still played the assistant's voice (empty lists for other tasks), each plus the step's compute."""
     if ep.task != "turn_taking":
         return [], []
     ex = ep.expect
@@ -136,14 +196,14 @@ def latencies(ep: synth.Episode, tr: list[Delivered], compute_ms: float) -> tupl
     if ex["barge_in"] is not None:
         ends.append((ex["barge_end_sample"], ex["barge_in"] + 1, None))
     for end, from_turn, until in ends:
-        j = next((k for k in range(from_turn, len(tr) if until is None else until) if tr[k].says), None)
-        if j is not None:
-            take.append(((j + 1) * 3200 - end) / SAMPLES_PER_MS + compute_ms)
+        at = _onset(tr, from_turn, until)
+        if at is not None and at >= end:
+            take.append((at - end) / SAMPLES_PER_MS + compute_ms)
     if ex["barge_in"] is not None:
         b = ex["barge_in"]
-        j = next((k for k in range(b, len(tr)) if tr[k].silent), None)
+        j = next((k for k in range(b, len(tr)) if not tr[k].audible), None)
         if j is not None:
-            stop.append(((j + 1) * 3200 - ex["barge_sample"]) / SAMPLES_PER_MS + compute_ms)
+            stop.append(max(0.0, (j + 1) * 3200 - ex["barge_sample"]) / SAMPLES_PER_MS + compute_ms)
     return take, stop
 
 
@@ -212,12 +272,23 @@ def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None)
     model. The scorer's upper bound: the targets themselves must score as right."""
     from interaction_actor.model.session import KVCache, SessionState, _finish_turn, voiced_now
 
+    from interaction_actor.model.config import ModelConfig
+    from interaction_actor.model.vocoder import VocoderState, reset, vocode_turns
+
     s = SessionState(id="oracle", seed=0, cache=KVCache(torch.zeros(0), 0))
+    own = outputs is None
+    voc, cfg = VocoderState(), ModelConfig()
     tr = []
     for k, inp in enumerate(ep.inputs):
         s.speech.speaking = voiced = voiced_now(s.speech.speaking, inp.barge_in)
+        ys = list((outputs or ep.targets)[k])
+        voiced = voiced and T.LISTEN not in ys
+        mel = ep.voice.get(k) if voiced and own else None  # the targets' own voice, through the real vocoder
+        pcm = vocode_turns([voc], [mel], cfg)[0] if mel is not None else None
+        if mel is None:
+            reset(voc)
         d = Delivered()
-        d.add(_finish_turn(s, list((outputs or ep.targets)[k]), voiced, None, None, 80))
+        d.add(_finish_turn(s, ys, voiced, mel, pcm, 80))
         s.turn += 1
         tr.append(d)
     return tr
@@ -238,15 +309,39 @@ def _p50(xs: list[float]) -> float | None:
     return round(statistics.median(xs), 1) if xs else None
 
 
+def _split_key(ep: synth.Episode) -> str:
+    """"spoken" when the user spoke the episode's request (turn_taking, pause_handling, spoken delegation)."""
+    if ep.task in ("turn_taking", "pause_handling"):
+        return "spoken"
+    return "spoken" if ep.expect.get("spoken") else "typed"
+
+
+def silent_voiced(ep: synth.Episode, tr: list[Delivered]) -> int:
+    """1 when a SILENT result was voiced: any utterance or any sound of the assistant after it arrived."""
+    ex = ep.expect
+    if ep.task != "delegation" or ex.get("mode") != "silent" or ex.get("result_turn") is None:
+        return 0
+    r = ex["result_turn"]
+    said = any(start >= r for start, _ in utterances(tr))
+    return int(said or any(d.audible for d in tr[r + 1 :]))
+
+
 def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, list[list[Delivered]]],
            compute_ms: float) -> dict:
     """Scores of one system (the interaction model, or the cascade baseline)."""
     tasks, take, stop = {}, [], []
+    by_split: dict[str, dict[str, list[bool]]] = {"spoken": {}, "typed": {}}
     tp = emitted = needed = 0
+    silent = silent_n = pause_n = takeovers = 0
     for task, eps in eps_by_task.items():
         trs = trs_by_task[task]
+        if task == "pause_handling":
+            pause_n += len(eps)
+            takeovers += sum(took_over(e, t) for e, t in zip(eps, trs, strict=True))
+            continue
         tasks[task] = round(sum(score(e, t) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
         for e, t in zip(eps, trs, strict=True):
+            by_split[_split_key(e)].setdefault(task, []).append(score(e, t))
             a, b = latencies(e, t, compute_ms)
             take += a
             stop += b
@@ -255,10 +350,88 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
             if task == "delegation":
                 needed += 1
                 tp += int(bool(emitted_here) and emitted_here[0] == e.expect["task"])
-    return {"tasks": tasks, "turn_taking_ms_p50": _p50(take), "barge_in_stop_ms_p50": _p50(stop),
+                if e.expect.get("mode") == "silent" and e.expect.get("result_turn") is not None:
+                    silent_n += 1
+                    silent += silent_voiced(e, t)
+    per = {k: {task: round(sum(v) / len(v), 4) for task, v in d.items()} for k, d in by_split.items()}
+    return {"tasks": tasks, "tasks_spoken": per["spoken"], "tasks_typed": per["typed"],
+            "turn_taking_ms_p50": _p50(take), "barge_in_stop_ms_p50": _p50(stop),
+            "pause_takeover_rate": round(takeovers / pause_n, 4) if pause_n else None,
+            "silent_voiced": silent, "silent_results": silent_n,
             "delegation_precision": round(tp / emitted, 4) if emitted else 0.0,
             "delegation_recall": round(tp / needed, 4) if needed else 0.0,
             "turn_taking_responses": len(take), "barge_in_stops": len(stop)}
+
+
+def _utterance_audio(tr: list[Delivered], start: int) -> torch.Tensor:
+    """The assistant's audio of the utterance that starts at `start`: its voiced turns that follow."""
+    parts = []
+    for d in tr[start + 1 :]:
+        if d.pcm is None:
+            break
+        parts.append(d.pcm)
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int = 40) -> dict:
+    """The assistant's voice through the ears' transcriber (Whisper tiny.en), against the text it said:
+    word errors / words over up to `limit` utterances of two or more characters (`voice_wer`), and the
+    same texts rendered by espeak-ng in the voice the model was trained on, through the same
+    transcriber (`voice_wer_reference`). Normalised as the ears' bench normalises (ears/bench.py)."""
+    import numpy as np
+
+    from interaction_actor.ears import speech
+    from interaction_actor.ears.bench import word_errors
+    from interaction_actor.training import spoken, voice
+
+    pairs = []
+    for ep, tr in zip(eps, trs, strict=True):
+        for start, text in utterances(tr):
+            audio = _utterance_audio(tr, start)
+            if len(text.strip()) >= 2 and audio.numel():
+                pairs.append((text.strip(), audio))
+    pairs = pairs[:limit]
+    if not pairs:
+        return {"voice_wer": None, "voice_wer_reference": None, "voice_utterances": 0}
+    spoken._transcribe(np.zeros(1600, np.float32))  # load the transcriber once
+    pad = np.zeros(4800, np.float32)
+    errs = ref_errs = words = 0
+    samples = []
+    for text, audio in pairs:
+        got = spoken._transcriber.transcribe(np.concatenate([pad, audio.numpy(), pad])).text
+        a = voice.ASSISTANT
+        ref = speech.say(text, a.voice, a.rate, a.pitch)
+        got_ref = spoken._transcriber.transcribe(np.concatenate([pad, ref, pad])).text
+        e, n = word_errors(_okay(text), _okay(got))
+        e2, _ = word_errors(_okay(text), _okay(got_ref))
+        errs, ref_errs, words = errs + e, ref_errs + e2, words + n
+        if len(samples) < 8:
+            samples.append({"said": text, "heard": got.strip(), "heard_reference": got_ref.strip()})
+    return {"voice_wer": round(errs / max(1, words), 4), "voice_wer_reference": round(ref_errs / max(1, words), 4),
+            "voice_utterances": len(pairs), "voice_samples": samples}
+
+
+def _okay(text: str) -> str:
+    """Whisper writes the assistant's "ok" as "Okay": one word either way."""
+    import re
+
+    return re.sub(r"\bokay\b", "ok", text, flags=re.IGNORECASE)
+
+
+class _NoCopy:
+    """Within the block, sessions get no copy candidates (layout.Lookup.cand answers nothing): the model
+    reads the answer with attention alone. Evaluation only."""
+
+    def __enter__(self) -> None:
+        from interaction_actor.model import layout
+
+        self._orig = layout.Lookup.cand
+        layout.Lookup.cand = lambda _self, hist: layout.NO_HIST
+
+    def __exit__(self, *exc: object) -> None:
+        from interaction_actor.model import layout
+
+        layout.Lookup.cand = self._orig
 
 
 def in_session_episodes(n: int, cfg) -> dict[str, list[synth.Episode]]:
@@ -319,7 +492,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
         ckpt = checkpoint
     n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
     report = progress or _quiet
-    total = 1 + len(synth.TASKS) * (1 + int(in_session) + int(baseline))
+    suite_tasks = (*synth.TASKS, *synth.EVAL_ONLY)
+    total = 3 + len(suite_tasks) * (1 + int(baseline)) + len(synth.TASKS) * int(in_session)
     done = 0
 
     def tick(what: str) -> None:
@@ -330,14 +504,25 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     t0 = time.perf_counter()
     tick("episodes and per-turn compute")
     eps = {task: [synth.episode(s, task, model.config) for s in synth.held_out_seeds(n, offset=i * 1_000_000)]
-           for i, task in enumerate(synth.TASKS)}
+           for i, task in enumerate(suite_tasks)}
     compute_ms = turn_compute_ms(model, eps["turn_taking"][0])
     trs = {}
     for t, e in eps.items():
         tick(f"interaction: {t}")
         trs[t] = run_interactive(model, e)
     ours = _suite(eps, trs, compute_ms)
-    result = {**ours, "episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
+    tick("the voice through the transcriber")
+    voiced = voice_wer([e for t in synth.TASKS for e in eps[t]], [x for t in synth.TASKS for x in trs[t]],
+                       limit=15 if quick else 40)
+    tick("delegation without the copy lookup")
+    with _NoCopy():
+        no_copy = run_interactive(model, eps["delegation"])
+    from interaction_actor.training import spoken
+
+    result = {**ours, **voiced, "content_overlap": spoken.content_overlap(),
+              "tasks_without_copy": {"delegation": round(sum(score(e, t) for e, t in zip(
+                  eps["delegation"], no_copy, strict=True)) / len(no_copy), 4)},
+              "episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
               "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
     if in_session:
         result["tasks_in_session"] = in_session_scores(model, in_session_episodes(n, model.config),
@@ -360,6 +545,10 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
         base = _suite(eps, runs, step)
         result["baseline"] = {**base, "backend": "cascade", "realtime": True, "step_ms_p50": round(step, 2)}
         result["tasks"] = {t: {"interaction": ours["tasks"][t], "baseline": base["tasks"][t]} for t in synth.TASKS}
+        result["tasks_spoken"] = {t: {"interaction": v, "baseline": base["tasks_spoken"].get(t)}
+                                  for t, v in ours["tasks_spoken"].items()}
+        result["tasks_typed"] = {t: {"interaction": v, "baseline": base["tasks_typed"].get(t)}
+                                 for t, v in ours["tasks_typed"].items()}
     result["eval_seconds"] = round(time.perf_counter() - t0, 1)
     report(total, total, "done")
     log.info("eval_done", **{k: v for k, v in result.items() if not isinstance(v, dict)})

@@ -56,19 +56,27 @@ from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig
 from interaction_actor.model.dmel import STREAM_LAG_FRAMES, log_mel
 from interaction_actor.model.session import TurnInput
+from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-4"
+DATA_VERSION = "synth-5"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
-EPISODE_TURNS = 16  # every episode is 16 turns (3.2 s): fits the small preset's capacity uncompacted
+EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
+EVAL_TURNS = 32  # a held-out episode: 6.4 s, long enough for a spoken request's whole delegation
 QUIET_FRAMES = 6  # trailing speech-free dMel frames (75 ms + window) that make a turn "quiet"
 SR = 16000
 NOISE = 0.002  # microphone noise floor (std)
-WORDS = ("hello", "go", "now", "stop", "yes", "done", "ready", "bye")
-CITIES = ("Oslo", "Rome", "Lima", "Kyiv")
-WEATHER = ("rain", "sun", "snow", "fog")
+WORDS = spoken.WORDS[spoken.TRAIN]  # training content; held-out episodes draw spoken.*[EVAL]
+CITIES = spoken.CITIES[spoken.TRAIN]
+WEATHER = spoken.CONDITIONS[spoken.TRAIN]
 REPLY = "ok, sure."
 CUE_TEXT = "red!"
 HELD_OUT_BASE = 1 << 40  # evaluation seeds start here; training draws seeds below it
+MODES = {"interrupt": T.CTX_NOW, "when_idle": T.CTX_IDLE, "silent": T.CTX_SILENT}
+
+
+def split_of(seed: int) -> str:
+    """Held-out seeds draw the EVAL content, voices and templates (spoken.py); training seeds TRAIN."""
+    return spoken.EVAL if seed >= HELD_OUT_BASE else spoken.TRAIN
 
 
 @dataclass
@@ -82,6 +90,9 @@ class Episode:
     # auxiliary training targets at input slots, (turn, slot group "turn" | "audio" | "image" | "text" | "ctx",
     # index, token id): what the generator knows that the model must track, e.g. the bounces so far
     aux: list[tuple[int, str, int, int]] = field(default_factory=list)
+    # the assistant's voice: turn -> the mel a voiced turn says (voice.utterance plans, by place_speech)
+    voice: dict[int, torch.Tensor] = field(default_factory=dict)
+    says: list[tuple[int, str]] = field(default_factory=list)  # (turn of <start_speaking>, text) as placed
 
     @property
     def turns(self) -> int:
@@ -133,10 +144,11 @@ def user_speech(rng: random.Random, duration_s: float) -> torch.Tensor:
     return torch.cat(pieces)
 
 
-def _audio_stream(turns: int, spans: list[tuple[int, torch.Tensor]], g: torch.Generator) -> list[torch.Tensor]:
-    """Per-turn 3200-sample windows of noise floor plus the given (start sample, waveform) pieces."""
+def _audio_stream(turns: int, spans: list[tuple[int, torch.Tensor]], g: torch.Generator,
+                  level: float = NOISE) -> list[torch.Tensor]:
+    """Per-turn 3200-sample windows of noise floor (std `level`) plus the given (start sample, waveform) pieces."""
     total = turns * 3200
-    x = torch.randn(total, generator=g) * NOISE
+    x = torch.randn(total, generator=g) * level
     for start, w in spans:
         end = min(total, start + w.shape[0])
         if end > start:
@@ -154,28 +166,6 @@ def quiet_turns(turns: int, speech: list[tuple[int, int]]) -> list[bool]:
         hi = last * 200 + 400
         out.append(not any(s < hi and e > lo for s, e in speech))
     return out
-
-
-@functools.lru_cache(maxsize=4096)
-def _voice_mel_cached(slots: tuple[int, ...], n_mels: int) -> torch.Tensor:
-    k = len(slots)
-    parts = []
-    for i, b in enumerate(slots):
-        n = 3200 * (i + 1) // k - 3200 * i // k
-        if 0 <= b < T.N_BYTES:
-            f0 = 130.0 + (b % 7) * 12.0
-            formants = (280.0 + (b % 11) * 55.0, 900.0 + (b % 13) * 130.0, 2600.0 + (b % 5) * 80.0)
-            parts.append(_tone(n, f0, f0 * 0.97, formants, 0.25))
-        else:
-            parts.append(torch.zeros(n))
-    wave = torch.cat([*parts, torch.zeros(512)]) + 1e-4 * torch.sin(torch.arange(3712) * 0.37)
-    cfg = ModelConfig()
-    return log_mel(wave, cfg)[:16].clamp(cfg.dmel_min, cfg.dmel_max)[:, :n_mels].contiguous()
-
-
-def voice_mel(tokens: list[int], n_mels: int = 80) -> torch.Tensor:
-    """[16, n_mels] log10 mel of the assistant's voice for one turn speaking these K output tokens."""
-    return _voice_mel_cached(tuple(int(t) for t in tokens), n_mels)
 
 
 # ---- frames ----------------------------------------------------------------------------------
@@ -228,66 +218,115 @@ def text_turns(text: str, slots: int) -> int:
     return max(1, math.ceil(len(T.encode(text)) / slots))
 
 
-def _blank(turns: int, k: int) -> tuple[list[TurnInput], list[list[int]]]:
-    return [TurnInput() for _ in range(turns)], [[T.EMPTY] * k for _ in range(turns)]
+@dataclass
+class _Build:
+    """One episode under construction: the user's side, the targets, the assistant's voice."""
+
+    cfg: ModelConfig
+    split: str
+    turns: int
+    g: torch.Generator
+    inputs: list[TurnInput] = field(default_factory=list)
+    targets: list[list[int]] = field(default_factory=list)
+    voice: dict[int, torch.Tensor] = field(default_factory=dict)
+    says: list[tuple[int, str]] = field(default_factory=list)
+    spans: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    speech: list[tuple[int, int]] = field(default_factory=list)
+    heard: list[tuple[int, str]] = field(default_factory=list)  # (turn the transcript arrives, text)
+
+    def __post_init__(self) -> None:
+        self.inputs = [TurnInput() for _ in range(self.turns)]
+        self.targets = [[T.EMPTY] * self.cfg.text_out_slots for _ in range(self.turns)]
+
+    def speak(self, turn: int, text: str) -> int:
+        """Say `text` from `turn` (voice.utterance's plan: tokens and mel); returns the turn after its stop."""
+        u = voice.utterance(text, self.cfg.text_out_slots, self.cfg.n_mels)
+        for j, toks in enumerate(u.turns):
+            if turn + j < self.turns:
+                self.targets[turn + j] = list(toks)
+        for j in range(u.voiced_turns):
+            self.voice[turn + 1 + j] = u.turn_mel(j)
+        self.says.append((turn, text))
+        return turn + len(u.turns)
+
+    def user_says(self, text: str, onset: int, variant: int, lag: int) -> tuple[int, int, str]:
+        """The user speaks `text` (spoken.render) from sample `onset`; the ears' transcript arrives `lag`
+        turns after the turn the speech ends in. Returns (end sample, arrival turn, transcript)."""
+        w = torch.from_numpy(spoken.render(text, self.split, variant))
+        self.spans.append((onset, w))
+        end = onset + w.shape[0]
+        self.speech.append((onset, end))
+        arrive = end // 3200 + lag
+        got = spoken.heard(text, self.split, variant)
+        if arrive < self.turns and got:
+            self.inputs[arrive].heard = (self.inputs[arrive].heard + " " + got).strip()
+            self.heard.append((arrive, got))
+        return end, arrive, got
+
+    def quiet(self) -> list[bool]:
+        return quiet_turns(self.turns, self.speech)
+
+    def done(self, task: str, expect: dict, aux: list | None = None) -> Episode:
+        level = NOISE * (0.5 + 2.5 * float(torch.rand(1, generator=self.g)))
+        for i, w in enumerate(_audio_stream(self.turns, self.spans, self.g, level)):
+            self.inputs[i].audio = w
+        expect = {**expect, "split": self.split, "heard": list(self.heard)}
+        return Episode(task, 0, self.inputs, self.targets, expect, list(self.speech), aux or [], self.voice,
+                       self.says)
+
+
+def _lag(rng: random.Random) -> int:
+    return rng.choice(spoken.HEARD_LAG_TURNS)
 
 
 # ---- task builders ---------------------------------------------------------------------------
-def _time_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
+def _time_speak(rng: random.Random, b: _Build) -> Episode:
     """expect: say (word), turn (turn of <start_speaking>), n (seconds)."""
-    k = cfg.text_out_slots
-    inputs, targets = _blank(EPISODE_TURNS, k)
-    word, n = rng.choice(WORDS), rng.choice((1, 2))
+    cfg = b.cfg
+    word, n = rng.choice(spoken.WORDS[b.split]), rng.choice((1, 2))
     msg = f"say {word} in {n}s"
     a = rng.randint(0, 1)
-    inputs[a].text = msg
+    b.inputs[a].text = msg
     done = a + text_turns(msg, cfg.text_in_slots) - 1
     turn = done + 5 * n
     for t in range(done, turn):  # the countdown the model keeps for itself: turns left until it speaks
-        targets[t][0] = T.state_token(turn - t)
-    place(targets, turn, speak_tokens(word), k)
-    for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
-        inputs[i].audio = w
+        b.targets[t][0] = T.state_token(turn - t)
+    b.speak(turn, word)
     last = len(T.encode(msg)) - 1  # the message's last byte ("s") is read with its digit: the wait
     aux = [(a + last // cfg.text_in_slots, "text", last % cfg.text_in_slots, count_token(5 * n))]
-    return Episode("time_speak", 0, inputs, targets, {"say": word, "turn": turn, "n": n, "sent": a}, aux=aux)
+    return b.done("time_speak", {"say": word, "turn": turn, "n": n, "sent": a}, aux)
 
 
-def _cue_speak(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
+def _cue_speak(rng: random.Random, b: _Build) -> Episode:
     """expect: say ("red!" or None when no red shape appears), turn (cue turn or None)."""
-    k = cfg.text_out_slots
-    inputs, targets = _blank(EPISODE_TURNS, k)
+    cfg = b.cfg
     msg = "tell me when red"
     a = rng.randint(0, 1)
-    inputs[a].text = msg
+    b.inputs[a].text = msg
     done = a + text_turns(msg, cfg.text_in_slots) - 1
-    cue = rng.randint(done + 1, EPISODE_TURNS - 4) if rng.random() < 0.8 else None
+    cue = rng.randint(done + 1, min(b.turns - 4, done + 14)) if rng.random() < 0.8 else None
     others = ("blue", "green", "yellow", "white")
     aux = []
-    for i in range(EPISODE_TURNS):
+    for i in range(b.turns):
         shapes = [_shape(rng, rng.choice(others)) for _ in range(rng.randint(1, 2))]
         red = cue is not None and cue <= i < cue + 2
         if red:
             shapes.append(_shape(rng, "red"))
-        inputs[i].frame = draw(shapes, rng.randint(90, 130))
+        b.inputs[i].frame = draw(shapes, rng.randint(90, 130))
         # is there red in this frame? At its last patch, and at each context slot after it (always
         # <ctx_pad> here): the slots between the frame and <out> learn to look back for red, as <out> must
         aux.append((i, "image", cfg.image_patches - 1, count_token(int(red))))
         aux += [(i, "ctx", j, count_token(int(red))) for j in range(cfg.context_slots)]
-    for t in range(done, EPISODE_TURNS if cue is None else cue):  # watching: red frames seen so far, 0
-        targets[t][0] = T.state_token(0)
+    for t in range(done, b.turns if cue is None else cue):  # watching: red frames seen so far, 0
+        b.targets[t][0] = T.state_token(0)
     if cue is not None:
-        place(targets, cue, speak_tokens(CUE_TEXT), k)
-    for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
-        inputs[i].audio = w
-    return Episode("cue_speak", 0, inputs, targets,
-                   {"say": CUE_TEXT if cue is not None else None, "turn": cue, "sent": a}, aux=aux)
+        b.speak(cue, CUE_TEXT)
+    return b.done("cue_speak", {"say": CUE_TEXT if cue is not None else None, "turn": cue, "sent": a}, aux)
 
 
-def _rep_count(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
+def _rep_count(rng: random.Random, b: _Build) -> Episode:
     """expect: say (the count as a digit), turn (the turn the question is complete)."""
-    k = cfg.text_out_slots
-    inputs, targets = _blank(EPISODE_TURNS, k)
+    cfg = b.cfg
     n_frames = 10
     count = rng.randint(1, 4)
     # floor hits on non-adjacent frames 1..8: sorted picks q_i from 1..8-(count-1), spread to q_i + i
@@ -298,137 +337,186 @@ def _rep_count(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Epis
     aux = []
     for i in range(n_frames):
         cy = 79 - r if i in hits else rng.randint(r, 39 - r)  # a hit is on the floor, else in the top half
-        inputs[i].frame = draw([("circle", colour, cx, cy, r)], bg)
+        b.inputs[i].frame = draw([("circle", colour, cx, cy, r)], bg)
         aux.append((i, "image", cfg.image_patches - 1, count_token(sum(h <= i for h in hits))))
     msg = "how many?"
-    inputs[n_frames].text = msg
+    b.inputs[n_frames].text = msg
     done = n_frames + text_turns(msg, cfg.text_in_slots) - 1
     for t in range(done):  # the tally the model keeps for itself while it watches: floor hits so far
-        targets[t][0] = T.state_token(sum(h <= t for h in hits))
-    place(targets, done, speak_tokens(str(count)), k)
-    for i, w in enumerate(_audio_stream(EPISODE_TURNS, [], g)):
-        inputs[i].audio = w
-    return Episode("rep_count", 0, inputs, targets, {"say": str(count), "turn": done}, aux=aux)
+        b.targets[t][0] = T.state_token(sum(h <= t for h in hits))
+    b.speak(done, str(count))
+    return b.done("rep_count", {"say": str(count), "turn": done}, aux)
 
 
 def _first_quiet(quiet: list[bool], start: int) -> int | None:
     return next((t for t in range(max(0, start), len(quiet)) if quiet[t]), None)
 
 
-def _turn_taking(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
-    """expect: say (REPLY), turn (first quiet turn after the speech), end_sample (speech end),
-    barge_in (turn or None), barge_sample (its onset), turn2 (reply after the barge-in speech)."""
-    k = cfg.text_out_slots
-    inputs, targets = _blank(EPISODE_TURNS, k)
+def barge_turn(onset: int, flag: bool) -> int:
+    """The turn whose output yields the floor (<listen>) after a barge-in starting at sample `onset`:
+    the onset's turn with the client's hint; from audio alone, the turn whose dMel frames hold at
+    least ~50 ms of it (the stream lags two frames)."""
+    return onset // 3200 if flag else (onset + 1200) // 3200
+
+
+def _turn_taking(rng: random.Random, b: _Build) -> Episode:
+    """The user says a chit-chat sentence; the model replies REPLY at the first quiet turn after it
+    (the audio decides when; the transcript arrives later). Half the time the user barges in during the
+    reply: the model yields at once (<listen>, from the audio; the client's barge-in hint is set in 30 %
+    of training episodes and in no held-out one), then replies again once the user is quiet.
+    expect: say (REPLY), turn, end_sample (speech end), barge_in (turn of the onset or None),
+    barge_sample, barge_end_sample, listen_turn, turn2 (the second reply)."""
+    k = b.cfg.text_out_slots
     barge = rng.random() < 0.5
     start = int(rng.uniform(0.1, 0.5) * SR)
-    w = user_speech(rng, rng.uniform(0.4, 0.9) if barge else rng.uniform(0.6, 1.4))
-    spans = [(start, w)]
-    speech = [(start, start + w.shape[0])]
-    end_turn = (start + w.shape[0]) // 3200
-    turn = _first_quiet(quiet_turns(EPISODE_TURNS, speech), end_turn)
-    expect: dict = {"say": REPLY, "turn": turn, "end_sample": speech[0][1], "barge_in": None}
-    place(targets, turn, speak_tokens(REPLY), k)
-    if barge:
-        b = turn + rng.randint(2, 3)
-        onset = b * 3200 + rng.randint(200, 2400)
-        w2 = user_speech(rng, rng.uniform(0.3, 0.6))
-        spans.append((onset, w2))
-        speech.append((onset, onset + w2.shape[0]))
-        inputs[b].barge_in = True
-        for t in range(b, EPISODE_TURNS):
-            targets[t] = [T.EMPTY] * k
-        targets[b] = [T.STOP_SPEAKING, *[T.EMPTY] * (k - 1)]
-        turn2 = _first_quiet(quiet_turns(EPISODE_TURNS, speech), (onset + w2.shape[0]) // 3200)
-        if turn2 is not None:
-            place(targets, turn2, speak_tokens(REPLY), k)
-        expect.update(barge_in=b, barge_sample=onset, barge_end_sample=speech[1][1], turn2=turn2)
-    for i, a in enumerate(_audio_stream(EPISODE_TURNS, spans, g)):
-        inputs[i].audio = a
-    return Episode("turn_taking", 0, inputs, targets, expect, speech)
-
-
-def _delegation(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
-    """expect: task ("weather C"), task_turn (turn of <delegate>), say (the result), turn (its
-    <start_speaking> turn: the first quiet turn once the result is in context), result_turn."""
-    k = cfg.text_out_slots
-    inputs, targets = _blank(EPISODE_TURNS, k)
-    city, cond = rng.choice(CITIES), rng.choice(WEATHER)
-    msg = f"weather in {city}?"
-    a = rng.randint(0, 1)
-    inputs[a].text = msg
-    done = a + text_turns(msg, cfg.text_in_slots) - 1
-    task = f"weather {city}"
-    after = place(targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)
-    result = f"{city} {cond}, {rng.randint(-9, 29)} C"  # the demo weather tool's answer format
-    arrive = after + rng.randint(0, 1)
-    inputs[arrive].context = result
-    ready = arrive + math.ceil(len(result) / cfg.context_slots) - 1
-    spans, speech = [], []
-    if rng.random() < 0.5:  # the user is talking when the result comes in: wait for a quiet turn
-        onset = (arrive - 1) * 3200 + rng.randint(0, 3000)
-        w = user_speech(rng, rng.uniform(0.4, 0.8))
-        spans.append((onset, w))
-        speech.append((onset, onset + w.shape[0]))
-    turn = _first_quiet(quiet_turns(EPISODE_TURNS, speech), ready)
+    end, _, _ = b.user_says(rng.choice(spoken.CHAT[b.split]), start, rng.randrange(spoken.VARIANTS), _lag(rng))
+    turn = _first_quiet(b.quiet(), end // 3200)
+    expect: dict = {"say": REPLY, "turn": turn, "end_sample": end, "barge_in": None}
     if turn is not None:
-        place(targets, turn, speak_tokens(result), k)
-    for i, w in enumerate(_audio_stream(EPISODE_TURNS, spans, g)):
-        inputs[i].audio = w
-    return Episode("delegation", 0, inputs, targets,
-                   {"task": task, "task_turn": done, "say": result, "turn": turn, "result_turn": arrive,
-                    "user_talking": bool(speech)}, speech)
+        b.speak(turn, REPLY)
+    if barge and turn is not None and turn + 4 < b.turns:
+        onset_turn = turn + rng.randint(2, 3)
+        onset = onset_turn * 3200 + rng.randint(200, 2400)
+        flag = b.split == spoken.TRAIN and rng.random() < 0.3
+        end2, _, _ = b.user_says(rng.choice(spoken.BARGE[b.split]), onset, rng.randrange(spoken.VARIANTS), _lag(rng))
+        if flag:
+            b.inputs[onset_turn].barge_in = True
+        listen = barge_turn(onset, flag)
+        for t in range(listen, b.turns):
+            b.targets[t] = [T.EMPTY] * k
+        b.targets[listen] = [T.LISTEN, *[T.EMPTY] * (k - 1)]
+        b.says = [(t, s) for t, s in b.says if t < listen]
+        turn2 = _first_quiet(b.quiet(), end2 // 3200)
+        if turn2 is not None and turn2 > listen:
+            b.speak(turn2, REPLY)
+        else:
+            turn2 = None
+        expect.update(barge_in=onset_turn, barge_sample=onset, barge_end_sample=end2, listen_turn=listen,
+                      turn2=turn2, hint=flag)
+    return b.done("turn_taking", expect)
+
+
+def _delegation(rng: random.Random, b: _Build) -> Episode:
+    """A weather request, typed or spoken (then the model acknowledges it with REPLY at the first quiet
+    turn, and delegates once the transcript is in); the model delegates "weather <City>"; the result
+    arrives in the context slots led by its surfacing mode's marker: when_idle -> voice it at the first
+    quiet turn once it is complete; interrupt -> at once; silent -> never.
+    expect: task, task_turn (turn of <delegate>), say (the result, None when silent), turn (its
+    <start_speaking> turn), result_turn, mode, spoken, ack_turn, user_talking."""
+    cfg, k = b.cfg, b.cfg.text_out_slots
+    city, cond = rng.choice(spoken.CITIES[b.split]), rng.choice(spoken.CONDITIONS[b.split])
+    template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
+    msg = template.format(city=city)
+    task = f"weather {city}"
+    is_spoken = rng.random() < 0.5
+    variant = rng.randrange(spoken.VARIANTS)
+    if is_spoken and b.split == spoken.TRAIN:  # train on transcripts that name the city (it is copied)
+        ok = [v for v in range(spoken.VARIANTS) if city.lower() in spoken.heard(msg, b.split, v).lower()]
+        is_spoken, variant = (bool(ok), ok[rng.randrange(len(ok))] if ok else variant)
+    ack = None
+    if is_spoken:
+        start = int(rng.uniform(0.1, 0.4) * SR)
+        end, arrive, got = b.user_says(msg, start, variant, _lag(rng))
+        ack = _first_quiet(b.quiet(), end // 3200)
+        after_ack = b.speak(ack, REPLY) if ack is not None else b.turns
+        heard_done = arrive + text_turns(got or " ", cfg.text_in_slots) - 1
+        done = max(heard_done, after_ack)
+    else:
+        a = rng.randint(0, 1)
+        b.inputs[a].text = msg
+        done = a + text_turns(msg, cfg.text_in_slots) - 1
+    expect: dict = {"task": task, "task_turn": done, "say": None, "turn": None, "result_turn": None,
+                    "mode": None, "spoken": is_spoken, "ack_turn": ack, "user_talking": False,
+                    "request": msg}
+    if done >= b.turns:
+        return b.done("delegation", expect)
+    after = place(b.targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)
+    result = f"{city} {cond}, {rng.randint(-9, 29)} C"  # the demo weather tool's answer format
+    mode = rng.choices(("when_idle", "interrupt", "silent"), (0.5, 0.2, 0.3))[0]
+    arrive = after + rng.randint(0, 1)
+    expect.update(result_turn=arrive, mode=mode, result=result)
+    if arrive >= b.turns:
+        return b.done("delegation", expect)
+    b.inputs[arrive].context = MODES[mode] + result
+    ready = arrive + math.ceil((1 + len(T.encode(result))) / cfg.context_slots) - 1
+    if mode == "when_idle" and rng.random() < 0.5:  # the user is talking when the result comes in
+        onset = (arrive - 1) * 3200 + rng.randint(0, 3000)
+        b.user_says(rng.choice(spoken.CHAT[b.split]), onset, rng.randrange(spoken.VARIANTS), _lag(rng))
+        expect["user_talking"] = True
+    turn = {"when_idle": _first_quiet(b.quiet(), ready), "interrupt": ready, "silent": None}[mode]
+    if turn is not None and turn < b.turns:
+        b.speak(turn, result)
+        expect.update(say=result, turn=turn)
+    return b.done("delegation", expect)
 
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-"
 
 
-def _echo(rng: random.Random, g: torch.Generator, cfg: ModelConfig) -> Episode:
+def _echo(rng: random.Random, b: _Build) -> Episode:
     """A training curriculum, not an evaluated task: random strings of 2-20 bytes arrive in the
-    context slots (as a background result would); the model voices each at the first quiet turn
-    once it is complete, then the next string comes. Random content cannot be guessed, only read
-    (through the copy candidates, layout.Lookup): the skill that voicing delegation results needs.
-    expect: says (list of (string, turn))."""
-    k = cfg.text_out_slots
-    inputs, targets = _blank(EPISODE_TURNS, k)
+    context slots (as a background result would, led by a mode marker); the model voices each at the
+    first quiet turn once it is complete (at once for CTX_NOW, never for CTX_SILENT), then the next
+    string comes. Random content cannot be guessed, only read (through the copy candidates,
+    layout.Lookup): the skill that voicing delegation results needs. expect: says (list of (string, turn))."""
     t = rng.randint(0, 1)
     says: list[tuple[str, int]] = []
-    spans: list[tuple[int, torch.Tensor]] = []
-    speech: list[tuple[int, int]] = []
-    while t < EPISODE_TURNS - 3:
+    while t < b.turns - 3:
         body = "".join(rng.choice(ECHO_CHARS) for _ in range(rng.randint(2, 20))).strip() or "ok"
-        inputs[t].context = body
-        ready = t + math.ceil(len(T.encode(body)) / cfg.context_slots) - 1
-        if rng.random() < 0.3:  # the user is talking when it is ready: wait for a quiet turn
+        mode = rng.choices(("when_idle", "interrupt", "silent"), (0.6, 0.2, 0.2))[0]
+        b.inputs[t].context = MODES[mode] + body
+        ready = t + math.ceil((1 + len(T.encode(body))) / b.cfg.context_slots) - 1
+        if mode == "silent":
+            t = ready + 1 + rng.randint(0, 1)
+            continue
+        if mode == "when_idle" and rng.random() < 0.3:  # the user is talking when it is ready
             onset = ready * 3200 + rng.randint(0, 2000)
-            w = user_speech(rng, rng.uniform(0.3, 0.6))
-            spans.append((onset, w))
-            speech.append((onset, onset + w.shape[0]))
-        turn = _first_quiet(quiet_turns(EPISODE_TURNS, speech), ready)
-        if turn is None:
+            b.user_says(rng.choice(spoken.BARGE[b.split]), onset, rng.randrange(spoken.VARIANTS), _lag(rng))
+        turn = _first_quiet(b.quiet(), ready) if mode == "when_idle" else ready
+        if turn is None or turn >= b.turns:
             break
         says.append((body, turn))
-        t = place(targets, turn, speak_tokens(body), k) + rng.randint(0, 1)
-    for i, w in enumerate(_audio_stream(EPISODE_TURNS, spans, g)):
-        inputs[i].audio = w
-    return Episode("echo", 0, inputs, targets, {"says": says}, speech)
+        t = b.speak(turn, body) + rng.randint(0, 1)
+    return b.done("echo", {"says": says})
+
+
+def _pause_handling(rng: random.Random, b: _Build) -> Episode:
+    """Evaluation only (no training episode teaches it): a spoken weather request with a pause of
+    600-1500 ms before the city ("tell me the weather in ... Oslo"). A takeover is any speech of the
+    model that starts in the pause. expect: pause (start sample, end sample), request."""
+    city = rng.choice(spoken.CITIES[b.split])
+    template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
+    head, tail = template.split("{city}")
+    first = head.strip()
+    second = (city + tail).strip()
+    variant = rng.randrange(spoken.VARIANTS)
+    start = int(rng.uniform(0.1, 0.4) * SR)
+    end1, _, _ = b.user_says(first, start, variant, _lag(rng))
+    onset2 = end1 + int(rng.uniform(0.6, 1.5) * SR)
+    b.user_says(second, onset2, variant, _lag(rng))
+    return b.done("pause_handling", {"pause": (end1, onset2), "request": f"{first} ... {second}"})
 
 
 CURRICULUM = ("echo",)  # training-only tasks (TrainConfig.mix may draw them; eval does not)
+EVAL_ONLY = ("pause_handling",)  # evaluation-only situations (no training episode teaches them)
 
 _BUILDERS = {"echo": _echo, "time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
-             "turn_taking": _turn_taking, "delegation": _delegation}
+             "turn_taking": _turn_taking, "delegation": _delegation, "pause_handling": _pause_handling}
 
 
-def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None) -> Episode:
-    """The episode of `task` (default: TASKS[seed % 5]) for `seed`: a pure function of both."""
+def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None, turns: int | None = None) -> Episode:
+    """The episode of `task` (default: TASKS[seed % 5]) for `seed`: a pure function of both. Seeds below
+    HELD_OUT_BASE draw the training content, voices and templates and last EPISODE_TURNS; held-out seeds
+    draw the EVAL ones (spoken.py) and last EVAL_TURNS (or `turns`)."""
     cfg = cfg or ModelConfig()
     task = TASKS[seed % len(TASKS)] if task is None else task
     if task not in _BUILDERS:
-        raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM)}")
+        raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM + EVAL_ONLY)}")
+    split = split_of(seed)
+    turns = turns or (EVAL_TURNS if split == spoken.EVAL else EPISODE_TURNS)
     rng = random.Random(f"{DATA_VERSION}:{task}:{seed}")
     g = torch.Generator().manual_seed(rng.getrandbits(62))
-    ep = _BUILDERS[task](rng, g, cfg)
+    ep = _BUILDERS[task](rng, _Build(cfg, split, turns, g))
     ep.seed = seed
     return ep
 
@@ -436,13 +524,15 @@ def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None) 
 def chain(first: Episode, second: Episode) -> Episode:
     """`second` as the continuation of the session `first` began: one sequence of both episodes' turns,
     so that a task also arrives after earlier conversation (a finished delegation, a reply, a count),
-    as it does in a live session, not only at position 0. Targets, aux and speech of `second` move by
-    first.turns; `expect` is second's with "offset" = first.turns (its turns are relative to it)."""
+    as it does in a live session, not only at position 0. Targets, aux, speech and voice of `second`
+    move by first.turns; `expect` is second's with "offset" = first.turns (its turns are relative to it)."""
     off = first.turns
     return Episode(second.task, second.seed, [*first.inputs, *second.inputs], [*first.targets, *second.targets],
                    {**second.expect, "offset": off},
                    [*first.speech, *((a + off * 3200, b + off * 3200) for a, b in second.speech)],
-                   [*first.aux, *((t + off, g, i, tok) for t, g, i, tok in second.aux)])
+                   [*first.aux, *((t + off, g, i, tok) for t, g, i, tok in second.aux)],
+                   {**first.voice, **{t + off: m for t, m in second.voice.items()}},
+                   [*first.says, *((t + off, x) for t, x in second.says)])
 
 
 def held_out_seeds(n: int, offset: int = 0) -> list[int]:

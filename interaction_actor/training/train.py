@@ -45,7 +45,7 @@ from interaction_actor.model.layout import (
 )
 from interaction_actor.model.session import speaking_after, voiced_now
 from interaction_actor.model.weights import DEFAULT_CHECKPOINT, card_path
-from interaction_actor.training import synth
+from interaction_actor.training import synth, voice
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.training.train")
@@ -57,13 +57,14 @@ class TrainConfig:
     """Defaults are the settings of the shipped checkpoint (see its card)."""
 
     preset: str = "small"
-    steps: int = 1000
+    steps: int = 20000  # the time budget (max_minutes) ends the shipped run first
     batch: int = 4  # sequences per step, each `episodes_per_row` episodes of one session (synth.chain)
     episodes_per_row: int = 2  # > 1: a task also arrives after earlier conversation, as in a live session
-    # see batch_tasks: every task follows every task; rep_count is the slowest to learn: it comes twice;
+    # see batch_tasks: every task follows every task; rep_count (the slowest to learn), turn_taking and
+    # delegation (spoken, heard, barge-in from audio, surfacing modes) come twice;
     # echo (synth.CURRICULUM) teaches reading the slots
     mix: tuple[str, ...] = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation", "echo",
-                            "rep_count")
+                            "rep_count", "turn_taking", "delegation")
     lr: float = 2e-3
     min_lr_fraction: float = 0.1
     warmup: int = 20
@@ -71,7 +72,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     flow_weight: float = 0.5
     seed: int = 1
-    max_minutes: float = 14.5  # > 0: stop (and save) when this much wall time has passed; 0 = by steps only
+    max_minutes: float = 60.0  # > 0: stop (and save) when this much wall time has passed; 0 = by steps only
     threads: int = 2  # torch threads (0 = leave as is); on a heavily shared CPU 1 can be faster (erratic OMP waits)
     checkpoint_every: int = 50
     content_weight: float = 2.0  # text CE weight of byte targets (what is said or delegated) vs <empty>
@@ -93,7 +94,11 @@ class Features:
 def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None) -> Features:
     """The training sequence of an episode: what the streaming session would write, position by
     position, if the model emitted `outputs` (default: the episode's targets), with the previous voiced
-    turn's target mel fed to the mel-out slots (teacher forcing)."""
+    turn's target mel fed to the mel-out slots (teacher forcing). The mel of a voiced turn is the
+    episode's own voice plan (synth.Episode.voice) for its targets, else rebuilt from `outputs`
+    (voice.voice_mels)."""
+    voice_map = ep.voice if outputs is None or outputs is ep.targets else voice.voice_mels(
+        outputs, cfg.text_out_slots, cfg.n_mels)
     outputs = ep.targets if outputs is None else outputs
     lay = TurnLayout.from_config(cfg)
     streams = InputStreams()
@@ -116,7 +121,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
             out_cand.append(lookup.cand(history.ids()))
         chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, voiced=voiced, prev_mel=prev_mel, **f.slots(),
                                  out_tokens=list(outputs[k]), out_hist=out_hist, out_cand=out_cand))
-        mel = synth.voice_mel(outputs[k - 1], cfg.n_mels) if voiced and k > 0 else None
+        mel = voice_map.get(k) if voiced and k > 0 else None
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
         prev_mel = mel

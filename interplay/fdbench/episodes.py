@@ -195,14 +195,16 @@ def held_out_report() -> dict:
     measurement requests, and the native model's training text:
     voices in common, sentences in common (after lower-casing and dropping punctuation), and training
     words (synth.py's typed words, cities, replies) that occur in a sentence here. All empty when held out."""
-    from interaction_actor.training import synth
+    from interaction_actor.training import spoken, synth
 
     ours = {_norm(s) for s in sentences()}
     theirs = {_norm(s) for s in (*speech.TEST_SENTENCES, *speech.HELDOUT_SENTENCES, *_cascade_sentences())}
     train_words = {_norm(w) for w in (*synth.WORDS, *synth.CITIES, *synth.WEATHER)}
-    train_texts = {_norm(t) for t in (synth.REPLY, synth.CUE_TEXT, "how many", "tell me when red")}
+    train_texts = {_norm(t) for t in (synth.REPLY, synth.CUE_TEXT, "how many", "tell me when red",
+                                      *spoken.sentences(spoken.TRAIN))}
     words = {w for s in ours for w in s.split()}
-    return {"voices_shared": sorted(set(VOICES) & {*speech.TEST_VOICES, *speech.HELDOUT_VOICES}),
+    return {"voices_shared": sorted(set(VOICES) & {*speech.TEST_VOICES, *speech.HELDOUT_VOICES,
+                                                   *spoken.VOICES[spoken.TRAIN]}),
             "sentences_shared": sorted(ours & theirs),
             "training_words_used": sorted(words & train_words),
             "training_texts_used": sorted(t for t in train_texts if any(t in s for s in ours))}

@@ -1,0 +1,195 @@
+"""The user's voice for training and evaluation: espeak-ng speech, and what the ears hear of it.
+
+The interaction model hears the user through dMel and reads them through the ears' transcripts
+(`TurnInput.heard`, in the text-in slots, as they arrive at run time: after the speech ends, with the
+transcriber's errors). This module supplies both for synthetic episodes:
+
+- `Utterance` pools, split between TRAIN and EVAL: request templates, cities and weather words,
+  chit-chat, barge-in phrases, voices. Nothing in one split occurs in the other (a test checks it).
+- `render(text, split, variant)`: the sentence spoken in one of the split's voice/rate/pitch
+  variants, with a room tone or noise floor chosen by the variant, trimmed to the speech (float32
+  16 kHz), and `heard(...)`: Whisper tiny.en's transcript of exactly that audio (padded as the ears'
+  segmenter pads a segment). Variants are few per sentence (VARIANTS), so the transcripts of every
+  training sentence are computed once and committed (`heard.json`, built by
+  `python -m interaction_actor.training.spoken`); a missing one is transcribed on the spot (the
+  evaluation's held-out sentences are, once per machine, then kept in the user cache).
+- `HEARD_LAG_TURNS`: the turns from the end of speech to the transcript's arrival, as the ears
+  measured (`interplay bench ears`: final transcript p50 685 ms after speech end on this CPU).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import random
+import threading
+from pathlib import Path
+
+import numpy as np
+
+TRAIN, EVAL = "train", "eval"
+
+# weather requests: the model delegates "weather <City>" and voices the result
+REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city}", "how is the weather in {city}"),
+                     EVAL: ("tell me the weather in {city}", "weather for {city} please")}
+CITIES = {TRAIN: ("Rome", "Paris", "Madrid", "Tokyo", "London", "Athens", "Prague", "Miami", "Sydney", "Moscow",
+                  "Kyiv", "Warsaw"),
+          EVAL: ("Oslo", "Lima", "Denver", "Dublin", "Nairobi", "Helsinki")}
+CONDITIONS = {TRAIN: ("rain", "sun", "snow", "fog"), EVAL: ("hail", "wind", "clouds")}
+# typed "say W in Ns": the words split; the template is shared
+WORDS = {TRAIN: ("hello", "go", "now", "stop", "yes", "done", "ready", "bye"),
+         EVAL: ("start", "wait", "good", "fine")}
+CHAT = {TRAIN: ("how are you today", "I like this song", "it is a nice day", "I am a bit tired", "thanks a lot",
+                "see you later", "that sounds good", "I had a long day", "let us talk a bit", "my name is Sam",
+                "I am back home now", "can you hear me", "this is fun", "I just woke up"),
+        EVAL: ("what a lovely morning", "I am learning to cook", "we went to the park", "that was funny")}
+BARGE = {TRAIN: ("stop please", "no no", "excuse me", "just a moment", "listen to me", "not now"),
+         EVAL: ("one second", "hang on", "actually")}
+VOICES = {TRAIN: ("en-us+m1", "en-us+m2", "en-us+m4", "en-us+f1", "en-us+f3", "en+m3"),
+          EVAL: ("en-us+m6", "en-us+f5", "en+m5", "en+f2")}
+VARIANTS = 4  # voice/rate/pitch/floor variants per sentence
+HEARD_LAG_TURNS = (3, 4)  # speech end -> final transcript at the loop, in 200 ms turns (p50 685 ms measured)
+SR = 16000
+
+_CACHE_FILE = Path(__file__).with_name("heard.json")
+_lock = threading.Lock()
+
+
+def requests(split: str) -> list[tuple[str, str]]:
+    """(request sentence, city) of every weather request in the split."""
+    return [(t.format(city=c), c) for t in REQUEST_TEMPLATES[split] for c in CITIES[split]]
+
+
+def pause_parts(split: str) -> list[str]:
+    """The two halves of each request when the user pauses before the city (synth's pause_handling)."""
+    out = []
+    for t in REQUEST_TEMPLATES[split]:
+        head, tail = t.split("{city}")
+        out += [head.strip(), *((c + tail).strip() for c in CITIES[split])]
+    return list(dict.fromkeys(out))
+
+
+def sentences(split: str) -> list[str]:
+    """Every sentence the split speaks (requests, their paused halves, chit-chat, barge-ins)."""
+    return [*(s for s, _ in requests(split)), *pause_parts(split), *CHAT[split], *BARGE[split]]
+
+
+def content_overlap() -> float:
+    """The fraction of the held-out (EVAL) content that training (TRAIN) also has: cities, weather words,
+    typed words, chit-chat and barge-in sentences, request templates, voices, and whole sentences
+    (lower-cased). 0.0 when the split is clean."""
+    held = shared = 0
+    for pool in (CITIES, CONDITIONS, WORDS, CHAT, BARGE, REQUEST_TEMPLATES, VOICES):
+        ev, tr = {x.lower() for x in pool[EVAL]}, {x.lower() for x in pool[TRAIN]}
+        held, shared = held + len(ev), shared + len(ev & tr)
+    ev, tr = {x.lower() for x in sentences(EVAL)}, {x.lower() for x in sentences(TRAIN)}
+    held, shared = held + len(ev), shared + len(ev & tr)
+    return round(shared / held, 4)
+
+
+def variant_spec(text: str, split: str, variant: int) -> dict:
+    """The voice, rate, pitch and floor of one variant: a pure function of its arguments."""
+    rng = random.Random(f"spoken:{split}:{text}:{variant % VARIANTS}")
+    return {"voice": rng.choice(VOICES[split]), "rate": rng.choice((145, 160, 175, 190)),
+            "pitch": rng.randint(30, 70), "floor": rng.choice(("room", "room", "white", "pink")),
+            "floor_db": rng.choice((-55.0, -45.0, -38.0)), "seed": rng.getrandbits(31)}
+
+
+def _floor(n: int, spec: dict) -> np.ndarray:
+    from interaction_actor.ears import speech
+
+    secs = n / SR + 0.1
+    if spec["floor"] == "room":
+        x = speech.room_tone(secs, spec["seed"], spec["floor_db"])
+    else:
+        x = speech.noise(secs, spec["seed"], spec["floor"], spec["floor_db"])
+    return x[:n].astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2048)
+def _render(text: str, split: str, variant: int) -> np.ndarray:
+    from interaction_actor.ears import speech
+
+    spec = variant_spec(text, split, variant)
+    a = speech.say(text, spec["voice"], spec["rate"], spec["pitch"])
+    loud = np.nonzero(np.abs(a) > 0.008)[0]
+    if loud.size:
+        a = a[loud[0] : loud[-1] + 1]
+    a = a * (0.5 / max(1e-6, float(np.abs(a).max())))  # a speaking level the mic would give
+    return np.clip(a + _floor(a.size, spec), -1, 1).astype(np.float32)
+
+
+def render(text: str, split: str, variant: int) -> np.ndarray:
+    """float32 16 kHz: `text` in variant `variant` of `split` (trimmed to the speech, floor mixed in)."""
+    return _render(text, split, variant % VARIANTS).copy()
+
+
+def _key(text: str, split: str, variant: int) -> str:
+    from interaction_actor.ears import speech
+
+    spec = variant_spec(text, split, variant)
+    ver = speech._espeak().version
+    return hashlib.sha256(f"{ver}|{text}|{json.dumps(spec, sort_keys=True)}".encode()).hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> dict[str, str]:
+    return json.loads(_CACHE_FILE.read_text()) if _CACHE_FILE.is_file() else {}
+
+
+def _user_cache() -> Path:
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "interplay" / "heard"
+
+
+_transcriber = None
+
+
+def _transcribe(audio: np.ndarray) -> str:
+    global _transcriber
+    from interaction_actor.ears.transcriber import WhisperTranscriber
+
+    if _transcriber is None:
+        _transcriber = WhisperTranscriber()
+    pad = np.concatenate([np.zeros(4800, np.float32), audio, np.zeros(4800, np.float32)])  # the segmenter's pads
+    return _transcriber.transcribe(pad).text.strip()
+
+
+def heard(text: str, split: str, variant: int) -> str:
+    """Whisper tiny.en's transcript of `render(text, split, variant)` (from heard.json, the user cache,
+    or transcribed now and kept in the user cache)."""
+    key = _key(text, split, variant % VARIANTS)
+    if key in _shipped():
+        return _shipped()[key]
+    path = _user_cache() / f"{key}.txt"
+    if path.is_file():
+        return path.read_text()
+    with _lock:
+        got = _transcribe(render(text, split, variant))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(got)
+    os.replace(tmp, path)
+    return got
+
+
+def build(split: str = TRAIN) -> dict[str, str]:
+    """Transcribe every variant of every sentence of `split` and write them into heard.json."""
+    table = dict(_shipped())
+    for s in sentences(split):
+        for v in range(VARIANTS):
+            key = _key(s, split, v)
+            if key not in table:
+                table[key] = _transcribe(render(s, split, v))
+    _CACHE_FILE.write_text(json.dumps(dict(sorted(table.items())), indent=0))
+    _shipped.cache_clear()
+    return table
+
+
+if __name__ == "__main__":
+    import sys
+
+    t = build(sys.argv[1] if len(sys.argv) > 1 else TRAIN)
+    print(f"{len(t)} transcripts in {_CACHE_FILE}")

@@ -1,0 +1,194 @@
+"""The assistant's voice for training: espeak-ng's rendering of what it says, aligned to its bytes.
+
+The interaction model speaks one turn behind its text: the bytes it emits in turn k are heard in turn
+k + 1's audio, and its flow head produces that turn's 16 mel frames. So the targets of an utterance
+are a *plan*: which output tokens go in which turn, and the mel of each voiced turn, such that every
+byte is emitted in the turn before the audio that says it.
+
+`utterance(text, k)` renders `text` once with espeak-ng in the assistant's voice (ASSISTANT: one
+voice, rate and pitch), takes espeak's word events (where each word starts in the audio), gives each
+byte a start time (linear within its word; spaces and punctuation go with the byte before them),
+and places bytes K per turn (the first turn holds <start_speaking> and two bytes) at the turn
+before the one whose audio says them. Where a turn would hold more bytes than it has slots (espeak
+says "ok" faster than 3 bytes per 200 ms), the later bytes move to the next turn and the audio from
+there on is delayed with them: the mel is time-warped, piecewise linearly between byte anchors, so
+the speech slows where the text cannot keep up and is never cut. The plan ends with <stop_speaking>
+in the last voiced turn (when the audio ends, at least one turn after the last byte).
+
+Plans are a pure function of (text, K, ASSISTANT, the libespeak-ng version) and cached in memory.
+`voice_mels(outputs)` rebuilds the voiced turns' mel of a whole token stream (for outputs that are
+not an episode's own targets, e.g. a model's): each utterance from <start_speaking> to
+<stop_speaking> is planned from its bytes; turns past the plan's audio are silence.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig
+from interaction_actor.model.dmel import log_mel
+
+SAMPLES_PER_TURN = 3200
+FRAMES_PER_TURN = 16
+HOP = 200
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    voice: str = "en-us"
+    rate: int = 185  # words per minute: about 3 bytes per 200 ms for plain words (a test checks the pace)
+    pitch: int = 45
+
+
+ASSISTANT = VoiceSpec()
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """The plan of one utterance: `turns[j]` are the K output tokens of turn start + j (turn 0 opens
+    with <start_speaking>, the last holds <stop_speaking>); `mel` [16 * (len(turns) - 1), n_mels] is the
+    log10 mel of voiced turns start + 1 .. start + len(turns) - 1, 16 frames each."""
+
+    text: str
+    turns: tuple[tuple[int, ...], ...]
+    mel: torch.Tensor
+    stretch: float  # planned duration / espeak's own duration (1.0: the text kept up everywhere)
+
+    @property
+    def voiced_turns(self) -> int:
+        return len(self.turns) - 1
+
+    def turn_mel(self, j: int) -> torch.Tensor:
+        """Mel of the j-th voiced turn (0 = the turn after <start_speaking>)."""
+        return self.mel[j * FRAMES_PER_TURN : (j + 1) * FRAMES_PER_TURN]
+
+
+def _trim(audio: np.ndarray, threshold: float = 0.008) -> tuple[int, int]:
+    """(first, last + 1) sample of the audible part (a 10 ms moving peak above `threshold`)."""
+    loud = np.nonzero(np.abs(audio) > threshold)[0]
+    if not loud.size:
+        return 0, audio.size
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+def byte_times(text: str, words: list[tuple[int, int, int]], n_bytes: int, start: int, end: int) -> list[float]:
+    """Start sample (relative to `start`) of each byte of `text` from espeak's word events: linear within
+    a word up to the next word's start; bytes outside words take the time of the byte before them."""
+    times = [None] * n_bytes
+    spans = sorted(words)
+    for j, (c0, length, s) in enumerate(spans):
+        nxt = spans[j + 1][2] if j + 1 < len(spans) else end
+        nxt = max(nxt, s + 1)
+        for i in range(c0, min(n_bytes, c0 + max(1, length))):
+            times[i] = s + (i - c0) / max(1, length) * (nxt - s) * 0.8
+    out, last = [], 0.0
+    for t in times:
+        last = max(last, float(t) - start) if t is not None else last
+        out.append(max(0.0, last))
+    return out
+
+
+def _place(times: list[float], k: int) -> tuple[list[int], list[float]]:
+    """Text turn of each byte (relative to the <start_speaking> turn) and its start time after delays."""
+    used: dict[int, int] = {0: 1}  # turn 0's first slot is <start_speaking>
+    turns, new_times = [], []
+    delay, prev = 0.0, 0
+    for t in times:
+        u = t + delay
+        turn = max(int(u // SAMPLES_PER_TURN), prev)
+        while used.get(turn, 0) >= k:
+            turn += 1
+        used[turn] = used.get(turn, 0) + 1
+        t_new = max(u, float(turn * SAMPLES_PER_TURN))
+        delay = t_new - t
+        turns.append(turn)
+        new_times.append(t_new)
+        prev = turn
+    return turns, new_times
+
+
+@functools.lru_cache(maxsize=8192)
+def utterance(text: str, k: int = 3, n_mels: int = 80, spec: VoiceSpec = ASSISTANT) -> Utterance:
+    """The plan of `text` (see the module docstring). Raises ValueError for text with no bytes."""
+    from interaction_actor.ears.speech import say_timed
+
+    ids = T.encode(text)
+    if not ids:
+        raise ValueError("an utterance needs at least one byte")
+    audio, words = say_timed(text, spec.voice, spec.rate, spec.pitch)
+    a0, a1 = _trim(audio)
+    times = byte_times(text, words, len(ids), a0, a1)
+    turns, new_times = _place(times, k)
+    old_end = float(a1 - a0)
+    delay_end = new_times[-1] - times[-1] if times else 0.0
+    new_end = old_end + delay_end
+    voiced = max(turns[-1] + 1, int(np.ceil(new_end / SAMPLES_PER_TURN)))
+    # the warp: new time -> old time, piecewise linear through (0, 0), the byte anchors and the end
+    xs, ys = [0.0], [0.0]
+    for t_old, t_new in zip(times, new_times, strict=True):
+        if t_new > xs[-1] and t_old >= ys[-1]:
+            xs.append(t_new)
+            ys.append(t_old)
+    if new_end > xs[-1]:
+        xs.append(new_end)
+        ys.append(old_end)
+    n_frames = voiced * FRAMES_PER_TURN
+    old = np.concatenate([audio[a0:a1], np.zeros(SAMPLES_PER_TURN * 4, np.float32)])
+    cfg = ModelConfig()
+    src = log_mel(torch.from_numpy(old), cfg).clamp(cfg.dmel_min, cfg.dmel_max)[:, :n_mels]
+    centres = np.arange(n_frames, dtype=np.float64) * HOP
+    old_t = np.interp(centres, xs, ys, right=np.nan)
+    past = np.isnan(old_t)
+    old_t = np.where(past, old_end + (centres - new_end), old_t)  # after the end: the silence that follows
+    pos = torch.from_numpy(np.clip(old_t / HOP, 0, src.shape[0] - 1))
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=src.shape[0] - 1)
+    w = (pos - lo.double()).float()[:, None]
+    mel = (src[lo] * (1 - w) + src[hi] * w).contiguous()
+    rows: list[list[int]] = [[] for _ in range(voiced + 1)]
+    rows[0].append(T.START_SPEAKING)
+    for b, turn in zip(ids, turns, strict=True):
+        rows[turn].append(b)
+    rows[voiced].append(T.STOP_SPEAKING)
+    if len(rows[voiced]) > k:  # the last byte's turn is full: stop one turn later (one more voiced turn)
+        rows.append([T.STOP_SPEAKING])
+        rows[voiced].pop()
+        mel = torch.cat([mel, torch.full((FRAMES_PER_TURN, mel.shape[1]), cfg.dmel_min)])
+    padded = tuple(tuple([*r, *[T.EMPTY] * (k - len(r))]) for r in rows)
+    return Utterance(text, padded, mel, stretch=round(max(new_end, 1.0) / max(old_end, 1.0), 3))
+
+
+def silence_mel(n_mels: int = 80) -> torch.Tensor:
+    return torch.full((FRAMES_PER_TURN, n_mels), ModelConfig().dmel_min)
+
+
+def voice_mels(outputs: list[list[int]], k: int = 3, n_mels: int = 80) -> dict[int, torch.Tensor]:
+    """turn -> the mel a voiced turn says, for a whole stream of output tokens (see module doc): the turns
+    after each <start_speaking> up to and including its <stop_speaking> (or <listen>, or the end)."""
+    out: dict[int, torch.Tensor] = {}
+    start: int | None = None
+    said: list[int] = []
+
+    def close(last: int) -> None:
+        text = T.decode(said)
+        plan = utterance(text, k, n_mels) if said else None
+        for j, turn in enumerate(range(start + 1, last + 1)):
+            out[turn] = plan.turn_mel(j) if plan is not None and j < plan.voiced_turns else silence_mel(n_mels)
+
+    for turn, toks in enumerate(outputs):
+        for t in toks:
+            if t == T.START_SPEAKING and start is None:
+                start, said = turn, []
+            elif start is not None and 0 <= t < T.N_BYTES:
+                said.append(t)
+            elif start is not None and t in (T.STOP_SPEAKING, T.LISTEN):
+                close(turn)
+                start = None
+    if start is not None:
+        close(len(outputs) - 1)
+    return out

@@ -1,0 +1,128 @@
+"""The training data of the native model's voice and hearing: the assistant's speech is espeak-ng's
+rendering of what it says, aligned to the bytes it emits (training/voice.py); the user's speech is
+espeak-ng in many voices with the ears' real transcripts (training/spoken.py), split between training
+and evaluation; background results carry their surfacing mode into the context slots."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interaction_actor.model import text as T
+from interaction_actor.model.config import preset
+from interaction_actor.model.featurize import InputStreams, featurize_turn
+from interaction_actor.model.layout import Lookup, TurnLayout
+from interaction_actor.model.session import TurnInput
+from interaction_actor.training import spoken, synth, voice
+
+REPLIES = ("ok, sure.", "Oslo hail, -3 C", "red!", "3", "Kyiv snow, 21 C", "hello")
+
+
+def test_espeak_reports_where_each_word_starts_in_its_audio():
+    from interaction_actor.ears.speech import say_timed
+
+    audio, words = say_timed("Rome rain today", "en-us", 175, 50)
+    assert [w[0] for w in words] == [0, 5, 10]  # first character of each word
+    starts = [w[2] for w in words]
+    assert starts == sorted(starts) and starts[-1] < audio.size and starts[1] > 1600  # "Rome" lasts > 100 ms
+
+
+@pytest.mark.parametrize("text", REPLIES)
+def test_an_utterance_plan_emits_every_byte_a_turn_before_the_audio_that_says_it(text):
+    u = voice.utterance(text)
+    assert u.turns[0][0] == T.START_SPEAKING and T.STOP_SPEAKING in u.turns[-1]
+    assert all(len(row) == 3 for row in u.turns)  # K slots a turn, <empty> pads
+    said = [t for row in u.turns for t in row if 0 <= t < T.N_BYTES]
+    assert T.decode(said) == text
+    last_byte_turn = max(j for j, row in enumerate(u.turns) if any(0 <= t < T.N_BYTES for t in row))
+    assert u.voiced_turns >= last_byte_turn + 1  # the audio runs at least until the last byte's turn is voiced
+    assert u.mel.shape == (16 * u.voiced_turns, 80)
+
+
+def test_the_assistant_speaks_about_three_bytes_a_turn_and_slows_only_where_the_text_cannot_keep_up():
+    plans = [voice.utterance(t) for t in REPLIES]
+    bytes_, turns = sum(len(T.encode(u.text)) for u in plans), sum(u.voiced_turns for u in plans)
+    assert 1.0 <= bytes_ / turns <= 3.0
+    assert all(1.0 <= u.stretch <= 1.6 for u in plans)
+
+
+def test_the_planned_voice_is_speech_the_transcriber_understands():
+    """The targets of the flow head, through the project's own vocoder, are heard as the words they say
+    (the ceiling of the model's voice, `voice_wer_reference`'s kin)."""
+    import numpy as np
+
+    from interaction_actor.ears.bench import word_errors
+    from interaction_actor.model.vocoder import griffin_lim
+
+    for text in ("hello", "red!"):
+        wave = griffin_lim(voice.utterance(text).mel, preset("small")).numpy()
+        got = spoken._transcribe(np.concatenate([np.zeros(4800, np.float32), wave]))
+        assert word_errors(text, got)[0] == 0, got
+
+
+def test_voice_mels_rebuild_an_episodes_own_voice_from_its_tokens():
+    ep = next(e for e in (synth.episode(s, "delegation") for s in range(30)) if e.says)
+    rebuilt = voice.voice_mels(ep.targets)
+    assert set(rebuilt) == set(ep.voice) - {t for t in ep.voice if t >= ep.turns}
+    assert all(torch.equal(rebuilt[t], ep.voice[t]) for t in rebuilt)
+
+
+def test_training_and_evaluation_share_no_content_voice_or_template():
+    assert spoken.content_overlap() == 0.0
+    for pool in (spoken.CITIES, spoken.CONDITIONS, spoken.WORDS, spoken.CHAT, spoken.BARGE, spoken.VOICES,
+                 spoken.REQUEST_TEMPLATES):
+        assert not set(pool[spoken.TRAIN]) & set(pool[spoken.EVAL])
+
+
+def test_every_training_sentence_has_its_transcripts_shipped_so_training_never_runs_the_transcriber(monkeypatch):
+    def refuse(_audio):
+        raise AssertionError("training asked the transcriber")
+
+    monkeypatch.setattr(spoken, "_transcribe", refuse)
+    got = [spoken.heard(s, spoken.TRAIN, v) for s in spoken.sentences(spoken.TRAIN) for v in range(spoken.VARIANTS)]
+    assert all(isinstance(x, str) for x in got) and sum(bool(x) for x in got) > 0.9 * len(got)
+
+
+def test_a_spoken_request_arrives_as_heard_text_only_after_the_speech_ends():
+    eps = [synth.episode(s, "delegation") for s in range(40)]
+    spoken_eps = [e for e in eps if e.expect["spoken"]]
+    assert spoken_eps
+    for ep in spoken_eps:
+        end_turn = ep.speech[0][1] // 3200
+        arrive, text = ep.expect["heard"][0]
+        assert arrive - end_turn in spoken.HEARD_LAG_TURNS and ep.inputs[arrive].heard.startswith(text)
+        assert ep.expect["ack_turn"] is not None and ep.expect["task_turn"] >= arrive
+
+
+def test_a_silent_result_is_never_voiced_in_the_targets():
+    eps = [synth.episode(s, "delegation") for s in range(60)]
+    silent = [e for e in eps if e.expect["mode"] == "silent" and e.expect["result_turn"] is not None]
+    assert silent
+    for ep in silent:
+        assert ep.inputs[ep.expect["result_turn"]].context[0] == T.CTX_SILENT
+        assert not any(t == T.START_SPEAKING for row in ep.targets[ep.expect["result_turn"]:] for t in row)
+
+
+def test_held_out_barge_ins_come_without_the_clients_hint():
+    eps = [synth.episode(s, "turn_taking") for s in synth.held_out_seeds(20)]
+    barged = [e for e in eps if e.expect["barge_in"] is not None]
+    assert barged and not any(inp.barge_in for e in barged for inp in e.inputs)
+    assert all(e.targets[e.expect["listen_turn"]][0] == T.LISTEN for e in barged)
+
+
+def test_heard_text_fills_the_text_slots_after_typed_text_and_markers_are_stripped_from_it():
+    cfg = preset("tiny")
+    lay = TurnLayout.from_config(cfg)
+    streams, look = InputStreams(), Lookup()
+    f = featurize_turn(streams, TurnInput(text="ab", heard="c\x1dd"), cfg, lay, 1, look)
+    assert T.decode(f.text_ids) == "abcd"[: lay.text_in]
+
+
+def test_a_context_line_is_queued_as_its_mode_marker_then_its_text():
+    cfg = preset("tiny").replace(context_slots=12)
+    lay = TurnLayout.from_config(cfg)
+    streams, look = InputStreams(), Lookup()
+    f = featurize_turn(streams, TurnInput(context=T.CTX_SILENT + "Lima" + "\n" + "Rome"), cfg, lay, 1, look)
+    assert T.decode(f.ctx_ids) == T.CTX_SILENT + "Lima" + T.CTX_IDLE + "Rome"  # an unmarked line: when idle
+    # the text starts a message of its own: the copy lookup offers "L", not the marker
+    assert f.ctx_hist[1] == f.ctx_hist[0] == (256, 256)
