@@ -74,8 +74,14 @@ def test_the_demo_summary_lists_each_utterance_of_the_assistant_separately():
     assert summary["assistant_said"] == [{"turn": 1, "text": "hi"}, {"turn": 5, "text": "Oslo snow"}]
 
 
-def test_an_utterance_ends_after_two_turns_without_text():
-    chunks = [spb.OutputChunk(turn=t, text=x) for t, x in enumerate(["a", "", "b", "", "", "c"])]
+def test_an_utterance_ends_after_four_turns_without_text_and_not_after_two():
+    chunks = [spb.OutputChunk(turn=t, text=x) for t, x in enumerate(["a", "", "", "b", "", "", "", "", "c"])]
+    assert [u["text"] for u in utterances(chunks)] == ["ab", "c"]
+
+
+def test_an_utterance_ends_where_the_assistant_yields_the_floor():
+    chunks = [spb.OutputChunk(turn=t, text=x) for t, x in enumerate(["a", "b", "", "c"])]
+    chunks[2].controls.append(spb.CONTROL_TOKEN_LISTEN)
     assert [u["text"] for u in utterances(chunks)] == ["ab", "c"]
 
 

@@ -126,3 +126,12 @@ def test_a_context_line_is_queued_as_its_mode_marker_then_its_text():
     assert T.decode(f.ctx_ids) == T.CTX_SILENT + "Lima" + T.CTX_IDLE + "Rome"  # an unmarked line: when idle
     # the text starts a message of its own: the copy lookup offers "L", not the marker
     assert f.ctx_hist[1] == f.ctx_hist[0] == (256, 256)
+
+
+def test_the_voice_learns_to_read_real_words_but_never_a_held_out_one():
+    words = voice.reading_vocabulary()
+    assert len(words) > 5000 and len(set(words)) == len(words)
+    held = {w.lower() for pool in (spoken.CITIES, spoken.CONDITIONS, spoken.WORDS) for w in pool[spoken.EVAL]}
+    assert not held & {w.lower() for w in words}
+    echoed = [body for s in range(40) for body, _ in synth.episode(s, "echo").expect["says"]]
+    assert any(" " in b and b.split()[0] in words for b in echoed)  # read-aloud strings are among the echoes

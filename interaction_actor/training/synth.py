@@ -458,11 +458,20 @@ def _echo(rng: random.Random, b: _Build) -> Episode:
     context slots (as a background result would, led by a mode marker); the model voices each at the
     first quiet turn once it is complete (at once for CTX_NOW, never for CTX_SILENT), then the next
     string comes. Random content cannot be guessed, only read (through the copy candidates,
-    layout.Lookup): the skill that voicing delegation results needs. expect: says (list of (string, turn))."""
+    layout.Lookup): the skill that voicing delegation results needs. Half the strings are real words
+    (voice.reading_vocabulary, with a number now and then): the voice learns to read words it will meet
+    in results it never trained on. expect: says (list of (string, turn))."""
     t = rng.randint(0, 1)
     says: list[tuple[str, int]] = []
+    vocab = voice.reading_vocabulary()
     while t < b.turns - 3:
-        body = "".join(rng.choice(ECHO_CHARS) for _ in range(rng.randint(2, 20))).strip() or "ok"
+        if rng.random() < 0.5:
+            body = "".join(rng.choice(ECHO_CHARS) for _ in range(rng.randint(2, 20))).strip() or "ok"
+        else:
+            words = [rng.choice(vocab) for _ in range(rng.randint(1, 3))]
+            if rng.random() < 0.3:
+                words.append(str(rng.randint(-9, 40)))
+            body = " ".join(words)
         mode = rng.choices(("when_idle", "interrupt", "silent"), (0.6, 0.2, 0.2))[0]
         b.inputs[t].context = MODES[mode] + body
         ready = t + math.ceil((1 + len(T.encode(body))) / b.cfg.context_slots) - 1

