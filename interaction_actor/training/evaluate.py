@@ -270,9 +270,8 @@ def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None)
     """What a session would deliver if the model emitted `outputs` (default: the episode's targets):
     the session's own output rules (session._finish_turn, the barge-in and voicing rules) without a
     model. The scorer's upper bound: the targets themselves must score as right."""
-    from interaction_actor.model.session import KVCache, SessionState, _finish_turn, voiced_now
-
     from interaction_actor.model.config import ModelConfig
+    from interaction_actor.model.session import KVCache, SessionState, _finish_turn, voiced_now
     from interaction_actor.model.vocoder import VocoderState, reset, vocode_turns
 
     s = SessionState(id="oracle", seed=0, cache=KVCache(torch.zeros(0), 0))
@@ -385,7 +384,7 @@ def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int =
     from interaction_actor.training import spoken, voice
 
     pairs = []
-    for ep, tr in zip(eps, trs, strict=True):
+    for _ep, tr in zip(eps, trs, strict=True):
         for start, text in utterances(tr):
             audio = _utterance_audio(tr, start)
             if len(text.strip()) >= 2 and audio.numel():

@@ -45,7 +45,6 @@ of the seed on every machine. Changing any builder means bumping DATA_VERSION.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ import torch
 
 from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig
-from interaction_actor.model.dmel import STREAM_LAG_FRAMES, log_mel
+from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
