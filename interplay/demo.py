@@ -73,10 +73,20 @@ class DemoConfig:
     # line in the tool's own words ("Oslo snow, -3 C") is what it can say back.
     agent_prompt: str = VOICE_PROMPT
     assets: str = str(ASSETS)
-    ears: dict | None = None  # the settings' ears group (interplay.runtime._ears_data); None: no transcripts
+    # the settings' ears group (interplay.runtime._ears_data); None: no transcripts, and then the spoken
+    # request reaches neither the model nor the policies. Default: the default settings' ears
+    ears: dict | None = field(default_factory=lambda: _default_ears())
     trace_file: str | None = None  # every actor appends its OpenTelemetry spans here (JSON lines); None: off
     record: bool = True  # the loop saves the session in the replay format into <out_dir>/replay (interplay.replay)
     otlp_endpoint: str | None = None  # every actor also sends its spans to this OTLP/gRPC collector; None: not
+
+
+def _default_ears() -> dict | None:
+    from interplay.runtime import _ears_data
+    from interplay.settings import Settings
+
+    s = Settings()
+    return _ears_data(s) if s.ears.enabled else None
 
 
 def spoken_request(text: str) -> np.ndarray:

@@ -3,9 +3,10 @@ the real TurnLoop and Session gRPC on 127.0.0.1, and a small real Background ser
 the test (conftest.answering_background: it only accepts and answers; the property under test is the
 interaction side's decision).
 
-The typed request "what's the weather in Oslo?" is one the shipped checkpoint delegates by its own
-<delegate> token (measured: p(<delegate>) = 0.78 at the step that opened the task, about 6 turns
-after the text arrived), so a threshold of 0.5 keeps the decision and 0.95 drops it.
+The typed request "what is the weather in Rome" (a training city and template: the shipped checkpoint
+names held-out cities wrong in its task, README) is one it delegates by its own <delegate> token, with
+p(<delegate>) above 0.5 at the step that opened the task, so a threshold of 0.5 keeps the decision
+and 0.99 drops it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from interaction_actor.runtime.service import serve
 from interplay.client import SessionClient, text_chunk
 from interplay.v1 import session_pb2 as spb
 
-REQUEST = "what's the weather in Oslo?"
+REQUEST = "what is the weather in Rome"
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +37,13 @@ def test_the_native_model_reports_its_own_confidence_with_the_task_it_delegates(
     outs = [step_batch(shipped, [s], [TurnInput(audio=torch.zeros(3200), text=REQUEST if t == 1 else "")])[0]
             for t in range(20)]
     delegated = [o for o in outs if o.delegate_task]
-    assert len(delegated) == 1 and "Oslo" in delegated[0].delegate_task
+    assert len(delegated) == 1 and "Rome" in delegated[0].delegate_task
     assert 0.5 < delegated[0].delegate_confidence <= 1.0
     assert all(o.delegate_confidence is None for o in outs if not o.delegate_task)
 
 
 async def started_with(shipped, threshold: float) -> list[spb.Event]:
-    server_bg, bg_addr = await background(answering_background("Oslo: snow"))
+    server_bg, bg_addr = await background(answering_background("Rome: sun"))
     policy = {"policy": "threshold", "inner": "model_token", "threshold": threshold}
     loop = TurnLoop(shipped, LoopConfig(turn_ms=50, background_address=bg_addr, policy=policy))
     loop.start()
@@ -67,9 +68,9 @@ async def started_with(shipped, threshold: float) -> list[spb.Event]:
 
 async def test_a_threshold_policy_delegates_live_on_the_models_own_confidence(shipped):
     events = await started_with(shipped, 0.5)
-    assert [e.text for e in events] == ["weather Oslo"]
+    assert [e.text for e in events] == ["weather Rome"]
     assert events[0].policy == "model_token" and 0.5 < events[0].confidence <= 1.0
 
 
 async def test_a_threshold_above_the_models_confidence_keeps_it_from_delegating(shipped):
-    assert await started_with(shipped, 0.95) == []
+    assert await started_with(shipped, 0.99) == []

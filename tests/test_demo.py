@@ -83,6 +83,7 @@ def test_the_voiced_fraction_is_what_the_transcriber_hears_in_the_assistants_aud
     from interaction_actor.ears.bench import normalise
 
     summary, _ = demo
+    assert summary["answer"], "the weather answer surfaced"
     heard = normalise(summary.get("answer_heard_as", ""))
     want = normalise(summary["answer"])
     assert summary["answer_voiced_fraction"] == round(sum(w in heard for w in want) / len(want), 3)
@@ -130,6 +131,6 @@ def test_the_demo_saves_its_session_for_replay_with_the_weather_request_labelled
 
     summary, _ = demo
     s = read_session(summary["replay"])
-    assert [r["text"] for r in s.requests if r["needs_background"]] == ["weather in Oslo?"]
+    assert [r["text"] for r in s.requests if r["needs_background"]] == ["tell me the weather in Oslo"]
     started = [e for t in s.turns for e in t["out"]["events"] if e["kind"] == "EVENT_KIND_DELEGATION_STARTED"]
     assert started and len(s.turns) == summary["turns"]

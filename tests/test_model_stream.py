@@ -164,6 +164,9 @@ def test_training_forward_returns_text_and_flow_losses_that_reach_every_module(m
     mel_targets = torch.rand(1, n, 80, generator=g) * 5 - 6
     seq.image_mask[0, model.layout.turn_start(0) + model.layout.image] = True
     seq.patches = torch.rand(1, 40, 40, 3, generator=g)
+    # the previous turn's mel at the voiced turns' mel-in slots (the default sampler, flow_noise 0, gives an
+    # untrained head's constant mel there, which would leave mel_in without a gradient)
+    seq.mel_in[seq.mel_mask] = torch.rand(int(seq.mel_mask.sum()), 80, generator=g) * 5 - 6
     model.zero_grad()
     out = model.training_loss(seq, targets, mel_targets, mel_mask, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["text_ce"]) and torch.isfinite(out["flow"])

@@ -107,7 +107,9 @@ def test_a_slot_byte_and_the_output_about_to_say_it_carry_the_same_history():
     cfg = build_model("tiny", seed=0).config
     lay = TurnLayout.from_config(cfg)
     # an episode where nobody talks: heard text would add its own (typed-argument) candidates
-    ep = next(e for e in (synth.episode(s, "echo", cfg) for s in range(50)) if not e.expect["heard"])
+    # and one whose first string is voiced (a SILENT one is not said)
+    ep = next(e for e in (synth.episode(s, "echo", cfg) for s in range(80)) if not e.expect["heard"]
+              and next(i.context for i in e.inputs if i.context)[0] != T.CTX_SILENT)
     c = featurize(ep, cfg).chunk
     body, turn = ep.expect["says"][0]
     arrive = next(k for k, inp in enumerate(ep.inputs) if inp.context)  # the first string's turn
