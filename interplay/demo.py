@@ -102,15 +102,13 @@ def heard_in_audio(chunks: list[spb.OutputChunk], from_turn: int, text: str, tur
     """(fraction of `text`'s words the ears' transcriber hears in the assistant's audio from `from_turn`
     on, its transcript): the assistant's voice measured as a user would hear it, not its text."""
     from interaction_actor.ears.bench import normalise
-    from interaction_actor.ears.transcriber import WhisperTranscriber
+    from interaction_actor.training import spoken
 
     pcm = b"".join(c.audio.pcm16 for c in chunks if from_turn <= c.turn < from_turn + turns)
     want = normalise(text)
     if not pcm or not want:
         return 0.0, ""
-    audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
-    pad = np.zeros(4800, np.float32)
-    got = WhisperTranscriber().transcribe(np.concatenate([pad, audio, pad])).text.strip()
+    got = spoken.transcribe(np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0)
     heard = normalise(got)
     hits = sum(1 for w in want if w in heard)
     return round(hits / len(want), 3), got

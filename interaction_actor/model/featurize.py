@@ -72,8 +72,11 @@ def enqueue(streams: InputStreams, queue: list[tuple[int, int, int]], text: str,
     queue_message(queue, ids)
 
 
+_NO_MARKERS = {ord(c): None for c in T.MODE_MARKERS}
+
+
 def _strip_markers(text: str) -> str:
-    return text.translate({ord(c): None for c in T.MODE_MARKERS}) if text else text
+    return text.translate(_NO_MARKERS) if text else text
 
 
 def enqueue_context(streams: InputStreams, context: str, session_id: str = "") -> None:
@@ -97,7 +100,7 @@ def featurize_turn(streams: InputStreams, inp, cfg: ModelConfig, layout: TurnLay
     dm, has_audio = dmel_stream_push(streams.dmel, inp.audio, cfg)
     patches = frame_to_patches(inp.frame, cfg) if inp.frame is not None else None
     enqueue(streams, streams.text_queue, _strip_markers(inp.text), session_id)
-    enqueue(streams, streams.text_queue, _strip_markers(getattr(inp, "heard", "") or ""), session_id)
+    enqueue(streams, streams.text_queue, _strip_markers(inp.heard), session_id)
     if not isinstance(inp.context, str):
         raise TypeError("text and context must be str")
     enqueue_context(streams, inp.context, session_id)

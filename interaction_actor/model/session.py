@@ -361,8 +361,11 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], hidden: 
         return {}
     a = 1 + lay.mel
     cond = hidden[vi, a : a + lay.frames].reshape(-1, cfg.d_model)
-    noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels) for i in vi])
-    noise = noise * cfg.flow_noise
+    if cfg.flow_noise == 0.0:  # the mean path: no per-session noise to draw
+        noise = torch.zeros(len(vi) * lay.frames, cfg.n_mels)
+    else:
+        noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels)
+                           for i in vi]) * cfg.flow_noise
     out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
     out = out.cpu()
     return {i: out[j].clone() for j, i in enumerate(vi)}

@@ -377,7 +377,6 @@ def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int =
     word errors / words over up to `limit` utterances of two or more characters (`voice_wer`), and the
     same texts rendered by espeak-ng in the voice the model was trained on, through the same
     transcriber (`voice_wer_reference`). Normalised as the ears' bench normalises (ears/bench.py)."""
-    import numpy as np
 
     from interaction_actor.ears import speech
     from interaction_actor.ears.bench import word_errors
@@ -392,15 +391,13 @@ def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int =
     pairs = pairs[:limit]
     if not pairs:
         return {"voice_wer": None, "voice_wer_reference": None, "voice_utterances": 0}
-    spoken._transcribe(np.zeros(1600, np.float32))  # load the transcriber once
-    pad = np.zeros(4800, np.float32)
     errs = ref_errs = words = 0
     samples = []
     for text, audio in pairs:
-        got = spoken._transcriber.transcribe(np.concatenate([pad, audio.numpy(), pad])).text
+        got = spoken.transcribe(audio.numpy())
         a = voice.ASSISTANT
         ref = speech.say(text, a.voice, a.rate, a.pitch)
-        got_ref = spoken._transcriber.transcribe(np.concatenate([pad, ref, pad])).text
+        got_ref = spoken.transcribe(ref)
         e, n = word_errors(_okay(text), _okay(got))
         e2, _ = word_errors(_okay(text), _okay(got_ref))
         errs, ref_errs, words = errs + e, ref_errs + e2, words + n

@@ -147,6 +147,12 @@ def _user_cache() -> Path:
 _transcriber = None
 
 
+def transcribe(audio: np.ndarray) -> str:
+    """Whisper tiny.en (the ears' transcriber, loaded once per process) on float32 16 kHz `audio`, padded
+    as the ears' segmenter pads a segment: the one way training, evaluation and the demo transcribe."""
+    return _transcribe(audio)
+
+
 def _transcribe(audio: np.ndarray) -> str:
     global _transcriber
     from interaction_actor.ears.transcriber import WhisperTranscriber
