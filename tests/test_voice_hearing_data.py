@@ -49,7 +49,6 @@ def test_the_assistant_speaks_about_three_bytes_a_turn_and_slows_only_where_the_
 def test_the_planned_voice_is_speech_the_transcriber_understands():
     """The targets of the flow head, through the project's own vocoder, are heard as the words they say
     (the ceiling of the model's voice, `voice_wer_reference`'s kin)."""
-    import numpy as np
 
     from interaction_actor.ears.bench import word_errors
     from interaction_actor.model.vocoder import griffin_lim
