@@ -24,6 +24,7 @@ the vector body, so `silu`/`gelu` are built from ops that do not (exp, erf, add,
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,8 @@ def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x[..., K] @ weight[N, K]^T (+ bias): per-row result independent of the leading dims' sizes.
 
-    Aligned shapes are exactly F.linear (addmm with the bias); others run padded.
+    Aligned shapes are exactly F.linear (addmm with the bias); others run padded: the same F.linear on
+    zero rows appended (`padded_input`) and zero columns, both sliced off.
     """
     cnr.pin_one_thread()
     k = x.shape[-1]
@@ -98,8 +100,41 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if n != np_:
         weight = pad_rows(weight, to=np_)
         bias = None if bias is None else pad_rows(bias, to=np_)
-    out = F.linear(pad_rows(x.reshape(m, k), to=mp), weight, bias)[:m, :n]
-    return out.reshape(*x.shape[:-1], n)
+    out = F.linear(padded_input(x, mp), weight, bias).narrow(0, 0, m)
+    if n != np_:
+        return out.narrow(1, 0, n).reshape(*x.shape[:-1], n)
+    return out.view(*x.shape[:-1], n)
+
+
+_buffers = threading.local()
+
+
+def padded_input(x: torch.Tensor, mp: int) -> torch.Tensor:
+    """x [..., K] as m = x.numel() / K rows [m, K] with zero rows appended up to mp: the values of
+    pad_rows(x.reshape(m, K), to=mp).
+
+    With grad mode off, x is copied into this thread's buffer for (x's shape, mp, dtype, device), whose
+    rows m.. are zero once and never written: one copy instead of a fresh zero-padded tensor per call
+    (the decode step pads every one-row linear). The buffer is only an input, overwritten by this
+    thread's next call with that key; a gemm's result never aliases it. With grad mode on (autograd
+    may save the input), pad_rows."""
+    k = x.shape[-1]
+    m = x.numel() // k
+    if m >= mp or torch.is_grad_enabled():
+        return pad_rows(x.reshape(m, k), to=mp)
+    cache = getattr(_buffers, "rows", None)
+    if cache is None:
+        cache = _buffers.rows = {}
+    key = (x.shape, mp, x.dtype, x.device)
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) >= 64:
+            cache.clear()
+        with torch.inference_mode(False):  # a normal tensor: writable inside and outside inference mode
+            buf = torch.zeros(mp, k, dtype=x.dtype, device=x.device)
+        hit = cache[key] = (buf, buf.narrow(0, 0, m).view(x.shape))  # (the buffer, its first m rows as x)
+    hit[1].copy_(x)
+    return hit[0]
 
 
 def _one_big_row(x: torch.Tensor) -> bool:
@@ -116,10 +151,14 @@ def row_sum(x: torch.Tensor, keepdim: bool = False) -> torch.Tensor:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) * weight; the mean is a row-local reduction, sqrt and division exact."""
+    """x / sqrt(mean(x^2) + eps) * weight; the mean is a row-local reduction, sqrt and division exact.
+    Without autograd (float32) the same ops run in place on their fresh results."""
     xf = x.float()
-    ms = row_sum(xf * xf, keepdim=True) / xf.shape[-1]
-    return (xf / torch.sqrt(ms + eps)).to(x.dtype) * weight
+    ms = row_sum(xf * xf, keepdim=True)
+    if torch.is_grad_enabled() or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return (xf / torch.sqrt(ms / xf.shape[-1] + eps)).to(x.dtype) * weight
+    ms.div_(xf.shape[-1]).add_(eps).sqrt_()
+    return torch.div(xf, ms).mul_(weight)
 
 
 def log_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -142,7 +181,7 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     """x * sigmoid(x) as x / (exp(-x) + 1): ops whose vector body and tail round alike."""
     if torch.is_grad_enabled() and x.requires_grad:
         return x / (torch.exp(-x) + 1.0)
-    e = torch.exp(-x)  # the same three ops in place (inference)
+    e = torch.neg(x).exp_()  # the same ops in place (inference)
     e += 1.0
     return torch.div(x, e, out=e)
 

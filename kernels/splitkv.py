@@ -39,14 +39,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
     scale = 1.0 / math.sqrt(dh)
     cnr.pin_one_thread()
     lens = kv_len.tolist()
-    pos = q_pos.to(torch.long)
+    pos = (q_pos if q_pos.dtype == torch.long else q_pos.to(torch.long)).tolist()
     if b == 1 and tq <= q_block:
         return _block(q[0], k[0], v[0], pos[0], int(lens[0]), split, scale)[None]
     out = q.new_empty(b, hq, tq, dh)
     for bi in range(b):
         for t0 in range(0, tq, q_block):
             t1 = min(tq, t0 + q_block)
-            out[bi, :, t0:t1] = _block(q[bi, :, t0:t1], k[bi], v[bi], pos[bi, t0:t1], int(lens[bi]), split, scale)
+            out[bi, :, t0:t1] = _block(q[bi, :, t0:t1], k[bi], v[bi], pos[bi][t0:t1], int(lens[bi]), split, scale)
     return out
 
 
@@ -67,51 +67,42 @@ def _hidden_mask(pos: list[int], rep: int, mp: int, lo: int, hi: int, device: to
 _MASKS: dict[tuple, torch.Tensor] = {}
 
 
-def merge_splits(o: torch.Tensor) -> torch.Tensor:
-    """o [H, n, ...] split partials -> [H, ...]: a binary tree over absolute split indices (0+1, 2+3, ...;
-    an odd last node moves up alone). Splits past a row's last visible one are exact zeros, so a row
-    gets the same bits whatever n its call had."""
-    inplace = not (torch.is_grad_enabled() and o.requires_grad)  # same additions either way
-    while o.shape[1] > 1:  # node 2i absorbs node 2i+1; the even nodes are the next level
-        n = o.shape[1]
-        h = n // 2
-        if inplace:
-            o[:, 0 : 2 * h : 2] += o[:, 1 : 2 * h : 2]
-            o = o[:, 0::2]
-        else:
-            pairs = o[:, 0 : 2 * h : 2] + o[:, 1 : 2 * h : 2]
-            o = torch.cat([pairs, o[:, 2 * h :]], dim=1) if n % 2 else pairs
-    return o[:, 0]
+def merge_nodes(nodes: list[torch.Tensor]) -> torch.Tensor:
+    """Split partials in absolute split order -> their sum by a binary tree over the split indices
+    (0+1, 2+3, ...; an odd last node moves up alone). Splits past a row's last visible one are exact
+    zeros, so a row gets the same bits whatever number of splits its call had. Out of place (autograd
+    records it; the n-1 additions are the same either way)."""
+    while len(nodes) > 1:
+        pairs = [nodes[i] + nodes[i + 1] for i in range(0, len(nodes) - 1, 2)]
+        nodes = pairs + nodes[-1:] if len(nodes) % 2 else pairs
+    return nodes[0]
 
 
-def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor, length: int, split: int,
+def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl: list[int], length: int, split: int,
            scale: float) -> torch.Tensor:
-    """q [Hq, T, Dh] at positions pos [T] against k/v [Hkv, S, Dh] (slots < length) -> [Hq, T, Dh]."""
+    """q [Hq, T, Dh] at positions pl (T ints) against k/v [Hkv, S, Dh] (slots < length) -> [Hq, T, Dh]."""
     hq, t, dh = q.shape
     hkv = k.shape[0]
     rep = hq // hkv
     m = rep * t
-    pl = pos.tolist()
     p_min, p_max = min(pl), max(pl)
     hi = min(length, p_max + 1, k.shape[1])  # slots [0, hi) hold everything any row may see
     if hi < 1 or p_min < 0:
         raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
-    n = -(-hi // split)
-    span = n * split
     mp = padded_rows(m, batched=True)
     qg = (q * scale).reshape(hkv, m, dh)  # scale folded into q: exact for the presets' power-of-4 head dims
     if mp != m:
         qg = F.pad(qg, (0, 0, 0, mp - m))
-    kt = k[:, :hi].transpose(1, 2)
+    kt = (k if hi == k.shape[1] else k.narrow(1, 0, hi)).transpose(1, 2)
     if padded_cols(hi) != hi:  # too few slots for the gemm's shape class: zero columns, sliced off
         kt = F.pad(kt, (0, padded_cols(hi) - hi))
     s = torch.bmm(qg, kt)  # [Hkv, Mp, >= hi] scaled scores of the slots anyone sees
     if s.shape[2] != hi:
-        s = s[:, :, :hi]
+        s = s.narrow(2, 0, hi)
     lo = min(p_min + 1, hi)  # every row sees the slots < lo
     if not (torch.is_grad_enabled() and s.requires_grad):  # inference: in place
         if lo < hi:
-            s[:, :, lo:].masked_fill_(_hidden_mask(pl, rep, mp, lo, hi, q.device), float("-inf"))
+            s.narrow(2, lo, hi - lo).masked_fill_(_hidden_mask(pl, rep, mp, lo, hi, q.device), float("-inf"))
         # p = exp(score - row max): the max is exact, over the visible slots only
         s.sub_(s.amax(-1, keepdim=True)).exp_()
     else:  # training: the same arithmetic, out of place for autograd
@@ -119,22 +110,31 @@ def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
             hidden = _hidden_mask(pl, rep, mp, lo, hi, q.device)
             s = torch.cat([s[:, :, :lo], s[:, :, lo:].masked_fill(hidden, float("-inf"))], dim=-1)
         s = torch.exp(s - s.amax(-1, keepdim=True))
-    # per split j: o_j = P_j @ V_j (a batched gemm with K = split) and l_j = the row sum of P_j (a
-    # row-local reduction of `split` elements); the last split is zero-padded to `split`, P and V alike
+    vdt = v if dh >= GEMM_MIN_COLS else F.pad(v.narrow(1, 0, hi), (0, GEMM_MIN_COLS - dh))  # PV gemm columns
+    acc = merge_nodes(_split_nodes(s, vdt, hi, split))  # [Hkv, Mp, Dv+1]: sum of P_j @ V_j | sum of l_j
+    o = acc.narrow(2, 0, dh) / acc.narrow(2, vdt.shape[2], 1)
+    return (o if mp == m else o.narrow(1, 0, m)).reshape(hq, t, dh)
+
+
+def _split_nodes(p: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> list[torch.Tensor]:
+    """P [Hkv, Mp, hi] (exp'd scores) and V [Hkv, >= hi, Dv] -> per split j, in order, the node
+    [P_j @ V_j | l_j] [Hkv, Mp, Dv+1]: o_j a batched gemm with K = split always, l_j the row sum of P_j (a
+    row-local reduction of `split` elements). The last split is zero-padded to `split`, P and V alike;
+    the whole splits are views (no copy), so that one tree (merge_nodes) merges o and l."""
+    n = -(-hi // split)
     whole = (n - 1) * split
-    vdt = v[:, :hi]
-    if dh < GEMM_MIN_COLS:  # keep the PV gemm's column count in its shape class
-        vdt = F.pad(vdt, (0, GEMM_MIN_COLS - dh))
-    p_last = s[:, :, whole:] if span == hi else F.pad(s[:, :, whole:], (0, span - hi))  # [Hkv, Mp, split]
-    v_last = vdt[:, whole:] if span == hi else F.pad(vdt[:, whole:], (0, 0, 0, span - hi))
-    o = torch.bmm(p_last, v_last)[:, None]  # [Hkv, 1, Mp, Dv]
-    lsum = p_last.sum(-1)[:, None]  # [Hkv, 1, Mp]
-    if n > 1:
-        p = s[:, :, :whole].unflatten(2, (n - 1, split)).transpose(1, 2)  # [Hkv, n-1, Mp, split] (a view)
-        vw = vdt[:, :whole].unflatten(1, (n - 1, split))  # [Hkv, n-1, split, Dv] (a view)
-        o_whole = torch.matmul(p, vw) if hkv > 1 else torch.bmm(p[0], vw[0])[None]
-        o = torch.cat([o_whole, o], dim=1)  # [Hkv, n, Mp, Dv]
-        lsum = torch.cat([p.sum(-1), lsum], dim=1)  # [Hkv, n, Mp]
-    o = merge_splits(o)[:, :m, :dh]
-    lsum = merge_splits(lsum)[:, :m, None]
-    return (o / lsum).reshape(hq, t, dh)
+    p_last, v_last = p.narrow(2, whole, hi - whole), v.narrow(1, whole, hi - whole)
+    if hi - whole != split:
+        p_last, v_last = F.pad(p_last, (0, whole + split - hi)), F.pad(v_last, (0, 0, 0, whole + split - hi))
+    last = torch.cat([torch.bmm(p_last, v_last), p_last.sum(-1, keepdim=True)], dim=-1)
+    if n == 1:
+        return [last]
+    hkv, mp, dv = p.shape[0], p.shape[1], v.shape[2]
+    (ph, pr, pc), (vh, vs, vd) = p.stride(), v.stride()
+    if hkv == 1:  # the gemm's batch is the splits: [n-1, Mp, split] @ [n-1, split, Dv]
+        pw = p.as_strided((n - 1, mp, split), (split * pc, pr, pc), p.storage_offset())
+        vw = v.as_strided((n - 1, split, dv), (split * vs, vs, vd), v.storage_offset())
+        return [*torch.cat([torch.bmm(pw, vw), pw.sum(-1, keepdim=True)], dim=-1).unsqueeze(1).unbind(0), last]
+    pw = p.as_strided((hkv, n - 1, mp, split), (ph, split * pc, pr, pc), p.storage_offset())  # [Hkv, n-1, Mp, split]
+    vw = v.as_strided((hkv, n - 1, split, dv), (vh, split * vs, vs, vd), v.storage_offset())  # [Hkv, n-1, split, Dv]
+    return [*torch.cat([torch.matmul(pw, vw), pw.sum(-1, keepdim=True)], dim=-1).unbind(1), last]

@@ -69,6 +69,20 @@ def test_linear_over_leading_dims_equals_the_flattened_rows():
 
 
 @pytest.mark.bitwise
+def test_linear_without_autograd_pads_through_its_reused_buffers_with_the_same_bits():
+    g = gen(14)
+    x, w, b = torch.randn(40, 192, generator=g), torch.randn(320, 192, generator=g), torch.randn(320, generator=g)
+    narrow = torch.randn(6, 192, generator=g)
+    ref, ref_narrow = bi.linear(x, w, b), bi.linear(x, narrow)  # grad mode: fresh zero padding
+    with torch.no_grad():
+        for a, m in ((0, 1), (5, 3), (7, 1), (0, 2), (9, 1), (11, 3)):  # each buffer refilled with new rows
+            assert torch.equal(bi.linear(x[a : a + m], w, b), ref[a : a + m]), f"seed {SEED}"
+            assert torch.equal(bi.linear(x[a : a + m], narrow), ref_narrow[a : a + m]), f"seed {SEED}"
+        one = bi.linear(x[3:4].view(1, 1, 192), w, b)
+        assert one.shape == (1, 1, 320) and torch.equal(one[0], ref[3:4]), f"seed {SEED}"
+
+
+@pytest.mark.bitwise
 def test_mm_and_bmm_rows_do_not_depend_on_row_count_or_batch_count():
     g = gen(2)
     a, b = torch.randn(4, 80, 64, generator=g), torch.randn(4, 64, 257, generator=g)
