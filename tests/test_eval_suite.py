@@ -109,10 +109,10 @@ def test_the_suite_reports_its_progress_stage_by_stage_up_to_the_total(tiny):
     calls: list[tuple[int, int, str]] = []
     evaluate(model=tiny, episodes=1, baseline=False, in_session=False, progress=lambda *a: calls.append(a))
     # compute, one stage per task (no baseline, no in-session stages), the voice's WER, no-copy delegation
-    total = 3 + len(synth.TASKS) + len(synth.EVAL_ONLY)
+    total = 3 + len(synth.TASKS) + len(synth.SITUATIONS)
     assert [d for d, _, _ in calls] == list(range(total + 1)) and {t for _, t, _ in calls} == {total}
     assert calls[-1][2] == "done" and [w for _, _, w in calls[1:-3]] == [
-        f"interaction: {t}" for t in (*synth.TASKS, *synth.EVAL_ONLY)]
+        f"interaction: {t}" for t in (*synth.TASKS, *synth.SITUATIONS)]
 
 
 def test_the_eval_outputs_are_its_json_and_a_png_plot(suite, tmp_path):

@@ -218,6 +218,46 @@ def test_a_voiced_result_is_not_offered_again_once_its_utterance_has_ended():
     assert look.cand(start) == (ord("R"), ord("R"))  # a message after the utterance is offered
 
 
+def _say(look, history, tokens):
+    """Push tokens as the session does (each with the History ids it was chosen under); the candidates
+    offered after the last one."""
+    for t in tokens:
+        look.push(t, history.ids())
+        history.push(t)
+    return look.cand(history.ids())
+
+
+def test_a_copy_follows_its_message_past_a_repeated_pair():
+    from interaction_actor.model.layout import HIST_NONE, History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    res = T.encode("Oslo clouds")
+    look.add(10, res, message_hist(res), context=True)
+    # by history alone, "lo" was last followed by "u" (clo-u-ds); the pointer stays in "Oslo"
+    assert _say(look, history, [T.START_SPEAKING, *T.encode("Oslo")])[0] == ord(" ")
+    assert _say(look, history, T.encode(" clouds"))[0] == HIST_NONE  # the message's end
+
+
+def test_a_delegate_task_is_offered_the_name_the_user_said_after_a_space():
+    from interaction_actor.model.layout import History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    heard = T.encode("Tell me the weather in Denver.")
+    look.add(10, heard, message_hist(heard), context=False)
+    assert _say(look, history, [T.DELEGATE, *T.encode("weather ")])[1] == ord("D")
+    assert _say(look, history, T.encode("Denve"))[0] == ord("r")  # then the pointer reads on
+    assert _say(look, history, T.encode("r"))[0] == ord(".")
+
+
+def test_an_utterance_is_not_offered_the_name():
+    from interaction_actor.model.layout import History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    heard = T.encode("I met Sam today")
+    look.add(10, heard, message_hist(heard), context=False)
+    assert _say(look, history, [T.START_SPEAKING, *T.encode("hi ")])[1] == ord("t")  # by h1 alone, not "S"
+
+
 def test_echo_strings_arrive_in_context_and_are_voiced_whole_once_complete():
     for s in range(10):
         ep = synth.episode(s, "echo")

@@ -88,38 +88,69 @@ class History:
         return self.last if self.active else NO_HIST
 
 
+def first_name(text: str) -> str:
+    """The name Lookup offers a delegate task in `text`: its first word after a space that starts with
+    a capital letter A-Z, else its first word when that starts with one ("Oslo." heard after a pause),
+    else ""."""
+    words = text.split(" ")
+    return next((w for w in words[1:] if "A" <= w[:1] <= "Z"), words[0] if "A" <= words[0][:1] <= "Z" else "")
+
+
 @dataclass
 class Lookup:
-    """Copy candidates (SlotChunk.cand) for an output position with history (h1, h2): the byte that
-    most recently followed (h1, h2) in the text-in/context slots, and the one that most recently
-    followed h1 alone (HIST_NONE when there is none). For an utterance's first byte (HIST_START) the
-    first candidate is the start of the newest context message (the assistant voices what the
-    background sent; it does not parrot the user's typing) and the second the newest start of either
-    a context message or the argument of a typed command (its text after the first word, as in
-    "say go in 2s"). Only what arrived since the model's last utterance ended is offered (`push`).
-    Sources are registered with their positions so that compaction can forget the dropped ones.
-    Session and trainer register the same bytes in the same order."""
+    """Copy candidates (SlotChunk.cand) for an output position with history (h1, h2): two bytes from the
+    text-in/context slots the model may say next (HIST_NONE where there is none).
+
+    - First: while the model is copying (it said a candidate byte), the byte after that one in the same
+      message (HIST_NONE at the message's end): a pointer that follows one message, so a repeated
+      pair ("lo" in "Oslo clouds") cannot send it elsewhere. Otherwise the byte that most recently
+      followed (h1, h2).
+    - Second: inside a <delegate> task, right after a space, the first letter of the first name (a
+      capitalised word after a space: "Denver" in "Tell me the weather in Denver.", "Paris" in "Give
+      me the Paris Weather") of the newest typed or heard message, else that message's first word
+      when it is capitalised ("Oslo." heard after a pause): the task carries what the user named
+      (`first_name`). Otherwise the byte that most
+      recently followed h1 alone.
+
+    For an utterance's first byte (HIST_START) the first candidate is the start of the newest context
+    message (the assistant voices what the background sent; it does not parrot the user's typing)
+    and the second the newest start of either a context message or the argument of a typed command
+    (its text after the first word, as in "say go in 2s"). Only what arrived since the model's last
+    utterance ended is offered by (h1, h2) and h1 (`push`); the name is offered whatever came
+    after it. Sources are registered with their positions so that compaction can forget the dropped
+    ones. Session and trainer register the same bytes and push the same tokens in the same order."""
 
     sources: list[tuple[int, int, int, int, bool]] = field(default_factory=list)  # (pos, byte, h1, h2, ctx)
-    after_pair: dict[tuple[int, int], int] = field(default_factory=dict)  # (h1, h2) -> the byte that followed
-    after_byte: dict[int, int] = field(default_factory=dict)  # h1 -> the byte that followed it
+    after_pair: dict[tuple[int, int], int] = field(default_factory=dict)  # (h1, h2) -> index of the byte after
+    after_byte: dict[int, int] = field(default_factory=dict)  # h1 -> index of the byte that followed it
     in_command_word: bool = False  # reading the first word of the newest typed message ("say" of "say go in 2s")
-    spent: int = 0  # sources[:spent] came before the end of an utterance: they offer nothing any more
+    spent: int = 0  # sources[:spent] came before the end of an utterance: they offer nothing by history
+    pointer: int | None = None  # index of the source byte the model said last while copying
+    in_task: bool = False  # between <delegate> and </delegate>
+    name: int | None = None  # index of the first letter of the first name in the newest typed message
+    opening: int | None = None  # index of the newest typed message's first byte when it is a capital
 
     def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool) -> None:
-        for i, (b, (h1, h2)) in enumerate(zip(ids, hist, strict=True)):
-            self.sources.append((position + i, b, h1, h2, context))
-            self._index(b, h1, h2, context, offer=True)
+        for k, (b, (h1, h2)) in enumerate(zip(ids, hist, strict=True)):
+            self.sources.append((position + k, b, h1, h2, context))
+            self._index(len(self.sources) - 1, offer=True)
 
-    def _index(self, b: int, h1: int, h2: int, context: bool, offer: bool) -> None:
+    def _index(self, i: int, offer: bool) -> None:
+        _, b, h1, h2, context = self.sources[i]
+        if not context:
+            capital = ord("A") <= b <= ord("Z")
+            if h1 == HIST_START:
+                self.name, self.opening = None, i if capital else None
+            elif h1 == ord(" ") and capital and self.name is None:
+                self.name = i
         if not context and h1 == HIST_START:
             self.in_command_word = True
             return  # a typed message's first byte offers nothing
         if not context and self._typed_command_argument(h1) and offer:
-            self.after_byte[HIST_START] = b  # an utterance may start with the typed command's argument
+            self.after_byte[HIST_START] = i  # an utterance may start with the typed command's argument
         if offer:
-            self.after_pair[(h1, h2)] = b
-            self.after_byte[h1] = b
+            self.after_pair[(h1, h2)] = i
+            self.after_byte[h1] = i
 
     def _typed_command_argument(self, h1: int) -> bool:
         """The command heuristic, in one place: a typed message's first word is a command ("say",
@@ -129,30 +160,59 @@ class Lookup:
             return True
         return False
 
-    def push(self, token: int) -> None:
-        """The model emitted `token`. Once an utterance ends (<stop_speaking>), what is already in the
-        slots stops offering candidates: the lookup offers what arrived since the last utterance ended,
-        so a voiced result is not copied into the next reply ("ok, 23 C"). Session and trainer push
-        the same tokens."""
+    def _next(self, i: int) -> int | None:
+        """Index of the byte after source i in the same message (None at its end or not arrived yet)."""
+        ctx = self.sources[i][4]
+        for j in range(i + 1, len(self.sources)):
+            if self.sources[j][4] == ctx:
+                return None if self.sources[j][2] == HIST_START else j
+        return None
+
+    def _refs(self, hist: tuple[int, int]) -> tuple[int | None, int | None]:
+        if hist[0] < 0:
+            return None, None
+        first = self._next(self.pointer) if self.pointer is not None else self.after_pair.get(tuple(hist))
+        name = self.name if self.name is not None else self.opening
+        if self.in_task and hist[0] == ord(" ") and name is not None:
+            return first, name
+        return first, self.after_byte.get(hist[0])
+
+    def cand(self, hist: tuple[int, int]) -> tuple[int, int]:
+        return tuple(HIST_NONE if i is None else self.sources[i][1] for i in self._refs(hist))
+
+    def push(self, token: int, hist: tuple[int, int] = NO_HIST) -> None:
+        """The model emitted `token` at a position with History ids `hist` (those it was chosen under).
+        Saying a candidate byte moves the pointer to it; any other token drops the pointer. Once an
+        utterance ends (<stop_speaking>), what is already in the slots stops offering candidates by
+        history: the lookup offers what arrived since the last utterance ended, so a voiced result is
+        not copied into the next reply ("ok, 23 C")."""
+        first, second = self._refs(hist)
+        if first is not None and self.sources[first][1] == token:
+            self.pointer = first
+        elif second is not None and self.sources[second][1] == token:
+            self.pointer = second
+        else:
+            self.pointer = None
+        if token == T.DELEGATE:
+            self.in_task = True
+        elif token in (T.DELEGATE_END, T.START_SPEAKING, T.STOP_SPEAKING):
+            self.in_task = False
         if token == T.STOP_SPEAKING:
             self.after_pair.clear()
             self.after_byte.clear()
             self.spent = len(self.sources)
 
-    def cand(self, hist: tuple[int, int]) -> tuple[int, int]:
-        if hist[0] < 0:
-            return NO_HIST
-        return self.after_pair.get(tuple(hist), HIST_NONE), self.after_byte.get(hist[0], HIST_NONE)
-
     def drop(self, lo: int, hi: int) -> None:
-        """Forget sources at positions lo..hi-1 and move later ones left by hi - lo (compaction)."""
+        """Forget sources at positions lo..hi-1 and move later ones left by hi - lo (compaction); the
+        copy pointer is dropped."""
         kept = [(p - (hi - lo) if p >= hi else p, *rest, i < self.spent)
                 for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
         self.sources, self.after_pair, self.after_byte, self.in_command_word = [], {}, {}, False
+        self.pointer, self.name, self.opening = None, None, None
         self.spent = sum(spent for *_, spent in kept)
         for p, b, h1, h2, ctx, spent in kept:
             self.sources.append((p, b, h1, h2, ctx))
-            self._index(b, h1, h2, ctx, offer=not spent)
+            self._index(len(self.sources) - 1, offer=not spent)
 
 
 @dataclass(frozen=True)

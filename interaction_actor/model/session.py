@@ -379,8 +379,8 @@ def _decode_outputs(model: InteractionModel, sessions: list[SessionState], hidde
     def take(tokens: list[int]) -> None:
         for s, y, t in zip(sessions, ys, tokens, strict=True):
             y.append(t)
+            s.lookup.push(t, s.speech.history.ids())
             s.speech.history.push(t)
-            s.lookup.push(t)
 
     take(_choose(model, model.logits(hidden[:, -1]), sessions, 0))
     for k in range(1, lay.out_slots):

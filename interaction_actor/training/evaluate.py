@@ -353,13 +353,18 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
                     silent_n += 1
                     silent += silent_voiced(e, t)
     per = {k: {task: round(sum(v) / len(v), 4) for task, v in d.items()} for k, d in by_split.items()}
+    spoken_req = [e for e in eps_by_task.get("delegation", []) if e.expect.get("spoken")]
     return {"tasks": tasks, "tasks_spoken": per["spoken"], "tasks_typed": per["typed"],
             "turn_taking_ms_p50": _p50(take), "barge_in_stop_ms_p50": _p50(stop),
             "pause_takeover_rate": round(takeovers / pause_n, 4) if pause_n else None,
             "silent_voiced": silent, "silent_results": silent_n,
             "delegation_precision": round(tp / emitted, 4) if emitted else 0.0,
             "delegation_recall": round(tp / needed, 4) if needed else 0.0,
-            "turn_taking_responses": len(take), "barge_in_stops": len(stop)}
+            "turn_taking_responses": len(take), "barge_in_stops": len(stop),
+            # the ears' ceiling on spoken delegation: the share of spoken requests whose transcript names
+            # the city at all (the model can only carry the city it was given)
+            "delegation_spoken_city_heard": round(sum(bool(e.expect.get("city_heard")) for e in spoken_req)
+                                                  / len(spoken_req), 4) if spoken_req else None}
 
 
 def _utterance_audio(tr: list[Delivered], start: int) -> torch.Tensor:
@@ -488,7 +493,7 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
         ckpt = checkpoint
     n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
     report = progress or _quiet
-    suite_tasks = (*synth.TASKS, *synth.EVAL_ONLY)
+    suite_tasks = (*synth.TASKS, *synth.SITUATIONS)
     total = 3 + len(suite_tasks) * (1 + int(baseline)) + len(synth.TASKS) * int(in_session)
     done = 0
 

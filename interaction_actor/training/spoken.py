@@ -31,8 +31,11 @@ import numpy as np
 
 TRAIN, EVAL = "train", "eval"
 
-# weather requests: the model delegates "weather <City>" and voices the result
-REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city}", "how is the weather in {city}"),
+# weather requests: the model delegates "weather <City>" (the city copied from the request: layout.Lookup
+# offers a delegate task the first name the user said) and voices the result
+REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city}", "how is the weather in {city}",
+                            "what's the weather like in {city}", "can you check the weather in {city}",
+                            "give me the {city} weather"),
                      EVAL: ("tell me the weather in {city}", "weather for {city} please")}
 CITIES = {TRAIN: ("Rome", "Paris", "Madrid", "Tokyo", "London", "Athens", "Prague", "Miami", "Sydney", "Moscow",
                   "Kyiv", "Warsaw"),
@@ -62,13 +65,16 @@ def requests(split: str) -> list[tuple[str, str]]:
     return [(t.format(city=c), c) for t in REQUEST_TEMPLATES[split] for c in CITIES[split]]
 
 
+def pause_split(template: str, city: str) -> tuple[str, str]:
+    """The two halves of a request when the user pauses before the city: the first ends on a comma
+    (a continuation: espeak-ng's rising clause intonation), the second starts with the city."""
+    head, tail = template.split("{city}")
+    return head.strip() + ",", (city + tail).strip()
+
+
 def pause_parts(split: str) -> list[str]:
     """The two halves of each request when the user pauses before the city (synth's pause_handling)."""
-    out = []
-    for t in REQUEST_TEMPLATES[split]:
-        head, tail = t.split("{city}")
-        out += [head.strip(), *((c + tail).strip() for c in CITIES[split])]
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(x for t in REQUEST_TEMPLATES[split] for c in CITIES[split] for x in pause_split(t, c)))
 
 
 def sentences(split: str) -> list[str]:
@@ -181,14 +187,15 @@ def heard(text: str, split: str, variant: int) -> str:
     return got
 
 
-def build(split: str = TRAIN) -> dict[str, str]:
-    """Transcribe every variant of every sentence of `split` and write them into heard.json."""
-    table = dict(_shipped())
-    for s in sentences(split):
-        for v in range(VARIANTS):
-            key = _key(s, split, v)
-            if key not in table:
-                table[key] = _transcribe(render(s, split, v))
+def build(splits: tuple[str, ...] = (TRAIN, EVAL)) -> dict[str, str]:
+    """Transcribe every variant of every sentence of `splits` and write them into heard.json, dropping
+    transcripts no sentence of those splits uses any more."""
+    old, table = dict(_shipped()), {}
+    for split in splits:
+        for s in sentences(split):
+            for v in range(VARIANTS):
+                key = _key(s, split, v)
+                table[key] = old[key] if key in old else _transcribe(render(s, split, v))
     _CACHE_FILE.write_text(json.dumps(dict(sorted(table.items())), indent=0))
     _shipped.cache_clear()
     return table
@@ -197,5 +204,5 @@ def build(split: str = TRAIN) -> dict[str, str]:
 if __name__ == "__main__":
     import sys
 
-    t = build(sys.argv[1] if len(sys.argv) > 1 else TRAIN)
+    t = build(tuple(sys.argv[1:]) or (TRAIN, EVAL))
     print(f"{len(t)} transcripts in {_CACHE_FILE}")

@@ -1,25 +1,33 @@
 """Deterministic synthetic micro-turn episodes for co-training and evaluating the interaction model.
 
 `episode(seed, task)` is a pure function of (DATA_VERSION, task, seed): the user's side as one
-`TurnInput` per 200 ms turn (procedural speech-like audio with a noise floor, 80x80 frames, typed
-text, background context, barge-in flags), the K output tokens the model should emit at each turn
-(teacher forcing), and `expect`, what evaluation checks. Five task families (see each builder):
+`TurnInput` per 200 ms turn (audio with a noise floor, 80x80 frames, typed text, what the ears heard,
+background context, barge-in flags), the K output tokens the model should emit at each turn (teacher
+forcing), the assistant's voice for them, and `expect`, what evaluation checks. Seeds split the content
+(`split_of`): training seeds draw spoken.TRAIN's cities, words, phrasings and voices, held-out seeds
+spoken.EVAL's. Five task families (see each builder):
 
   time_speak   typed "say W in Ns"        -> speak W at turn (text complete) + 5N (counting down in
                                              silent state tokens meanwhile)
   cue_speak    typed "tell me when red"   -> frames of shapes; speak "red!" at the turn a red shape appears
   rep_count    10 frames of a bouncing ball (up in the top half, or down on the floor), then typed
                "how many?" -> speak the number of floor hits (a silent tally meanwhile)
-  turn_taking  user speech-like audio ends -> reply "ok, sure." at the first quiet turn; a barge-in
-               mid-reply -> <stop_speaking> that turn, reply again once the user is quiet
-  delegation   typed "weather in C?" -> <delegate>weather C</delegate>; the background result
-               ("C cond, T C", a random temperature: it must be read, not guessed) arrives in the
-               context slots later -> voice it at the first quiet turn (user silent)
+  turn_taking  the user speaks (espeak-ng) -> reply "ok, sure." at the first quiet turn (from the
+               audio); a barge-in heard in the audio mid-reply -> <listen>, reply again once quiet
+  delegation   a weather request, typed or spoken -> <delegate>weather C</delegate>, the city copied
+               from the request (layout.Lookup's name candidate); the background result ("C cond,
+               T C", a random temperature: it must be read, not guessed) arrives in the context slots
+               behind its surfacing-mode marker -> voiced at once, at the first quiet turn, or never
+
+One situation scored apart (SITUATIONS; trained on the training split like the tasks):
+
+  pause_handling  a spoken request with a 600-1500 ms pause before the city, its first half ending
+               on a continuation -> no speech in the pause; then as a spoken delegation
 
 A training-only curriculum (CURRICULUM, drawn through TrainConfig.mix, never evaluated):
 
-  echo         random strings arrive in the context slots -> voice each at the first quiet turn once
-               it is complete: content that cannot be guessed, only read
+  echo         strings (random, or real words) arrive in the context slots -> voice each at the first
+               quiet turn once it is complete: content that cannot be guessed, only read
 
 Silent state (<state:n> output tokens, text.state_token): a number the model writes to itself in a
 silent turn's first output slot and reads back the next turn, never voiced. time_speak counts down
@@ -35,12 +43,13 @@ far at each frame's last patch.
 
 Speaking protocol (K slots per turn): the turn that starts speaking emits <start_speaking> then
 bytes; later turns emit bytes (<empty> pads); the turn after the last bytes emits <stop_speaking>.
-Speech follows text by one turn: a voiced turn's mel target is `voice_mel` of the bytes the
-previous turn emitted (a procedural formant voice, 1/K of a turn per slot). A "quiet" turn is one
-whose last QUIET_FRAMES dMel frames hold no user speech. Everything is torch/stdlib: no downloads.
-User speech is procedural speech-like sound (gliding-f0 harmonics with formants, words and pauses),
-not espeak-ng: the setup does not install it, and procedural audio keeps episodes a pure function
-of the seed on every machine. Changing any builder means bumping DATA_VERSION.
+Speech follows text by one turn: a voiced turn's mel target is espeak-ng's rendering of the reply in
+the assistant's voice, aligned to the bytes (training/voice.py). A "quiet" turn is one whose last
+QUIET_FRAMES dMel frames hold no user speech. User speech is espeak-ng in the split's voices, rates and
+pitches over a room-tone or noise floor, and what the ears hear is Whisper tiny.en's transcript of that
+audio, arriving 3-4 turns after the speech ends (training/spoken.py; committed in heard.json, so
+episodes stay a pure function of the seed without running the transcriber). Changing any builder
+means bumping DATA_VERSION.
 """
 
 from __future__ import annotations
@@ -51,13 +60,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from interaction_actor.model import layout
 from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig
 from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-5"
+DATA_VERSION = "synth-6"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
 # a held-out episode has the trained length too: in 32-turn fresh sessions the shipped model (trained on
@@ -399,27 +409,42 @@ def _turn_taking(rng: random.Random, b: _Build) -> Episode:
     return b.done("turn_taking", expect)
 
 
-def _delegation(rng: random.Random, b: _Build) -> Episode:
+def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
     """A weather request, typed or spoken (then the model acknowledges it with REPLY at the first quiet
     turn, and delegates once the transcript is in); the model delegates "weather <City>"; the result
     arrives in the context slots led by its surfacing mode's marker: when_idle -> voice it at the first
     quiet turn once it is complete; interrupt -> at once; silent -> never.
+    With `pause` (the pause_handling situation) the request is spoken with a pause of 600-1500 ms
+    before the city; its first half ends on a continuation (a comma: espeak-ng's rising clause
+    intonation, as a speaker who has not finished sounds), and the model stays quiet through the pause.
     expect: task, task_turn (turn of <delegate>), say (the result, None when silent), turn (its
-    <start_speaking> turn), result_turn, mode, spoken, ack_turn, user_talking."""
+    <start_speaking> turn), result_turn, mode, spoken, ack_turn, user_talking, request, city_heard
+    (the transcript offers the city: layout.first_name), and with `pause`: pause (start, end sample)."""
     cfg, k = b.cfg, b.cfg.text_out_slots
-    city, cond = rng.choice(spoken.CITIES[b.split]), rng.choice(spoken.CONDITIONS[b.split])
-    template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
-    msg = template.format(city=city)
+    name = "pause_handling" if pause else "delegation"
+    is_spoken = pause or rng.random() < 0.5
+    for _ in range(20):  # training draws a request whose transcript names the city as a name (it is copied)
+        city, cond = rng.choice(spoken.CITIES[b.split]), rng.choice(spoken.CONDITIONS[b.split])
+        template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
+        msg = template.format(city=city)
+        head, tail = spoken.pause_split(template, city)
+        parts = (head, tail) if pause else (msg,)
+        variant = rng.randrange(spoken.VARIANTS)
+        ok = [v for v in range(spoken.VARIANTS)
+              if layout.first_name(spoken.heard(parts[-1], b.split, v)).startswith(city)]
+        if not is_spoken or b.split != spoken.TRAIN or ok:
+            break
+    if is_spoken and b.split == spoken.TRAIN and ok:
+        variant = ok[rng.randrange(len(ok))]
     task = f"weather {city}"
-    is_spoken = rng.random() < 0.5
-    variant = rng.randrange(spoken.VARIANTS)
-    if is_spoken and b.split == spoken.TRAIN:  # train on transcripts that name the city (it is copied)
-        ok = [v for v in range(spoken.VARIANTS) if city.lower() in spoken.heard(msg, b.split, v).lower()]
-        is_spoken, variant = (bool(ok), ok[rng.randrange(len(ok))] if ok else variant)
-    ack = None
+    ack, got, extra = None, None, {}
     if is_spoken:
         start = int(rng.uniform(0.1, 0.4) * SR)
-        end, arrive, got = b.user_says(msg, start, variant, _lag(rng))
+        if pause:
+            end1, _, _ = b.user_says(head, start, variant, _lag(rng))
+            start = end1 + int(rng.uniform(0.6, 1.5) * SR)
+            extra = {"pause": (end1, start)}
+        end, arrive, got = b.user_says(parts[-1], start, variant, _lag(rng))
         ack = _first_quiet(b.quiet(), end // 3200)
         after_ack = b.speak(ack, REPLY) if ack is not None else b.turns
         heard_done = arrive + text_turns(got or " ", cfg.text_in_slots) - 1
@@ -430,16 +455,17 @@ def _delegation(rng: random.Random, b: _Build) -> Episode:
         done = a + text_turns(msg, cfg.text_in_slots) - 1
     expect: dict = {"task": task, "task_turn": done, "say": None, "turn": None, "result_turn": None,
                     "mode": None, "spoken": is_spoken, "ack_turn": ack, "user_talking": False,
-                    "request": msg}
+                    "request": " ... ".join(parts), "city_heard": layout.first_name(got or msg).startswith(city),
+                    **extra}
     if done >= b.turns:
-        return b.done("delegation", expect)
+        return b.done(name, expect)
     after = place(b.targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)
     result = f"{city} {cond}, {rng.randint(-9, 29)} C"  # the demo weather tool's answer format
     mode = rng.choices(("when_idle", "interrupt", "silent"), (0.5, 0.2, 0.3))[0]
     arrive = after + rng.randint(0, 1)
+    if arrive >= b.turns:  # the result would come after the episode: none is expected
+        return b.done(name, expect)
     expect.update(result_turn=arrive, mode=mode, result=result)
-    if arrive >= b.turns:
-        return b.done("delegation", expect)
     b.inputs[arrive].context = MODES[mode] + result
     ready = arrive + math.ceil((1 + len(T.encode(result))) / cfg.context_slots) - 1
     if mode == "when_idle" and rng.random() < 0.5:  # the user is talking when the result comes in
@@ -450,7 +476,7 @@ def _delegation(rng: random.Random, b: _Build) -> Episode:
     if turn is not None and turn < b.turns:
         b.speak(turn, result)
         expect.update(say=result, turn=turn)
-    return b.done("delegation", expect)
+    return b.done(name, expect)
 
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-"
@@ -493,24 +519,14 @@ def _echo(rng: random.Random, b: _Build) -> Episode:
 
 
 def _pause_handling(rng: random.Random, b: _Build) -> Episode:
-    """Evaluation only (no training episode teaches it): a spoken weather request with a pause of
-    600-1500 ms before the city ("tell me the weather in ... Oslo"). A takeover is any speech of the
-    model that starts in the pause. expect: pause (start sample, end sample), request."""
-    city = rng.choice(spoken.CITIES[b.split])
-    template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
-    head, tail = template.split("{city}")
-    first = head.strip()
-    second = (city + tail).strip()
-    variant = rng.randrange(spoken.VARIANTS)
-    start = int(rng.uniform(0.1, 0.4) * SR)
-    end1, _, _ = b.user_says(first, start, variant, _lag(rng))
-    onset2 = end1 + int(rng.uniform(0.6, 1.5) * SR)
-    b.user_says(second, onset2, variant, _lag(rng))
-    return b.done("pause_handling", {"pause": (end1, onset2), "request": f"{first} ... {second}"})
+    """A spoken weather request with a pause of 600-1500 ms before the city ("tell me the weather in,
+    ... Oslo"): the delegation episode with `pause`. A takeover is any speech of the model that starts
+    in the pause. Trained on the training split like any task; scored apart (by takeover)."""
+    return _delegation(rng, b, pause=True)
 
 
 CURRICULUM = ("echo",)  # training-only tasks (TrainConfig.mix may draw them; eval does not)
-EVAL_ONLY = ("pause_handling",)  # evaluation-only situations (no training episode teaches them)
+SITUATIONS = ("pause_handling",)  # scored apart from TASKS (by takeover rate); trained like them
 
 _BUILDERS = {"echo": _echo, "time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
              "turn_taking": _turn_taking, "delegation": _delegation, "pause_handling": _pause_handling}
@@ -523,7 +539,7 @@ def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None, 
     cfg = cfg or ModelConfig()
     task = TASKS[seed % len(TASKS)] if task is None else task
     if task not in _BUILDERS:
-        raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM + EVAL_ONLY)}")
+        raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM + SITUATIONS)}")
     split = split_of(seed)
     turns = turns or (EVAL_TURNS if split == spoken.EVAL else EPISODE_TURNS)
     rng = random.Random(f"{DATA_VERSION}:{task}:{seed}")

@@ -62,9 +62,10 @@ class TrainConfig:
     episodes_per_row: int = 2  # > 1: a task also arrives after earlier conversation, as in a live session
     # see batch_tasks: every task follows every task; rep_count (the slowest to learn), turn_taking and
     # delegation (spoken, heard, barge-in from audio, surfacing modes) come twice;
-    # echo (synth.CURRICULUM) teaches reading the slots
+    # echo (synth.CURRICULUM) teaches reading the slots; pause_handling (synth.SITUATIONS) staying quiet
+    # through a pause that ends on a continuation
     mix: tuple[str, ...] = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation", "echo",
-                            "rep_count", "turn_taking", "delegation")
+                            "rep_count", "turn_taking", "delegation", "pause_handling")
     lr: float = 2e-3
     min_lr_fraction: float = 0.1
     warmup: int = 20
@@ -115,8 +116,8 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         out_hist = [history.ids()]
         out_cand = [lookup.cand(history.ids())]
         for t in outputs[k]:
+            lookup.push(t, history.ids())
             history.push(t)
-            lookup.push(t)
             out_hist.append(history.ids())
             out_cand.append(lookup.cand(history.ids()))
         chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, voiced=voiced, prev_mel=prev_mel, **f.slots(),
@@ -167,8 +168,8 @@ def batch_tasks(tc: TrainConfig, step: int = 0) -> list[str]:
     r * episodes_per_row ...): each row's last episode takes TrainConfig.mix in rotation, the ones
     before it are `step` places further on per episode, so every ordered pair of tasks comes up."""
     for t in tc.mix:
-        if t not in synth.TASKS + synth.CURRICULUM:
-            raise ValueError(f"unknown task {t!r} in mix; choose among {list(synth.TASKS + synth.CURRICULUM)}")
+        if t not in synth.TASKS + synth.CURRICULUM + synth.SITUATIONS:
+            raise ValueError(f"unknown task {t!r} in mix; choose among {list(synth.TASKS + synth.CURRICULUM + synth.SITUATIONS)}")
     n, per, size = tc.batch, tc.episodes_per_row, len(tc.mix)
     out = []
     for r in range(n):
