@@ -355,6 +355,15 @@ def utterances(chunks: list[spb.OutputChunk], gap_turns: int = 4) -> list[dict]:
     return out
 
 
+def _first_said(chunks: list[spb.OutputChunk], word: str, since: int | None) -> int | None:
+    """The turn whose text starts `word` in what the assistant wrote from turn `since` on, across turns
+    ("re" then "d!" is "red" said at the first of them); None when it never wrote it."""
+    if since is None:
+        return None
+    turns = [(c.turn, ch) for c in chunks if c.turn >= since for ch in c.text]
+    at = "".join(ch for _, ch in turns).find(word)
+    return turns[at][0] if at >= 0 else None
+
 def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> dict:
     """Turns, misses, delegations, the tool calls, how results surfaced, barge-in handling, and the
     time from the tool-backed request to the first turn the assistant voices after its result surfaced."""
@@ -375,7 +384,7 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         stopped = next((c.turn for c in chunks if c.turn > bt and not c.audio.pcm16), None)
     red = player.sent_at_turn.get("red frame")
     asked = player.sent_at_turn.get("tell me when red")
-    said_red = next((c.turn for c in chunks if asked is not None and c.turn >= asked and "red" in c.text), None)
+    said_red = _first_said(chunks, "red", asked)
     answer, voiced_chars = (voiced[0][1].text if voiced else ""), 0
     if voiced:
         after = "".join(c.text for c in chunks if c.turn >= voiced[0][0])

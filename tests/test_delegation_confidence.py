@@ -4,9 +4,9 @@ the test (conftest.answering_background: it only accepts and answers; the proper
 interaction side's decision).
 
 The typed request "what is the weather in Rome" (a training city and template: the shipped checkpoint
-names held-out cities wrong in its task, README) is one it delegates by its own <delegate> token, with
-p(<delegate>) above 0.5 at the step that opened the task, so a threshold of 0.5 keeps the decision
-and 0.99 drops it.
+rarely delegates held-out requests right, README) is one it delegates by its own <delegate> token,
+with p(<delegate>) above 0.5 at the step that opened the task (0.997 for the synth-6 checkpoint), so a
+threshold of 0.5 keeps the decision and 1.0, above any probability the softmax gives it here, drops it.
 """
 
 from __future__ import annotations
@@ -73,4 +73,4 @@ async def test_a_threshold_policy_delegates_live_on_the_models_own_confidence(sh
 
 
 async def test_a_threshold_above_the_models_confidence_keeps_it_from_delegating(shipped):
-    assert await started_with(shipped, 0.99) == []
+    assert await started_with(shipped, 1.0) == []

@@ -134,3 +134,15 @@ def test_the_demo_saves_its_session_for_replay_with_the_weather_request_labelled
     assert [r["text"] for r in s.requests if r["needs_background"]] == ["tell me the weather in Oslo"]
     started = [e for t in s.turns for e in t["out"]["events"] if e["kind"] == "EVENT_KIND_DELEGATION_STARTED"]
     assert started and len(s.turns) == summary["turns"]
+
+
+def test_a_cue_word_written_over_two_turns_counts_as_said_at_the_first():
+    """The summary's cue check reads the assistant's text across turns ("re", then "d!"); no demo run."""
+    from interplay.demo import _first_said
+    from interplay.v1 import session_pb2 as spb
+
+    chunks = [spb.OutputChunk(turn=58, text="ok"), spb.OutputChunk(turn=60, text="re"),
+              spb.OutputChunk(turn=61, text="d!")]
+    assert _first_said(chunks, "red", 59) == 60
+    assert _first_said(chunks, "red", 61) is None
+    assert _first_said(chunks, "red", None) is None
