@@ -423,7 +423,8 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
     cfg, k = b.cfg, b.cfg.text_out_slots
     name = "pause_handling" if pause else "delegation"
     is_spoken = pause or rng.random() < 0.5
-    for _ in range(20):  # training draws a request whose transcript names the city as a name (it is copied)
+    must_name = is_spoken and b.split == spoken.TRAIN  # training asks only for a city the transcript offers
+    for _ in range(20):
         city, cond = rng.choice(spoken.CITIES[b.split]), rng.choice(spoken.CONDITIONS[b.split])
         template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
         msg = template.format(city=city)
@@ -431,10 +432,10 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
         parts = (head, tail) if pause else (msg,)
         variant = rng.randrange(spoken.VARIANTS)
         ok = [v for v in range(spoken.VARIANTS)
-              if layout.first_name(spoken.heard(parts[-1], b.split, v)).startswith(city)]
-        if not is_spoken or b.split != spoken.TRAIN or ok:
+              if layout.first_name(spoken.heard(parts[-1], b.split, v)).startswith(city)] if must_name else []
+        if not must_name or ok:
             break
-    if is_spoken and b.split == spoken.TRAIN and ok:
+    if ok:
         variant = ok[rng.randrange(len(ok))]
     task = f"weather {city}"
     ack, got, extra = None, None, {}
@@ -455,7 +456,7 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
         done = a + text_turns(msg, cfg.text_in_slots) - 1
     expect: dict = {"task": task, "task_turn": done, "say": None, "turn": None, "result_turn": None,
                     "mode": None, "spoken": is_spoken, "ack_turn": ack, "user_talking": False,
-                    "request": " ... ".join(parts), "city_heard": layout.first_name(got or msg).startswith(city),
+                    "request": " ... ".join(parts), "city_heard": layout.first_name(got or "" if is_spoken else msg).startswith(city),
                     **extra}
     if done >= b.turns:
         return b.done(name, expect)
