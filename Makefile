@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 # x86-64 flags rather than -march=native, so a wheel built on one machine runs on its peers.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # Deselect slow tests unless asked: `make test SLOW=1`.
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 ifeq ($(SLOW),1)
 PYTEST_ARGS += -m ''
 endif

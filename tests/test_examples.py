@@ -37,6 +37,7 @@ def test_delegation_study_example_writes_its_table_and_plots(tmp_path):
     assert list(tmp_path.glob("*.png"))
 
 
+@pytest.mark.slow  # ~45 s of the real stack; the demo tests cover the live loop's delegation by default
 def test_voice_assistant_example_with_its_defaults_delegates_both_requests_and_every_one_comes_back():
     out = run("examples/voice_assistant.py", "--json", timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]

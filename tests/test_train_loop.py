@@ -3,6 +3,7 @@ run, and the streaming session reproduces the trained model's training-forward l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -56,18 +57,19 @@ def test_the_session_reproduces_the_trained_models_training_forward_logits_bit_f
 
 
 def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
-    train(tmp_path / "a.pt", config=_cfg(6), progress=False, work_dir=tmp_path / "wa")
-    train(tmp_path / "b.pt", config=_cfg(3), progress=False, work_dir=tmp_path / "wb")
-    card = train(tmp_path / "b.pt", config=_cfg(6), progress=False, work_dir=tmp_path / "wb")
-    assert card["steps"] == 6 and card["resumed_from"] == 3
+    train(tmp_path / "a.pt", config=_cfg(4), progress=False, work_dir=tmp_path / "wa")
+    train(tmp_path / "b.pt", config=_cfg(2), progress=False, work_dir=tmp_path / "wb")
+    card = train(tmp_path / "b.pt", config=_cfg(4), progress=False, work_dir=tmp_path / "wb")
+    assert card["steps"] == 4 and card["resumed_from"] == 2
     a = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_card_beside_the_checkpoint_records_config_seed_and_data_version(tmp_path):
-    train(tmp_path / "c.pt", config=_cfg(2, seed=5), progress=False, work_dir=tmp_path / "w")
-    card = json.loads(card_path(tmp_path / "c.pt").read_text())
+def test_the_card_beside_the_checkpoint_records_config_seed_and_data_version(short_run):
+    path, _ = short_run
+    card = json.loads(card_path(path).read_text())
     assert card["data_version"] == synth.DATA_VERSION
-    assert card["train_config"]["seed"] == 5
-    assert card["model_config"]["d_model"] == 64 and card["steps"] == 2
+    assert card["train_config"] == json.loads(json.dumps(dataclasses.asdict(_cfg(30))))
+    assert card["train_config"]["seed"] == _cfg(30).seed
+    assert card["model_config"]["d_model"] == 64 and card["steps"] == 30

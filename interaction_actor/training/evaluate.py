@@ -475,7 +475,7 @@ FULL_EPISODES = 50
 
 def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: int | None = None,
              preset: str = "small", baseline: bool = True, in_session: bool = True, threads: int | None = 1,
-             model: InteractionModel | None = None, progress: Progress | None = None) -> dict:
+             model: InteractionModel | None = None, progress: Progress | None = None, extras: bool = True) -> dict:
     """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite, and
     with `in_session` the accuracy `tasks_in_session` of each task arriving after another one).
 
@@ -483,7 +483,9 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     (default QUICK_EPISODES with `quick`, else FULL_EPISODES). `threads` (default 1): a session's
     ops are small, and on a shared CPU a second OpenMP thread mostly waits (measured: many times
     slower under load); None leaves torch's setting. `progress(done, total, what)` is called before each
-    stage (a task's episodes on one system) and once at the end with done == total."""
+    stage (a task's episodes on one system) and once at the end with done == total. `extras=False` skips
+    the voice through the transcriber (voice_wer) and the delegation without the copy lookup, for a
+    check of the task scores alone."""
     if threads:
         torch.set_num_threads(threads)
     if model is None:
@@ -494,7 +496,7 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
     report = progress or _quiet
     suite_tasks = (*synth.TASKS, *synth.SITUATIONS)
-    total = 3 + len(suite_tasks) * (1 + int(baseline)) + len(synth.TASKS) * int(in_session)
+    total = 1 + 2 * int(extras) + len(suite_tasks) * (1 + int(baseline)) + len(synth.TASKS) * int(in_session)
     done = 0
 
     def tick(what: str) -> None:
@@ -512,19 +514,21 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
         tick(f"interaction: {t}")
         trs[t] = run_interactive(model, e)
     ours = _suite(eps, trs, compute_ms)
-    tick("the voice through the transcriber")
-    voiced = voice_wer([e for t in synth.TASKS for e in eps[t]], [x for t in synth.TASKS for x in trs[t]],
-                       limit=15 if quick else 40)
-    tick("delegation without the copy lookup")
-    with _NoCopy():
-        no_copy = run_interactive(model, eps["delegation"])
-    from interaction_actor.training import spoken
+    result = dict(ours)
+    if extras:
+        tick("the voice through the transcriber")
+        result.update(voice_wer([e for t in synth.TASKS for e in eps[t]], [x for t in synth.TASKS for x in trs[t]],
+                                limit=15 if quick else 40))
+        tick("delegation without the copy lookup")
+        with _NoCopy():
+            no_copy = run_interactive(model, eps["delegation"])
+        from interaction_actor.training import spoken
 
-    result = {**ours, **voiced, "content_overlap": spoken.content_overlap(),
-              "tasks_without_copy": {"delegation": round(sum(score(e, t) for e, t in zip(
-                  eps["delegation"], no_copy, strict=True)) / len(no_copy), 4)},
-              "episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
-              "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
+        result["content_overlap"] = spoken.content_overlap()
+        result["tasks_without_copy"] = {"delegation": round(sum(score(e, t) for e, t in zip(
+            eps["delegation"], no_copy, strict=True)) / len(no_copy), 4)}
+    result |= {"episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
+               "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
     if in_session:
         result["tasks_in_session"] = in_session_scores(model, in_session_episodes(n, model.config),
                                                        tick=lambda t: tick(f"in session: {t}"))
