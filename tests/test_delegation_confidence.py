@@ -5,7 +5,7 @@ interaction side's decision).
 
 The typed request "what is the weather in Rome" (a training city and template: the shipped checkpoint
 rarely delegates held-out requests right, README) is one it delegates by its own <delegate> token,
-with p(<delegate>) above 0.5 at the step that opened the task (0.997 for the synth-6 checkpoint), so a
+with p(<delegate>) above 0.5 at the step that opened the task (the test checks it), so a
 threshold of 0.5 keeps the decision and 1.0, above any probability the softmax gives it here, drops it.
 """
 
