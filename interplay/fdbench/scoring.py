@@ -97,8 +97,10 @@ class Scorer:
         self.transcriber = transcriber or WhisperTranscriber(WhisperConfig(cpu_threads=cfg.transcriber_threads))
         self.judge = Judge()
 
-    def speech(self, track: np.ndarray, t0: float = 0.0, t1: float | None = None) -> list[Region]:
-        """Speech regions of `track[t0:t1]` (session seconds), merged across gaps up to merge_gap_s."""
+    def speech(self, track: np.ndarray, t0: float = 0.0, t1: float | None = None,
+               merge_gap_s: float | None = None) -> list[Region]:
+        """Speech regions of `track[t0:t1]` (session seconds), merged across gaps up to merge_gap_s (the
+        config's unless given)."""
         from faster_whisper.vad import VadOptions, get_speech_timestamps
 
         cfg = self.config
@@ -112,16 +114,17 @@ class Scorer:
         merged: list[Region] = []
         for s in found:
             start, end = (a + s["start"]) / SR, (a + s["end"]) / SR
-            if merged and start - merged[-1].end <= cfg.merge_gap_s:
+            if merged and start - merged[-1].end <= (cfg.merge_gap_s if merge_gap_s is None else merge_gap_s):
                 merged[-1].end = end
             else:
                 merged.append(Region(start, end))
         return merged
 
-    def heard(self, track: np.ndarray, t0: float = 0.0, t1: float | None = None) -> list[Region]:
+    def heard(self, track: np.ndarray, t0: float = 0.0, t1: float | None = None,
+              merge_gap_s: float | None = None) -> list[Region]:
         """`speech(...)` with each region's words (the transcriber on the region, `pad_s` either side
         but not outside the window)."""
-        regions = self.speech(track, t0, t1)
+        regions = self.speech(track, t0, t1, merge_gap_s)
         lo_limit = max(0, int(round(t0 * SR)))
         hi_limit = track.size if t1 is None else min(track.size, int(round(t1 * SR)))
         for r in regions:
@@ -225,7 +228,8 @@ def summarize(episodes: list[dict], clock: list[Aligned]) -> dict:
         "delivery_ms_p50": _pct(delivery, 50),
         "delivery_ms_max": round(max(delivery), 1) if delivery else None,
         "send_late_ms_p99": _pct([x for a in clock for x in a.send_late_ms], 99),
-        # the delegation scenarios (FIGURES.md) belong to a later issue: not measured here
+        # the delegation scenarios' keys (FIGURES.md): run.evaluate fills them from delegation.summarize when
+        # the scenarios ran for this backend; null when they did not
         "results_voiced_once": None, "results_lost": None, "results_voiced_twice": None,
         "result_to_voiced_ms_p50": None,
     }
