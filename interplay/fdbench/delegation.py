@@ -274,9 +274,7 @@ async def _converse(address: str, sc: Scenario, rec: DelegationRecording, plan: 
             async for c in client.chunks():
                 now = time.monotonic()
                 opened.set()
-                rec.turns.append(OutTurn(turn=c.turn, time_ms=c.time_ms, lateness_ms=c.timing.lateness_ms,
-                                         compute_ms=c.timing.compute_ms, missed=c.timing.missed, received=now,
-                                         pcm=c.audio.pcm16, rate=c.audio.sample_rate_hz or SR, text=c.text))
+                rec.turns.append(OutTurn.of(c, now))
                 for e in c.events:
                     _note_event(rec, plan, c.turn, e, sample_now() if rec.started else None)
                 if rec.started and c.audio.pcm16:

@@ -199,16 +199,16 @@ def to_recording(ep: E.Episode, session_id: str, result: Path, error: str = "") 
     return rec, notes
 
 
-async def _run_one(ep: E.Episode, session_id: str, base_url: str, alias: str, cfg: PeerConfig,
-                   work: Path) -> tuple[Recording, dict]:
-    job = write_job(ep, work, base_url, alias, cfg)
+async def _runner(job: Path, work: Path, cfg: PeerConfig, planned: float) -> str:
+    """Run the pipecat runner on `job` in the peers' Python (its output in work/runner.log), killed after
+    `planned` seconds plus grace; "" when it ended well, else why not."""
     out = (work / "runner.log").open("wb")
     error = ""
     try:
         proc = await asyncio.create_subprocess_exec(str(peer_python(cfg)), str(RUNNER), str(job),
                                                     stdout=out, stderr=subprocess.STDOUT, cwd=str(work))
         try:
-            rc = await asyncio.wait_for(proc.wait(), planned_s(ep) + RUNNER_GRACE_S + RUNNER_KILL_S)
+            rc = await asyncio.wait_for(proc.wait(), planned + RUNNER_GRACE_S + RUNNER_KILL_S)
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -218,6 +218,13 @@ async def _run_one(ep: E.Episode, session_id: str, base_url: str, alias: str, cf
     if rc and not error:
         lines = (work / "runner.log").read_text(errors="replace").strip().splitlines()
         error = f"runner exit {rc}: {lines[-1] if lines else 'no output'}"
+    return error
+
+
+async def _run_one(ep: E.Episode, session_id: str, base_url: str, alias: str, cfg: PeerConfig,
+                   work: Path) -> tuple[Recording, dict]:
+    job = write_job(ep, work, base_url, alias, cfg)
+    error = await _runner(job, work, cfg, planned_s(ep))
     rec, notes = to_recording(ep, session_id, work / "result", error)
     if rec.error:
         log.warning("fdbench_pipecat_episode_failed", episode=ep.name, error=rec.error)
@@ -324,25 +331,10 @@ def to_delegation_recording(sc, session_id: str, result: Path, error: str, setti
 
 
 async def _run_delegation(sc, setting: str, base_url: str, alias: str, cfg: PeerConfig, work: Path):
-    job = write_delegation_job(sc, work, base_url, alias, cfg, setting)
-    out = (work / "runner.log").open("wb")
-    error = ""
     from interplay.fdbench import delegation as D
 
-    try:
-        proc = await asyncio.create_subprocess_exec(str(peer_python(cfg)), str(RUNNER), str(job),
-                                                    stdout=out, stderr=subprocess.STDOUT, cwd=str(work))
-        try:
-            rc = await asyncio.wait_for(proc.wait(), D.MAX_S + RUNNER_GRACE_S + RUNNER_KILL_S)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            rc, error = -9, "the runner did not end"
-    finally:
-        out.close()
-    if rc and not error:
-        lines = (work / "runner.log").read_text(errors="replace").strip().splitlines()
-        error = f"runner exit {rc}: {lines[-1] if lines else 'no output'}"
+    job = write_delegation_job(sc, work, base_url, alias, cfg, setting)
+    error = await _runner(job, work, cfg, D.MAX_S)
     rec = to_delegation_recording(sc, f"fdb-pipecat-{setting}-{sc.name}", work / "result", error, setting)
     if rec.error:
         log.warning("fdbench_pipecat_delegation_failed", scenario=sc.name, setting=setting, error=rec.error)

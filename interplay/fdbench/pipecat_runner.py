@@ -92,6 +92,14 @@ class Espeak:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
 
+def _overlay(x, clip, a: int) -> None:
+    """Add the part of `clip` that falls in the chunk x, the clip starting a samples before the chunk."""
+    if -CHUNK < a < clip.size:
+        lo = max(0, a)
+        part = clip[lo:a + CHUNK]
+        x[lo - a:lo - a + part.size] += part
+
+
 def build_pipeline(job: dict, state: dict):
     """The pipecat pipeline of the module docstring, as a PipelineWorker (also kept in state["worker"])."""
     from pipecat.audio.utils import create_stream_resampler
@@ -183,19 +191,19 @@ def build_pipeline(job: dict, state: dict):
                     if placed is None:
                         continue
                     at, clip = placed
-                    a = i0 - at
-                    if -CHUNK < a < clip.size:
-                        lo = max(0, a)
-                        part = clip[lo:a + CHUNK]
-                        x[lo - a:lo - a + part.size] += part
-                await asyncio.sleep(max(0.0, t0 + (j + 1) * CHUNK / SR - time.monotonic()))
-                state["sent"].append(time.monotonic() - t0)
-                pcm = np.clip(np.round(np.clip(x, -1, 1) * 32767.0), -32768, 32767).astype("<i2").tobytes()
-                await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=SR, num_channels=1))
+                    _overlay(x, clip, i0 - at)
+                await self._push(x, t0, j)
                 j += 1
             state["placed"] = plan.placed
             state["fed"] = True
             await state["worker"].queue_frame(EndFrame())
+
+        async def _push(self, x, t0: float, j: int) -> None:
+            """Send chunk j (float samples x) at its real time after t0."""
+            await asyncio.sleep(max(0.0, t0 + (j + 1) * CHUNK / SR - time.monotonic()))
+            state["sent"].append(time.monotonic() - t0)
+            pcm = np.clip(np.round(np.clip(x, -1, 1) * 32767.0), -32768, 32767).astype("<i2").tobytes()
+            await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=SR, num_channels=1))
 
         async def _feed_audio(self) -> None:
             await asyncio.sleep(job.get("warmup_s", 0.0))
@@ -221,15 +229,9 @@ def build_pipeline(job: dict, state: dict):
                     part = layer[i0:i0 + CHUNK]
                     x[:part.size] += part
                 ia = state["interrupt_at"]
-                if ia is not None and interrupt is not None and -CHUNK < i0 - ia < interrupt.size:
-                    a = i0 - ia
-                    lo = max(0, a)
-                    part = interrupt[lo:a + CHUNK]
-                    x[lo - a:lo - a + part.size] += part
-                await asyncio.sleep(max(0.0, t0 + (j + 1) * CHUNK / SR - time.monotonic()))
-                state["sent"].append(time.monotonic() - t0)
-                pcm = np.clip(np.round(np.clip(x, -1, 1) * 32767.0), -32768, 32767).astype("<i2").tobytes()
-                await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=SR, num_channels=1))
+                if ia is not None and interrupt is not None:
+                    _overlay(x, interrupt, i0 - ia)
+                await self._push(x, t0, j)
                 j += 1
             state["fed"] = True
             await state["worker"].queue_frame(EndFrame())  # the user hangs up: the pipeline ends by itself

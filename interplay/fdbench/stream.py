@@ -58,6 +58,13 @@ class OutTurn:
     rate: int
     text: str
 
+    @classmethod
+    def of(cls, c: spb.OutputChunk, received: float) -> OutTurn:
+        """One output chunk of the Session stream, as the client received it at `received`."""
+        return cls(turn=c.turn, time_ms=c.time_ms, lateness_ms=c.timing.lateness_ms, compute_ms=c.timing.compute_ms,
+                   missed=c.timing.missed, received=received, pcm=c.audio.pcm16, rate=c.audio.sample_rate_hz or SR,
+                   text=c.text)
+
 
 @dataclass
 class Recording:
@@ -167,9 +174,7 @@ async def _converse(address: str, ep: Episode, rec: Recording, room: np.ndarray,
             async for c in client.chunks():
                 now = time.monotonic()
                 opened.set()
-                rec.turns.append(OutTurn(turn=c.turn, time_ms=c.time_ms, lateness_ms=c.timing.lateness_ms,
-                                         compute_ms=c.timing.compute_ms, missed=c.timing.missed, received=now,
-                                         pcm=c.audio.pcm16, rate=c.audio.sample_rate_hz or SR, text=c.text))
+                rec.turns.append(OutTurn.of(c, now))
                 for e in c.events:
                     if e.kind == spb.EVENT_KIND_SESSION_ENDED:
                         rec.ended = True
