@@ -173,6 +173,8 @@ class Player:
         self.records.append({"t_s": round(time.monotonic() - self.t0, 3), "dir": "in", "kind": kind, **what})
 
     async def _send(self, client: SessionClient, cue: Cue) -> None:
+        if cue.kind in ("wav", "speech"):
+            await self._done_speaking()
         turn = self.chunks[-1].turn + 1 if self.chunks else 0
         if cue.kind == "wav":
             await self._wav(client, Path(cue.value))
@@ -192,6 +194,16 @@ class Player:
             self.timeline.sent(cue.value)
             await client.send(cue.value)
         self._note(cue.kind, value=str(cue.value) if cue.kind != "frame" else "80x80 rgb", note=cue.note, turn=turn)
+
+    async def _done_speaking(self, gap_s: float = 0.6) -> None:
+        """A user says one thing at a time: wait until the user's audio still playing (the barge-in, which
+        comes when the assistant happens to reply) has ended, then a breath. Two overlapping streams
+        reached the ears as one garbled utterance ("Tell me that when they're in the hospital")."""
+        if not self._wav_playing:
+            return
+        while self._wav_playing:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(gap_s)
 
     async def _wav(self, client: SessionClient, path: Path) -> None:
         await self._stream(client, wav_source(path))
