@@ -92,6 +92,16 @@ class Espeak:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
 
+def _loud_offset(pcm: bytes, rms_floor: float) -> float | None:
+    """Seconds into 16-bit audio `pcm` of its first 20 ms chunk louder than `rms_floor`, else None."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768.0
+    n = x.size // CHUNK
+    if not n:
+        return None
+    loud = np.flatnonzero(np.sqrt(np.mean(x[: n * CHUNK].reshape(n, CHUNK) ** 2, axis=1)) > rms_floor)
+    return float(loud[0] * CHUNK / SR) if loud.size else None
+
+
 def _overlay(x, clip, a: int) -> None:
     """Add the part of `clip` that falls in the chunk x, the clip starting a samples before the chunk."""
     if -CHUNK < a < clip.size:
@@ -252,22 +262,12 @@ def build_pipeline(job: dict, state: dict):
             self._until = begin + len(frame.audio) / 2 / frame.sample_rate
             at = begin - state["t0"]
             state["out"].append((at, frame.audio, frame.sample_rate))
-            if plan is not None:
-                x = np.frombuffer(frame.audio, "<i2").astype(np.float32) / 32768.0
-                n = x.size // CHUNK
-                if n:
-                    rms = np.sqrt(np.mean(x[: n * CHUNK].reshape(n, CHUNK) ** 2, axis=1))
-                    loud = np.flatnonzero(rms > job["heard_rms"])
-                    if loud.size:
-                        plan.heard(int((at + float(loud[0] * CHUNK / SR)) * SR))
-            if state["heard_at"] is None and len(state["sent"]) * CHUNK >= user_end:
-                x = np.frombuffer(frame.audio, "<i2").astype(np.float32) / 32768.0
-                n = x.size // CHUNK
-                if n:
-                    rms = np.sqrt(np.mean(x[: n * CHUNK].reshape(n, CHUNK) ** 2, axis=1))
-                    loud = np.flatnonzero(rms > job["heard_rms"])
-                    if loud.size:
-                        state["heard_at"] = at + float(loud[0] * CHUNK / SR)
+            off = _loud_offset(frame.audio, job["heard_rms"])
+            if off is not None:
+                if plan is not None:
+                    plan.heard(int((at + off) * SR))
+                if state["heard_at"] is None and len(state["sent"]) * CHUNK >= user_end:
+                    state["heard_at"] = at + off
             await asyncio.sleep(max(0.0, self._until - time.monotonic()))
             return True
 
