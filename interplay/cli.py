@@ -307,6 +307,9 @@ def eval_fdbench(
                                     "0: none, and no delegation."),
     checkpoint: str = typer.Option(None, help="Native model weights (default: the shipped checkpoint)."),
     out: str = typer.Option("runs/fdbench", help="Where fdbench.json, fdbench.png and each episode's output.wav go."),
+    delegation_repeats: int = typer.Option(1, "--delegation-repeats", help="Run each delegation scenario this many "
+                                           "times per system (pipecat: per tool setting) for larger counts; "
+                                           "not with --quick, which leaves the scenarios out."),
 ) -> None:
     """FD-bench-style: pause handling, turn taking and interruptions spoken (espeak-ng, held-out voices) in real
     time to each backend over Session.Converse, scored from the output audio (takeover rates, latencies)."""
@@ -320,7 +323,7 @@ def eval_fdbench(
     names = tuple(b.strip() for b in backends.split(",") if b.strip()) if backends else ()
     cfg = FdbenchConfig(backends=names, quick=quick, per_category=episodes, concurrency=concurrency,
                         stagger_s=stagger_s, barge_in_control=barge_in_control, backgrounds=backgrounds,
-                        checkpoint=checkpoint, out_dir=out)
+                        checkpoint=checkpoint, out_dir=out, delegation_repeats=delegation_repeats)
     with user_errors():
         result = fdbench_main(cfg, progress=lambda what: typer.echo(f"fdbench: {what}", err=True))
     Console(highlight=False).print(table(result))

@@ -164,3 +164,140 @@ def test_the_cascade_voices_the_slow_tools_result_in_the_live_scenario(tmp_path)
     figures = result["backends"]["cascade"]
     assert figures["results_ready"] >= 1 and figures["results_voiced_once"] + figures["results_voiced_twice"] >= 1, \
         figures
+
+
+# ---- fdbench.png's delegation panel and the repeated scenarios ----------------------------------------------
+def _figures(once: int, twice: int, lost: int, p50: float | None, blocked: int, asked: int) -> dict:
+    return {"results_voiced_once": once, "results_voiced_twice": twice, "results_lost": lost,
+            "result_to_voiced_ms_p50": p50, "blocked_turns": blocked, "delegation_turns_asked_during_call": asked}
+
+
+def _result(delegation: bool = True, repeats: int = 1) -> dict:
+    """run.evaluate's result as outputs.plot reads it: native, cascade and pipecat with its two tool settings."""
+    timing = {"pause_takeover_rate": 0.5, "turn_taking_takeover_rate": 1.0, "interruption_takeover_rate": 0.5,
+              "turn_taking_latency_ms_p50": 800.0, "interruption_stop_ms_p50": 300.0,
+              "interruption_response_ms_p50": None}
+    backends = {"native": {**timing}, "cascade": {**timing},
+                "pipecat": {**timing, "pipecat_version": "1.14.0"}}
+    if delegation:
+        backends["native"].update(_figures(0, 0, 7, None, 0, 4))
+        backends["cascade"].update(_figures(5, 1, 0, 5688.0, 2, 3))
+        backends["pipecat"].update(_figures(0, 0, 8, None, 0, 0), delegation_setting="sync",
+                                   delegation_start_s=3.2, delegation_async=_figures(1, 2, 8, 6080.0, 4, 4))
+    return {"backends": backends, "episodes_per_category": 2, "concurrency": 3,
+            "delegation_scenarios": D.about(list(D.SCENARIOS) if delegation else [], quick=not delegation,
+                                            repeats=repeats)}
+
+
+def _delegation_axes(fig):
+    return next(ax for ax in fig.axes if ax.get_title().startswith("delegation scenarios"))
+
+
+def test_the_plot_shows_delegation_counts_per_system_when_the_scenarios_ran(tmp_path):
+    from interplay.fdbench.outputs import plot
+
+    fig = plot(_result(), tmp_path / "fdbench.png")
+    ax = _delegation_axes(fig)
+    heights = [p.get_height() for p in ax.patches]  # bottom up: once per system, then twice, then lost
+    assert (tmp_path / "fdbench.png").stat().st_size > 0 and len(fig.axes) == 3
+    assert heights == [0, 5, 0, 1, 0, 1, 0, 2, 7, 0, 8, 8], heights
+
+
+def test_pipecats_second_tool_setting_is_its_own_bar_labelled_with_the_setting(tmp_path):
+    from interplay.fdbench.outputs import plot
+
+    ax = _delegation_axes(plot(_result(), tmp_path / "fdbench.png"))
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["native", "cascade", "pipecat 1.14.0 sync",
+                                                            "pipecat 1.14.0 async"]
+
+
+def test_each_bar_carries_its_result_to_voiced_p50_and_blocked_turns_and_na_when_none_was_heard(tmp_path):
+    from interplay.fdbench.outputs import plot
+
+    ax = _delegation_axes(plot(_result(), tmp_path / "fdbench.png"))
+    assert [t.get_text() for t in ax.texts] == ["p50 n/a\nblocked 0 / 4", "p50 5688 ms\nblocked 2 / 3",
+                                                "p50 n/a\nblocked 0 / 0", "p50 6080 ms\nblocked 4 / 4"]
+
+
+def test_the_delegation_panel_says_how_many_times_each_scenario_ran(tmp_path):
+    from interplay.fdbench.outputs import plot
+
+    ax = _delegation_axes(plot(_result(repeats=3), tmp_path / "fdbench.png"))
+    assert "(each run 3x)" in ax.get_title()
+
+
+def test_the_quick_result_without_delegation_figures_plots_the_two_panels_and_no_empty_bar(tmp_path):
+    from interplay.fdbench.outputs import plot
+
+    result = _result(delegation=False)
+    for b in result["backends"].values():  # as the table reads them: the keys there, null
+        b.update(dict.fromkeys(("results_voiced_once", "results_lost", "results_voiced_twice",
+                                "result_to_voiced_ms_p50", "blocked_turns")))
+    fig = plot(result, tmp_path / "fdbench.png")
+    assert (tmp_path / "fdbench.png").stat().st_size > 0 and len(fig.axes) == 2
+    assert not any(ax.get_title().startswith("delegation") for ax in fig.axes)
+
+
+def _scenario(name: str) -> D.Scenario:
+    import numpy as np
+
+    return D.Scenario(name, D.SCENARIOS[name], np.zeros(SR // 10, np.float32), [],
+                      seed=4000 + list(D.SCENARIOS).index(name))
+
+
+def test_repeats_run_every_scenario_n_times_round_by_round():
+    scs = D.repeated([_scenario(n) for n in D.SCENARIOS], 3)
+    assert [s.name for s in scs] == list(D.SCENARIOS) * 3
+    assert [s.repeat for s in scs] == [1] * 5 + [2] * 5 + [3] * 5
+
+
+def test_repeated_runs_have_distinct_session_names_output_folders_and_room_tone():
+    scs = D.repeated([_scenario(n) for n in D.SCENARIOS], 3)
+    assert len({s.run_name for s in scs}) == len({s.episode().name for s in scs}) == len({s.seed for s in scs}) == 15
+    assert scs[5].run_name == "user_speaking-r2" and scs[5].episode().name == "delegation-user_speaking-r2"
+
+
+def test_one_repeat_leaves_the_scenarios_names_and_seeds_as_they_were():
+    scs = [_scenario(n) for n in D.SCENARIOS]
+    assert D.repeated(scs, 1) == scs and [s.episode().name for s in scs] == [f"delegation-{n}" for n in D.SCENARIOS]
+
+
+def test_a_repeated_scenario_is_scored_as_its_kind_so_the_counts_cover_every_run():
+    scs = D.repeated([_scenario("user_speaking"), _scenario("cancel")], 2)
+    scored = [{**sc.describe(), "complete": True,
+               "results": D.outcomes(_heard((9.0, f"In {sc.cities[0]}, {W.FORECAST[sc.cities[0]][0]}.")),
+                                     [(sc.cities[0], 8.0)])} for sc in scs]
+    got = D.summarize(scored)
+    assert (got["results_voiced_once"], got["cancels"], got["cancel_voiced"], got["delegation_scenarios"]) == \
+        (2, 2, 2, 4), got
+
+
+def test_the_repeat_count_is_recorded_beside_the_scenarios_in_the_json():
+    about = D.about(list(D.SCENARIOS), repeats=4)
+    assert about["repeats"] == 4 and about["scenarios"] == list(D.SCENARIOS)
+
+
+def test_fewer_than_one_repeat_is_refused_before_anything_starts():
+    from interplay.client import UserError
+    from interplay.fdbench.run import FdbenchConfig, check
+
+    with pytest.raises(UserError, match="--delegation-repeats"):
+        check(FdbenchConfig(backends=("cascade",), delegation_repeats=0))
+
+
+def test_the_cli_passes_delegation_repeats_to_the_run(monkeypatch):
+    from typer.testing import CliRunner
+
+    from interplay import cli
+    from interplay.fdbench import run
+
+    seen = []
+
+    def fake_main(cfg, progress=None):
+        seen.append(cfg)
+        return {"backends": {}, "episodes_per_category": 0, "concurrency": 3, "native_over_cascade_latency": None}
+
+    monkeypatch.setattr(run, "fdbench_main", fake_main)
+    got = CliRunner().invoke(cli.app, ["eval", "fdbench", "--delegation-repeats", "3", "--out", "x"])
+    assert got.exit_code == 0, got.output
+    assert [c.delegation_repeats for c in seen] == [3]

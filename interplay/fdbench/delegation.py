@@ -140,17 +140,25 @@ class Scenario:
     steps: list[Step]
     seed: int
     voice: str = VOICE
+    repeat: int | None = None  # the k-th (1-based) of several runs of this scenario (`repeated`); None: the only one
+
+    @property
+    def run_name(self) -> str:
+        """The name with `-r<k>` for the k-th of several runs: what session ids and output folders are named by
+        (`name` stays the scenario's kind, which the scoring reads)."""
+        return self.name if self.repeat is None else f"{self.name}-r{self.repeat}"
 
     def episode(self, spans: list[tuple[int, int]] | None = None) -> E.Episode:
         """An episodes.Episode standing for this scenario (stream.align reads its spans)."""
         lead = int(E.LEAD_S * SR)
-        return E.Episode(f"delegation-{self.name}", "delegation", self.voice,
+        return E.Episode(f"delegation-{self.run_name}", "delegation", self.voice,
                          (REQUEST.format(city=self.cities[0]), *(s.text for s in self.steps)),
                          np.concatenate([np.zeros(lead, np.float32), self.request]),
                          spans or [(lead, lead + self.request.size)], seed=self.seed, tail_s=TAIL_S)
 
     def describe(self) -> dict:
-        return {"name": self.name, "cities": list(self.cities), "voice": self.voice,
+        return {"name": self.name, **({} if self.repeat is None else {"repeat": self.repeat}),
+                "cities": list(self.cities), "voice": self.voice,
                 "said": [REQUEST.format(city=self.cities[0]), *(s.text for s in self.steps)],
                 "tool_delay_s": {c: W.delay_s(c) for c in self.cities},
                 "answers": {c: W.answer(c) for c in self.cities}}
@@ -179,9 +187,24 @@ def scenario(name: str) -> Scenario:
                     seed=4000 + list(SCENARIOS).index(name))
 
 
-def build(names: tuple[str, ...] | None = None) -> list[Scenario]:
-    """The named scenarios (None: all five, in SCENARIOS' order)."""
-    return [scenario(n) for n in (names or tuple(SCENARIOS))]
+REPEAT_SEED_STEP = 100  # the k-th run of a scenario has its room tone from seed + (k - 1) x this
+
+
+def repeated(scs: list[Scenario], repeats: int) -> list[Scenario]:
+    """`scs` run `repeats` times, round after round (every scenario once, then again): the k-th copy has
+    `repeat` k, so its session id and output folder are `<name>-r<k>`, and its own room tone (seed +
+    (k - 1) x REPEAT_SEED_STEP); its speech, rules and scoring are the scenario's. One: `scs` unchanged."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, not {repeats}")
+    if repeats == 1:
+        return list(scs)
+    return [dataclasses.replace(sc, repeat=k, seed=sc.seed + (k - 1) * REPEAT_SEED_STEP)
+            for k in range(1, repeats + 1) for sc in scs]
+
+
+def build(names: tuple[str, ...] | None = None, repeats: int = 1) -> list[Scenario]:
+    """The named scenarios (None: all five, in SCENARIOS' order), each `repeats` times (`repeated`)."""
+    return repeated([scenario(n) for n in (names or tuple(SCENARIOS))], repeats)
 
 
 # ---- the user's side, reacting to the system (userplan.py: the same rules in pipecat_runner.py) -------
@@ -222,7 +245,7 @@ async def play(address: str, sc: Scenario, session_id: str) -> DelegationRecordi
         rec.error = f"{type(exc).__name__}: {exc}"
     rec.episode = sc.episode(plan.spans(int(E.LEAD_S * SR)))
     if rec.error:
-        log.warning("fdbench_delegation_failed", scenario=sc.name, session_id=session_id, error=rec.error)
+        log.warning("fdbench_delegation_failed", scenario=sc.run_name, session_id=session_id, error=rec.error)
     return rec
 
 
@@ -330,7 +353,7 @@ async def play_all(address: str, scs: list[Scenario], concurrency: int, stagger_
     run = uuid.uuid4().hex[:6]
 
     async def one(sc: Scenario) -> DelegationRecording:
-        return await play(address, sc, f"fdb-{tag}del-{sc.name}-{run}")
+        return await play(address, sc, f"fdb-{tag}del-{sc.run_name}-{run}")
 
     return await staggered(scs, one, concurrency, stagger_s)
 
@@ -558,10 +581,14 @@ NOT_IN_QUICK = ("not run: --quick leaves the delegation scenarios out (on this 2
                 "scenario once per tool setting); run without --quick (e.g. --episodes 1) for their figures")
 
 
-def about(names: list[str], quick: bool = False) -> dict:
-    """What the delegation figures mean (for the JSON)."""
+def about(names: list[str], quick: bool = False, repeats: int = 1) -> dict:
+    """What the delegation figures mean (for the JSON). `names`: the scenarios run, each `repeats` times."""
     return {
         "scenarios": names or (NOT_IN_QUICK if quick else "none run"),
+        "repeats": repeats,
+        "runs": f"each scenario {repeats} time(s) per system (pipecat: per tool setting), one after another round "
+                "by round; the k-th of several is named <scenario>-r<k> (session id, output folder) and has its "
+                f"own room tone (seed + {REPEAT_SEED_STEP} x (k - 1)); every count covers all runs",
         "tool": "interplay/fdbench/slow_weather.py weather(city): asyncio.sleep of a per-city delay drawn from "
                 f"{W.DELAY_S} s (seed {W.SEED!r}), then 'In <City>, <condition>, <temperature> degrees.'",
         "tool_table": W.table(),

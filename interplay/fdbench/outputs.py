@@ -3,7 +3,9 @@
 Given the figures of run.evaluate, `table(result)` is a rich table (one row per figure, one column per
 backend, then the published FD-bench v1 models for the rows they published); `write_outputs(...)`
 writes fdbench.json (everything, per-episode detail included), fdbench.png (takeover rates and
-latencies of each backend, the published models beside them) and, with `save_audio`, per episode
+latencies of each backend, the published models beside them; when the delegation scenarios ran, a third
+panel: per system and pipecat tool setting, its results voiced once / twice / lost stacked, with the
+result-to-voiced p50 and the blocked turns written above) and, with `save_audio`, per episode
 `<backend>/<episode>/output.wav` (the assistant as heard, on the session clock) — FD-bench's own
 layout — and returns their paths. It computes nothing new and touches no network.
 
@@ -117,13 +119,62 @@ def _num(v) -> float:
     return math.nan if v is None else float(v)
 
 
-def plot(result: dict, path: Path) -> None:
-    """fdbench.png: takeover rates (left) and latencies (right), ours beside the published models."""
+# the delegation panel's stack, bottom up: (summarize's key, legend, colour)
+OUTCOMES = (("results_voiced_once", "voiced once", "tab:green"),
+            ("results_voiced_twice", "voiced twice", "tab:orange"),
+            ("results_lost", "lost", "tab:red"))
+
+
+def delegation_systems(backends: dict) -> list[tuple[str, dict]]:
+    """(label, figures) per system that has delegation figures (non-null results_voiced_once): each backend,
+    and each further tool setting of a backend (`delegation_<setting>`, pipecat) as its own system."""
+    out = []
+    for name, b in backends.items():
+        setting = b.get("delegation_setting")
+        if b.get("results_voiced_once") is not None:
+            out.append((_label(name, b) + (f" {setting}" if setting else ""), b))
+        for key, v in b.items():
+            if key.startswith("delegation_") and isinstance(v, dict) and v.get("results_voiced_once") is not None:
+                out.append((f"{_label(name, b)} {key.removeprefix('delegation_')}", v))
+    return out
+
+
+def _delegation_panel(ax, systems: list[tuple[str, dict]], repeats) -> None:
+    """Stacked counts per system (OUTCOMES), the result-to-voiced p50 and the blocked turns above each bar."""
+    xs = range(len(systems))
+    bottom = [0.0] * len(systems)
+    for key, legend, colour in OUTCOMES:
+        counts = [float(f.get(key) or 0) for _, f in systems]
+        ax.bar(xs, counts, 0.6, bottom=bottom, label=legend, color=colour)
+        bottom = [b + c for b, c in zip(bottom, counts, strict=True)]
+    for x, (_, f), top in zip(xs, systems, bottom, strict=True):
+        p50, blocked = f.get("result_to_voiced_ms_p50"), f.get("blocked_turns")
+        asked = f.get("delegation_turns_asked_during_call")
+        lines = ("p50 n/a" if p50 is None else f"p50 {p50:.0f} ms",
+                 "blocked n/a" if blocked is None else f"blocked {blocked}" + ("" if asked is None else f" / {asked}"))
+        ax.text(x, top, "\n".join(lines), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(list(xs), [label for label, _ in systems], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, max([*bottom, 1.0]) * 1.35)
+    ax.set_ylabel("results (count)")
+    runs = f" (each run {repeats}x)" if isinstance(repeats, int) and repeats > 1 else ""
+    ax.set_title(f"delegation scenarios{runs}\nabove: result to voiced p50, blocked / asked during a call", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def figure(result: dict):
+    """The figure of fdbench.png (a matplotlib Figure on the Agg canvas): takeover rates and latencies, ours
+    beside the published models, and the delegation scenarios' counts when any system ran them."""
     from matplotlib.figure import Figure  # the Agg canvas; never touches pyplot's global backend
 
     backends = result["backends"]
-    fig = Figure(figsize=(12, 4.8), layout="constrained")
-    tor_ax, lat_ax = fig.subplots(1, 2)
+    systems = delegation_systems(backends)
+    fig = Figure(figsize=(17 if systems else 12, 4.8), layout="constrained")
+    if systems:
+        tor_ax, lat_ax, del_ax = fig.subplots(1, 3, width_ratios=(1, 1, 0.8))
+        _delegation_panel(del_ax, systems, (result.get("delegation_scenarios") or {}).get("repeats"))
+    else:  # --quick: the scenarios did not run (fdbench.json says why); no empty panel
+        tor_ax, lat_ax = fig.subplots(1, 2)
     tor_keys = [("pause_takeover_rate", "pause_tor_synthetic", "pause\n(lower better)"),
                 ("turn_taking_takeover_rate", "turn_taking_tor", "turn taking\n(higher better)"),
                 ("interruption_takeover_rate", "interruption_tor", "interruption\n(higher better)")]
@@ -154,7 +205,14 @@ def plot(result: dict, path: Path) -> None:
     tor_ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"interplay eval fdbench: {result['episodes_per_category']} espeak-ng episodes per category, "
                  "scored from the output audio (dotted: FD-bench v1 published, other audio)", fontsize=10)
+    return fig
+
+
+def plot(result: dict, path: Path):
+    """fdbench.png (see `figure`); returns the figure."""
+    fig = figure(result)
     fig.savefig(path, dpi=90)
+    return fig
 
 
 def _wav(path: Path, x: np.ndarray, rate: int = 16000) -> None:

@@ -335,9 +335,9 @@ async def _run_delegation(sc, setting: str, base_url: str, alias: str, cfg: Peer
 
     job = write_delegation_job(sc, work, base_url, alias, cfg, setting)
     error = await _runner(job, work, cfg, D.MAX_S)
-    rec = to_delegation_recording(sc, f"fdb-pipecat-{setting}-{sc.name}", work / "result", error, setting)
+    rec = to_delegation_recording(sc, f"fdb-pipecat-{setting}-{sc.run_name}", work / "result", error, setting)
     if rec.error:
-        log.warning("fdbench_pipecat_delegation_failed", scenario=sc.name, setting=setting, error=rec.error)
+        log.warning("fdbench_pipecat_delegation_failed", scenario=sc.run_name, setting=setting, error=rec.error)
     return rec
 
 
@@ -362,7 +362,7 @@ def stream_pipecat_delegation(scs: list, concurrency: int = 3, stagger_s: float 
 
         async def one(item):
             sc, setting = item
-            work = Path(tmp) / f"{setting}-{sc.name}"
+            work = Path(tmp) / f"{setting}-{sc.run_name}"
             work.mkdir()
             return await _run_delegation(sc, setting, base_url, alias, cfg, work)
 

@@ -23,7 +23,8 @@ backend's episodes, against the same backend started again with the scenarios' s
 (delegation_plan: slow_weather.registry, allowed tools [weather], the demo's background prompt), or for
 pipecat through its own function calling (pipecat_peer.stream_pipecat_delegation, once per tool
 setting: the first, pipecat's default, gives the backend's keys, the other `delegation_<setting>`; with
-`quick` and scenarios named, the default alone).
+`quick` and scenarios named, the default alone), each `delegation_repeats` times (delegation.repeated: the
+k-th run of a scenario is `<name>-r<k>`; the counts cover every run).
 They are scored with the same Scorer after everything has streamed; their figures join the backend's.
 """
 
@@ -62,6 +63,7 @@ class FdbenchConfig:
     save_audio: bool = True  # each episode's output.wav under out_dir/<backend>/<episode>/
     # the delegation scenarios (delegation.py) by name; None: all five, but none with `quick` (they take minutes)
     delegation: tuple[str, ...] | None = None
+    delegation_repeats: int = 1  # each delegation scenario this many times per system (per tool setting for pipecat)
 
 
 def default_backends() -> tuple[str, ...]:
@@ -86,6 +88,8 @@ def check(cfg: FdbenchConfig) -> tuple[str, ...]:
         raise UserError(f"--backends names one backend twice: {', '.join(backends)}")
     if cfg.concurrency < 1 or cfg.stagger_s < 0 or cfg.backgrounds < 0:
         raise UserError("--concurrency must be at least 1, --stagger-s and --backgrounds at least 0")
+    if cfg.delegation_repeats < 1:
+        raise UserError("--delegation-repeats must be at least 1")
     for b in backends:
         if b == pipecat_peer.NAME:
             pipecat_peer.require()  # a peer process beside the project, not a Session backend
@@ -206,7 +210,7 @@ def evaluate(cfg: FdbenchConfig, progress=None) -> tuple[dict, dict[str, list[tu
     backends = check(cfg)
     eps = E.build(quick=cfg.quick, categories=cfg.categories, per_category=cfg.per_category) if cfg.categories else []
     names = scenario_names(cfg)
-    scs = D.build(names) if names else []
+    scs = D.build(names, cfg.delegation_repeats) if names else []
     t0 = time.monotonic()
     streamed: dict[str, list[Recording]] = {}
     runs: dict[str, dict] = {}
@@ -268,7 +272,7 @@ def evaluate(cfg: FdbenchConfig, progress=None) -> tuple[dict, dict[str, list[tu
         "published_fdbench_v1": PUBLISHED,
         "published_note": PUBLISHED_NOTE,
         "held_out": E.held_out_report(),
-        "delegation_scenarios": D.about([s.name for s in scs], quick=cfg.quick),
+        "delegation_scenarios": D.about(list(names), quick=cfg.quick, repeats=cfg.delegation_repeats),
         "eval_seconds": round(time.monotonic() - t0, 1),
         "config": asdict(cfg),
         "episodes_detail": details,
