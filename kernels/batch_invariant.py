@@ -14,6 +14,9 @@ against a 256-row call for K in 16..1024 and N in 1..255: on an AMD EPYC (AVX2) 
 on an Intel AVX-512 machine strict CNR held for every M and the fallback held from 16 rows. No vendor
 documents this, so kernels.probe re-checks it on the running CPU before the deterministic mode is used
 and says so when it does not hold.
+One to three rows (a decode step) do not run the padded gemm when kernels.native is on: its
+fixed-order rows (kernels/fixed_rows.c) reproduce that gemm's per-row order at gemv speed, checked
+bit for bit per (K, N) before use.
 Row reductions (mean, sum, max) use ATen's row-local reduction, which splits one row
 across threads only when the whole call is a single row of >= 32768 elements (`row_sum` pads that
 case). Elementwise ops: ATen's fused sigmoid/silu/gelu loops round their tails differently from
@@ -29,7 +32,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from kernels import cnr
+from kernels import cnr, native
 
 ROW_BLOCK = 4  # sgemm micro-tile rows (fallback without strict CNR)
 MIN_ROWS = 16  # fallback: fewer rows than this and MKL switches to small-matrix / gemv kernels
@@ -94,7 +97,22 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     m = x.numel() // k if k else 0
     if m == 0:
         return x.new_zeros(*x.shape[:-1], n)
-    mp, np_ = padded_rows(m), padded_cols(n)
+    mp = padded_rows(m)
+    if m < mp and m <= native.MAX_ROWS:  # 1-3 rows: the fixed-order rows equal to the padded gemm's (native)
+        out = native.rows(x.reshape(m, k), weight, bias)
+        if out is not None:
+            return out.view(*x.shape[:-1], n)
+    return padded_gemm(x, weight, bias, mp)
+
+
+def padded_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                mp: int | None = None) -> torch.Tensor:
+    """linear's gemm path: F.linear on rows and columns padded to the shape class (mp rows at least)."""
+    cnr.pin_one_thread()
+    k = x.shape[-1]
+    n = weight.shape[0]
+    m = x.numel() // k
+    mp, np_ = padded_rows(m) if mp is None else mp, padded_cols(n)
     if m == mp and n == np_:
         return F.linear(x, weight, bias)
     if n != np_:

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from kernels import cnr, moe
+from kernels import cnr, moe, native
 
 TOKENS = (1, 4, 16)
 
@@ -43,6 +43,7 @@ def bench_kernels(quick: bool = False, threads: int = 1, preset: str = "small",
         "moe_preset": moe_preset,
         "threads": threads,
         "strict_cnr": cnr.strict(),
+        "native_rows": native.why(),
         "moe_gather_max_tokens": moe.GATHER_MAX_TOKENS,
         "turns_timed": turns["turns"],
         "default_turn_ms_p50": round(turns["default_ms"], 3),

@@ -7,6 +7,9 @@ probabilities) and partial output o_j = P_j @ V_j (a batched gemm with K = split
 partial split is zero-padded to `split`). Splits are merged in order by a binary tree over their absolute indices, so the splits a
 query cannot see (exact zeros) never change the result: the whole sequence (training), a chunk
 appended to a cache, and a one-token decode step reduce the same numbers in the same order.
+A decode step (at most 3 rows, every slot < hi visible) runs kernels.native.decode_attention: the
+scores and P_j @ V_j in kernels/fixed_rows.c's order (the gemm's, checked at first use), the max, exp
+and split sums by the same torch ops, the same tree, in a dozen calls instead of about sixty.
 The max is taken over the row rather than rescaled per split because this path has every score in
 memory; a streaming GPU kernel would carry (m_j, l_j, o_j) and rescale at the merge.
 """
@@ -18,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels import cnr
+from kernels import cnr, native
 from kernels.batch_invariant import MIN_COLS as GEMM_MIN_COLS
 from kernels.batch_invariant import padded_cols, padded_rows
 
@@ -67,14 +70,15 @@ def _hidden_mask(pos: list[int], rep: int, mp: int, lo: int, hi: int, device: to
 _MASKS: dict[tuple, torch.Tensor] = {}
 
 
-def merge_nodes(nodes: list[torch.Tensor]) -> torch.Tensor:
-    """Split partials in absolute split order -> their sum by a binary tree over the split indices
-    (0+1, 2+3, ...; an odd last node moves up alone). Splits past a row's last visible one are exact
-    zeros, so a row gets the same bits whatever number of splits its call had. Out of place (autograd
-    records it; the n-1 additions are the same either way)."""
-    while len(nodes) > 1:
-        pairs = [nodes[i] + nodes[i + 1] for i in range(0, len(nodes) - 1, 2)]
-        nodes = pairs + nodes[-1:] if len(nodes) % 2 else pairs
+def merge_nodes(nodes: torch.Tensor) -> torch.Tensor:
+    """Split partials stacked in absolute split order [n, ...] -> their sum by a binary tree over the split
+    indices (0+1, 2+3, ...; an odd last node moves up alone), one vectorized add per tree level. Splits
+    past a row's last visible one are exact zeros, so a row gets the same bits whatever number of splits
+    its call had. Out of place (autograd records it; the additions are the same either way)."""
+    while nodes.shape[0] > 1:
+        n = nodes.shape[0]
+        pairs = nodes[0 : n - 1 : 2] + nodes[1:n:2]
+        nodes = torch.cat([pairs, nodes[n - 1 :]]) if n % 2 else pairs
     return nodes[0]
 
 
@@ -89,8 +93,27 @@ def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl: list[int], len
     hi = min(length, p_max + 1, k.shape[1])  # slots [0, hi) hold everything any row may see
     if hi < 1 or p_min < 0:
         raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
-    mp = padded_rows(m, batched=True)
     qg = (q * scale).reshape(hkv, m, dh)  # scale folded into q: exact for the presets' power-of-4 head dims
+    lo = min(p_min + 1, hi)  # every row sees the slots < lo
+    if lo >= hi and m <= native.MAX_ROWS:  # a decode step: a few rows that see every slot < hi
+        out = native.decode_attention(qg, k, v, hi, split)
+        if out is not None:
+            return out.reshape(hq, t, dh)
+    return _gemm_block(qg, k, v, pl, rep, hi, lo, split).reshape(hq, t, dh)
+
+
+def gemm_block_scaled(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor:
+    """The gemm path for scaled rows qg [Hkv, M, Dh] that all see the slots < hi -> [Hkv, M, Dh] (the
+    reference kernels.native's decode attention is checked against)."""
+    return _gemm_block(qg, k, v, [hi - 1], qg.shape[1], hi, hi, split)
+
+
+def _gemm_block(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl: list[int], rep: int, hi: int, lo: int,
+                split: int) -> torch.Tensor:
+    """Scores as one padded bmm, the exact row max, exp, then per split P_j @ V_j and l_j merged by the tree:
+    qg [Hkv, M, Dh] (M = rep x len(pl), head-major) -> [Hkv, M, Dh]."""
+    hkv, m, dh = qg.shape
+    mp = padded_rows(m, batched=True)
     if mp != m:
         qg = F.pad(qg, (0, 0, 0, mp - m))
     kt = (k if hi == k.shape[1] else k.narrow(1, 0, hi)).transpose(1, 2)
@@ -99,42 +122,41 @@ def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl: list[int], len
     s = torch.bmm(qg, kt)  # [Hkv, Mp, >= hi] scaled scores of the slots anyone sees
     if s.shape[2] != hi:
         s = s.narrow(2, 0, hi)
-    lo = min(p_min + 1, hi)  # every row sees the slots < lo
     if not (torch.is_grad_enabled() and s.requires_grad):  # inference: in place
         if lo < hi:
-            s.narrow(2, lo, hi - lo).masked_fill_(_hidden_mask(pl, rep, mp, lo, hi, q.device), float("-inf"))
+            s.narrow(2, lo, hi - lo).masked_fill_(_hidden_mask(pl, rep, mp, lo, hi, qg.device), float("-inf"))
         # p = exp(score - row max): the max is exact, over the visible slots only
         s.sub_(s.amax(-1, keepdim=True)).exp_()
     else:  # training: the same arithmetic, out of place for autograd
         if lo < hi:
-            hidden = _hidden_mask(pl, rep, mp, lo, hi, q.device)
+            hidden = _hidden_mask(pl, rep, mp, lo, hi, qg.device)
             s = torch.cat([s[:, :, :lo], s[:, :, lo:].masked_fill(hidden, float("-inf"))], dim=-1)
         s = torch.exp(s - s.amax(-1, keepdim=True))
     vdt = v if dh >= GEMM_MIN_COLS else F.pad(v.narrow(1, 0, hi), (0, GEMM_MIN_COLS - dh))  # PV gemm columns
     acc = merge_nodes(_split_nodes(s, vdt, hi, split))  # [Hkv, Mp, Dv+1]: sum of P_j @ V_j | sum of l_j
     o = acc.narrow(2, 0, dh) / acc.narrow(2, vdt.shape[2], 1)
-    return (o if mp == m else o.narrow(1, 0, m)).reshape(hq, t, dh)
+    return o if mp == m else o.narrow(1, 0, m)
 
 
-def _split_nodes(p: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> list[torch.Tensor]:
-    """P [Hkv, Mp, hi] (exp'd scores) and V [Hkv, >= hi, Dv] -> per split j, in order, the node
-    [P_j @ V_j | l_j] [Hkv, Mp, Dv+1]: o_j a batched gemm with K = split always, l_j the row sum of P_j (a
+def _split_nodes(p: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor:
+    """P [Hkv, Mp, hi] (exp'd scores) and V [Hkv, >= hi, Dv] -> the nodes [P_j @ V_j | l_j] of every split j,
+    stacked in order [n, Hkv, Mp, Dv+1]: o_j a batched gemm with K = split always, l_j the row sum of P_j (a
     row-local reduction of `split` elements). The last split is zero-padded to `split`, P and V alike;
-    the whole splits are views (no copy), so that one tree (merge_nodes) merges o and l."""
+    the whole splits are strided views (no copy), so that one tree (merge_nodes) merges o and l."""
     n = -(-hi // split)
     whole = (n - 1) * split
     p_last, v_last = p.narrow(2, whole, hi - whole), v.narrow(1, whole, hi - whole)
     if hi - whole != split:
         p_last, v_last = F.pad(p_last, (0, whole + split - hi)), F.pad(v_last, (0, 0, 0, whole + split - hi))
-    last = torch.cat([torch.bmm(p_last, v_last), p_last.sum(-1, keepdim=True)], dim=-1)
+    last = torch.cat([torch.bmm(p_last, v_last), p_last.sum(-1, keepdim=True)], dim=-1)[None]
     if n == 1:
-        return [last]
+        return last
     hkv, mp, dv = p.shape[0], p.shape[1], v.shape[2]
     (ph, pr, pc), (vh, vs, vd) = p.stride(), v.stride()
     if hkv == 1:  # the gemm's batch is the splits: [n-1, Mp, split] @ [n-1, split, Dv]
         pw = p.as_strided((n - 1, mp, split), (split * pc, pr, pc), p.storage_offset())
         vw = v.as_strided((n - 1, split, dv), (split * vs, vs, vd), v.storage_offset())
-        return [*torch.cat([torch.bmm(pw, vw), pw.sum(-1, keepdim=True)], dim=-1).unsqueeze(1).unbind(0), last]
+        return torch.cat([torch.cat([torch.bmm(pw, vw), pw.sum(-1, keepdim=True)], dim=-1).unsqueeze(1), last])
     pw = p.as_strided((hkv, n - 1, mp, split), (ph, split * pc, pr, pc), p.storage_offset())  # [Hkv, n-1, Mp, split]
     vw = v.as_strided((hkv, n - 1, split, dv), (vh, split * vs, vs, vd), v.storage_offset())  # [Hkv, n-1, split, Dv]
-    return [*torch.cat([torch.matmul(pw, vw), pw.sum(-1, keepdim=True)], dim=-1).unbind(1), last]
+    return torch.cat([torch.cat([torch.matmul(pw, vw), pw.sum(-1, keepdim=True)], dim=-1).transpose(0, 1), last])

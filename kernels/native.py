@@ -1,0 +1,247 @@
+"""Fixed-order rows: the deterministic linear for 1-3 rows at gemv speed instead of a padded gemm.
+
+A decode step runs every linear on one row. MKL serves a lone row with gemv (its own K order), so
+kernels.batch_invariant pads it to the 4-row gemm whose rows agree with any bigger gemm; that costs
+about twice the gemv (MKL packs the weight on every call). This module computes those rows with
+kernels/fixed_rows.c instead: each output is reduced in one order fixed there (K blocks, k-sequential
+fused multiply-adds inside a block, block sums in order; vector lanes across outputs, never across
+k). With the block length MKL's AVX2 sgemm uses, that order is the one MKL gives every row of a
+gemm of >= 4 rows on this project's AMD EPYC, so the rows equal the padded gemm's bit for bit.
+
+Contract:
+  rows(x[M, K], weight[N, K], bias[N] | None) -> [M, N] | None
+      None when the path does not apply (disabled, no compiler or no AVX2/FMA, grad mode, a dtype
+      other than float32, or this (K, N) failed its check), and the caller runs the padded gemm.
+  The first call for a (K, N, bias) checks the path on seeded random rows against the padded gemm
+  (`kernels.batch_invariant.linear` on 4+ rows) and uses it only when every output has the same bits;
+  an order that differs on some CPU is seen there, logged once, and never used for that shape.
+
+The library is compiled from fixed_rows.c on first use (cc -O2 -mavx2 -mfma -ffp-contract=off, about
+0.3 s) into ~/.cache/interplay/kernels (KERNELS_NATIVE_DIR), under a name hashing the source and flags;
+KERNELS_NATIVE=0 turns the path off. W^T is kept per weight tensor (refreshed when the tensor's
+version counter moves: an optimizer step), about the size of the model's linear weights.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("fixed_rows.c")
+FLAGS = ("-O2", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
+KC = 192  # the K block MKL's AVX2 sgemm uses on this project's AMD EPYC (fixed_rows.c: block_len)
+MAX_ROWS = 3  # rows 1-3 are the ones MKL would not run through the >= 4-row gemm
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+_checked: dict[tuple[int, int, bool], bool] = {}
+_transposed: dict[int, tuple] = {}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _build() -> ctypes.CDLL | None:
+    if os.environ.get("KERNELS_NATIVE", "1") == "0":
+        _state["why"] = "off (KERNELS_NATIVE=0)"
+        return None
+    if not {"avx2", "fma"} <= _cpu_flags():
+        _state["why"] = "this CPU lacks AVX2/FMA"
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        _state["why"] = "no C compiler (cc) on PATH"
+        return None
+    src = SOURCE.read_bytes()
+    tag = hashlib.sha256(src + " ".join(FLAGS).encode() + cc.encode()).hexdigest()[:16]
+    folder = Path(os.environ.get("KERNELS_NATIVE_DIR") or Path.home() / ".cache" / "interplay" / "kernels")
+    lib = folder / f"fixed_rows-{tag}.so"
+    if not lib.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
+                                  timeout=120)
+            if done.returncode != 0:
+                _state["why"] = f"compiling fixed_rows.c failed: {done.stderr.strip()[:300]}"
+                return None
+            os.replace(tmp, lib)  # atomic: a process that loses the race loads the winner's file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    dll = ctypes.CDLL(str(lib))
+    fn = dll.fixed_rows
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, i64, i64]
+    fn.restype = None
+    dll.fixed_scores.argtypes = [ptr, i64, i64, ptr, i64, i64, ptr, i64, i64]
+    dll.fixed_scores.restype = None
+    dll.fixed_split_pv.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64]
+    dll.fixed_split_pv.restype = None
+    dll.split_merge.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr]
+    dll.split_merge.restype = None
+    _state["why"] = f"on ({lib})"
+    return dll
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled library, built on first call; None when unavailable (`why()` says why)."""
+    if "lib" not in _state:
+        with _lock:
+            if "lib" not in _state:
+                try:
+                    _state["lib"] = _build()
+                except (OSError, subprocess.SubprocessError) as e:
+                    _state["why"] = f"unavailable: {e}"
+                    _state["lib"] = None
+    return _state["lib"]  # type: ignore[return-value]
+
+
+def why() -> str:
+    library()
+    return str(_state.get("why", ""))
+
+
+def _entry(weight: torch.Tensor) -> tuple:
+    """(weight, stamp, W^T [K, N] contiguous, its data pointer), kept while the tensor is alive and unchanged."""
+    hit = _transposed.get(id(weight))
+    stamp = (weight.data_ptr(), -1 if weight.is_inference() else weight._version)
+    if hit is None or hit[0] is not weight or hit[1] != stamp:
+        if len(_transposed) > 512:
+            _transposed.clear()
+        with torch.inference_mode(False), torch.no_grad():
+            wt = weight.detach().t().contiguous()
+        hit = _transposed[id(weight)] = (weight, stamp, wt, wt.data_ptr())
+    return hit
+
+
+def run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kc: int | None = None) -> torch.Tensor:
+    """The fixed-order rows, unchecked: x [M, K] float32, weight [N, K], bias [N] | None -> [M, N] (kc: KC)."""
+    lib = _state.get("lib") or library()
+    if lib is None:
+        raise RuntimeError(f"kernels.native is not available: {why()}")
+    m, k = x.shape
+    n = weight.shape[0]
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()
+    out = torch.empty(m, n, dtype=torch.float32)
+    lib.fixed_rows(x.data_ptr(), m, k, x.stride(0), _entry(weight)[3], n, None if bias is None else bias.data_ptr(),
+                   out.data_ptr(), n, KC if kc is None else kc)
+    return out
+
+
+def _check(k: int, n: int, with_bias: bool) -> bool:
+    from kernels import batch_invariant as bi
+
+    g = torch.Generator().manual_seed(k * 7919 + n * 31 + int(with_bias))
+    x, w = torch.randn(8, k, generator=g), torch.randn(n, k, generator=g)
+    b = torch.randn(n, generator=g) if with_bias else None
+    with torch.no_grad():
+        ref = bi.padded_gemm(x, w, b)  # 8 rows: the >= 4-row gemm whose rows the decode must equal
+        ok = all(torch.equal(run(x[i : i + m], w, b), ref[i : i + m]) for m, i in ((1, 0), (2, 3), (3, 5)))
+    if not ok:
+        warnings.warn(f"kernels.native: fixed-order rows differ from the padded gemm for K={k} N={n}"
+                      f"{' +bias' if with_bias else ''} on this CPU; that shape runs the padded gemm", RuntimeWarning,
+                      stacklevel=4)
+    return ok
+
+
+def rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """x [M <= 3, K] @ weight^T (+ bias) in the fixed order, or None where it does not apply (see module)."""
+    if (x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu"
+            or (bias is not None and bias.dtype != torch.float32) or x.shape[0] > MAX_ROWS):
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return None
+    if library() is None:
+        return None
+    key = (x.shape[1], weight.shape[0], bias is not None)
+    ok = _checked.get(key)
+    if ok is None:
+        ok = _checked[key] = _check(*key)
+    return run(x, weight, bias) if ok else None
+
+
+def decode_attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor | None:
+    """Split-KV attention of a few rows that see every slot < hi (a decode step): qg [Hkv, M <= 3, Dh]
+    (scaled queries), k/v [Hkv, >= hi, Dh] -> [Hkv, M, Dh], the bits of kernels.splitkv's gemm path
+    (scores and P @ V in fixed_rows.c's order; max, exp and the split sums by the same torch ops; the
+    same tree). None where it does not apply (see `rows`) or its first check failed on this CPU."""
+    if (qg.dtype != torch.float32 or k.dtype != torch.float32 or v.dtype != torch.float32 or qg.shape[1] > MAX_ROWS
+            or k.stride(2) != 1 or v.stride(2) != 1 or qg.device.type != "cpu"):
+        return None
+    if torch.is_grad_enabled() and (qg.requires_grad or k.requires_grad or v.requires_grad):
+        return None
+    lib = _state.get("lib") or library()
+    if lib is None:
+        return None
+    ok = _checked.get(("attention", split))
+    if ok is None:
+        ok = _checked[("attention", split)] = _check_attention(split)
+    return _decode_attention(lib, qg, k, v, hi, split) if ok else None
+
+
+def _decode_attention(lib, qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor:
+    hkv, m, dh = qg.shape
+    n = -(-hi // split)
+    width = n * split
+    if not qg.is_contiguous():
+        qg = qg.contiguous()
+    s = torch.empty(hkv, m, width, dtype=torch.float32)
+    o = torch.empty(hkv, n, m, dh, dtype=torch.float32)
+    out = torch.empty(hkv, m, dh, dtype=torch.float32)
+    scratch = torch.empty(n, dtype=torch.float32)
+    q0, k0, v0, s0, o0 = qg.data_ptr(), k.data_ptr(), v.data_ptr(), s.data_ptr(), o.data_ptr()
+    (ks, kr), (vs, vr) = k.stride()[:2], v.stride()[:2]
+    for h in range(hkv):
+        lib.fixed_scores(q0 + 4 * h * m * dh, m, dh, k0 + 4 * h * ks, kr, hi, s0 + 4 * h * m * width, width, KC)
+    if hi < width:
+        s.narrow(2, hi, width - hi).fill_(float("-inf"))  # exp -> exact zeros: the zero-padded last split
+    s.sub_(s.amax(-1, keepdim=True)).exp_()
+    l_ = s.view(hkv, m, n, split).sum(-1)  # [Hkv, M, n]: each split's row sum of `split` elements
+    for h in range(hkv):
+        lib.fixed_split_pv(s0 + 4 * h * m * width, m, width, v0 + 4 * h * vs, vr, dh, split, n, hi,
+                           o0 + 4 * h * n * m * dh, KC)
+        lib.split_merge(o0 + 4 * h * n * m * dh, l_[h].data_ptr(), n, m, dh, out[h].data_ptr(), scratch.data_ptr())
+    return out
+
+
+def _check_attention(split: int) -> bool:
+    """decode_attention against splitkv's gemm path on seeded data, at lengths around split boundaries."""
+    from kernels import splitkv
+
+    g = torch.Generator().manual_seed(split)
+    ok = True
+    with torch.no_grad():
+        for hkv, m in ((1, 3), (2, 1)):
+            k, v = torch.randn(hkv, 3 * split + 7, 64, generator=g), torch.randn(hkv, 3 * split + 7, 64, generator=g)
+            for hi in (1, 15, split - 1, split, split + 1, 2 * split + 5, 3 * split + 7):
+                qg = torch.randn(hkv, m, 64, generator=g) * 0.125
+                ref = splitkv.gemm_block_scaled(qg, k, v, hi, split)
+                got = _decode_attention(_state["lib"], qg, k, v, hi, split)
+                ok = ok and torch.equal(got, ref)
+    if not ok:
+        warnings.warn(f"kernels.native: decode attention differs from the split-KV gemm path (split {split}) on "
+                      "this CPU; the gemm path runs", RuntimeWarning, stacklevel=4)
+    return ok

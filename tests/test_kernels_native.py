@@ -1,0 +1,119 @@
+"""kernels.native: the fixed-order rows and decode attention give the padded gemm path's bits, faster.
+
+Real compiled code (kernels/fixed_rows.c built by cc on first use) against the real MKL gemm path; seeds
+named in each test. Where no compiler or no AVX2/FMA exists the path is off and the tests say so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+
+import pytest
+import torch
+
+import kernels
+from kernels import batch_invariant as bi
+from kernels import cnr, native, probe, splitkv
+
+HAS_AVX2 = {"avx2", "fma"} <= native._cpu_flags()
+CAN_BUILD = HAS_AVX2 and shutil.which("cc") is not None
+
+needs_native = pytest.mark.skipif(native.library() is None, reason=f"kernels.native is off here: {native.why()}")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    cnr.pin_one_thread()
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.mark.skipif(not CAN_BUILD, reason="no cc or no AVX2/FMA on this CPU: the native path is meant to be off")
+def test_the_native_library_builds_where_a_compiler_and_avx2_exist():
+    assert native.library() is not None, native.why()
+
+
+@needs_native
+@pytest.mark.parametrize("k", [1, 16, 48, 64, 100, 192, 193, 384, 385, 512, 513, 1200])
+def test_fixed_order_rows_equal_the_padded_gemm_bit_for_bit(k):
+    g = torch.Generator().manual_seed(1000 + k)
+    for n, bias_on in itertools.product((1, 5, 16, 24, 48, 80, 288, 1024), (False, True)):
+        w, x = torch.randn(n, k, generator=g), torch.randn(8, k, generator=g)
+        b = torch.randn(n, generator=g) if bias_on else None
+        with torch.no_grad():
+            ref = bi.padded_gemm(x, w, b)
+            for m in (1, 2, 3):
+                assert torch.equal(native.run(x[:m], w, b), ref[:m]), (k, n, bias_on, m)
+
+
+@needs_native
+def test_a_reduction_order_that_differs_from_the_gemm_is_refused_for_that_shape(monkeypatch):
+    monkeypatch.setattr(native, "KC", 100)  # a block length MKL does not use: K = 512 reduces differently
+    monkeypatch.setattr(native, "_checked", {})
+    g = torch.Generator().manual_seed(7)
+    x, w = torch.randn(1, 512, generator=g), torch.randn(64, 512, generator=g)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="K=512 N=64"):
+        assert native.rows(x, w, None) is None
+    with torch.no_grad(), kernels.deterministic():
+        assert torch.equal(kernels.linear(x, w), bi.padded_gemm(x, w))
+
+
+@needs_native
+def test_a_deterministic_one_row_linear_runs_the_native_rows(monkeypatch):
+    calls = []
+    real = native.run
+    monkeypatch.setattr(native, "run", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    g = torch.Generator().manual_seed(8)
+    x, w = torch.randn(1, 1, 192, generator=g), torch.randn(320, 192, generator=g)
+    with torch.no_grad(), kernels.deterministic():
+        out = kernels.linear(x, w)
+    assert calls and calls[-1] == (1, 192)
+    assert torch.equal(out, bi.padded_gemm(x, w))
+
+
+def test_with_the_native_path_off_a_row_takes_the_padded_gemm(monkeypatch):
+    monkeypatch.setitem(native._state, "lib", None)
+    g = torch.Generator().manual_seed(9)
+    x, w = torch.randn(2, 192, generator=g), torch.randn(80, 192, generator=g)
+    with torch.no_grad():
+        assert native.rows(x, w, None) is None
+        with kernels.deterministic():
+            assert torch.equal(kernels.linear(x, w), bi.padded_gemm(x, w))
+
+
+@needs_native
+def test_rows_that_need_gradients_take_the_padded_gemm():
+    g = torch.Generator().manual_seed(10)
+    x, w = torch.randn(1, 64, generator=g), torch.randn(32, 64, generator=g).requires_grad_()
+    assert native.rows(x, w, None) is None
+
+
+@needs_native
+@pytest.mark.parametrize("hkv,m", [(1, 3), (1, 1), (2, 2)])
+def test_decode_attention_equals_the_split_kv_gemm_path(hkv, m):
+    g = torch.Generator().manual_seed(100 * hkv + m)
+    k, v = torch.randn(hkv, 900, 64, generator=g), torch.randn(hkv, 900, 64, generator=g)
+    for hi in (1, 7, 255, 256, 257, 511, 640, 900):
+        qg = torch.randn(hkv, m, 64, generator=g) * 0.125
+        with torch.no_grad():
+            assert torch.equal(native.decode_attention(qg, k, v, hi, 256),
+                               splitkv.gemm_block_scaled(qg, k, v, hi, 256)), hi
+
+
+@needs_native
+def test_a_decode_token_matches_its_row_in_the_whole_sequence_through_the_native_path():
+    g = torch.Generator().manual_seed(11)
+    q, k, v = torch.randn(1, 3, 600, 64, generator=g), torch.randn(1, 1, 600, 64, generator=g), \
+        torch.randn(1, 1, 600, 64, generator=g)
+    with torch.no_grad():
+        full = splitkv.attention(q, k, v, torch.arange(600)[None], torch.tensor([600]))
+        for p in (0, 255, 256, 599):
+            one = splitkv.attention(q[:, :, p : p + 1], k, v, torch.tensor([[p]]), torch.tensor([p + 1]))
+            assert torch.equal(one, full[:, :, p : p + 1]), p
+    assert native._checked.get(("attention", 256)) is True
+
+
+def test_the_probe_reports_whether_the_native_path_is_on():
+    assert "native" in probe.report().describe()
