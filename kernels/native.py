@@ -245,3 +245,25 @@ def _check_attention(split: int) -> bool:
         warnings.warn(f"kernels.native: decode attention differs from the split-KV gemm path (split {split}) on "
                       "this CPU; the gemm path runs", RuntimeWarning, stacklevel=4)
     return ok
+
+
+def warm(module: torch.nn.Module) -> int:
+    """Build the library and run, ahead of a session's first turns, the checks its first decode steps
+    would run: every 2-D float32 parameter of `module` as a linear weight (with and without a bias)
+    and the decode attention. Returns the number of shapes checked (0 when the path is off)."""
+    if library() is None:
+        return 0
+    from kernels.splitkv import SPLIT
+
+    done = 0
+    for p in module.parameters():
+        if p.dim() == 2 and p.dtype == torch.float32:
+            for with_bias in (False, True):
+                key = (p.shape[1], p.shape[0], with_bias)
+                if key not in _checked:
+                    _checked[key] = _check(*key)
+                    done += 1
+    if ("attention", SPLIT) not in _checked:
+        _checked[("attention", SPLIT)] = _check_attention(SPLIT)
+        done += 1
+    return done

@@ -30,6 +30,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import kernels.native
 from interaction_actor.model.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
 
 
@@ -80,6 +81,7 @@ class NativeBackend:
 
             model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
         self.model = model
+        kernels.native.warm(model)  # the fixed-order decode kernels' build and checks, before any turn
         cfg = model.config
         self.capabilities = Capabilities(name="native", turn_ms=cfg.turn_ms, sample_rate=cfg.sample_rate)
 
