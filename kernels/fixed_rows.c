@@ -22,20 +22,32 @@ static int64_t block_len(int64_t k, int64_t kc) {
     return k > 0 ? k : 1;
 }
 
-/* One row, columns [n0, n0 + 32): four 8-lane accumulators per block. */
-static void row_block32(const float *x, const float *wt, int64_t K, int64_t N, int64_t n0, int64_t kb,
-                        const float *bias, float *y) {
-    __m256 out0 = _mm256_setzero_ps(), out1 = out0, out2 = out0, out3 = out0;
+/* The helpers below compute one row of x @ wt for columns [n0, n0 + width): wt rows k are ldw floats apart;
+   rows k >= valid are taken as zero and never read (the product still enters the sum: fma(x, 0, acc)). */
+
+/* Columns [n0, n0 + 32): four 8-lane accumulators per block. */
+static void row_block32(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t n0,
+                        int64_t kb, const float *bias, float *y) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 out0 = zero, out1 = zero, out2 = zero, out3 = zero;
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t k1 = k0 + kb < K ? k0 + kb : K;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t k = k0; k < k1; k++) {
+        int64_t kv = k1 < valid ? k1 : (valid > k0 ? valid : k0);
+        __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+        for (int64_t k = k0; k < kv; k++) {
             __m256 xb = _mm256_broadcast_ss(x + k);
-            const float *w = wt + k * N + n0;
+            const float *w = wt + k * ldw + n0;
             a0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w), a0);
             a1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 8), a1);
             a2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 16), a2);
             a3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 24), a3);
+        }
+        for (int64_t k = kv; k < k1; k++) {
+            __m256 xb = _mm256_broadcast_ss(x + k);
+            a0 = _mm256_fmadd_ps(xb, zero, a0);
+            a1 = _mm256_fmadd_ps(xb, zero, a1);
+            a2 = _mm256_fmadd_ps(xb, zero, a2);
+            a3 = _mm256_fmadd_ps(xb, zero, a3);
         }
         if (k0 == 0) {
             if (bias) {
@@ -58,46 +70,50 @@ static void row_block32(const float *x, const float *wt, int64_t K, int64_t N, i
     _mm256_storeu_ps(y + n0 + 24, out3);
 }
 
-/* One row, columns [n0, n0 + 8). */
-static void row_block8(const float *x, const float *wt, int64_t K, int64_t N, int64_t n0, int64_t kb,
-                       const float *bias, float *y) {
-    __m256 out = _mm256_setzero_ps();
+/* Columns [n0, n0 + 8). */
+static void row_block8(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t n0,
+                       int64_t kb, const float *bias, float *y) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 out = zero;
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t k1 = k0 + kb < K ? k0 + kb : K;
-        __m256 a = _mm256_setzero_ps();
+        __m256 a = zero;
         for (int64_t k = k0; k < k1; k++)
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(x + k), _mm256_loadu_ps(wt + k * N + n0), a);
+            a = _mm256_fmadd_ps(_mm256_broadcast_ss(x + k), k < valid ? _mm256_loadu_ps(wt + k * ldw + n0) : zero, a);
         if (k0 == 0) out = bias ? _mm256_add_ps(a, _mm256_loadu_ps(bias + n0)) : a;
         else out = _mm256_add_ps(out, a);
     }
     _mm256_storeu_ps(y + n0, out);
 }
 
-/* One row, one column: the same recurrence in scalar fmaf. */
-static float one(const float *x, const float *wt, int64_t K, int64_t N, int64_t n, int64_t kb, const float *bias) {
+/* Column n: the same recurrence in scalar fmaf. */
+static float one(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t n, int64_t kb,
+                 const float *bias) {
     float out = 0.0f;
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t k1 = k0 + kb < K ? k0 + kb : K;
         float a = 0.0f;
-        for (int64_t k = k0; k < k1; k++) a = fmaf(x[k], wt[k * N + n], a);
+        for (int64_t k = k0; k < k1; k++) a = fmaf(x[k], k < valid ? wt[k * ldw + n] : 0.0f, a);
         if (k0 == 0) out = bias ? a + bias[n] : a;
         else out = out + a;
     }
     return out;
 }
 
+/* One row over every column N. */
+static void row(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t N, int64_t kb,
+                const float *bias, float *y) {
+    int64_t n = 0;
+    for (; n + 32 <= N; n += 32) row_block32(x, wt, ldw, K, valid, n, kb, bias, y);
+    for (; n + 8 <= N; n += 8) row_block8(x, wt, ldw, K, valid, n, kb, bias, y);
+    for (; n < N; n++) y[n] = one(x, wt, ldw, K, valid, n, kb, bias);
+}
+
 /* x [M, K] (row stride ldx), wt [K, N], bias [N] or NULL, y [M, N] (row stride ldy); kc: see block_len. */
 void fixed_rows(const float *x, int64_t M, int64_t K, int64_t ldx, const float *wt, int64_t N,
                 const float *bias, float *y, int64_t ldy, int64_t kc) {
     int64_t kb = block_len(K, kc);
-    for (int64_t m = 0; m < M; m++) {
-        const float *xr = x + m * ldx;
-        float *yr = y + m * ldy;
-        int64_t n = 0;
-        for (; n + 32 <= N; n += 32) row_block32(xr, wt, K, N, n, kb, bias, yr);
-        for (; n + 8 <= N; n += 8) row_block8(xr, wt, K, N, n, kb, bias, yr);
-        for (; n < N; n++) yr[n] = one(xr, wt, K, N, n, kb, bias);
-    }
+    for (int64_t m = 0; m < M; m++) row(x + m * ldx, wt, N, K, K, N, kb, bias, y + m * ldy);
 }
 
 static inline void transpose8(__m256 *r) {
@@ -197,74 +213,8 @@ void split_merge(const float *o, const float *l, int64_t n, int64_t M, int64_t D
 void fixed_split_pv(const float *p, int64_t M, int64_t ldp, const float *v, int64_t ldv, int64_t D,
                     int64_t split, int64_t n_splits, int64_t valid, float *o, int64_t kc) {
     int64_t kb = block_len(split, kc);
-    const __m256 zero = _mm256_setzero_ps();
-    for (int64_t s = 0; s < n_splits; s++) {
-        for (int64_t m = 0; m < M; m++) {
-            const float *pr = p + m * ldp + s * split;
-            float *orow = o + (s * M + m) * D;
-            int64_t d0 = 0;
-            for (; d0 + 32 <= D; d0 += 32) {  /* four independent chains */
-                __m256 out0 = zero, out1 = zero, out2 = zero, out3 = zero;
-                for (int64_t c0 = 0; c0 < split; c0 += kb) {
-                    int64_t c1 = c0 + kb < split ? c0 + kb : split;
-                    __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-                    for (int64_t c = c0; c < c1; c++) {
-                        int64_t row = s * split + c;
-                        __m256 pb = _mm256_broadcast_ss(pr + c);
-                        if (row < valid) {
-                            const float *vr = v + row * ldv + d0;
-                            a0 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr), a0);
-                            a1 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr + 8), a1);
-                            a2 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr + 16), a2);
-                            a3 = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vr + 24), a3);
-                        } else {
-                            a0 = _mm256_fmadd_ps(pb, zero, a0);
-                            a1 = _mm256_fmadd_ps(pb, zero, a1);
-                            a2 = _mm256_fmadd_ps(pb, zero, a2);
-                            a3 = _mm256_fmadd_ps(pb, zero, a3);
-                        }
-                    }
-                    if (c0 == 0) {
-                        out0 = a0, out1 = a1, out2 = a2, out3 = a3;
-                    } else {
-                        out0 = _mm256_add_ps(out0, a0);
-                        out1 = _mm256_add_ps(out1, a1);
-                        out2 = _mm256_add_ps(out2, a2);
-                        out3 = _mm256_add_ps(out3, a3);
-                    }
-                }
-                _mm256_storeu_ps(orow + d0, out0);
-                _mm256_storeu_ps(orow + d0 + 8, out1);
-                _mm256_storeu_ps(orow + d0 + 16, out2);
-                _mm256_storeu_ps(orow + d0 + 24, out3);
-            }
-            for (; d0 + 8 <= D; d0 += 8) {
-                __m256 out = zero;
-                for (int64_t c0 = 0; c0 < split; c0 += kb) {
-                    int64_t c1 = c0 + kb < split ? c0 + kb : split;
-                    __m256 a = zero;
-                    for (int64_t c = c0; c < c1; c++) {
-                        int64_t row = s * split + c;
-                        __m256 vv = row < valid ? _mm256_loadu_ps(v + row * ldv + d0) : zero;
-                        a = _mm256_fmadd_ps(_mm256_broadcast_ss(pr + c), vv, a);
-                    }
-                    out = c0 == 0 ? a : _mm256_add_ps(out, a);
-                }
-                _mm256_storeu_ps(orow + d0, out);
-            }
-            for (; d0 < D; d0++) {
-                float out = 0.0f;
-                for (int64_t c0 = 0; c0 < split; c0 += kb) {
-                    int64_t c1 = c0 + kb < split ? c0 + kb : split;
-                    float a = 0.0f;
-                    for (int64_t c = c0; c < c1; c++) {
-                        int64_t row = s * split + c;
-                        a = fmaf(pr[c], row < valid ? v[row * ldv + d0] : 0.0f, a);
-                    }
-                    out = c0 == 0 ? a : out + a;
-                }
-                orow[d0] = out;
-            }
-        }
-    }
+    for (int64_t s = 0; s < n_splits; s++)
+        for (int64_t m = 0; m < M; m++)
+            row(p + m * ldp + s * split, v + s * split * ldv, ldv, split, valid - s * split, D, kb, NULL,
+                o + (s * M + m) * D);
 }
