@@ -12,6 +12,7 @@ import time
 
 import torch
 
+import kernels
 from interaction_actor.model.fusion import InteractionModel, build_model
 from interaction_actor.model.session import SessionState, TurnInput, fill_after, new_session, step_batch
 
@@ -74,6 +75,11 @@ def _run(quick: bool, preset: str) -> dict:
     warm = -(-cfg.capacity // lay.turn_len)
     _time_turns(model, [s], warm, g)
     steady = _time_turns(model, [s], n_steady, g)
+    # the same on the deterministic (batch-invariant) kernels, which the runtime loop runs by default
+    det_s = new_session(model, "steady-deterministic")
+    with kernels.deterministic():
+        _time_turns(model, [det_s], warm, g)
+        det_steady = _time_turns(model, [det_s], n_steady, g)
     # early (after 10 s of real turns) vs late (after 10 min): late is real in the full run, and in the quick
     # run a session placed at the cache fill the capacity rule gives after 3000 turns. Timed interleaved
     # (one early turn, one late turn, ...) so machine noise hits both alike.
@@ -122,6 +128,11 @@ def _run(quick: bool, preset: str) -> dict:
         "turn_ms_p50": round(p50, 3),
         "turn_ms_p99": round(p99, 3),
         "budget_fraction_p99": round(p99 / budget_ms, 4),
+        "kernels": "turn_ms_* and the other figures: the default ops; deterministic_*: the batch-invariant ops "
+                   "the runtime loop runs by default (LoopConfig.deterministic)",
+        "deterministic_turn_ms_p50": round(_pct(det_steady, 50), 3),
+        "deterministic_turn_ms_p99": round(_pct(det_steady, 99), 3),
+        "deterministic_budget_fraction_p99": round(_pct(det_steady, 99) / budget_ms, 4),
         "late_over_early": round(statistics.median(late) / statistics.median(early), 3),
         "reprefill_over_append": round(statistics.median(pre) / append, 3),
         "preset": preset,
