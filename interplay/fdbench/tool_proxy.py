@@ -137,6 +137,13 @@ def _handler(proxy: ToolProxy):
             self.end_headers()
             self.close_connection = True
 
+        def _error(self, code: int, message: str) -> None:
+            """An error reply, unless the client has hung up meanwhile (pipecat gave up on a slow choice)."""
+            try:
+                self.send_error(code, message)
+            except (BrokenPipeError, ConnectionResetError):
+                proxy.note(route="error", error=f"client gone before the {code} reply: {message}")
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             if not self.path.endswith("/chat/completions") or not body.get("stream"):
@@ -149,7 +156,7 @@ def _handler(proxy: ToolProxy):
                     answer = proxy.choose(body)
                 except (urllib.error.URLError, OSError, ValueError) as exc:
                     proxy.note(route="choose", error=repr(exc))
-                    self.send_error(502, f"chooser: {exc}")
+                    self._error(502, f"chooser: {exc}")
                     return
                 msg = answer["choices"][0]["message"]
                 calls = msg.get("tool_calls") or []
@@ -174,7 +181,7 @@ def _handler(proxy: ToolProxy):
                 resp = urllib.request.urlopen(r, timeout=CHOOSE_TIMEOUT_S)
             except (urllib.error.URLError, OSError) as exc:
                 proxy.note(route="talk", error=repr(exc))
-                self.send_error(502, f"talker: {exc}")
+                self._error(502, f"talker: {exc}")
                 return
             self._sse_start()
             with resp:
