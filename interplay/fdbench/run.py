@@ -156,49 +156,48 @@ def delegation_plan(spec: str, cfg: FdbenchConfig):
     return plan
 
 
-def stream_delegation(spec: str, scs: list, cfg: FdbenchConfig, progress=None) -> tuple[list, dict]:
-    """The delegation scenarios against `spec` served with the slow tool (delegation_plan); (recordings, facts)."""
-    from interplay.fdbench import delegation as D
+def _served(spec: str, plan, what: str, play, progress=None) -> tuple[object, dict]:
+    """Start `plan` as `serve` does, run `play(address, tag)` (a coroutine factory) against it, drain it;
+    (what play returned, {start_s, stream_s, address, load_avg}). `what` names the work for `progress`."""
     from interplay.runtime import drain, start
 
-    plan = delegation_plan(spec, cfg)
     t0 = time.monotonic()
     handles, address, _ = start(plan, log_to_driver=False)
     started = time.monotonic() - t0
     try:
         if progress:
-            progress(f"{spec}: {len(scs)} delegation scenarios at {address}")
-        t1 = time.monotonic()
-        recs = asyncio.run(D.play_all(address, scs, cfg.concurrency, cfg.stagger_s,
-                                      tag=spec.replace(":", "_").replace(".", "_")[:16] + "-"))
+            progress(f"{spec}: {what} at {address}")
+        t1, load = time.monotonic(), os.getloadavg()[0]
+        out = asyncio.run(play(address, spec.replace(":", "_").replace(".", "_")[:16] + "-"))
         streamed = time.monotonic() - t1
     finally:
         drain(handles, 1.0)
-    return recs, {"delegation_start_s": round(started, 1), "delegation_stream_s": round(streamed, 1),
+    # the machine's 1-minute load average as the streaming began and ended: the live figures depend on it
+    return out, {"start_s": round(started, 1), "stream_s": round(streamed, 1), "address": address,
+                 "load_avg": [round(load, 1), round(os.getloadavg()[0], 1)]}
+
+
+def stream_delegation(spec: str, scs: list, cfg: FdbenchConfig, progress=None) -> tuple[list, dict]:
+    """The delegation scenarios against `spec` served with the slow tool (delegation_plan); (recordings, facts)."""
+    from interplay.fdbench import delegation as D
+
+    plan = delegation_plan(spec, cfg)
+    recs, run = _served(spec, plan, f"{len(scs)} delegation scenarios",
+                        lambda address, tag: D.play_all(address, scs, cfg.concurrency, cfg.stagger_s, tag=tag),
+                        progress)
+    return recs, {"delegation_start_s": run["start_s"], "delegation_stream_s": run["stream_s"],
                   "delegation_tools": plan.background.registry, "delegation_policy": plan.interaction.policy}
 
 
 def stream_backend(spec: str, eps: list[E.Episode], cfg: FdbenchConfig, progress=None) -> tuple[list[Recording], dict]:
     """Serve `spec` as `serve` does, play every episode to it, drain it; (recordings, run facts)."""
-    from interplay.runtime import drain, start
-
     plan = plan_for(spec, cfg)
-    t0 = time.monotonic()
-    handles, address, _ = start(plan, log_to_driver=False)
-    started = time.monotonic() - t0
-    try:
-        if progress:
-            progress(f"{spec}: {len(eps)} episodes at {address}")
-        t1, load = time.monotonic(), os.getloadavg()[0]
-        recs = asyncio.run(play_all(address, ordered(eps), cfg.concurrency, cfg.stagger_s, cfg.barge_in_control,
-                                    tag=spec.replace(":", "_").replace(".", "_")[:16] + "-"))
-        streamed = time.monotonic() - t1
-    finally:
-        drain(handles, 1.0)
-    # the machine's 1-minute load average as the streaming began and ended: the live figures depend on it
-    return recs, {"start_s": round(started, 1), "stream_s": round(streamed, 1), "address": address,
-                  "ears": plan.interaction.ears is not None, "backgrounds": plan.background.actors,
-                  "load_avg": [round(load, 1), round(os.getloadavg()[0], 1)], "cpus": os.cpu_count()}
+    recs, run = _served(spec, plan, f"{len(eps)} episodes",
+                        lambda address, tag: play_all(address, ordered(eps), cfg.concurrency, cfg.stagger_s,
+                                                      cfg.barge_in_control, tag=tag),
+                        progress)
+    return recs, {**run, "ears": plan.interaction.ears is not None, "backgrounds": plan.background.actors,
+                  "cpus": os.cpu_count()}
 
 
 def evaluate(cfg: FdbenchConfig, progress=None) -> tuple[dict, dict[str, list[tuple[Recording, object]]]]:
