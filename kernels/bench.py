@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from kernels import cnr, moe, native
+from kernels import cnr, fused_attention, moe, native
 
 TOKENS = (1, 4, 16)
 
@@ -44,6 +44,7 @@ def bench_kernels(quick: bool = False, threads: int = 1, preset: str = "small",
         "threads": threads,
         "strict_cnr": cnr.strict(),
         "native_rows": native.why(),
+        "fused_attention": "on" if fused_attention.available() else fused_attention.why(),
         "moe_gather_max_tokens": moe.GATHER_MAX_TOKENS,
         "turns_timed": turns["turns"],
         "default_turn_ms_p50": round(turns["default_ms"], 3),

@@ -1,4 +1,5 @@
-"""Fixed-order rows: the deterministic linear for 1-3 rows at gemv speed instead of a padded gemm.
+"""Fixed-order rows: the deterministic linear for 1-3 rows at gemv speed instead of a padded gemm; and
+the build of the project's C kernels (fixed_rows.c here, split_attention.c for kernels.fused_attention).
 
 A decode step runs every linear on one row. MKL serves a lone row with gemv (its own K order), so
 kernels.batch_invariant pads it to the 4-row gemm whose rows agree with any bigger gemm; that costs
@@ -16,8 +17,8 @@ Contract:
   (`kernels.batch_invariant.linear` on 4+ rows) and uses it only when every output has the same bits;
   an order that differs on some CPU is seen there, logged once, and never used for that shape.
 
-The library is compiled from fixed_rows.c on first use (cc -O2 -mavx2 -mfma -ffp-contract=off, about
-0.3 s) into ~/.cache/interplay/kernels (KERNELS_NATIVE_DIR), under a name hashing the source and flags;
+The library is compiled from both files on first use (cc -O3 -mavx2 -mfma -ffp-contract=off, about
+1 s) into ~/.cache/interplay/kernels (KERNELS_NATIVE_DIR), under a name hashing the source and flags;
 KERNELS_NATIVE=0 turns the path off. W^T is kept per weight tensor (refreshed when the tensor's
 version counter moves: an optimizer step), about the size of the model's linear weights.
 """
@@ -36,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("fixed_rows.c")
-FLAGS = ("-O2", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
+SOURCES = (Path(__file__).with_name("fixed_rows.c"), Path(__file__).with_name("split_attention.c"))
+FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC")
 KC = 192  # the K block MKL's AVX2 sgemm uses on this project's AMD EPYC (fixed_rows.c: block_len)
 MAX_ROWS = 3  # rows 1-3 are the ones MKL would not run through the >= 4-row gemm
 
@@ -69,7 +70,7 @@ def _build() -> ctypes.CDLL | None:
     if cc is None:
         _state["why"] = "no C compiler (cc) on PATH"
         return None
-    src = SOURCE.read_bytes()
+    src = b"".join(p.read_bytes() for p in SOURCES)
     tag = hashlib.sha256(src + " ".join(FLAGS).encode() + cc.encode()).hexdigest()[:16]
     folder = Path(os.environ.get("KERNELS_NATIVE_DIR") or Path.home() / ".cache" / "interplay" / "kernels")
     lib = folder / f"fixed_rows-{tag}.so"
@@ -78,10 +79,10 @@ def _build() -> ctypes.CDLL | None:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)
         try:
-            done = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], capture_output=True, text=True,
-                                  timeout=120)
+            done = subprocess.run([cc, *FLAGS, "-o", tmp, *map(str, SOURCES), "-lm"], capture_output=True,
+                                  text=True, timeout=120)
             if done.returncode != 0:
-                _state["why"] = f"compiling fixed_rows.c failed: {done.stderr.strip()[:300]}"
+                _state["why"] = f"compiling kernels/*.c failed: {done.stderr.strip()[:300]}"
                 return None
             os.replace(tmp, lib)  # atomic: a process that loses the race loads the winner's file
         finally:
@@ -92,12 +93,8 @@ def _build() -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     fn.argtypes = [ptr, i64, i64, i64, ptr, i64, ptr, ptr, i64, i64]
     fn.restype = None
-    dll.fixed_scores.argtypes = [ptr, i64, i64, ptr, i64, i64, ptr, i64, i64]
-    dll.fixed_scores.restype = None
-    dll.fixed_split_pv.argtypes = [ptr, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64]
-    dll.fixed_split_pv.restype = None
-    dll.split_merge.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr]
-    dll.split_merge.restype = None
+    dll.split_attention.argtypes = [ptr, i64, i64, ptr, ptr, i64, ptr, i64, i64, ptr, i64, ptr, i64, ptr, ptr, i64, ptr]
+    dll.split_attention.restype = None
     _state["why"] = f"on ({lib})"
     return dll
 
@@ -183,78 +180,12 @@ def rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     return run(x, weight, bias) if ok else None
 
 
-def decode_attention(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor | None:
-    """Split-KV attention of a few rows that see every slot < hi (a decode step): qg [Hkv, M <= 3, Dh]
-    (scaled queries), k/v [Hkv, >= hi, Dh] -> [Hkv, M, Dh], the bits of kernels.splitkv's gemm path
-    (scores and P @ V in fixed_rows.c's order; max, exp and the split sums by the same torch ops; the
-    same tree). None where it does not apply (see `rows`) or its first check failed on this CPU."""
-    if (qg.dtype != torch.float32 or k.dtype != torch.float32 or v.dtype != torch.float32 or qg.shape[1] > MAX_ROWS
-            or k.stride(2) != 1 or v.stride(2) != 1 or qg.device.type != "cpu"):
-        return None
-    if torch.is_grad_enabled() and (qg.requires_grad or k.requires_grad or v.requires_grad):
-        return None
-    lib = _state.get("lib") or library()
-    if lib is None:
-        return None
-    ok = _checked.get(("attention", split))
-    if ok is None:
-        ok = _checked[("attention", split)] = _check_attention(split)
-    return _decode_attention(lib, qg, k, v, hi, split) if ok else None
-
-
-def _decode_attention(lib, qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor:
-    hkv, m, dh = qg.shape
-    n = -(-hi // split)
-    width = n * split
-    if not qg.is_contiguous():
-        qg = qg.contiguous()
-    s = torch.empty(hkv, m, width, dtype=torch.float32)
-    o = torch.empty(hkv, n, m, dh, dtype=torch.float32)
-    out = torch.empty(hkv, m, dh, dtype=torch.float32)
-    scratch = torch.empty(n, dtype=torch.float32)
-    q0, k0, v0, s0, o0 = qg.data_ptr(), k.data_ptr(), v.data_ptr(), s.data_ptr(), o.data_ptr()
-    (ks, kr), (vs, vr) = k.stride()[:2], v.stride()[:2]
-    for h in range(hkv):
-        lib.fixed_scores(q0 + 4 * h * m * dh, m, dh, k0 + 4 * h * ks, kr, hi, s0 + 4 * h * m * width, width, KC)
-    if hi < width:
-        s.narrow(2, hi, width - hi).fill_(float("-inf"))  # exp -> exact zeros: the zero-padded last split
-    s.sub_(s.amax(-1, keepdim=True)).exp_()
-    l_ = s.view(hkv, m, n, split).sum(-1)  # [Hkv, M, n]: each split's row sum of `split` elements
-    for h in range(hkv):
-        lib.fixed_split_pv(s0 + 4 * h * m * width, m, width, v0 + 4 * h * vs, vr, dh, split, n, hi,
-                           o0 + 4 * h * n * m * dh, KC)
-        lib.split_merge(o0 + 4 * h * n * m * dh, l_[h].data_ptr(), n, m, dh, out[h].data_ptr(), scratch.data_ptr())
-    return out
-
-
-def _check_attention(split: int) -> bool:
-    """decode_attention against splitkv's gemm path on seeded data, at lengths around split boundaries."""
-    from kernels import splitkv
-
-    g = torch.Generator().manual_seed(split)
-    ok = True
-    with torch.no_grad():
-        for hkv, m in ((1, 3), (2, 1)):
-            k, v = torch.randn(hkv, 3 * split + 7, 64, generator=g), torch.randn(hkv, 3 * split + 7, 64, generator=g)
-            for hi in (1, 15, split - 1, split, split + 1, 2 * split + 5, 3 * split + 7):
-                qg = torch.randn(hkv, m, 64, generator=g) * 0.125
-                ref = splitkv.gemm_block_scaled(qg, k, v, hi, split)
-                got = _decode_attention(_state["lib"], qg, k, v, hi, split)
-                ok = ok and torch.equal(got, ref)
-    if not ok:
-        warnings.warn(f"kernels.native: decode attention differs from the split-KV gemm path (split {split}) on "
-                      "this CPU; the gemm path runs", RuntimeWarning, stacklevel=4)
-    return ok
-
-
 def warm(module: torch.nn.Module) -> int:
     """Build the library and run, ahead of a session's first turns, the checks its first decode steps
-    would run: every 2-D float32 parameter of `module` as a linear weight (with and without a bias)
-    and the decode attention. Returns the number of shapes checked (0 when the path is off)."""
+    would run: every 2-D float32 parameter of `module` as a linear weight (with and without a bias).
+    Returns the number of shapes checked (0 when the path is off)."""
     if library() is None:
         return 0
-    from kernels.splitkv import SPLIT
-
     done = 0
     for p in module.parameters():
         if p.dim() == 2 and p.dtype == torch.float32:
@@ -263,7 +194,4 @@ def warm(module: torch.nn.Module) -> int:
                 if key not in _checked:
                     _checked[key] = _check(*key)
                     done += 1
-    if ("attention", SPLIT) not in _checked:
-        _checked[("attention", SPLIT)] = _check_attention(SPLIT)
-        done += 1
     return done

@@ -22,7 +22,7 @@ from functools import cache
 import torch
 
 from kernels import batch_invariant as bi
-from kernels import cnr, moe, native, splitkv
+from kernels import cnr, fused_attention, moe, native, splitkv
 
 ROW_COUNTS = (*range(1, 21), 33, 40)
 
@@ -38,7 +38,8 @@ class Report:
 
     def describe(self) -> str:
         head = f"batch invariance {'holds' if self.holds else 'does NOT hold'} on {self.cpu}"
-        head += f" (MKL strict CNR {'on' if self.strict_cnr else 'off'}; native fixed-order rows {native.why()})"
+        head += (f" (MKL strict CNR {'on' if self.strict_cnr else 'off'}; native fixed-order rows {native.why()};"
+                 f" fused split-KV attention {'on' if fused_attention.available() else fused_attention.why()})")
         return head if self.holds else head + ": " + "; ".join(self.failures[:6])
 
 

@@ -7,9 +7,11 @@ probabilities) and partial output o_j = P_j @ V_j (a batched gemm with K = split
 partial split is zero-padded to `split`). Splits are merged in order by a binary tree over their absolute indices, so the splits a
 query cannot see (exact zeros) never change the result: the whole sequence (training), a chunk
 appended to a cache, and a one-token decode step reduce the same numbers in the same order.
-A decode step (at most 3 rows, every slot < hi visible) runs kernels.native.decode_attention: the
-scores and P_j @ V_j in kernels/fixed_rows.c's order (the gemm's, checked at first use), the max, exp
-and split sums by the same torch ops, the same tree, in a dozen calls instead of about sixty.
+Where kernels.fused_attention applies (the C library built, AVX2 + FMA, float32 on the CPU: the
+usual case) every call runs it instead: the same structure in an order kernels/split_attention.c
+fixes, which holds on any such CPU without MKL's help and is faster. The gemm path below is the
+fallback (no compiler, another ISA, KERNELS_FUSED_ATTENTION=0, CUDA); its guarantee rests on MKL's
+row order (kernels.probe checks it at start-up).
 The max is taken over the row rather than rescaled per split because this path has every score in
 memory; a streaming GPU kernel would carry (m_j, l_j, o_j) and rescale at the merge.
 """
@@ -21,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels import cnr, native
+from kernels import cnr, fused_attention
 from kernels.batch_invariant import MIN_COLS as GEMM_MIN_COLS
 from kernels.batch_invariant import padded_cols, padded_rows
 
@@ -39,6 +41,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
         raise ValueError(f"query heads {hq} must be a multiple of kv heads {hkv}")
     if split < MIN_COLS or q_block < 1:
         raise ValueError(f"split must be >= {MIN_COLS} and q_block >= 1")
+    fused = fused_attention.attention(q, k, v, q_pos, kv_len, split)
+    if fused is not None:  # the order split_attention.c fixes (every path of the process takes it)
+        return fused
     scale = 1.0 / math.sqrt(dh)
     cnr.pin_one_thread()
     lens = kv_len.tolist()
@@ -95,17 +100,7 @@ def _block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl: list[int], len
         raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
     qg = (q * scale).reshape(hkv, m, dh)  # scale folded into q: exact for the presets' power-of-4 head dims
     lo = min(p_min + 1, hi)  # every row sees the slots < lo
-    if lo >= hi and m <= native.MAX_ROWS:  # a decode step: a few rows that see every slot < hi
-        out = native.decode_attention(qg, k, v, hi, split)
-        if out is not None:
-            return out.reshape(hq, t, dh)
     return _gemm_block(qg, k, v, pl, rep, hi, lo, split).reshape(hq, t, dh)
-
-
-def gemm_block_scaled(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, hi: int, split: int) -> torch.Tensor:
-    """The gemm path for scaled rows qg [Hkv, M, Dh] that all see the slots < hi -> [Hkv, M, Dh] (the
-    reference kernels.native's decode attention is checked against)."""
-    return _gemm_block(qg, k, v, [hi - 1], qg.shape[1], hi, hi, split)
 
 
 def _gemm_block(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl: list[int], rep: int, hi: int, lo: int,

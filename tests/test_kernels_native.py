@@ -1,4 +1,4 @@
-"""kernels.native: the fixed-order rows and decode attention give the padded gemm path's bits, faster.
+"""kernels.native: the fixed-order rows give the padded gemm path's bits, faster.
 
 Real compiled code (kernels/fixed_rows.c built by cc on first use) against the real MKL gemm path; seeds
 named in each test. Where no compiler or no AVX2/FMA exists the path is off and the tests say so.
@@ -14,7 +14,7 @@ import torch
 
 import kernels
 from kernels import batch_invariant as bi
-from kernels import cnr, native, probe, splitkv
+from kernels import cnr, native, probe
 
 HAS_AVX2 = {"avx2", "fma"} <= native._cpu_flags()
 CAN_BUILD = HAS_AVX2 and shutil.which("cc") is not None
@@ -88,31 +88,6 @@ def test_rows_that_need_gradients_take_the_padded_gemm():
     g = torch.Generator().manual_seed(10)
     x, w = torch.randn(1, 64, generator=g), torch.randn(32, 64, generator=g).requires_grad_()
     assert native.rows(x, w, None) is None
-
-
-@needs_native
-@pytest.mark.parametrize("hkv,m", [(1, 3), (1, 1), (2, 2)])
-def test_decode_attention_equals_the_split_kv_gemm_path(hkv, m):
-    g = torch.Generator().manual_seed(100 * hkv + m)
-    k, v = torch.randn(hkv, 900, 64, generator=g), torch.randn(hkv, 900, 64, generator=g)
-    for hi in (1, 7, 255, 256, 257, 511, 640, 900):
-        qg = torch.randn(hkv, m, 64, generator=g) * 0.125
-        with torch.no_grad():
-            assert torch.equal(native.decode_attention(qg, k, v, hi, 256),
-                               splitkv.gemm_block_scaled(qg, k, v, hi, 256)), hi
-
-
-@needs_native
-def test_a_decode_token_matches_its_row_in_the_whole_sequence_through_the_native_path():
-    g = torch.Generator().manual_seed(11)
-    q, k, v = torch.randn(1, 3, 600, 64, generator=g), torch.randn(1, 1, 600, 64, generator=g), \
-        torch.randn(1, 1, 600, 64, generator=g)
-    with torch.no_grad():
-        full = splitkv.attention(q, k, v, torch.arange(600)[None], torch.tensor([600]))
-        for p in (0, 255, 256, 599):
-            one = splitkv.attention(q[:, :, p : p + 1], k, v, torch.tensor([[p]]), torch.tensor([p + 1]))
-            assert torch.equal(one, full[:, :, p : p + 1]), p
-    assert native._checked.get(("attention", 256)) is True
 
 
 def test_the_probe_reports_whether_the_native_path_is_on():
