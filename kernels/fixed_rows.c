@@ -22,78 +22,44 @@ static int64_t block_len(int64_t k, int64_t kc) {
     return k > 0 ? k : 1;
 }
 
-/* The helpers below compute one row of x @ wt for columns [n0, n0 + width): wt rows k are ldw floats apart;
-   rows k >= valid are taken as zero and never read (the product still enters the sum: fma(x, 0, acc)). */
-
-/* Columns [n0, n0 + 32): four 8-lane accumulators per block. */
-static void row_block32(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t n0,
-                        int64_t kb, const float *bias, float *y) {
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 out0 = zero, out1 = zero, out2 = zero, out3 = zero;
-    for (int64_t k0 = 0; k0 < K; k0 += kb) {
-        int64_t k1 = k0 + kb < K ? k0 + kb : K;
-        int64_t kv = k1 < valid ? k1 : (valid > k0 ? valid : k0);
-        __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
-        for (int64_t k = k0; k < kv; k++) {
-            __m256 xb = _mm256_broadcast_ss(x + k);
-            const float *w = wt + k * ldw + n0;
-            a0 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w), a0);
-            a1 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 8), a1);
-            a2 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 16), a2);
-            a3 = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 24), a3);
-        }
-        for (int64_t k = kv; k < k1; k++) {
-            __m256 xb = _mm256_broadcast_ss(x + k);
-            a0 = _mm256_fmadd_ps(xb, zero, a0);
-            a1 = _mm256_fmadd_ps(xb, zero, a1);
-            a2 = _mm256_fmadd_ps(xb, zero, a2);
-            a3 = _mm256_fmadd_ps(xb, zero, a3);
-        }
-        if (k0 == 0) {
-            if (bias) {
-                a0 = _mm256_add_ps(a0, _mm256_loadu_ps(bias + n0));
-                a1 = _mm256_add_ps(a1, _mm256_loadu_ps(bias + n0 + 8));
-                a2 = _mm256_add_ps(a2, _mm256_loadu_ps(bias + n0 + 16));
-                a3 = _mm256_add_ps(a3, _mm256_loadu_ps(bias + n0 + 24));
-            }
-            out0 = a0, out1 = a1, out2 = a2, out3 = a3;
-        } else {
-            out0 = _mm256_add_ps(out0, a0);
-            out1 = _mm256_add_ps(out1, a1);
-            out2 = _mm256_add_ps(out2, a2);
-            out3 = _mm256_add_ps(out3, a3);
-        }
+/* The helpers below compute one row of x @ wt for columns [n0, n0 + 8 NV) (wt rows k are ldw floats
+   apart): NV 8-lane accumulators per K block, each lane the recurrence acc = fma(x[k], w[k][n], acc).
+   More accumulators only let more independent chains run at once (8 keep both FMA units busy); every
+   output's order is the same whichever block computes it. */
+#define ROW_BLOCK(NV)                                                                                      \
+    static void row_block##NV(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t n0,        \
+                              int64_t kb, const float *bias, float *y) {                                   \
+        __m256 out[NV];                                                                                    \
+        for (int64_t k0 = 0; k0 < K; k0 += kb) {                                                           \
+            int64_t k1 = k0 + kb < K ? k0 + kb : K;                                                        \
+            __m256 a[NV];                                                                                  \
+            for (int i = 0; i < NV; i++) a[i] = _mm256_setzero_ps();                                       \
+            for (int64_t k = k0; k < k1; k++) {                                                            \
+                __m256 xb = _mm256_broadcast_ss(x + k);                                                    \
+                const float *w = wt + k * ldw + n0;                                                        \
+                for (int i = 0; i < NV; i++) a[i] = _mm256_fmadd_ps(xb, _mm256_loadu_ps(w + 8 * i), a[i]); \
+            }                                                                                              \
+            for (int i = 0; i < NV; i++) {                                                                 \
+                if (k0 == 0)                                                                               \
+                    out[i] = bias ? _mm256_add_ps(a[i], _mm256_loadu_ps(bias + n0 + 8 * i)) : a[i];       \
+                else                                                                                       \
+                    out[i] = _mm256_add_ps(out[i], a[i]);                                                  \
+            }                                                                                              \
+        }                                                                                                  \
+        for (int i = 0; i < NV; i++) _mm256_storeu_ps(y + n0 + 8 * i, out[i]);                            \
     }
-    _mm256_storeu_ps(y + n0, out0);
-    _mm256_storeu_ps(y + n0 + 8, out1);
-    _mm256_storeu_ps(y + n0 + 16, out2);
-    _mm256_storeu_ps(y + n0 + 24, out3);
-}
-
-/* Columns [n0, n0 + 8). */
-static void row_block8(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t n0,
-                       int64_t kb, const float *bias, float *y) {
-    const __m256 zero = _mm256_setzero_ps();
-    __m256 out = zero;
-    for (int64_t k0 = 0; k0 < K; k0 += kb) {
-        int64_t k1 = k0 + kb < K ? k0 + kb : K;
-        __m256 a = zero;
-        for (int64_t k = k0; k < k1; k++)
-            a = _mm256_fmadd_ps(_mm256_broadcast_ss(x + k), k < valid ? _mm256_loadu_ps(wt + k * ldw + n0) : zero, a);
-        if (k0 == 0) out = bias ? _mm256_add_ps(a, _mm256_loadu_ps(bias + n0)) : a;
-        else out = _mm256_add_ps(out, a);
-    }
-    _mm256_storeu_ps(y + n0, out);
-}
+ROW_BLOCK(8)
+ROW_BLOCK(4)
+ROW_BLOCK(1)
 
 /* Column n: the same recurrence in scalar fmaf. */
-static float one(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t n, int64_t kb,
+static float one(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t n, int64_t kb,
                  const float *bias) {
     float out = 0.0f;
     for (int64_t k0 = 0; k0 < K; k0 += kb) {
         int64_t k1 = k0 + kb < K ? k0 + kb : K;
         float a = 0.0f;
-        for (int64_t k = k0; k < k1; k++) a = fmaf(x[k], k < valid ? wt[k * ldw + n] : 0.0f, a);
+        for (int64_t k = k0; k < k1; k++) a = fmaf(x[k], wt[k * ldw + n], a);
         if (k0 == 0) out = bias ? a + bias[n] : a;
         else out = out + a;
     }
@@ -101,17 +67,18 @@ static float one(const float *x, const float *wt, int64_t ldw, int64_t K, int64_
 }
 
 /* One row over every column N. */
-static void row(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t valid, int64_t N, int64_t kb,
+static void row(const float *x, const float *wt, int64_t ldw, int64_t K, int64_t N, int64_t kb,
                 const float *bias, float *y) {
     int64_t n = 0;
-    for (; n + 32 <= N; n += 32) row_block32(x, wt, ldw, K, valid, n, kb, bias, y);
-    for (; n + 8 <= N; n += 8) row_block8(x, wt, ldw, K, valid, n, kb, bias, y);
-    for (; n < N; n++) y[n] = one(x, wt, ldw, K, valid, n, kb, bias);
+    for (; n + 64 <= N; n += 64) row_block8(x, wt, ldw, K, n, kb, bias, y);
+    for (; n + 32 <= N; n += 32) row_block4(x, wt, ldw, K, n, kb, bias, y);
+    for (; n + 8 <= N; n += 8) row_block1(x, wt, ldw, K, n, kb, bias, y);
+    for (; n < N; n++) y[n] = one(x, wt, ldw, K, n, kb, bias);
 }
 
 /* x [M, K] (row stride ldx), wt [K, N], bias [N] or NULL, y [M, N] (row stride ldy); kc: see block_len. */
 void fixed_rows(const float *x, int64_t M, int64_t K, int64_t ldx, const float *wt, int64_t N,
                 const float *bias, float *y, int64_t ldy, int64_t kc) {
     int64_t kb = block_len(K, kc);
-    for (int64_t m = 0; m < M; m++) row(x + m * ldx, wt, N, K, K, N, kb, bias, y + m * ldy);
+    for (int64_t m = 0; m < M; m++) row(x + m * ldx, wt, N, K, N, kb, bias, y + m * ldy);
 }

@@ -1,10 +1,11 @@
 """Batch-invariant MoE FFN: a gather+gemv decode path and a grouped per-expert path with the same bits.
 
-Routing: softmax over the router logits, top-k, renormalised. Each (token, slot) pair runs its
+Routing: the top-k router logits, softmax over them (= the top-k of the softmax, renormalised). Each (token, slot) pair runs its
 expert's SwiGLU through kernels.batch_invariant.mm, whose row bits do not depend on the row count;
 the k slot outputs are then summed in slot order. `gather` indexes the routed expert's weights for
 each (token, slot) pair and contracts the token with them (gemv; gpt-fast's mixtral-moe shape, here
-on weight views instead of a gathered copy); `grouped` runs one gemm per expert over the rows routed
+on weight views instead of a gathered copy; each gemv in kernels.native's fixed order, which equals the
+gemm's rows and is checked per shape); `grouped` runs one gemm per expert over the rows routed
 to it. `auto` picks gather up to GATHER_MAX_TOKENS tokens (decode), grouped above (prefill, training).
 """
 
@@ -12,16 +13,18 @@ from __future__ import annotations
 
 import torch
 
-from kernels.batch_invariant import mm, row_sum, silu, softmax
+from kernels import native
+from kernels.batch_invariant import mm, row_sum, silu
 
 GATHER_MAX_TOKENS = 1  # auto: gather+gemv up to this many tokens (bench_kernels: grouped wins from 4 on)
 
 
 def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[T, E] logits -> (weights [T, k] float32 renormalised, experts [T, k] long), row-local."""
-    probs = softmax(router_logits.float())
-    weights, experts = torch.topk(probs, top_k, dim=-1)
-    return weights / row_sum(weights, keepdim=True), experts
+    """[T, E] logits -> (weights [T, k] float32, experts [T, k] long), row-local: the top-k logits and the
+    softmax over just those (in exact arithmetic the full softmax's top-k renormalised; 4 ops, not 8)."""
+    top, experts = torch.topk(router_logits.float(), top_k, dim=-1)  # sorted: the row max comes first
+    e = torch.exp(top - top[:, :1])
+    return e / row_sum(e, keepdim=True), experts
 
 
 def _combine(y: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -33,17 +36,30 @@ def _combine(y: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torc
     return out
 
 
+def _gate_up_down(xi: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor, e: int) -> torch.Tensor:
+    """Expert e's SwiGLU of one token [1, D] -> [1, D]: kernels.native's fixed-order rows where they apply
+    (the padded gemm's bits at a gemv's cost, gate and up in one call), else the padded gemms."""
+    gu = native.expert_rows(xi, (w1, w3), e)
+    if gu is None:
+        return mm(silu(mm(xi, w1[e].t())) * mm(xi, w3[e].t()), w2[e].t())
+    f = w1.shape[1]
+    h = silu(gu[:, :f]) * gu[:, f:]
+    out = native.expert_rows(h, (w2,), e)
+    return mm(h, w2[e].t()) if out is None else out
+
+
 def moe_gather(x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor,
                w2: torch.Tensor) -> torch.Tensor:
     """Gather+gemv: per (token, slot) pair, the routed expert's weights contract that one token."""
-    t, k = experts.shape
-    y = x.new_empty(t, k, x.shape[1])
+    w = weights.to(x.dtype)
+    outs = []
     for i, row in enumerate(experts.tolist()):
-        xi = x[i : i + 1]
-        for slot, e in enumerate(row):
-            h = silu(mm(xi, w1[e].t())) * mm(xi, w3[e].t())
-            y[i, slot] = mm(h, w2[e].t())[0]
-    return _combine(y, weights, x.dtype)
+        xi, wi = x[i : i + 1], w[i : i + 1]
+        out = _gate_up_down(xi, w1, w3, w2, row[0]) * wi[:, 0, None]  # _combine's ops, one token at a time
+        for slot in range(1, len(row)):
+            out = out + _gate_up_down(xi, w1, w3, w2, row[slot]) * wi[:, slot, None]
+        outs.append(out)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def moe_grouped(x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor,

@@ -180,6 +180,49 @@ def rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
     return run(x, weight, bias) if ok else None
 
 
+def expert_rows(x: torch.Tensor, ws: tuple[torch.Tensor, ...], e: int) -> torch.Tensor | None:
+    """x [M <= 3, K] @ cat(w[e] for w in ws)^T for stacked expert weights w [E, N_i, K] (kernels.moe: the
+    gate and up projections in one pass), in the fixed order, or None where `rows` would not apply. The
+    stacks are transposed once into [E, K, sum N_i] (refreshed when one changes). Each output's order
+    depends on K alone, so checking each (K, N_i) against the padded gemm covers the joined call."""
+    tag = tuple(map(id, ws))
+    hit = _transposed.get(tag)
+    if (hit is None or x.dtype != torch.float32 or x.shape[0] > MAX_ROWS or x.device.type != "cpu"
+            or hit[1] != tuple(w._version for w in ws)
+            or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in ws)))):
+        hit = _expert_entry(x, ws, tag)
+        if hit is None:
+            return None
+    k, n = x.shape[1], hit[2].shape[2]
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    out = torch.empty(x.shape[0], n, dtype=torch.float32)
+    _state["lib"].fixed_rows(x.data_ptr(), x.shape[0], k, x.stride(0), hit[3] + 4 * e * k * n, n, None,
+                             out.data_ptr(), n, KC)
+    return out
+
+
+def _expert_entry(x: torch.Tensor, ws: tuple[torch.Tensor, ...], tag: tuple) -> tuple | None:
+    """expert_rows' slow path: whether it applies, the checks, the transposed stack (kept by `tag`)."""
+    k = x.shape[1]
+    if (x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] > MAX_ROWS or library() is None
+            or any(w.dtype != torch.float32 or w.is_inference() for w in ws)
+            or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in ws)))):
+        return None
+    for w in ws:
+        key = (k, w.shape[1], False)
+        if _checked.get(key) is None:
+            _checked[key] = _check(*key)
+        if not _checked[key]:
+            return None
+    if len(_transposed) > 512:
+        _transposed.clear()
+    with torch.inference_mode(False), torch.no_grad():
+        wt = torch.cat([w.detach() for w in ws], dim=1).transpose(1, 2).contiguous()
+    hit = _transposed[tag] = (ws, tuple(w._version for w in ws), wt, wt.data_ptr())
+    return hit
+
+
 def warm(module: torch.nn.Module) -> int:
     """Build the library and run, ahead of a session's first turns, the checks its first decode steps
     would run: every 2-D float32 parameter of `module` as a linear weight (with and without a bias).
@@ -188,9 +231,9 @@ def warm(module: torch.nn.Module) -> int:
         return 0
     done = 0
     for p in module.parameters():
-        if p.dim() == 2 and p.dtype == torch.float32:
+        if p.dim() in (2, 3) and p.dtype == torch.float32:  # linear weights; stacked experts [E, N, K]
             for with_bias in (False, True):
-                key = (p.shape[1], p.shape[0], with_bias)
+                key = (p.shape[-1], p.shape[-2], with_bias)
                 if key not in _checked:
                     _checked[key] = _check(*key)
                     done += 1
