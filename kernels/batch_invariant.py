@@ -32,12 +32,13 @@ import threading
 import torch
 import torch.nn.functional as F
 
-from kernels import cnr, native
+from kernels import cnr, native, threads
 
 ROW_BLOCK = 4  # sgemm micro-tile rows (fallback without strict CNR)
 MIN_ROWS = 16  # fallback: fewer rows than this and MKL switches to small-matrix / gemv kernels
 MIN_ROWS_STRICT = 4  # strict CNR: 1-3 rows take gemv / small kernels on AMD (Intel: any row count)
 MIN_COLS = 16  # fewer columns than 12 take another kernel (AMD EPYC, with or without strict CNR)
+THREAD_ROWS = 128  # linears of at least this many rows (a batched turn) are cut across kernels.threads
 _PARALLEL_GRAIN = 32768  # ATen splits a reduction over threads only beyond this many elements
 
 
@@ -102,7 +103,25 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         out = native.rows(x.reshape(m, k), weight, bias)
         if out is not None:
             return out.view(*x.shape[:-1], n)
+    if m >= THREAD_ROWS and threads.count() > 1 and not torch.is_grad_enabled():
+        return _row_parts(x.reshape(m, k), weight, bias).view(*x.shape[:-1], n)
     return padded_gemm(x, weight, bias, mp)
+
+
+def _row_parts(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x [M, K] cut into one block of rows per kernels.threads worker, each block its own padded gemm: the
+    rows' bits are the whole gemm's (the invariance this module exists for), the work on every core."""
+    m, n = x.shape[0], weight.shape[0]
+    out = x.new_empty(m, n)
+    step = -(-m // threads.count())
+
+    def part(r0: int, r1: int):
+        def run() -> None:
+            out[r0:r1] = padded_gemm(x[r0:r1], weight, bias)
+        return run
+
+    threads.run([part(r0, min(m, r0 + step)) for r0 in range(0, m, step)])
+    return out
 
 
 def padded_gemm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

@@ -19,25 +19,22 @@ Contract:
   With autograd on, the forward is the same kernel (so the trainer's logits equal the sampler's bit
   for bit) and the backward recomputes softmax with torch ops in blocks of ROW_BLOCK rows; gradients
   are not part of the bitwise contract.
-  Rows run in blocks of ROW_BLOCK; with torch.get_num_threads() > 1 the blocks are spread over that
-  many threads (ctypes drops the GIL). Threads change which core computes a row, never its order.
+  attention_many(calls, split): the same for several sessions' calls at once (the batched turn).
+  Rows run in blocks of ROW_BLOCK, spread over kernels.threads' workers where there are several (ctypes
+  drops the GIL). Threads change which core computes a row, never its order.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from kernels import native
+from kernels import native, threads
 
 ROW_BLOCK = 256  # rows per kernel call (bounds the work space; not in the bits)
 TILE = 24  # split_attention.c's TW: slots per score tile
-
-_pool: dict[int, ThreadPoolExecutor] = {}
-
 
 def available() -> bool:
     """Whether this process runs attention through split_attention.c."""
@@ -50,20 +47,29 @@ def why() -> str:
     return native.why()
 
 
+def _applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: int) -> bool:
+    return (available() and q.shape[-1] % 8 == 0 and split % 8 == 0 and split >= 8 and q.device.type == "cpu"
+            and all(t.dtype == torch.float32 for t in (q, k, v)))
+
+
+def _rows(q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, kv_len: torch.Tensor) -> torch.Tensor:
+    """vis [B, Tq]: the slots each query sees (its position + 1, at most kv_len and the cache's length)."""
+    limit = torch.clamp(kv_len.to(torch.long), max=k.shape[2])
+    vis = torch.minimum(q_pos.to(torch.long) + 1, limit[:, None])
+    if q.shape[2] and int(vis.min()) < 1:
+        raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
+    return vis
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, kv_len: torch.Tensor,
               split: int) -> torch.Tensor | None:
+    if not _applies(q, k, v, split):
+        return None
     b, hq, tq, dh = q.shape
     hkv = k.shape[1]
-    if (not available() or dh % 8 or split % 8 or split < 8 or q.device.type != "cpu"
-            or any(t.dtype != torch.float32 for t in (q, k, v))):
-        return None
     rep = hq // hkv
     scale = 1.0 / math.sqrt(dh)
-    pos = q_pos.to(torch.long)
-    limit = torch.clamp(kv_len.to(torch.long), max=k.shape[2])
-    vis = torch.minimum(pos + 1, limit[:, None])  # [B, Tq]: slots each query sees
-    if tq and int(vis.min()) < 1:
-        raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
+    vis = _rows(q, k, q_pos, kv_len)
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     outs = []
     for bi in range(b):
@@ -77,8 +83,38 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
     return outs[0][None] if b == 1 else torch.stack(outs)
 
 
+def attention_many(calls: list[tuple[torch.Tensor, ...]], split: int) -> list[torch.Tensor] | None:
+    """`attention(*call, split)` for each (q, k, v, q_pos, kv_len) of `calls` (batch 1 each: one session and
+    its own cache), the row blocks of all of them spread over the threads together; a row's bits are those
+    of its call alone. None where any call would not take this path (or autograd is on)."""
+    if not calls or torch.is_grad_enabled() or not all(_applies(c[0], c[1], c[2], split) for c in calls):
+        return None
+    pending, outs = [], []
+    for q, k, v, q_pos, kv_len in calls:  # all jobs first: a worker waiting for the GIL held here would stall
+        _, hq, tq, dh = q.shape
+        hkv, rep = k.shape[1], hq // k.shape[1]
+        limit = min(int(kv_len[0]), k.shape[2])
+        vis = [min(p + 1, limit) for p in q_pos[0].tolist()]
+        if vis and min(vis) < 1:
+            raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
+        qg = (q[0] * (1.0 / math.sqrt(dh))).reshape(hkv, rep * tq, dh)
+        out, jobs = _jobs(qg, k[0], v[0], torch.tensor(vis * rep, dtype=torch.long), split)
+        pending += jobs
+        outs.append(out.reshape(1, hq, tq, dh))
+    threads.run(pending)
+    return outs
+
+
 def forward(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tensor, split: int) -> torch.Tensor:
     """qg [Hkv, M, Dh] (scaled rows), k/v [Hkv, S, Dh], vis [M] int64 (row m sees slots < vis[m]) -> [Hkv, M, Dh]."""
+    out, jobs = _jobs(qg, k, v, vis, split)
+    threads.run(jobs)
+    return out
+
+
+def _jobs(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tensor, split: int) -> tuple:
+    """The output tensor and one job per (kv head, block of ROW_BLOCK rows) that fills its part: the kernel
+    call with its arguments and work space bound here, so a worker runs C without Python work (the GIL)."""
     lib = native.library()
     hkv, m, dh = qg.shape
     qg = qg.detach().contiguous()
@@ -89,39 +125,38 @@ def forward(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tenso
         v = v.contiguous()
     vis = vis.contiguous()
     out = torch.empty(hkv, m, dh, dtype=torch.float32)
-    if m == 0:
-        return out
+    q0, k0, v0, vis0, o0 = qg.data_ptr(), k.data_ptr(), v.data_ptr(), vis.data_ptr(), out.data_ptr()
+    (ks, kr), (vs, vr) = k.stride()[:2], v.stride()[:2]
+    seen = vis.tolist()
     jobs = []
-    for h in range(hkv):
-        for r0 in range(0, m, ROW_BLOCK):
-            jobs.append((h, r0, min(m, r0 + ROW_BLOCK)))
-    ptrs = (qg.data_ptr(), k.data_ptr(), v.data_ptr(), vis.data_ptr(), out.data_ptr())
-    strides = (k.stride(0), k.stride(1), v.stride(0), v.stride(1))
-
-    def run(job: tuple[int, int, int]) -> None:
-        h, r0, r1 = job
-        reach = int(vis[r0:r1].max())
+    for r0 in range(0, m, ROW_BLOCK):
+        r1 = min(m, r0 + ROW_BLOCK)
+        reach = max(seen[r0:r1])
         ns = -(-reach // split)
         lds = max(ns * split, -(-reach // TILE) * TILE)
-        rows = r1 - r0
-        sc = torch.empty(rows, lds, dtype=torch.float32)
-        ls = torch.empty(rows, ns, dtype=torch.float32)
-        nodes = torch.empty(rows, ns, dh, dtype=torch.float32)
-        kt = torch.empty(dh * TILE, dtype=torch.float32)
-        q0, k0, v0, vis0, o0 = ptrs
-        ks, kr, vs, vr = strides
-        lib.split_attention(q0 + 4 * (h * m + r0) * dh, rows, dh, vis0 + 8 * r0, k0 + 4 * h * ks, kr,
-                            v0 + 4 * h * vs, vr, split, o0 + 4 * (h * m + r0) * dh, dh, sc.data_ptr(), lds,
-                            ls.data_ptr(), nodes.data_ptr(), ns, kt.data_ptr())
+        for h in range(hkv):
+            work = torch.empty((r1 - r0) * (lds + ns + ns * dh) + dh * TILE, dtype=torch.float32)
+            w0 = work.data_ptr()
+            sc, ls = w0, w0 + 4 * (r1 - r0) * lds
+            nodes = ls + 4 * (r1 - r0) * ns
+            kt = nodes + 4 * (r1 - r0) * ns * dh
+            jobs.append(_Job(lib.split_attention, (q0 + 4 * (h * m + r0) * dh, r1 - r0, dh, vis0 + 8 * r0,
+                                                   k0 + 4 * h * ks, kr, v0 + 4 * h * vs, vr, split,
+                                                   o0 + 4 * (h * m + r0) * dh, dh, sc, lds, ls, nodes, ns, kt),
+                             (qg, k, v, vis, out, work)))
+    return out, jobs
 
-    threads = torch.get_num_threads()
-    if threads > 1 and len(jobs) > 1:
-        pool = _pool.get(threads) or _pool.setdefault(threads, ThreadPoolExecutor(threads, "fused-attention"))
-        list(pool.map(run, jobs))
-    else:
-        for job in jobs:
-            run(job)
-    return out
+
+class _Job:
+    """One kernel call: the function, its arguments, and the tensors its pointers point into (kept alive)."""
+
+    __slots__ = ("fn", "args", "keep")
+
+    def __init__(self, fn, args: tuple, keep: tuple) -> None:
+        self.fn, self.args, self.keep = fn, args, keep
+
+    def __call__(self) -> None:
+        self.fn(*self.args)
 
 
 class _Attention(torch.autograd.Function):

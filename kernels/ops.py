@@ -14,6 +14,7 @@ path uses plain torch ops. Signatures are the contract:
   attention(q[B, Hq, Tq, Dh], k[B, Hkv, S, Dh], v[B, Hkv, S, Dh], q_pos[B, Tq], kv_len[B]) -> [B, Hq, Tq, Dh]
       causal by absolute position: query at absolute position p sees cache slots 0..p
       (and only slots < kv_len[b]); GQA when Hq is a multiple of Hkv.
+  attention_many([(q, k, v, q_pos, kv_len), ...]) -> [out, ...]   (batch-1 calls, one per session cache)
   moe_ffn(x[T, D], router_logits[T, E], w1[E, F, D], w3[E, F, D], w2[E, D, F], top_k) -> [T, D]
       SwiGLU experts; top-k softmax-renormalised routing; experts summed in slot order.
 
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from kernels import batch_invariant as _bi
 from kernels import cnr
+from kernels import fused_attention as _fused
 from kernels import moe as _moe
 from kernels import splitkv as _att
 
@@ -132,6 +134,17 @@ def attention(
     slots = torch.arange(s, device=q.device)
     mask = (slots[None, None, :] <= q_pos[:, :, None]) & (slots[None, None, :] < kv_len[:, None, None])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, :, :], enable_gqa=gqa)
+
+
+def attention_many(calls: list[tuple[torch.Tensor, ...]], *, split: int = _att.SPLIT) -> list[torch.Tensor]:
+    """[attention(*call) for call in calls], each call (q, k, v, q_pos, kv_len) of batch 1 (a session and its
+    own cache); the deterministic path runs them together (kernels.fused_attention.attention_many), the bits
+    of each its own call's."""
+    if is_deterministic():
+        outs = _fused.attention_many(calls, split)
+        if outs is not None:
+            return outs
+    return [attention(*c, split=split) for c in calls]
 
 
 def moe_ffn(

@@ -68,15 +68,16 @@ class Attention(nn.Module):
             kv_len = lengths if lengths is not None else torch.full((b,), t, dtype=torch.long, device=x.device)
             o = kernels.attention(q, k, v, positions, kv_len, causal=lengths is None)
         else:
-            outs = []
+            calls = []
             for i, cache in enumerate(caches):
                 s = starts[i]
                 cache[layer, 0, :, s : s + t] = k[i]
                 cache[layer, 1, :, s : s + t] = v[i]
                 kc = cache[layer, 0, :, : s + t][None]
                 vc = cache[layer, 1, :, : s + t][None]
-                outs.append(kernels.attention(q[i : i + 1], kc, vc, positions[i : i + 1],
-                                              torch.tensor([s + t], dtype=torch.long, device=x.device)))
+                calls.append((q[i : i + 1], kc, vc, positions[i : i + 1],
+                              torch.tensor([s + t], dtype=torch.long, device=x.device)))
+            outs = kernels.attention_many(calls)  # the sessions' attention together (threads: kernels)
             o = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
         o = o.transpose(1, 2).reshape(b, t, self.hq * self.dh)
         return kernels.linear(o, self.wo)
