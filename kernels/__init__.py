@@ -27,7 +27,7 @@ cnr.enable()
 
 from kernels.ops import (  # noqa: E402
     attention,
-    attention_many,
+    attention_cached,
     deterministic,
     embedding_bag_sum,
     gelu,
@@ -42,7 +42,7 @@ from kernels.ops import (  # noqa: E402
 
 __all__ = [
     "attention",
-    "attention_many",
+    "attention_cached",
     "deterministic",
     "embedding_bag_sum",
     "gelu",

@@ -19,7 +19,7 @@ Contract:
   With autograd on, the forward is the same kernel (so the trainer's logits equal the sampler's bit
   for bit) and the backward recomputes softmax with torch ops in blocks of ROW_BLOCK rows; gradients
   are not part of the bitwise contract.
-  attention_many(calls, split): the same for several sessions' calls at once (the batched turn).
+  attention_cached(q, ks, vs, q_pos, lengths, split): a batched turn, each session against its own cache.
   Rows run in blocks of ROW_BLOCK, spread over kernels.threads' workers where there are several (ctypes
   drops the GIL). Threads change which core computes a row, never its order.
 """
@@ -83,39 +83,69 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
     return outs[0][None] if b == 1 else torch.stack(outs)
 
 
-def attention_many(calls: list[tuple[torch.Tensor, ...]], split: int) -> list[torch.Tensor] | None:
-    """`attention(*call, split)` for each (q, k, v, q_pos, kv_len) of `calls` (batch 1 each: one session and
-    its own cache), the row blocks of all of them spread over the threads together; a row's bits are those
-    of its call alone. None where any call would not take this path (or autograd is on)."""
-    if not calls or torch.is_grad_enabled() or not all(_applies(c[0], c[1], c[2], split) for c in calls):
+def attention_cached(q: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Tensor], q_pos: torch.Tensor,
+                     lengths: list[int], split: int) -> torch.Tensor | None:
+    """A batched turn's attention, each session against its own cache: q [B, Hq, T, Dh], ks/vs B tensors
+    [Hkv, >= lengths[b], Dh], q_pos [B, T], lengths B ints -> [B, Hq, T, Dh]. Row (b, h, t) sees the slots
+    <= q_pos[b, t] and < lengths[b]; its bits are those `attention` gives it alone. The per-session work
+    here is pointer arithmetic (one tensor op for all sessions' scaling, rows and output), and every
+    session's row blocks go to kernels.threads together. None where the path does not apply."""
+    b, hq, tq, dh = q.shape
+    if (not b or torch.is_grad_enabled() or not _applies(q, ks[0], vs[0], split)
+            or any(t.stride(-1) != 1 or t.dtype != torch.float32 for t in (*ks, *vs))):
         return None
-    pending, outs = [], []
-    for q, k, v, q_pos, kv_len in calls:  # all jobs first: a worker waiting for the GIL held here would stall
-        _, hq, tq, dh = q.shape
-        hkv, rep = k.shape[1], hq // k.shape[1]
-        limit = min(int(kv_len[0]), k.shape[2])
-        vis = [min(p + 1, limit) for p in q_pos[0].tolist()]
-        if vis and min(vis) < 1:
-            raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
-        qg = (q[0] * (1.0 / math.sqrt(dh))).reshape(hkv, rep * tq, dh)
-        out, jobs = _jobs(qg, k[0], v[0], torch.tensor(vis * rep, dtype=torch.long), split)
-        pending += jobs
-        outs.append(out.reshape(1, hq, tq, dh))
-    threads.run(pending)
-    return outs
+    hkv = ks[0].shape[0]
+    rep, m = hq // hkv, hq // hkv * tq
+    qg = (q * (1.0 / math.sqrt(dh))).contiguous()  # [B, Hq, T, Dh] = [B, Hkv, M, Dh]: rows head-major
+    limit = torch.tensor([min(n, k.shape[1]) for n, k in zip(lengths, ks, strict=True)])
+    vis = torch.minimum(q_pos.to(torch.long) + 1, limit[:, None])
+    if tq and int(vis.min()) < 1:
+        raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
+    vis = vis.repeat(1, rep).contiguous()  # [B, M]
+    seen = vis.tolist()
+    out = torch.empty(b, hq, tq, dh, dtype=torch.float32)
+    q0, v0_, o0 = qg.data_ptr(), vis.data_ptr(), out.data_ptr()
+    specs = []
+    for bi in range(b):
+        k, v = ks[bi], vs[bi]
+        (kst, kr), (vst, vr) = k.stride()[:2], v.stride()[:2]
+        for r0 in range(0, m, ROW_BLOCK):
+            r1 = min(m, r0 + ROW_BLOCK)
+            for h in range(hkv):
+                row = (bi * hkv + h) * m + r0
+                specs.append((q0 + 4 * row * dh, r1 - r0, v0_ + 8 * (bi * m + r0), k.data_ptr() + 4 * h * kst, kr,
+                              v.data_ptr() + 4 * h * vst, vr, o0 + 4 * row * dh, max(seen[bi][r0:r1])))
+    _run_specs(specs, dh, split, (qg, vis, out, ks, vs))
+    return out
+
+
+def _run_specs(specs: list[tuple], dh: int, split: int, keep: tuple) -> None:
+    """One kernel call per spec (q, rows, vis, k, ldk, v, ldv, out pointers and strides, and the rows' reach),
+    their work space carved from one allocation, run on kernels.threads."""
+    lib = native.library()
+    shapes = []
+    total = 0
+    for spec in specs:
+        rows, reach = spec[1], spec[8]
+        ns = -(-reach // split)
+        lds = max(ns * split, -(-reach // TILE) * TILE)
+        shapes.append((ns, lds, total))
+        total += rows * (lds + ns + ns * dh) + dh * TILE
+    work = torch.empty(total, dtype=torch.float32)
+    w0 = work.data_ptr()
+    jobs = []
+    for (qp, rows, visp, kp, ldk, vp, ldv, op, _), (ns, lds, off) in zip(specs, shapes, strict=True):
+        sc = w0 + 4 * off
+        ls = sc + 4 * rows * lds
+        nodes = ls + 4 * rows * ns
+        kt = nodes + 4 * rows * ns * dh
+        jobs.append(_Job(lib.split_attention, (qp, rows, dh, visp, kp, ldk, vp, ldv, split, op, dh, sc, lds, ls, nodes,
+                                               ns, kt), (keep, work)))
+    threads.run(jobs)
 
 
 def forward(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tensor, split: int) -> torch.Tensor:
     """qg [Hkv, M, Dh] (scaled rows), k/v [Hkv, S, Dh], vis [M] int64 (row m sees slots < vis[m]) -> [Hkv, M, Dh]."""
-    out, jobs = _jobs(qg, k, v, vis, split)
-    threads.run(jobs)
-    return out
-
-
-def _jobs(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tensor, split: int) -> tuple:
-    """The output tensor and one job per (kv head, block of ROW_BLOCK rows) that fills its part: the kernel
-    call with its arguments and work space bound here, so a worker runs C without Python work (the GIL)."""
-    lib = native.library()
     hkv, m, dh = qg.shape
     qg = qg.detach().contiguous()
     k, v = k.detach(), v.detach()
@@ -125,26 +155,14 @@ def _jobs(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tensor,
         v = v.contiguous()
     vis = vis.contiguous()
     out = torch.empty(hkv, m, dh, dtype=torch.float32)
-    q0, k0, v0, vis0, o0 = qg.data_ptr(), k.data_ptr(), v.data_ptr(), vis.data_ptr(), out.data_ptr()
-    (ks, kr), (vs, vr) = k.stride()[:2], v.stride()[:2]
     seen = vis.tolist()
-    jobs = []
-    for r0 in range(0, m, ROW_BLOCK):
-        r1 = min(m, r0 + ROW_BLOCK)
-        reach = max(seen[r0:r1])
-        ns = -(-reach // split)
-        lds = max(ns * split, -(-reach // TILE) * TILE)
-        for h in range(hkv):
-            work = torch.empty((r1 - r0) * (lds + ns + ns * dh) + dh * TILE, dtype=torch.float32)
-            w0 = work.data_ptr()
-            sc, ls = w0, w0 + 4 * (r1 - r0) * lds
-            nodes = ls + 4 * (r1 - r0) * ns
-            kt = nodes + 4 * (r1 - r0) * ns * dh
-            jobs.append(_Job(lib.split_attention, (q0 + 4 * (h * m + r0) * dh, r1 - r0, dh, vis0 + 8 * r0,
-                                                   k0 + 4 * h * ks, kr, v0 + 4 * h * vs, vr, split,
-                                                   o0 + 4 * (h * m + r0) * dh, dh, sc, lds, ls, nodes, ns, kt),
-                             (qg, k, v, vis, out, work)))
-    return out, jobs
+    q0, k0, v0, vis0, o0 = qg.data_ptr(), k.data_ptr(), v.data_ptr(), vis.data_ptr(), out.data_ptr()
+    (kst, kr), (vst, vr) = k.stride()[:2], v.stride()[:2]
+    specs = [(q0 + 4 * (h * m + r0) * dh, min(m, r0 + ROW_BLOCK) - r0, vis0 + 8 * r0, k0 + 4 * h * kst, kr,
+              v0 + 4 * h * vst, vr, o0 + 4 * (h * m + r0) * dh, max(seen[r0 : r0 + ROW_BLOCK]))
+             for r0 in range(0, m, ROW_BLOCK) for h in range(hkv)]
+    _run_specs(specs, dh, split, (qg, k, v, vis, out))
+    return out
 
 
 class _Job:

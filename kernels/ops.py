@@ -14,7 +14,9 @@ path uses plain torch ops. Signatures are the contract:
   attention(q[B, Hq, Tq, Dh], k[B, Hkv, S, Dh], v[B, Hkv, S, Dh], q_pos[B, Tq], kv_len[B]) -> [B, Hq, Tq, Dh]
       causal by absolute position: query at absolute position p sees cache slots 0..p
       (and only slots < kv_len[b]); GQA when Hq is a multiple of Hkv.
-  attention_many([(q, k, v, q_pos, kv_len), ...]) -> [out, ...]   (batch-1 calls, one per session cache)
+  attention_cached(q[B, Hq, T, Dh], ks, vs, q_pos[B, T], lengths) -> [B, Hq, T, Dh]
+      a batched turn: ks[b] / vs[b] [Hkv, >= lengths[b], Dh] are session b's own cache; row (b, h, t)
+      sees slots <= q_pos[b, t] and < lengths[b], exactly as attention() on that session alone.
   moe_ffn(x[T, D], router_logits[T, E], w1[E, F, D], w3[E, F, D], w2[E, D, F], top_k) -> [T, D]
       SwiGLU experts; top-k softmax-renormalised routing; experts summed in slot order.
 
@@ -136,15 +138,18 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, :, :], enable_gqa=gqa)
 
 
-def attention_many(calls: list[tuple[torch.Tensor, ...]], *, split: int = _att.SPLIT) -> list[torch.Tensor]:
-    """[attention(*call) for call in calls], each call (q, k, v, q_pos, kv_len) of batch 1 (a session and its
-    own cache); the deterministic path runs them together (kernels.fused_attention.attention_many), the bits
-    of each its own call's."""
+def attention_cached(q: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Tensor], q_pos: torch.Tensor,
+                     lengths: list[int], *, split: int = _att.SPLIT) -> torch.Tensor:
+    """A batched turn, each session against its own cache (see the contract above); the deterministic path
+    runs all sessions together (kernels.fused_attention.attention_cached), each row the bits of its own call."""
     if is_deterministic():
-        outs = _fused.attention_many(calls, split)
-        if outs is not None:
-            return outs
-    return [attention(*c, split=split) for c in calls]
+        out = _fused.attention_cached(q, ks, vs, q_pos, lengths, split)
+        if out is not None:
+            return out
+    outs = [attention(q[i : i + 1], ks[i][None], vs[i][None], q_pos[i : i + 1],
+                      torch.tensor([lengths[i]], dtype=torch.long, device=q.device), split=split)
+            for i in range(q.shape[0])]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
 def moe_ffn(

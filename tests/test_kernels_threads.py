@@ -62,12 +62,16 @@ def test_one_thread_runs_the_jobs_in_order_on_the_caller():
 @pytest.mark.skipif(not fused_attention.available(), reason=f"fused attention is off here: {fused_attention.why()}")
 def test_several_sessions_attention_together_equals_each_alone(two_workers):
     g = torch.Generator().manual_seed(33)
-    calls = []
-    for s, t in ((300, 55), (700, 3), (40, 40)):
-        q = torch.randn(1, 3, t, 64, generator=g)
-        k, v = torch.randn(1, 1, s, 64, generator=g), torch.randn(1, 1, s, 64, generator=g)
-        calls.append((q, k, v, torch.arange(s - t, s)[None], torch.tensor([s])))
+    qs, ks, vs, pos, lengths = [], [], [], [], []
+    for s in (300, 700, 40):
+        qs.append(torch.randn(1, 3, 40, 64, generator=g))
+        ks.append(torch.randn(1, s, 64, generator=g))
+        vs.append(torch.randn(1, s, 64, generator=g))
+        pos.append(torch.arange(s - 40, s))
+        lengths.append(s)
+    q = torch.cat(qs)
     with torch.no_grad(), kernels.deterministic():
-        together = kernels.attention_many(calls)
-        alone = [kernels.attention(*c) for c in calls]
-    assert all(torch.equal(a, b) for a, b in zip(together, alone, strict=True))
+        together = kernels.attention_cached(q, ks, vs, torch.stack(pos), lengths)
+        alone = [kernels.attention(q[i : i + 1], ks[i][None], vs[i][None], pos[i][None], torch.tensor([lengths[i]]))
+                 for i in range(3)]
+    assert torch.equal(together, torch.cat(alone))

@@ -68,17 +68,15 @@ class Attention(nn.Module):
             kv_len = lengths if lengths is not None else torch.full((b,), t, dtype=torch.long, device=x.device)
             o = kernels.attention(q, k, v, positions, kv_len, causal=lengths is None)
         else:
-            calls = []
+            ks, vs = [], []
             for i, cache in enumerate(caches):
                 s = starts[i]
                 cache[layer, 0, :, s : s + t] = k[i]
                 cache[layer, 1, :, s : s + t] = v[i]
-                kc = cache[layer, 0, :, : s + t][None]
-                vc = cache[layer, 1, :, : s + t][None]
-                calls.append((q[i : i + 1], kc, vc, positions[i : i + 1],
-                              torch.tensor([s + t], dtype=torch.long, device=x.device)))
-            outs = kernels.attention_many(calls)  # the sessions' attention together (threads: kernels)
-            o = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+                ks.append(cache[layer, 0, :, : s + t])
+                vs.append(cache[layer, 1, :, : s + t])
+            # every session's attention in one call (kernels spreads them over its threads)
+            o = kernels.attention_cached(q, ks, vs, positions, [s + t for s in starts])
         o = o.transpose(1, 2).reshape(b, t, self.hq * self.dh)
         return kernels.linear(o, self.wo)
 
