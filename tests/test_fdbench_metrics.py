@@ -101,7 +101,10 @@ def test_the_reply_after_an_interruption_addresses_it_only_when_it_names_the_int
     end = onset + ep.interrupt.size / SR
     rec.interrupt_at, rec.heard_at = int(onset * SR), 4.0
     spans = [*_spans(ep), (onset, end)]
-    on_topic = scorer.score(rec, _aligned(spans, (end + 0.6, _said("sure, volcanoes erupt when magma rises")),
+    # Whisper tiny.en heard "sure, volcanoes erupt when magma rises" as "Sure, while can only up when my
+    # horizon" on an AMD EPYC of family 26 (with either of ctranslate2's AVX2 and AVX-512 kernels); this one
+    # it hears word for word on both
+    on_topic = scorer.score(rec, _aligned(spans, (end + 0.6, _said("sure, let me tell you about volcanoes")),
                                           seconds=16.0))
     off_topic = scorer.score(rec, _aligned(spans, (end + 0.6, _say_off_topic()), seconds=16.0))
     assert on_topic["addressed"] and on_topic["tor"] == 1, on_topic
