@@ -58,7 +58,7 @@ class InteractionPlan:
     turn_ms: int = 200
     max_sessions: int = 64
     output_queue: int = 50
-    attention_threads: int = 2
+    kernel_threads: int = 2
     idle_timeout_s: float = 8.0
     admission_headroom: float = 0.2
     admission: bool = True  # refuse sessions past the measured budget (LoopConfig); `eval fdbench` runs without
@@ -137,7 +137,7 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                          backend=backend, backend_options=_cascade_data(s) if backend == "cascade" else {},
                          preset=m.preset, checkpoint=checkpoint or m.checkpoint,
                          deterministic=m.deterministic, turn_ms=lp.turn_ms, max_sessions=lp.max_sessions,
-                         output_queue=lp.output_queue, attention_threads=lp.attention_threads,
+                         output_queue=lp.output_queue, kernel_threads=lp.kernel_threads,
                          idle_timeout_s=lp.idle_timeout_s,
                          admission_headroom=lp.admission_headroom, delegation_deadline_ms=b.task_deadline_ms,
                          package_budget_bytes=d.package_budget_bytes, allowed_tools=list(d.allowed_tools),

@@ -35,8 +35,8 @@ class LoopSettings(_Group):
     max_sessions: int = Field(64, ge=1, description="Sessions one interaction actor hosts at most.")
     output_queue: int = Field(50, ge=1, description="Output chunks buffered per client before the oldest is dropped.")
     idle_timeout_s: float = Field(8.0, gt=0, description="A session that sends nothing for this long ends.")
-    attention_threads: int = Field(2, ge=1, le=64, description="Threads a batched turn spreads its sessions' "
-                                   "attention over (1: the turn's own thread only).")
+    kernel_threads: int = Field(2, ge=1, le=64, description="Threads a batched turn spreads its sessions' "
+                                   "attention and its big linears over (1: the turn's own thread only).")
     admission_headroom: float = Field(0.2, ge=0, lt=1, description="Turn share kept free when admitting a session.")
     record_dir: str | None = Field(None, description="Record every session into this folder in the replay format "
                                    "(interplay.replay; one .replay.jsonl.gz per session); unset: no recording.")

@@ -37,6 +37,7 @@ from kernels import native, threads
 ROW_BLOCK = 256  # rows per kernel call (bounds the work space; not in the bits)
 TILE = 24  # split_attention.c's TW: slots per score tile
 
+
 def available() -> bool:
     """Whether this process runs attention through split_attention.c."""
     return os.environ.get("KERNELS_FUSED_ATTENTION", "1") != "0" and native.library() is not None
@@ -53,11 +54,10 @@ def _applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, split: int) -> b
             and all(t.dtype == torch.float32 for t in (q, k, v)))
 
 
-def _rows(q: torch.Tensor, k: torch.Tensor, q_pos: torch.Tensor, kv_len: torch.Tensor) -> torch.Tensor:
-    """vis [B, Tq]: the slots each query sees (its position + 1, at most kv_len and the cache's length)."""
-    limit = torch.clamp(kv_len.to(torch.long), max=k.shape[2])
+def _visible(q_pos: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """vis [B, Tq]: the slots each query sees (its position + 1, at most its row's limit)."""
     vis = torch.minimum(q_pos.to(torch.long) + 1, limit[:, None])
-    if q.shape[2] and int(vis.min()) < 1:
+    if vis.numel() and int(vis.min()) < 1:
         raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
     return vis
 
@@ -66,21 +66,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Te
               split: int) -> torch.Tensor | None:
     if not _applies(q, k, v, split):
         return None
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
+        return attention_cached(q, list(k), list(v), q_pos, kv_len.tolist(), split)
     b, hq, tq, dh = q.shape
     hkv = k.shape[1]
-    rep = hq // hkv
-    scale = 1.0 / math.sqrt(dh)
-    vis = _rows(q, k, q_pos, kv_len)
-    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    outs = []
-    for bi in range(b):
-        qg = (q[bi] * scale).reshape(hkv, rep * tq, dh)  # scale folded into q, rows head-major as in splitkv
-        rows = vis[bi].repeat(rep).contiguous()
-        if grad:
-            o = _Attention.apply(qg, k[bi], v[bi], rows, split)
-        else:
-            o = forward(qg, k[bi], v[bi], rows, split)
-        outs.append(o.reshape(hq, tq, dh))
+    vis = _visible(q_pos, torch.clamp(kv_len.to(torch.long), max=k.shape[2])).repeat(1, hq // hkv)
+    qg = (q * (1.0 / math.sqrt(dh))).reshape(b, hkv, hq // hkv * tq, dh)  # scale folded in, rows head-major
+    outs = [_Attention.apply(qg[bi], k[bi], v[bi], vis[bi].contiguous(), split).reshape(hq, tq, dh)
+            for bi in range(b)]
     return outs[0][None] if b == 1 else torch.stack(outs)
 
 
@@ -88,36 +82,36 @@ def attention_cached(q: torch.Tensor, ks: list[torch.Tensor], vs: list[torch.Ten
                      lengths: list[int], split: int) -> torch.Tensor | None:
     """A batched turn's attention, each session against its own cache: q [B, Hq, T, Dh], ks/vs B tensors
     [Hkv, >= lengths[b], Dh], q_pos [B, T], lengths B ints -> [B, Hq, T, Dh]. Row (b, h, t) sees the slots
-    <= q_pos[b, t] and < lengths[b]; its bits are those `attention` gives it alone. The per-session work
-    here is pointer arithmetic (one tensor op for all sessions' scaling, rows and output), and every
-    session's row blocks go to kernels.threads together. None where the path does not apply."""
+    <= q_pos[b, t] and < lengths[b]. The per-session work here is pointer arithmetic (one tensor op for all
+    sessions' scaling, rows and output), and every session's row blocks go to kernels.threads together.
+    None where the path does not apply (or autograd is on)."""
     b, hq, tq, dh = q.shape
     if (not b or torch.is_grad_enabled() or not _applies(q, ks[0], vs[0], split)
             or any(t.stride(-1) != 1 or t.dtype != torch.float32 for t in (*ks, *vs))):
         return None
     hkv = ks[0].shape[0]
-    rep, m = hq // hkv, hq // hkv * tq
+    m = hq // hkv * tq
     qg = (q * (1.0 / math.sqrt(dh))).contiguous()  # [B, Hq, T, Dh] = [B, Hkv, M, Dh]: rows head-major
     limit = torch.tensor([min(n, k.shape[1]) for n, k in zip(lengths, ks, strict=True)])
-    vis = torch.minimum(q_pos.to(torch.long) + 1, limit[:, None])
-    if tq and int(vis.min()) < 1:
-        raise ValueError("every query must see slot 0: q_pos >= 0 and kv_len >= 1")
-    vis = vis.repeat(1, rep).contiguous()  # [B, M]
-    seen = vis.tolist()
+    vis = _visible(q_pos, limit).repeat(1, hq // hkv).contiguous()  # [B, M]
     out = torch.empty(b, hq, tq, dh, dtype=torch.float32)
-    q0, v0_, o0 = qg.data_ptr(), vis.data_ptr(), out.data_ptr()
     specs = []
-    for bi in range(b):
-        k, v = ks[bi], vs[bi]
-        (kst, kr), (vst, vr) = k.stride()[:2], v.stride()[:2]
-        for r0 in range(0, m, ROW_BLOCK):
-            r1 = min(m, r0 + ROW_BLOCK)
-            for h in range(hkv):
-                row = (bi * hkv + h) * m + r0
-                specs.append((q0 + 4 * row * dh, r1 - r0, v0_ + 8 * (bi * m + r0), k.data_ptr() + 4 * h * kst, kr,
-                              v.data_ptr() + 4 * h * vst, vr, o0 + 4 * row * dh, max(seen[bi][r0:r1])))
+    for bi, seen in enumerate(vis.tolist()):
+        specs += _specs(qg.data_ptr() + 4 * bi * hkv * m * dh, vis.data_ptr() + 8 * bi * m, seen, ks[bi], vs[bi],
+                        out.data_ptr() + 4 * bi * hkv * m * dh, hkv, dh)
     _run_specs(specs, dh, split, (qg, vis, out, ks, vs))
     return out
+
+
+def _specs(q0: int, vis0: int, seen: list[int], k: torch.Tensor, v: torch.Tensor, o0: int, hkv: int,
+           dh: int) -> list[tuple]:
+    """One kernel call's arguments per (kv head, block of ROW_BLOCK rows) of one sequence: rows q0 [Hkv, M, Dh]
+    and out o0 alike, vis0 [M] int64 (values `seen`), k / v [Hkv, >= max(seen), Dh] with unit last stride."""
+    m = len(seen)
+    (kst, kr), (vst, vr) = k.stride()[:2], v.stride()[:2]
+    return [(q0 + 4 * (h * m + r0) * dh, min(m, r0 + ROW_BLOCK) - r0, vis0 + 8 * r0, k.data_ptr() + 4 * h * kst, kr,
+             v.data_ptr() + 4 * h * vst, vr, o0 + 4 * (h * m + r0) * dh, max(seen[r0 : r0 + ROW_BLOCK]))
+            for r0 in range(0, m, ROW_BLOCK) for h in range(hkv)]
 
 
 def _run_specs(specs: list[tuple], dh: int, split: int, keep: tuple) -> None:
@@ -161,21 +155,12 @@ _local = threading.local()
 def forward(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, vis: torch.Tensor, split: int) -> torch.Tensor:
     """qg [Hkv, M, Dh] (scaled rows), k/v [Hkv, S, Dh], vis [M] int64 (row m sees slots < vis[m]) -> [Hkv, M, Dh]."""
     hkv, m, dh = qg.shape
-    qg = qg.detach().contiguous()
-    k, v = k.detach(), v.detach()
-    if k.stride(2) != 1:
-        k = k.contiguous()
-    if v.stride(2) != 1:
-        v = v.contiguous()
-    vis = vis.contiguous()
+    qg, k, v, vis = qg.detach().contiguous(), k.detach(), v.detach(), vis.contiguous()
+    k = k if k.stride(2) == 1 else k.contiguous()
+    v = v if v.stride(2) == 1 else v.contiguous()
     out = torch.empty(hkv, m, dh, dtype=torch.float32)
-    seen = vis.tolist()
-    q0, k0, v0, vis0, o0 = qg.data_ptr(), k.data_ptr(), v.data_ptr(), vis.data_ptr(), out.data_ptr()
-    (kst, kr), (vst, vr) = k.stride()[:2], v.stride()[:2]
-    specs = [(q0 + 4 * (h * m + r0) * dh, min(m, r0 + ROW_BLOCK) - r0, vis0 + 8 * r0, k0 + 4 * h * kst, kr,
-              v0 + 4 * h * vst, vr, o0 + 4 * (h * m + r0) * dh, max(seen[r0 : r0 + ROW_BLOCK]))
-             for r0 in range(0, m, ROW_BLOCK) for h in range(hkv)]
-    _run_specs(specs, dh, split, (qg, k, v, vis, out))
+    _run_specs(_specs(qg.data_ptr(), vis.data_ptr(), vis.tolist(), k, v, out.data_ptr(), hkv, dh), dh, split,
+               (qg, k, v, vis, out))
     return out
 
 

@@ -27,12 +27,12 @@ def route(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.
     return e / row_sum(e, keepdim=True), experts
 
 
-def _combine(y: torch.Tensor, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """y [T, k, D] expert outputs -> [T, D], summed in slot order."""
-    w = weights.to(dtype)
-    out = y[:, 0] * w[:, 0, None]
-    for slot in range(1, y.shape[1]):
-        out = out + y[:, slot] * w[:, slot, None]
+def _combine(ys: list[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+    """Slot outputs ys[slot] [T, D] and their weights w [T, k] -> [T, D], summed in slot order (elementwise:
+    a token's bits are the same combined alone or with others)."""
+    out = ys[0] * w[:, 0, None]
+    for slot in range(1, len(ys)):
+        out = out + ys[slot] * w[:, slot, None]
     return out
 
 
@@ -52,13 +52,8 @@ def moe_gather(x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, w1
                w2: torch.Tensor) -> torch.Tensor:
     """Gather+gemv: per (token, slot) pair, the routed expert's weights contract that one token."""
     w = weights.to(x.dtype)
-    outs = []
-    for i, row in enumerate(experts.tolist()):
-        xi, wi = x[i : i + 1], w[i : i + 1]
-        out = _gate_up_down(xi, w1, w3, w2, row[0]) * wi[:, 0, None]  # _combine's ops, one token at a time
-        for slot in range(1, len(row)):
-            out = out + _gate_up_down(xi, w1, w3, w2, row[slot]) * wi[:, slot, None]
-        outs.append(out)
+    outs = [_combine([_gate_up_down(x[i : i + 1], w1, w3, w2, e) for e in row], w[i : i + 1])
+            for i, row in enumerate(experts.tolist())]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -80,7 +75,8 @@ def moe_grouped(x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor, w
         xe = x[rows // k]
         h = silu(mm(xe, w1[ex].t())) * mm(xe, w3[ex].t())
         y[rows] = mm(h, w2[ex].t())
-    return _combine(y.view(t, k, d), weights, x.dtype)
+    y = y.view(t, k, d)
+    return _combine([y[:, slot] for slot in range(k)], weights.to(x.dtype))
 
 
 def moe_ffn(x: torch.Tensor, router_logits: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor, w2: torch.Tensor,

@@ -118,16 +118,36 @@ def why() -> str:
 
 
 def _entry(weight: torch.Tensor) -> tuple:
-    """(weight, stamp, W^T [K, N] contiguous, its data pointer), kept while the tensor is alive and unchanged."""
-    hit = _transposed.get(id(weight))
-    stamp = (weight.data_ptr(), -1 if weight.is_inference() else weight._version)
-    if hit is None or hit[0] is not weight or hit[1] != stamp:
+    """W^T [K, N] of a linear weight [N, K], cached (see _cached)."""
+    return _cached((weight,), lambda w: w.t())
+
+
+def _stamp(ws: tuple[torch.Tensor, ...]) -> list:
+    """What moves when a tensor changes: its storage and (outside inference mode) its version counter."""
+    return [(w.data_ptr(), -1 if w.is_inference() else w._version) for w in ws]
+
+
+def _cached(ws: tuple[torch.Tensor, ...], make) -> tuple:
+    """(ws, stamp, make(*ws) contiguous, its data pointer), kept while the tensors are alive and unchanged
+    (an optimizer step moves a version counter). The entry holds ws, so their ids stay theirs."""
+    tag = tuple(map(id, ws))
+    stamp = _stamp(ws)
+    hit = _transposed.get(tag)
+    if hit is None or hit[1] != stamp:
         if len(_transposed) > 512:
             _transposed.clear()
         with torch.inference_mode(False), torch.no_grad():
-            wt = weight.detach().t().contiguous()
-        hit = _transposed[id(weight)] = (weight, stamp, wt, wt.data_ptr())
+            wt = make(*(w.detach() for w in ws)).contiguous()
+        hit = _transposed[tag] = (ws, stamp, wt, wt.data_ptr())
     return hit
+
+
+def _shape_ok(k: int, n: int, with_bias: bool) -> bool:
+    """Whether (K, N, bias) passed its check against the padded gemm (run once per process and shape)."""
+    ok = _checked.get((k, n, with_bias))
+    if ok is None:
+        ok = _checked[(k, n, with_bias)] = _check(k, n, with_bias)
+    return ok
 
 
 def run(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kc: int | None = None) -> torch.Tensor:
@@ -173,11 +193,7 @@ def rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> to
         return None
     if library() is None:
         return None
-    key = (x.shape[1], weight.shape[0], bias is not None)
-    ok = _checked.get(key)
-    if ok is None:
-        ok = _checked[key] = _check(*key)
-    return run(x, weight, bias) if ok else None
+    return run(x, weight, bias) if _shape_ok(x.shape[1], weight.shape[0], bias is not None) else None
 
 
 def expert_rows(x: torch.Tensor, ws: tuple[torch.Tensor, ...], e: int) -> torch.Tensor | None:
@@ -185,14 +201,15 @@ def expert_rows(x: torch.Tensor, ws: tuple[torch.Tensor, ...], e: int) -> torch.
     gate and up projections in one pass), in the fixed order, or None where `rows` would not apply. The
     stacks are transposed once into [E, K, sum N_i] (refreshed when one changes). Each output's order
     depends on K alone, so checking each (K, N_i) against the padded gemm covers the joined call."""
-    tag = tuple(map(id, ws))
-    hit = _transposed.get(tag)
-    if (hit is None or x.dtype != torch.float32 or x.shape[0] > MAX_ROWS or x.device.type != "cpu"
-            or hit[1] != tuple(w._version for w in ws)
+    hit = _transposed.get(tuple(map(id, ws)))  # fast path: these weights passed the checks below, unchanged since
+    if (hit is None or x.dtype != torch.float32 or not x.is_cpu or x.shape[0] > MAX_ROWS or hit[1] != _stamp(ws)
             or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in ws)))):
-        hit = _expert_entry(x, ws, tag)
-        if hit is None:
+        if (x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] > MAX_ROWS or library() is None
+                or any(w.dtype != torch.float32 for w in ws)
+                or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in ws)))
+                or not all(_shape_ok(x.shape[1], w.shape[1], False) for w in ws)):
             return None
+        hit = _cached(ws, lambda *w: torch.cat(w, dim=1).transpose(1, 2))  # [E, K, sum N_i]
     k, n = x.shape[1], hit[2].shape[2]
     if x.stride(1) != 1:
         x = x.contiguous()
@@ -200,27 +217,6 @@ def expert_rows(x: torch.Tensor, ws: tuple[torch.Tensor, ...], e: int) -> torch.
     _state["lib"].fixed_rows(x.data_ptr(), x.shape[0], k, x.stride(0), hit[3] + 4 * e * k * n, n, None,
                              out.data_ptr(), n, KC)
     return out
-
-
-def _expert_entry(x: torch.Tensor, ws: tuple[torch.Tensor, ...], tag: tuple) -> tuple | None:
-    """expert_rows' slow path: whether it applies, the checks, the transposed stack (kept by `tag`)."""
-    k = x.shape[1]
-    if (x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[0] > MAX_ROWS or library() is None
-            or any(w.dtype != torch.float32 or w.is_inference() for w in ws)
-            or (torch.is_grad_enabled() and (x.requires_grad or any(w.requires_grad for w in ws)))):
-        return None
-    for w in ws:
-        key = (k, w.shape[1], False)
-        if _checked.get(key) is None:
-            _checked[key] = _check(*key)
-        if not _checked[key]:
-            return None
-    if len(_transposed) > 512:
-        _transposed.clear()
-    with torch.inference_mode(False), torch.no_grad():
-        wt = torch.cat([w.detach() for w in ws], dim=1).transpose(1, 2).contiguous()
-    hit = _transposed[tag] = (ws, tuple(w._version for w in ws), wt, wt.data_ptr())
-    return hit
 
 
 def warm(module: torch.nn.Module) -> int:

@@ -64,7 +64,7 @@ from interplay import tracing
 from interplay.log import get_logger
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import session_pb2 as spb
-from kernels import threads as kernel_threads
+from kernels import threads as kernel_pool
 
 log = get_logger("interaction_actor.runtime.loop")
 
@@ -79,7 +79,7 @@ class LoopConfig:
     output_queue: int = 50  # chunks per client before the oldest is dropped
     max_inbox: int = 512  # raw input items per session per window
     torch_threads: int = 1
-    attention_threads: int = 2  # threads the batched turn's attention runs on (kernels.fused_attention); 1: the loop's own
+    kernel_threads: int = 2  # threads a batched turn's attention and big linears run on (kernels.threads); 1: the step's own
     deterministic: bool = True  # batch-invariant kernels: a session's bits do not depend on its batch-mates
     niceness: int | None = 0  # best effort: lower the loop threads' niceness to this (Ray starts workers at 15)
     send_mel: bool = False  # also send mel frames in AudioOutput
@@ -208,9 +208,9 @@ class TurnLoop:
         self._stop = asyncio.Event()
         if self.config.torch_threads:
             torch.set_num_threads(self.config.torch_threads)
-        # process-wide like the mode below: a batched turn spreads its sessions' attention over these threads
-        # (a lone session's call is one job and stays on the step thread); they get the step thread's priority
-        kernel_threads.set_threads(self.config.attention_threads, raise_priority, (self.config.niceness,))
+        # process-wide like the mode below: a batched turn spreads its sessions' attention and its big linears
+        # over these threads (a lone session's turn stays on the step thread); they get the step thread's priority
+        kernel_pool.set_threads(self.config.kernel_threads, raise_priority, (self.config.niceness,))
         kernels.set_deterministic_default(self.config.deterministic)  # process-wide: the step runs in a worker thread
 
     # ---- sessions (called on the asyncio loop) ------------------------------------------------
