@@ -256,17 +256,40 @@ def train(
                             "written unless given here."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last resumable state."),
     threads: int = typer.Option(None, help="torch threads (default: all cores)."),
+    init_from: str = typer.Option(None, "--init-from", help="Fine-tune: start from this checkpoint's weights "
+                                  "(same preset), with a fresh optimizer and schedule."),
+    lr: float = typer.Option(None, help="Peak learning rate (default: the training config's)."),
     evaluate_after: bool = typer.Option(True, "--eval/--no-eval", help="Run the quick eval and record it in the card."),
 ) -> None:
-    """Co-train the interaction model from scratch on synthetic micro-turn episodes; writes weights + card."""
+    """Co-train the interaction model on synthetic micro-turn episodes (from scratch, or fine-tune with
+    --init-from); writes weights + card."""
     import json
 
     from interaction_actor.training.train import train_main
+    from interplay.client import UserError
 
+    with user_errors():
+        if init_from and not Path(init_from).is_file():
+            raise UserError(f"--init-from {init_from}: no such checkpoint (give a .pt that interplay train wrote)")
     card = train_main(preset=preset, steps=steps, minutes=minutes, seed=seed, out=out, resume=resume,
-                      threads=threads, evaluate_after=evaluate_after, eval_quick=True, progress=True)
+                      threads=threads, init_from=init_from, lr=lr, evaluate_after=evaluate_after, eval_quick=True,
+                      progress=True)
     typer.echo(json.dumps({k: card[k] for k in ("checkpoint", "steps", "train_seconds", "final_losses")
                            if k in card}))
+
+
+@app.command("train-vocoder")
+def train_vocoder(
+    out: str = typer.Option(None, help="Where to write the net (default: the shipped "
+                            "interaction_actor/checkpoints/vocoder.pt, which the runtime's vocoder loads)."),
+    steps: int = typer.Option(None, help="Optimizer steps (default: the training config's)."),
+    minutes: float = typer.Option(None, help="Wall-clock budget."),
+) -> None:
+    """Train the vocoder's mel -> magnitude net on espeak-ng's assistant voice (training-split text), then
+    measure it: Whisper's word error rate on held-out texts vocoded with and without it (JSON)."""
+    from interaction_actor.training.train_vocoder import main
+
+    main(out=out, steps=steps, minutes=minutes)
 
 
 eval_app = typer.Typer(no_args_is_help=False)  # its help is the callback's docstring

@@ -34,8 +34,9 @@ def closed_port() -> int:
     (["demo", "--checkpoint", "nope.pt"], "nope.pt"),
     (["serve", "--engine", "foo"], "'foo'"),
     (["demo", "--engine", "foo"], "'foo'"),
+    (["train", "--init-from", "nope.pt"], "nope.pt"),
 ])
-def test_a_wrong_serve_or_demo_option_is_one_line_and_exit_code_2_before_anything_starts(args, names):
+def test_a_wrong_serve_demo_or_train_option_is_one_line_and_exit_code_2_before_anything_starts(args, names):
     code, lines, took = run(args)
     assert code == 2 and len(lines) == 1 and names in lines[0] and lines[0].startswith("error:"), lines
     assert took < 2.0

@@ -159,6 +159,12 @@ def test_the_word_error_rate_counts_edits_after_normalisation():
     assert word_errors("tell me a joke", "") == (4, 4)
 
 
+def test_a_temperature_written_as_one_word_reads_as_the_number_and_its_unit():
+    """Whisper writes espeak's "14 C" as "14c"; both are "fourteen c". An ordinal ("1st") stays one word."""
+    assert word_errors("Lima rain, 14 C", "Lima rain 14c.") == (0, 4)
+    assert word_errors("the 1st", "the 1st") == (0, 2)
+
+
 @pytest.mark.slow
 def test_the_ears_bench_measures_wer_rtf_and_latency_on_the_heldout_set():
     from interaction_actor.ears.bench import measure_transcriber

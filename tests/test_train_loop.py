@@ -73,3 +73,23 @@ def test_the_card_beside_the_checkpoint_records_config_seed_and_data_version(sho
     assert card["train_config"] == json.loads(json.dumps(dataclasses.asdict(_cfg(30))))
     assert card["train_config"]["seed"] == _cfg(30).seed
     assert card["model_config"]["d_model"] == 64 and card["steps"] == 30
+
+
+def test_a_fine_tuning_run_starts_from_the_named_checkpoints_weights(short_run, tmp_path):
+    """With lr 0 one step changes nothing (AdamW's decay is lr-scaled), so the written weights are the
+    checkpoint's: the run started from them, not from its seed; the card records the base run's steps."""
+    base, _ = short_run
+    card = train(tmp_path / "ft.pt", config=dataclasses.replace(_cfg(1), lr=0.0, init_from=str(base)),
+                 progress=False, work_dir=tmp_path / "w")
+    assert card["init_steps"] == 30 and card["train_config"]["init_from"] == str(base)
+    a = torch.load(base, weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "ft.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fine_tuning_from_a_checkpoint_of_another_preset_is_refused(tmp_path):
+    from interaction_actor.model.weights import DEFAULT_CHECKPOINT
+
+    with pytest.raises(ValueError, match="another model configuration"):
+        train(tmp_path / "x.pt", config=dataclasses.replace(_cfg(1), init_from=str(DEFAULT_CHECKPOINT)),
+              progress=False, work_dir=tmp_path / "w")

@@ -279,3 +279,42 @@ def test_a_chained_episode_is_the_second_task_continuing_the_first_ones_session(
     assert ab.targets[a.turns + b.expect["turn"]][0] == T.START_SPEAKING
     assert ab.aux[-1] == (b.aux[-1][0] + a.turns, *b.aux[-1][1:])
     assert ab.inputs[a.turns].text == b.inputs[0].text
+
+
+def _holds(ep: synth.Episode) -> list[int]:
+    return [t for t, group, i, tok in ep.aux if group == "out" and i == 0 and tok == T.EMPTY]
+
+
+def test_a_pause_episode_holds_every_turn_whose_output_would_reach_the_user_inside_the_pause():
+    for seed in range(6):
+        ep = synth.episode(seed, "pause_handling")
+        lo, hi = ep.expect["pause"]
+        inside = [k for k in range(ep.turns) if lo <= (k + 1) * 3200 <= hi]
+        assert inside and set(_holds(ep)) >= set(inside)
+        assert all(ep.targets[k] == [T.EMPTY] * len(ep.targets[k]) for k in inside)
+
+
+def test_a_silent_result_is_held_for_six_turns_and_a_voiced_one_not_at_all():
+    seen = set()
+    for seed in range(120):
+        ep = synth.episode(seed, "delegation")
+        mode = ep.expect.get("mode")
+        if mode is None:
+            continue
+        seen.add(mode)
+        holds = _holds(ep)
+        if mode == "silent":
+            arrive = ep.expect["result_turn"]
+            assert holds and min(holds) == arrive and max(holds) <= arrive + 5
+        else:
+            assert holds == []
+        assert all(ep.targets[k] == [T.EMPTY] * len(ep.targets[k]) for k in holds)  # only where the plan is silent
+    assert seen == {"silent", "interrupt", "when_idle"}
+
+
+def test_a_hold_target_sits_at_the_out_slot_of_its_turn(tiny):
+    ep = next(e for e in (synth.episode(s, "pause_handling", cfg=tiny.config) for s in range(10)) if _holds(e))
+    lay = TurnLayout.from_config(tiny.config)
+    aux = featurize(ep, tiny.config).aux_targets[0]
+    for k in _holds(ep):
+        assert int(aux[lay.turn_start(k) + lay.out]) == T.EMPTY

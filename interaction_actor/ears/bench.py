@@ -53,9 +53,11 @@ def _spell(n: int) -> list[str]:
 
 
 def normalise(text: str) -> list[str]:
-    """Lower case, "%" → percent, digits spelled out (< 10 000), punctuation dropped; the words."""
+    """Lower case, "%" → percent, digits spelled out (< 10 000), a number run into a one-letter unit split from it
+    ("14c" → "fourteen c", as "14 C" reads), punctuation dropped; the words."""
     text = text.lower().replace("%", " percent ")
     text = re.sub(r"(\d),(\d)", r"\1\2", text)
+    text = re.sub(r"(\d)([a-z])\b", r"\1 \2", text)
     words: list[str] = []
     for tok in re.sub(r"[^a-z0-9' ]+", " ", text).split():
         if tok.isdigit():

@@ -1,7 +1,9 @@
 """Griffin-Lim vocoder (torch only): 80-band log10 mel frames -> 16 kHz waveform, turn by turn.
 
 Mel frames use the dMel framing (frame m centred on sample m*200, 800-sample Hann in 1024 FFT).
-Magnitudes come from the mel by non-negative least squares against the filterbank; phases by fast
+Magnitudes come from the mel by the assistant voice's magnitude net when one is shipped
+(model/magnitude.py), else by non-negative least squares against the
+filterbank; phases by fast
 Griffin-Lim (momentum 0.99) over the turn's 16 new frames while the last 4 frames of the previous
 turn stay fixed as context, so consecutive turns join without a seam. Turn k of a voiced run emits
 exactly 3200 samples, global samples [3200k - 400, 3200k + 2800): a constant 25 ms delay, after
@@ -70,15 +72,30 @@ def _stft(x: torch.Tensor, g: _Geometry) -> torch.Tensor:
     return torch.fft.rfft(x.unfold(-1, g.n_fft, g.hop) * g.window, dim=-1)
 
 
+def magnitudes(mels: torch.Tensor, cfg: ModelConfig, net=None) -> torch.Tensor:
+    """[S, 16, n_mels] log10 mel of one turn each -> linear magnitude [S, 16, n_freq]: the magnitude net
+    (`net`; None: the shipped one, model/magnitude.py, when there is one; False: none), else the
+    filterbank inversion."""
+    if net is None:
+        from interaction_actor.model import magnitude
+
+        net = magnitude.load(cfg)
+    if net is False or net is None:
+        return mel_to_magnitude(mels, cfg)
+    with torch.no_grad():  # one session at a time: its bits do not depend on who shares the batch
+        return torch.stack([10.0 ** net(m[None].float())[0] for m in mels])
+
+
 def vocode_turns(states: list[VocoderState], mels: list[torch.Tensor], cfg: ModelConfig,
-                 n_iter: int | None = None) -> list[torch.Tensor]:
-    """One voiced turn for each session (batched): mel [16, n_mels] -> float32 pcm [3200]."""
+                 n_iter: int | None = None, net=None) -> list[torch.Tensor]:
+    """One voiced turn for each session (batched): mel [16, n_mels] -> float32 pcm [3200]. `net`: the
+    magnitude net (None: the shipped one when there is one; False: the filterbank inversion)."""
     if not states:
         return []
     g = _Geometry(cfg.n_fft, cfg.hop_length, stft_window(cfg.n_fft, cfg.win_length))
     n_iter = cfg.griffin_lim_iters if n_iter is None else n_iter
     n_freq = cfg.n_fft // 2 + 1
-    mag = mel_to_magnitude(torch.stack(mels), cfg)  # [S, F, n_freq]
+    mag = magnitudes(torch.stack(mels), cfg, net)  # [S, F, n_freq]
     nf = mag.shape[1]
     ctx = torch.stack([st.ctx if st.ctx is not None else torch.zeros(CTX_FRAMES, n_freq, dtype=torch.complex64)
                        for st in states])
@@ -111,13 +128,14 @@ def reset(state: VocoderState) -> None:
 DELAY_SAMPLES = 400  # voiced turn k's pcm starts at global sample 3200k - 400
 
 
-def griffin_lim(mel: torch.Tensor, cfg: ModelConfig, n_iter: int | None = None) -> torch.Tensor:
-    """Whole mel [F, n_mels] -> waveform whose sample s is centred like frame s/200 (runs the stream)."""
+def griffin_lim(mel: torch.Tensor, cfg: ModelConfig, n_iter: int | None = None, net=None) -> torch.Tensor:
+    """Whole mel [F, n_mels] -> waveform whose sample s is centred like frame s/200 (runs the stream;
+    `net` as vocode_turns takes it)."""
     per = cfg.frames_per_turn
     pad = (-mel.shape[0]) % per
     mel = torch.cat([mel, torch.full((pad, mel.shape[1]), cfg.dmel_min)])
     st = VocoderState()
-    pcm = torch.cat([vocode_turns([st], [mel[i : i + per]], cfg, n_iter)[0] for i in range(0, mel.shape[0], per)])
+    pcm = torch.cat([vocode_turns([st], [mel[i : i + per]], cfg, n_iter, net)[0] for i in range(0, mel.shape[0], per)])
     return pcm[DELAY_SAMPLES:]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig
 from interaction_actor.model.fusion import InteractionModel, build_model
 from interaction_actor.model.session import TurnOutput, new_session, step_batch
 from interaction_actor.model.weights import DEFAULT_CHECKPOINT
@@ -377,11 +378,16 @@ def _utterance_audio(tr: list[Delivered], start: int) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int = 40) -> dict:
+def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int = 40,
+              cfg: ModelConfig | None = None) -> dict:
     """The assistant's voice through the ears' transcriber (Whisper tiny.en), against the text it said:
     word errors / words over up to `limit` utterances of two or more characters (`voice_wer`), and the
     same texts rendered by espeak-ng in the voice the model was trained on, through the same
-    transcriber (`voice_wer_reference`). Normalised as the ears' bench normalises (ears/bench.py)."""
+    transcriber (`voice_wer_reference`); with `cfg`, also the flow head's own training targets for
+    those texts (voice.utterance's planned mel) through the runtime vocoder (`voice_wer_vocoder`):
+    the best the flow head could do with this vocoder, so the gap to the reference splits into what the
+    mel representation and vocoder lose and what the flow head loses. Normalised as the ears' bench
+    normalises (ears/bench.py)."""
 
     from interaction_actor.ears import speech
     from interaction_actor.ears.bench import word_errors
@@ -396,7 +402,7 @@ def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int =
     pairs = pairs[:limit]
     if not pairs:
         return {"voice_wer": None, "voice_wer_reference": None, "voice_utterances": 0}
-    errs = ref_errs = words = 0
+    errs = ref_errs = voc_errs = words = 0
     samples = []
     for text, audio in pairs:
         got = spoken.transcribe(audio.numpy())
@@ -406,10 +412,21 @@ def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int =
         e, n = word_errors(_okay(text), _okay(got))
         e2, _ = word_errors(_okay(text), _okay(got_ref))
         errs, ref_errs, words = errs + e, ref_errs + e2, words + n
+        sample = {"said": text, "heard": got.strip(), "heard_reference": got_ref.strip()}
+        if cfg is not None:
+            from interaction_actor.model.vocoder import griffin_lim
+
+            plan = voice.utterance(text, cfg.text_out_slots, cfg.n_mels)
+            got_voc = spoken.transcribe(griffin_lim(plan.mel, cfg).numpy())
+            voc_errs += word_errors(_okay(text), _okay(got_voc))[0]
+            sample["heard_vocoder"] = got_voc.strip()
         if len(samples) < 8:
-            samples.append({"said": text, "heard": got.strip(), "heard_reference": got_ref.strip()})
-    return {"voice_wer": round(errs / max(1, words), 4), "voice_wer_reference": round(ref_errs / max(1, words), 4),
-            "voice_utterances": len(pairs), "voice_samples": samples}
+            samples.append(sample)
+    out = {"voice_wer": round(errs / max(1, words), 4), "voice_wer_reference": round(ref_errs / max(1, words), 4),
+           "voice_utterances": len(pairs), "voice_samples": samples}
+    if cfg is not None:
+        out["voice_wer_vocoder"] = round(voc_errs / max(1, words), 4)
+    return out
 
 
 def _okay(text: str) -> str:
@@ -518,7 +535,7 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     if extras:
         tick("the voice through the transcriber")
         result.update(voice_wer([e for t in synth.TASKS for e in eps[t]], [x for t in synth.TASKS for x in trs[t]],
-                                limit=15 if quick else 40))
+                                limit=15 if quick else 40, cfg=model.config))
         tick("delegation without the copy lookup")
         with _NoCopy():
             no_copy = run_interactive(model, eps["delegation"])

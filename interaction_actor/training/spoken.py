@@ -33,9 +33,13 @@ TRAIN, EVAL = "train", "eval"
 
 # weather requests: the model delegates "weather <City>" (the city copied from the request: layout.Lookup
 # offers a delegate task the first name the user said) and voices the result
+# the training phrasings put other words than "in" after "weather" (and some have no "weather"): with
+# "weather in" in five of six, the model copied "in" into its task on a held-out phrasing ("weather in Denver").
+# It still does (README: "The default interaction model")
 REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city}", "how is the weather in {city}",
                             "what's the weather like in {city}", "can you check the weather in {city}",
-                            "give me the {city} weather"),
+                            "give me the {city} weather", "is it raining in {city}", "weather report, {city}",
+                            "check the {city} weather now", "how cold is it in {city} today"),
                      EVAL: ("tell me the weather in {city}", "weather for {city} please")}
 CITIES = {TRAIN: ("Rome", "Paris", "Madrid", "Tokyo", "London", "Athens", "Prague", "Miami", "Sydney", "Moscow",
                   "Kyiv", "Warsaw"),

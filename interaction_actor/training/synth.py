@@ -39,7 +39,8 @@ seen (0) while it watches, until it speaks. A timer and a counter become
 Auxiliary targets (`Episode.aux`, training only; the text head predicts them at input slots whose
 logits are otherwise unused): time_speak says the wait in turns at the message's last byte;
 cue_speak says whether the frame holds red at its last patch and at the turn's context slots; rep_count says the floor hits seen so
-far at each frame's last patch.
+far at each frame's last patch; delegation and pause_handling repeat <empty> at the first output slot
+("out") of the turns where the model must hold: inside a mid-request pause, and after a SILENT result.
 
 Speaking protocol (K slots per turn): the turn that starts speaking emits <start_speaking> then
 bytes; later turns emit bytes (<empty> pads); the turn after the last bytes emits <stop_speaking>.
@@ -67,7 +68,7 @@ from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-6"
+DATA_VERSION = "synth-7"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
 # a held-out episode has the trained length too: in 32-turn fresh sessions the shipped model (trained on
@@ -100,7 +101,7 @@ class Episode:
     targets: list[list[int]]  # K output token ids per turn
     expect: dict = field(default_factory=dict)  # what evaluation checks (see each builder)
     speech: list[tuple[int, int]] = field(default_factory=list)  # user speech spans, in samples
-    # auxiliary training targets at input slots, (turn, slot group "turn" | "audio" | "image" | "text" | "ctx",
+    # auxiliary training targets at input slots, (turn, slot group "turn" | "audio" | "image" | "text" | "ctx" | "out"
     # index, token id): what the generator knows that the model must track, e.g. the bounces so far
     aux: list[tuple[int, str, int, int]] = field(default_factory=list)
     # the assistant's voice: turn -> the mel a voiced turn says (voice.utterance plans, by place_speech)
@@ -361,6 +362,13 @@ def _rep_count(rng: random.Random, b: _Build) -> Episode:
     return b.done("rep_count", {"say": str(count), "turn": done}, aux)
 
 
+def _holds(b: _Build, turns) -> list[tuple[int, str, int, int]]:
+    """Hold targets: <empty> again at the first output slot of each of `turns` where the plan is silent
+    (every target <empty>), as an aux target (group "out"), so staying quiet where speaking is the
+    likely mistake (a mid-request pause, a SILENT result) weighs like a decision, not like padding."""
+    return [(k, "out", 0, T.EMPTY) for k in turns if 0 <= k < b.turns and all(t == T.EMPTY for t in b.targets[k])]
+
+
 def _first_quiet(quiet: list[bool], start: int) -> int | None:
     return next((t for t in range(max(0, start), len(quiet)) if quiet[t]), None)
 
@@ -458,14 +466,19 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
                     "mode": None, "spoken": is_spoken, "ack_turn": ack, "user_talking": False,
                     "request": " ... ".join(parts), "city_heard": layout.first_name(got or "" if is_spoken else msg).startswith(city),
                     **extra}
+    if pause:  # the turns whose output would reach the user inside the pause (evaluate.took_over)
+        lo, hi = extra["pause"]
+        hold_pause = [k for k in range(b.turns) if lo <= (k + 1) * 3200 <= hi]
+    else:
+        hold_pause = []
     if done >= b.turns:
-        return b.done(name, expect)
+        return b.done(name, expect, _holds(b, hold_pause))
     after = place(b.targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)
     result = f"{city} {cond}, {rng.randint(-9, 29)} C"  # the demo weather tool's answer format
     mode = rng.choices(("when_idle", "interrupt", "silent"), (0.5, 0.2, 0.3))[0]
     arrive = after + rng.randint(0, 1)
     if arrive >= b.turns:  # the result would come after the episode: none is expected
-        return b.done(name, expect)
+        return b.done(name, expect, _holds(b, hold_pause))
     expect.update(result_turn=arrive, mode=mode, result=result)
     b.inputs[arrive].context = MODES[mode] + result
     ready = arrive + math.ceil((1 + len(T.encode(result))) / cfg.context_slots) - 1
@@ -477,7 +490,9 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
     if turn is not None and turn < b.turns:
         b.speak(turn, result)
         expect.update(say=result, turn=turn)
-    return b.done(name, expect)
+    # a SILENT result: hold for the 6 turns after it arrives (where the model used to start talking)
+    hold = [*hold_pause, *(range(arrive, arrive + 6) if mode == "silent" else ())]
+    return b.done(name, expect, _holds(b, hold))
 
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-"

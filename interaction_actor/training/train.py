@@ -1,4 +1,5 @@
-"""Co-training of the interaction model from scratch on synthetic episodes (synth.py).
+"""Co-training of the interaction model on synthetic episodes (synth.py): from scratch, or fine-tuning a
+shipped checkpoint (TrainConfig.init_from: its weights, a fresh optimizer and schedule).
 
 `train(...)` draws episodes by seed (deterministic), chains `episodes_per_row` of them into one session
 per row (synth.chain: later tasks arrive after earlier conversation, as in a live session), featurizes
@@ -80,6 +81,10 @@ class TrainConfig:
     decision_weight: float = 2.0  # text CE weight of control targets (start/stop speaking, delegate)
     reading_weight: float = 0.5  # > 0: auxiliary next-byte loss inside the text-in and context slots
     aux_weight: float = 0.5  # > 0: auxiliary loss on the episodes' own aux targets (synth.Episode.aux)
+    # a shipped checkpoint (weights only, fp16 -> fp32) whose weights start the run: fine-tuning, with a
+    # fresh optimizer, warmup and schedule; "" = from scratch. The steps behind it (its card's steps plus
+    # its own init_steps) are recorded as `init_steps`
+    init_from: str = ""
 
 
 @dataclass
@@ -138,7 +143,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         mel_mask[0, a : a + lay.frames] = v
     assert bool((mel_mask[0] <= slots).all())
     aux = torch.full((1, length), IGNORE, dtype=torch.long)
-    group = {"turn": 0, "audio": lay.audio, "image": lay.image, "text": lay.text, "ctx": lay.ctx}
+    group = {"turn": 0, "audio": lay.audio, "image": lay.image, "text": lay.text, "ctx": lay.ctx, "out": lay.out}
     for turn, name, index, token in ep.aux:
         aux[0, lay.turn_start(turn) + group[name] + index] = token
     return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux)
@@ -290,7 +295,7 @@ def default_out(preset_name: str) -> Path:
 def train(out: str | Path | None = None, *, config: TrainConfig | None = None, resume: bool = True,
           work_dir: str | Path | None = None, evaluate_after: bool = False, eval_quick: bool = True,
           progress: bool = True, model_config: ModelConfig | None = None) -> dict:
-    """Train from scratch (or resume from `work_dir`/last.pt) and write the checkpoint `out` (default:
+    """Train from scratch, or from `config.init_from`'s weights (or resume from `work_dir`/last.pt), and write the checkpoint `out` (default:
     `default_out(preset)`) plus its JSON card. Returns the card as a dict."""
     tc = config or TrainConfig()
     if tc.threads:
@@ -304,6 +309,7 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
     last = work / "last.pt"
     torch.manual_seed(tc.seed)
     model = InteractionModel(cfg)
+    init_steps = _init_from(model, tc.init_from) if tc.init_from else 0
     model.train()
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98))
     step, elapsed, history = 0, 0.0, []
@@ -367,7 +373,7 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
     save_shipped(model, out)
     card = {"checkpoint": out.name, "data_version": synth.DATA_VERSION, "train_config": dataclasses.asdict(tc),
             "model_config": dataclasses.asdict(cfg), "params": sum(p.numel() for p in model.parameters()),
-            "steps": step, "resumed_from": resumed_from, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
+            "steps": step, "resumed_from": resumed_from, "init_steps": init_steps, "stopped_early": stopped_early, "train_seconds": round(train_s, 1),
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "load_avg_1m_start": load_start, "load_avg_1m_end": round(os.getloadavg()[0], 2),
             "final_losses": history[-1] if history else {}, "loss_history": _thin(history, 40)}
@@ -380,6 +386,26 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
     return card
 
 
+def _init_from(model: InteractionModel, checkpoint: str) -> int:
+    """Load a shipped checkpoint's weights into `model` (same config, else ValueError); returns the steps
+    behind it: its card's steps plus the card's own init_steps (0 when it has no card)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from checkpoint not found: {path}")
+    blob = torch.load(str(path), map_location="cpu", weights_only=True)
+    conf = {**blob["config"], "image_grid": list(blob["config"]["image_grid"])}
+    mine = {**dataclasses.asdict(model.config), "image_grid": list(model.config.image_grid)}
+    diff = sorted(k for k in conf if conf[k] != mine.get(k))  # a field added since keeps its default
+    if diff:
+        raise ValueError(f"{path} has another model configuration ({', '.join(diff)}); train from scratch instead")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    card = card_path(path)
+    info = json.loads(card.read_text()) if card.is_file() else {}
+    steps = int(info.get("steps", 0)) + int(info.get("init_steps", 0))  # the whole lineage's steps
+    log.info("train_init_from", checkpoint=str(path), steps=steps)
+    return steps
+
+
 def _thin(history: list[dict], n: int) -> list[dict]:
     """About n entries of the loss history, always keeping the first and the last."""
     if len(history) <= n:
@@ -390,7 +416,7 @@ def _thin(history: list[dict], n: int) -> list[dict]:
 
 def train_main(preset: str = "small", steps: int | None = None, minutes: float | None = None, seed: int | None = None,
                out: str | None = None, resume: bool = False, threads: int | None = None,
-               evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True) -> dict:
+               init_from: str | None = None, lr: float | None = None, evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True) -> dict:
     """`interplay train`: train `preset` from scratch (or `resume` the run that writes `out`) and write
     the checkpoint + JSON card to `out` (default: runs/train/<preset>.pt; the shipped
     interaction_actor/checkpoints/<preset>.pt only when it is given as `out`).
@@ -405,6 +431,10 @@ def train_main(preset: str = "small", steps: int | None = None, minutes: float |
         tc.max_minutes = float(minutes)
     if threads is not None:
         tc.threads = int(threads)
+    if init_from:
+        tc.init_from = str(init_from)
+    if lr is not None:
+        tc.lr = float(lr)
     return train(out or default_out(preset), config=tc, resume=resume, evaluate_after=evaluate_after,
                  eval_quick=eval_quick, progress=progress)
 
