@@ -3,8 +3,9 @@
 Griffin-Lim needs the linear STFT magnitude; the flow head speaks 80-band log10 mel. Inverting the
 filterbank (pseudo-inverse + non-negative least squares, vocoder.mel_to_magnitude) smears the
 harmonics of a voice, and measured through Whisper tiny.en that costs more than Griffin-Lim's phase:
-espeak-ng's own mel inverted that way and vocoded is far less intelligible than its true magnitude
-vocoded the same way (training/train_vocoder.py prints both). The assistant speaks in one voice
+espeak-ng's own mel inverted that way and vocoded is far less intelligible than its true STFT magnitude
+vocoded the same way (README: "The vocoder's magnitude net"; `interplay train-vocoder` measures the
+inversion against the net). The assistant speaks in one voice
 (training/voice.ASSISTANT), so a small network can learn its harmonics from the mel:
 
     log10 mel [F, 80] -> conv(k=5) -> GELU -> conv(k=3) -> GELU -> linear -> log10 magnitude [F, 513]
@@ -97,6 +98,9 @@ def load_file(path: str | Path) -> MagnitudeNet:
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, n_mels: int, n_freq: int) -> MagnitudeNet | None:
+    """Once per process and path (the vocoder asks every voiced turn): None when there is no file."""
+    if not Path(path).is_file():
+        return None
     net = load_file(path)
     if (net.config.n_mels, net.config.n_freq) != (n_mels, n_freq):
         log.warning("vocoder_net_mismatch", path=path, n_mels=net.config.n_mels, n_freq=net.config.n_freq)
@@ -108,7 +112,4 @@ def _load_cached(path: str, n_mels: int, n_freq: int) -> MagnitudeNet | None:
 def load(cfg: ModelConfig, path: str | Path | None = None) -> MagnitudeNet | None:
     """The magnitude net for `cfg`'s spectra: `path`, else the shipped one; None when there is none or
     it does not fit `cfg` (the vocoder then inverts the filterbank)."""
-    p = Path(path) if path is not None else SHIPPED
-    if not p.is_file():
-        return None
-    return _load_cached(str(p.resolve()), cfg.n_mels, cfg.n_fft // 2 + 1)
+    return _load_cached(str(path if path is not None else SHIPPED), cfg.n_mels, cfg.n_fft // 2 + 1)

@@ -466,11 +466,9 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
                     "mode": None, "spoken": is_spoken, "ack_turn": ack, "user_talking": False,
                     "request": " ... ".join(parts), "city_heard": layout.first_name(got or "" if is_spoken else msg).startswith(city),
                     **extra}
-    if pause:  # the turns whose output would reach the user inside the pause (evaluate.took_over)
-        lo, hi = extra["pause"]
-        hold_pause = [k for k in range(b.turns) if lo <= (k + 1) * 3200 <= hi]
-    else:
-        hold_pause = []
+    # the turns whose output would reach the user inside the pause (evaluate.took_over)
+    lo, hi = extra.get("pause", (1, 0))
+    hold_pause = [k for k in range(b.turns) if lo <= (k + 1) * 3200 <= hi]
     if done >= b.turns:
         return b.done(name, expect, _holds(b, hold_pause))
     after = place(b.targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)

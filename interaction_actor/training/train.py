@@ -387,22 +387,20 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
 
 
 def _init_from(model: InteractionModel, checkpoint: str) -> int:
-    """Load a shipped checkpoint's weights into `model` (same config, else ValueError); returns the steps
-    behind it: its card's steps plus the card's own init_steps (0 when it has no card)."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"init_from checkpoint not found: {path}")
-    blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    conf = {**blob["config"], "image_grid": list(blob["config"]["image_grid"])}
-    mine = {**dataclasses.asdict(model.config), "image_grid": list(model.config.image_grid)}
-    diff = sorted(k for k in conf if conf[k] != mine.get(k))  # a field added since keeps its default
+    """Load a checkpoint's weights into `model` (build_model reads it; same config, else ValueError);
+    returns the steps behind it: its card's steps plus the card's own init_steps (0 without a card)."""
+    from interaction_actor.model.fusion import build_model
+
+    src = build_model(checkpoint=checkpoint)
+    diff = [f.name for f in dataclasses.fields(model.config)
+            if getattr(src.config, f.name) != getattr(model.config, f.name)]
     if diff:
-        raise ValueError(f"{path} has another model configuration ({', '.join(diff)}); train from scratch instead")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
-    card = card_path(path)
+        raise ValueError(f"{checkpoint} has another model configuration ({', '.join(diff)}); train from scratch instead")
+    model.load_state_dict(src.state_dict())
+    card = card_path(checkpoint)
     info = json.loads(card.read_text()) if card.is_file() else {}
     steps = int(info.get("steps", 0)) + int(info.get("init_steps", 0))  # the whole lineage's steps
-    log.info("train_init_from", checkpoint=str(path), steps=steps)
+    log.info("train_init_from", checkpoint=str(checkpoint), steps=steps)
     return steps
 
 
