@@ -423,8 +423,8 @@ def demo(
     """The live demo: Ray, a background pool and the interaction actor, fed a scripted conversation in real time.
 
     It reads the settings like `serve`, except where its script needs its own value and the setting was
-    not given: one background actor, the demo's weather tool and voice prompt, policy first_of (the model's
-    own <delegate>, backed by an intent rule on the transcript)."""
+    not given: one background actor, the demo's weather tool and voice prompt, policy model_token (the model's
+    own <delegate>; an intent rule on the transcript only when a policy such as first_of is given)."""
     from interplay.demo import DemoConfig, run_demo
     from interplay.runtime import (
         check_backend,

@@ -109,12 +109,12 @@ def started(run) -> list[dict]:
 
 
 async def test_a_threshold_policy_delegates_in_replay_on_the_models_own_confidence(shipped):
-    policies = {f"at {x}": {"policy": "threshold", "inner": "model_token", "threshold": x} for x in (0.5, 0.999)}
+    policies = {f"at {x}": {"policy": "threshold", "inner": "model_token", "threshold": x} for x in (0.5, 0.99999)}
     low, high = await replay_async(shipped, [typed_request_session("weather in Oslo?")], policies)
     [ev] = started(low)
-    # the task text is the model's own: the shipped weights write "weather in Oslo" here (README: they copy
-    # the word after "weather"); what this checks is that the policy acts on its confidence
-    assert ev["text"].startswith("weather") and "Oslo" in ev["text"] and 0.5 < ev["confidence"] < 0.999
+    # the task text and its confidence are the model's own (the shipped weights: "weather Oslo" at 0.9997);
+    # what this checks is that the policy acts on that confidence: above one threshold, below the other
+    assert ev["text"].startswith("weather") and "Oslo" in ev["text"] and 0.5 < ev["confidence"] < 0.99999
     assert started(high) == []
 
 

@@ -179,7 +179,7 @@ def test_an_utterance_s_first_byte_is_looked_up_in_context_messages_then_typed_a
     typed, ctx = T.encode("say go"), T.encode("Oslo")
     look.add(10, typed, message_hist(typed), context=False)
     start = (HIST_START, HIST_START)
-    assert look.cand(start) == (HIST_NONE, ord("g"))  # only the typed command's argument
+    assert look.cand(start) == (ord("g"), HIST_NONE)  # only the typed command's argument, first
     assert look.cand((ord("g"), HIST_START)) == (HIST_NONE, ord("o"))  # by the last byte alone
     look.add(20, ctx, message_hist(ctx), context=True)
     assert look.cand(start) == (ord("O"), ord("O"))
@@ -238,15 +238,36 @@ def test_a_copy_follows_its_message_past_a_repeated_pair():
     assert _say(look, history, T.encode(" clouds"))[0] == HIST_NONE  # the message's end
 
 
-def test_a_delegate_task_is_offered_the_name_the_user_said_after_a_space():
+def test_a_delegate_task_is_offered_the_name_the_user_said_after_a_space_first():
     from interaction_actor.model.layout import History, Lookup, message_hist
 
     look, history = Lookup(), History()
     heard = T.encode("Tell me the weather in Denver.")
     look.add(10, heard, message_hist(heard), context=False)
-    assert _say(look, history, [T.DELEGATE, *T.encode("weather ")])[1] == ord("D")
+    # first, where the copy habit looks; the byte the message goes on with ("i" of "in") second
+    assert _say(look, history, [T.DELEGATE, *T.encode("weather ")]) == (ord("D"), ord("i"))
     assert _say(look, history, T.encode("Denve"))[0] == ord("r")  # then the pointer reads on
     assert _say(look, history, T.encode("r"))[0] == ord(".")
+
+
+def test_a_delegate_task_is_still_offered_the_name_after_a_message_without_one():
+    from interaction_actor.model.layout import History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    for i, msg in enumerate(("Tell me the weather in Oslo.", "keep it short")):
+        ids = T.encode(msg)
+        look.add(10 + 40 * i, ids, message_hist(ids), context=False)
+    assert _say(look, history, [T.DELEGATE, *T.encode("weather ")])[0] == ord("O")
+
+
+def test_a_paused_opening_in_training_chit_chat_is_held_through():
+    eps = [synth.episode(s, "turn_taking") for s in range(40)]
+    paused = [e for e in eps if any(g == "out" for _, g, _, _ in e.aux)]
+    assert paused and len(paused) < len(eps)
+    for ep in paused:
+        held = [t for t, g, _, _ in ep.aux if g == "out"]
+        assert all(all(x == T.EMPTY for x in ep.targets[t]) for t in held)
+        assert ep.expect["turn"] is None or ep.expect["turn"] > max(held)
 
 
 def test_an_utterance_is_not_offered_the_name():

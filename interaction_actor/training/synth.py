@@ -68,7 +68,7 @@ from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-7"
+DATA_VERSION = "synth-8"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
 # a held-out episode has the trained length too: in 32-turn fresh sessions the shipped model (trained on
@@ -382,7 +382,9 @@ def barge_turn(onset: int, flag: bool) -> int:
 
 def _turn_taking(rng: random.Random, b: _Build) -> Episode:
     """The user says a chit-chat sentence; the model replies REPLY at the first quiet turn after it
-    (the audio decides when; the transcript arrives later). Half the time the user barges in during the
+    (the audio decides when; the transcript arrives later). In 20 % of training episodes (none held
+    out) an opening that ends on a continuation (spoken.HOLD_HEADS: "let me see,") comes first, then
+    a 600-1500 ms pause: the model holds through it (hold targets), as in pause_handling. Half the time the user barges in during the
     reply: the model yields at once (<listen>, from the audio; the client's barge-in hint is set in 30 %
     of training episodes and in no held-out one), then replies again once the user is quiet.
     expect: say (REPLY), turn, end_sample (speech end), barge_in (turn of the onset or None),
@@ -390,6 +392,12 @@ def _turn_taking(rng: random.Random, b: _Build) -> Episode:
     k = b.cfg.text_out_slots
     barge = rng.random() < 0.5
     start = int(rng.uniform(0.1, 0.5) * SR)
+    hold: list[int] = []
+    if b.split == spoken.TRAIN and rng.random() < 0.2:  # an opening on a continuation, a pause, the rest
+        end1, _, _ = b.user_says(rng.choice(spoken.HOLD_HEADS[b.split]), start, rng.randrange(spoken.VARIANTS),
+                                 _lag(rng))
+        start = end1 + int(rng.uniform(0.6, 1.5) * SR)
+        hold = [t for t in range(b.turns) if end1 <= (t + 1) * 3200 <= start]
     end, _, _ = b.user_says(rng.choice(spoken.CHAT[b.split]), start, rng.randrange(spoken.VARIANTS), _lag(rng))
     turn = _first_quiet(b.quiet(), end // 3200)
     expect: dict = {"say": REPLY, "turn": turn, "end_sample": end, "barge_in": None}
@@ -414,7 +422,7 @@ def _turn_taking(rng: random.Random, b: _Build) -> Episode:
             turn2 = None
         expect.update(barge_in=onset_turn, barge_sample=onset, barge_end_sample=end2, listen_turn=listen,
                       turn2=turn2, hint=flag)
-    return b.done("turn_taking", expect)
+    return b.done("turn_taking", expect, _holds(b, hold))
 
 
 def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
