@@ -161,7 +161,11 @@ def test_the_page_shows_the_spoken_request_delegated_with_its_tool_call(spoken):
     assert "tool call: weather" in seen["timeline"] and "tool result: Rome sun, 19 C" in seen["timeline"]
 
 
-def test_the_page_shows_the_result_surfacing_and_plays_the_assistants_voice_after_it(spoken):
+def test_the_page_shows_the_result_surfacing_and_plays_every_chunk_of_the_assistants_voice(spoken):
+    """The page's side: the result shows as surfaced for voicing, and the assistant's audio chunks are
+    played as they come, none dropped. Whether the model then says the result is the model's side: with the
+    synth-8 checkpoint it said "Rome sun, 19 C" in one run here and nothing after it in a clean-clone run
+    (the result surfaced one turn later); `interplay eval` and the demo's answer_voiced_fraction measure that."""
     seen, shot = spoken
     finals = [s for s in seen["surfaced"] if s["update"] == "final"]
     # the final is the background model's (SmolLM2-135M) wording of "Rome sun, 19 C": it carries the tool's
@@ -169,7 +173,9 @@ def test_the_page_shows_the_result_surfacing_and_plays_the_assistants_voice_afte
     assert finals and ("sun" in finals[0]["text"] or "19" in finals[0]["text"]) and finals[0]["voiced"]
     assert "surfaced (final, when_idle, voiced)" in seen["timeline"]
     counts = {k: seen[k] for k in ("audioChunksReceived", "audioChunksPlayed", "audioChunksDropped", "lastTurn")}
-    assert seen["audioChunksPlayed"] > finals[0]["audioReceivedBefore"], (finals[0], counts)
+    assert seen["audioChunksReceived"] > 0 and seen["audioChunksDropped"] == 0, counts
+    # read while the session runs: the newest chunk or two may still sit in the jitter buffer
+    assert seen["audioChunksReceived"] - 3 <= seen["audioChunksPlayed"] <= seen["audioChunksReceived"], counts
     assert shot.stat().st_size > 10_000
 
 

@@ -42,9 +42,9 @@ CATEGORIES = ("pause_handling", "turn_taking", "interruption")
 VOICES = ("en-gb-scotland+m2", "en-us-nyc+m1", "en-gb-x-gbclan+f5", "en-gb-scotland+f3")
 
 PAUSE_REQUESTS = (
-    ("I was wondering", "if you could recommend a good book about the ocean"),
+    ("I was hoping", "you could recommend a good book about the ocean"),
     ("could you help me", "find a simple recipe for vegetable soup"),
-    ("so the thing is", "my bicycle tire keeps going flat every week"),
+    ("here is my problem", "my bicycle tire keeps going flat every week"),
     ("before we begin", "can you explain how a rainbow forms in the sky"),
     ("let me think", "what should I pack for a hiking trip in the mountains"),
     ("I would like to know", "how long it takes to boil an egg properly"),
@@ -193,8 +193,11 @@ def _cascade_sentences() -> tuple[str, ...]:
 def held_out_report() -> dict:
     """What the set shares with the ears' test and bench sets, the cascade's prompt examples and
     measurement requests, and the native model's training text:
-    voices in common, sentences in common (after lower-casing and dropping punctuation), and training
-    words (synth.py's typed words, cities, replies) that occur in a sentence here. All empty when held out."""
+    voices in common, sentences in common (after lower-casing and dropping punctuation), training
+    words (synth.py's typed words, cities, replies) that occur in a sentence here, and training texts
+    that occur in one as whole words ("so" in "so the thing is", not in "something"). All empty when
+    held out. Two pause openings changed when training chit-chat took up "I was wondering," and
+    "the thing is," (spoken.HOLD_HEADS): "I was hoping", "here is my problem"."""
     from interaction_actor.training import spoken, synth
 
     ours = {_norm(s) for s in sentences()}
@@ -207,4 +210,4 @@ def held_out_report() -> dict:
                                                    *spoken.VOICES[spoken.TRAIN]}),
             "sentences_shared": sorted(ours & theirs),
             "training_words_used": sorted(words & train_words),
-            "training_texts_used": sorted(t for t in train_texts if any(t in s for s in ours))}
+            "training_texts_used": sorted(t for t in train_texts if any(f" {t} " in f" {s} " for s in ours))}
