@@ -169,8 +169,7 @@ def took_over(ep: synth.Episode, tr: list[Delivered]) -> bool:
     """pause_handling: the model's speech (its audio, or <start_speaking>) began inside the user's pause."""
     lo, hi = ep.expect["pause"]
     for k, d in enumerate(tr):
-        t = (k + 1) * 3200  # the turn's output reaches the user at the end of its window
-        if lo <= t <= hi and (d.audible or "start_speaking" in d.controls):
+        if synth.reaches_user_in(k, lo, hi) and (d.audible or "start_speaking" in d.controls):
             return True
     return False
 

@@ -35,7 +35,7 @@ TRAIN, EVAL = "train", "eval"
 # offers a delegate task the first name the user said) and voices the result
 # the training phrasings put other words than "in" after "weather" (and some have no "weather"): with
 # "weather in" in five of six, the model copied "in" into its task on a held-out phrasing ("weather in Denver").
-# It still does (README: "The default interaction model")
+# The four added did not stop that; offering the name as the first copy candidate did (layout.Lookup)
 REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city}", "how is the weather in {city}",
                             "what's the weather like in {city}", "can you check the weather in {city}",
                             "give me the {city} weather", "is it raining in {city}", "weather report, {city}",

@@ -362,6 +362,12 @@ def _rep_count(rng: random.Random, b: _Build) -> Episode:
     return b.done("rep_count", {"say": str(count), "turn": done}, aux)
 
 
+def reaches_user_in(turn: int, lo: int, hi: int) -> bool:
+    """Turn `turn`'s output reaches the user (at the end of its window) within samples [lo, hi]: a
+    pause's turns, for the hold targets here and the takeover score (evaluate.took_over)."""
+    return lo <= (turn + 1) * 3200 <= hi
+
+
 def _holds(b: _Build, turns) -> list[tuple[int, str, int, int]]:
     """Hold targets: <empty> again at the first output slot of each of `turns` where the plan is silent
     (every target <empty>), as an aux target (group "out"), so staying quiet where speaking is the
@@ -397,7 +403,7 @@ def _turn_taking(rng: random.Random, b: _Build) -> Episode:
         end1, _, _ = b.user_says(rng.choice(spoken.HOLD_HEADS[b.split]), start, rng.randrange(spoken.VARIANTS),
                                  _lag(rng))
         start = end1 + int(rng.uniform(0.6, 1.5) * SR)
-        hold = [t for t in range(b.turns) if end1 <= (t + 1) * 3200 <= start]
+        hold = [t for t in range(b.turns) if reaches_user_in(t, end1, start)]
     end, _, _ = b.user_says(rng.choice(spoken.CHAT[b.split]), start, rng.randrange(spoken.VARIANTS), _lag(rng))
     turn = _first_quiet(b.quiet(), end // 3200)
     expect: dict = {"say": REPLY, "turn": turn, "end_sample": end, "barge_in": None}
@@ -474,9 +480,8 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
                     "mode": None, "spoken": is_spoken, "ack_turn": ack, "user_talking": False,
                     "request": " ... ".join(parts), "city_heard": layout.first_name(got or "" if is_spoken else msg).startswith(city),
                     **extra}
-    # the turns whose output would reach the user inside the pause (evaluate.took_over)
     lo, hi = extra.get("pause", (1, 0))
-    hold_pause = [k for k in range(b.turns) if lo <= (k + 1) * 3200 <= hi]
+    hold_pause = [k for k in range(b.turns) if reaches_user_in(k, lo, hi)]
     if done >= b.turns:
         return b.done(name, expect, _holds(b, hold_pause))
     after = place(b.targets, done, [T.DELEGATE, *T.encode(task), T.DELEGATE_END], k, stop=False)
