@@ -292,6 +292,42 @@ def train_vocoder(
     main(out=out, steps=steps, minutes=minutes)
 
 
+@app.command("train-voice")
+def train_voice(
+    checkpoint: str = typer.Option("interaction_actor/checkpoints/small.pt", help="The checkpoint whose transformer "
+                                   "keeps its weights."),
+    out: str = typer.Option(..., help="Where to write the checkpoint with the new flow head (+ its card)."),
+    steps: int = typer.Option(None, help="Optimizer steps (default: the voice training config's)."),
+    minutes: float = typer.Option(None, help="Wall-clock budget."),
+    lr: float = typer.Option(None, help="Peak learning rate (default: the voice training config's)."),
+    task_repeat: int = typer.Option(None, help="How many times each task utterance stands in the data."),
+    init_voice: bool = typer.Option(False, "--init-voice", help="Continue from the checkpoint's own flow head."),
+) -> None:
+    """Train the model's voice (the flow head, reading the bytes it says) on espeak-ng's assistant voice of
+    training-split text, then measure it: Whisper's word error rate on held-out texts (JSON)."""
+    import json
+
+    from interaction_actor.training.train_voice import VoiceTrainConfig
+    from interaction_actor.training.train_voice import train_voice as run
+    from interplay.client import UserError
+
+    with user_errors():
+        if not Path(checkpoint).is_file():
+            raise UserError(f"--checkpoint {checkpoint}: no such checkpoint")
+    tc = VoiceTrainConfig()
+    if steps is not None:
+        tc.steps = steps
+    if minutes is not None:
+        tc.max_minutes = minutes
+    if lr is not None:
+        tc.lr = lr
+    if task_repeat is not None:
+        tc.task_repeat = task_repeat
+    tc.init_from_checkpoint = init_voice
+    section = run(checkpoint, out, tc, progress=True)
+    typer.echo(json.dumps({k: section[k] for k in ("steps", "train_seconds", "measure") if k in section}))
+
+
 eval_app = typer.Typer(no_args_is_help=False)  # its help is the callback's docstring
 app.add_typer(eval_app, name="eval")
 

@@ -238,6 +238,45 @@ def test_a_copy_follows_its_message_past_a_repeated_pair():
     assert _say(look, history, T.encode(" clouds"))[0] == HIST_NONE  # the message's end
 
 
+def test_a_copy_is_offered_the_end_of_its_message_once_the_message_is_complete():
+    from interaction_actor.model.layout import CAND_END, History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    res = T.encode("Oslo clouds")
+    look.add(10, res, message_hist(res), context=True, complete=True)
+    assert _say(look, history, [T.START_SPEAKING, *T.encode("Oslo clouds")])[0] == CAND_END
+
+
+def test_a_message_still_arriving_offers_no_end_where_its_arrived_bytes_stop():
+    from interaction_actor.model.layout import HIST_NONE, History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    res = T.encode("Oslo clouds")
+    hist = message_hist(res)
+    look.add(10, res[:6], hist[:6], context=True, complete=False)  # "Oslo c", the rest waits for slots
+    assert _say(look, history, [T.START_SPEAKING, *T.encode("Oslo c")])[0] == HIST_NONE
+    look.add(40, res[6:], hist[6:], context=True, complete=True)
+    assert look.cand(history.ids())[0] == ord("l")
+
+
+def test_a_typed_request_s_city_ends_where_the_typed_message_ends():
+    """Through the featurizer: the request takes slots over four turns; once its last byte is in, a task
+    that copied the city is offered the end (the model learns to close the task there)."""
+    from interaction_actor.model.config import preset
+    from interaction_actor.model.featurize import InputStreams, featurize_turn
+    from interaction_actor.model.layout import CAND_END, History, Lookup, TurnLayout
+    from interaction_actor.model.session import TurnInput
+
+    cfg = preset("small")
+    lay = TurnLayout.from_config(cfg)
+    streams, look, history = InputStreams(), Lookup(), History()
+    featurize_turn(streams, TurnInput(text="tell me the weather in Oslo"), cfg, lay, lay.turn_start(0), look)
+    for k in range(1, 4):
+        featurize_turn(streams, TurnInput(), cfg, lay, lay.turn_start(k), look)
+    assert _say(look, history, [T.DELEGATE, *T.encode("weather ")])[0] == ord("O")
+    assert _say(look, history, T.encode("Oslo"))[0] == CAND_END
+
+
 def test_a_delegate_task_is_offered_the_name_the_user_said_after_a_space_first():
     from interaction_actor.model.layout import History, Lookup, message_hist
 

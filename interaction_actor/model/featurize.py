@@ -23,7 +23,7 @@ from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig
 from interaction_actor.model.dmel import DMelStream, dmel_stream_push
 from interaction_actor.model.hmlp import frame_to_patches
-from interaction_actor.model.layout import Lookup, TurnLayout, queue_message, take_slots
+from interaction_actor.model.layout import HIST_START, Lookup, TurnLayout, queue_message, take_slots
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.model.featurize")
@@ -93,6 +93,11 @@ def enqueue_context(streams: InputStreams, context: str, session_id: str = "") -
             enqueue(streams, streams.ctx_queue, body, session_id)
 
 
+def _ends_here(queue: list[tuple[int, int, int]]) -> bool:
+    """After a turn took its slots: the message it took the last bytes of is complete (nothing of it waits)."""
+    return not queue or queue[0][1] == HIST_START
+
+
 def featurize_turn(streams: InputStreams, inp, cfg: ModelConfig, layout: TurnLayout, start: int, lookup: Lookup,
                    session_id: str = "") -> TurnFeatures:
     """One turn's inputs (`inp`: .audio, .frame, .text, .heard, .context) -> its input slots; advances
@@ -106,6 +111,6 @@ def featurize_turn(streams: InputStreams, inp, cfg: ModelConfig, layout: TurnLay
     enqueue_context(streams, inp.context, session_id)
     text_ids, text_hist = take_slots(streams.text_queue, layout.text_in)
     ctx_ids, ctx_hist = take_slots(streams.ctx_queue, layout.context)
-    lookup.add(start + layout.text, text_ids, text_hist, context=False)
-    lookup.add(start + layout.ctx, ctx_ids, ctx_hist, context=True)
+    lookup.add(start + layout.text, text_ids, text_hist, context=False, complete=_ends_here(streams.text_queue))
+    lookup.add(start + layout.ctx, ctx_ids, ctx_hist, context=True, complete=_ends_here(streams.ctx_queue))
     return TurnFeatures(dm, has_audio, patches, text_ids, text_hist, ctx_ids, ctx_hist)

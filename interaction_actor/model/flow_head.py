@@ -1,7 +1,8 @@
-"""Flow-matching mel head: hidden state -> one 80-band log10 mel frame.
+"""Flow-matching mel head: a read window -> one 80-band log10 mel frame.
 
-A small residual MLP whose norms are modulated (adaptive RMSNorm: scale and shift) by the
-transformer's hidden state and the flow time. Trained with the conditional flow-matching loss
+A small residual MLP whose norms are modulated (adaptive RMSNorm: scale and shift) by the reader's
+condition (model/reader.py: the bytes the model said last turn, before it and this turn, and the
+frame's index in the turn) and the flow time. Trained with the conditional flow-matching loss
 (straight path x_t = (1-t) x0 + t x1, target velocity x1 - x0) and sampled with Euler steps from
 Gaussian noise that the caller seeds (per session and position, see `frame_noise`), so sampling
 replays exactly.
@@ -17,6 +18,7 @@ from torch import nn
 
 import kernels
 from interaction_actor.model.config import ModelConfig
+from interaction_actor.model.reader import Reader
 
 MEL_MEAN = -2.5  # log10 mel normalisation for the flow (dMel range [-7, 2] -> about [-1.8, 1.8])
 MEL_STD = 2.5
@@ -58,13 +60,12 @@ class _AdaBlock(nn.Module):
 class FlowHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        w, d, m = cfg.flow_dim, cfg.d_model, cfg.n_mels
+        w, m = cfg.flow_dim, cfg.n_mels
         self.eps = cfg.norm_eps
         self.n_mels = m
         self.w_in = nn.Parameter(torch.randn(w, m) / math.sqrt(m))
-        self.w_cond = nn.Parameter(torch.randn(w, d) / math.sqrt(d))
+        self.reader = Reader(cfg.text_out_slots, w, cfg.frames_per_turn, hidden=2 * w)
         self.w_time = nn.Parameter(torch.randn(w, TIME_FEATURES) / math.sqrt(TIME_FEATURES))
-        self.b_cond = nn.Parameter(torch.zeros(w))
         self.blocks = nn.ModuleList(_AdaBlock(w) for _ in range(cfg.flow_blocks))
         self.out_mod = nn.Parameter(torch.zeros(2 * w, w))
         self.out_mod_b = nn.Parameter(torch.zeros(2 * w))
@@ -76,9 +77,9 @@ class FlowHead(nn.Module):
         scale, shift = kernels.linear(c, mod, mod_b).chunk(2, dim=-1)
         return kernels.rms_norm(x, self.ones, self.eps) * (1.0 + scale) + shift
 
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """x_t [N, n_mels] (normalised), t [N], cond [N, d_model] -> velocity [N, n_mels]."""
-        return self._velocity(x_t, t, kernels.linear(cond, self.w_cond, self.b_cond))
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """x_t [N, n_mels] (normalised), t [N], window [N, 4K + 1] read windows -> velocity [N, n_mels]."""
+        return self._velocity(x_t, t, self.reader(window))
 
     def _velocity(self, x_t: torch.Tensor, t: torch.Tensor, cond_proj: torch.Tensor) -> torch.Tensor:
         c = kernels.silu(cond_proj + kernels.linear(time_features(t), self.w_time))
@@ -88,20 +89,20 @@ class FlowHead(nn.Module):
             h = h + kernels.linear(kernels.silu(kernels.linear(y, blk.fc1)), blk.fc2)
         return kernels.linear(self._adanorm(h, c, self.out_mod, self.out_mod_b), self.w_out, self.b_out)
 
-    def loss(self, cond: torch.Tensor, target_mel: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    def loss(self, window: torch.Tensor, target_mel: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
              ) -> torch.Tensor:
         """Conditional flow-matching loss (mean squared velocity error) for log10 mel targets."""
         x1 = normalize_mel(target_mel)
         tt = t[:, None]
         x_t = (1.0 - tt) * noise + tt * x1
-        return (self.velocity(x_t, t, cond) - (x1 - noise)).pow(2).mean()
+        return (self.velocity(x_t, t, window) - (x1 - noise)).pow(2).mean()
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    def sample(self, window: torch.Tensor, noise: torch.Tensor, steps: int) -> torch.Tensor:
         """Euler integration from `noise` [N, n_mels] at t=0 to t=1 -> log10 mel [N, n_mels] in [-7, 2]."""
         x = noise.clone()
         dt = 1.0 / steps
-        cond_proj = kernels.linear(cond, self.w_cond, self.b_cond)
+        cond_proj = self.reader(window)
         for i in range(steps):
             t = torch.full((x.shape[0],), i * dt, device=x.device)
             x = x + dt * self._velocity(x, t, cond_proj)

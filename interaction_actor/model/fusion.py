@@ -22,7 +22,8 @@ from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig, preset
 from interaction_actor.model.flow_head import FlowHead, normalize_mel
 from interaction_actor.model.hmlp import HMLPStem
-from interaction_actor.model.layout import HIST_SIZE, IGNORE, SlotChunk, TurnLayout
+from interaction_actor.model.layout import CAND_SIZE, HIST_SIZE, IGNORE, SlotChunk, TurnLayout
+from interaction_actor.model.reader import PAD
 from interaction_actor.model.transformer import Transformer
 from interplay.log import get_logger
 
@@ -45,7 +46,9 @@ class InteractionModel(nn.Module):
         # byte and the output position about to say it share an input feature (one match copies it)
         self.hist_emb = nn.Parameter(torch.randn(2, HIST_SIZE, d) * 0.02)
         # copy candidates (layout.Lookup) at output positions: [by (h1, h2) | by h1, byte] rows
-        self.cand_emb = nn.Parameter(torch.randn(2, T.N_BYTES, d) * 0.02)
+        # (row CAND_END: the copied message has ended; a checkpoint from before it loads it as zeros)
+        self.cand_emb = nn.Parameter(torch.randn(2, CAND_SIZE, d) * 0.02)
+        self._register_load_state_dict_pre_hook(_pad_cand_rows)
         self.hmlp = HMLPStem(config)
         self.transformer = Transformer(config)
         self.flow = FlowHead(config)
@@ -119,12 +122,16 @@ class InteractionModel(nn.Module):
 
     def training_loss(self, chunk: SlotChunk, text_targets: torch.Tensor, mel_targets: torch.Tensor,
                       mel_loss_mask: torch.Tensor, lengths: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None, flow_weight: float = 1.0) -> dict:
+                      generator: torch.Generator | None = None, flow_weight: float = 1.0,
+                      read: torch.Tensor | None = None) -> dict:
         """Training forward over whole sequences.
 
         text_targets [B, T] long (IGNORE where no target; see layout.text_targets), mel_targets
         [B, T, n_mels] log10 mel of the assistant's voice at mel-out slots, mel_loss_mask [B, T]
-        where a flow target exists. Returns {"loss", "text_ce", "flow", "hidden", "logits"}.
+        where a flow target exists, read [B, T, 4K + 1] the flow head's read window at those slots
+        (model/reader.py; None: windows that read nothing). The flow loss does not reach the
+        transformer: the voice reads the tokens, not the hidden state.
+        Returns {"loss", "text_ce", "flow", "hidden", "logits"}.
         """
         hidden, logits = self.forward_sequence(chunk, lengths)
         valid = text_targets != IGNORE
@@ -136,7 +143,10 @@ class InteractionModel(nn.Module):
         else:
             text_ce = logits.sum() * 0.0
         if bool(mel_loss_mask.any()):
-            cond = hidden[mel_loss_mask]
+            if read is None:
+                read = torch.full((*mel_loss_mask.shape, 4 * self.config.text_out_slots + 1), PAD, dtype=torch.long)
+                read[..., -1] = 0
+            cond = read.to(self.device)[mel_loss_mask]
             target = mel_targets[mel_loss_mask]
             noise = torch.randn(target.shape, generator=generator).to(self.device)
             t = torch.rand(target.shape[0], generator=generator).to(self.device)
@@ -145,6 +155,15 @@ class InteractionModel(nn.Module):
             flow = hidden.sum() * 0.0
         return {"loss": text_ce + flow_weight * flow, "text_ce": text_ce, "flow": flow,
                 "hidden": hidden, "logits": logits}
+
+
+def _pad_cand_rows(state: dict, prefix: str, *args) -> None:
+    """A checkpoint written before CAND_END had N_BYTES candidate rows: its new row starts at zero (no
+    effect until trained)."""
+    key = prefix + "cand_emb"
+    w = state.get(key)
+    if w is not None and w.shape[1] < CAND_SIZE:
+        state[key] = torch.cat([w, w.new_zeros(w.shape[0], CAND_SIZE - w.shape[1], w.shape[2])], dim=1)
 
 
 def save_checkpoint(model: InteractionModel, path: str | Path) -> None:

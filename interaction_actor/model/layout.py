@@ -8,9 +8,10 @@ A sequence is position 0 = <bos>, then one fixed block of `turn_len` slots per 2
   17 .. 17+P-1             image patches (P = rows*cols): <image> + hMLP token, or <no_frame>
   next T_in                text in: UTF-8 bytes of typed text, or <pad>
   next C                   context injection: bytes of background context, or <ctx_pad>
-  next 16                  mel out: <mel:voiced>|<mel:quiet>, + a projection of the previous turn's
-                           mel frame j when that turn was voiced; the flow head reads these slots'
-                           hidden states and emits this turn's 16 mel frames (80 frames/s)
+  next 16                  mel out: <mel:voiced>|<mel:quiet> (voiced at the turn's start), + a
+                           projection of the previous turn's mel frame j when that turn was voiced:
+                           the model hears what it said. The turn's own 16 mel frames (80 frames/s)
+                           come from the flow head, which reads the tokens (model/reader.py)
   `out`                    <out>: its logits predict y_0
   out+1 .. out+K           y_0 .. y_{K-1}: output tokens (bytes, <empty>, controls); the logits at
                            <out> and y_0..y_{K-2} predict y_0..y_{K-1} (teacher forcing = shift by 1)
@@ -48,6 +49,10 @@ HIST_NONE = -1
 HIST_START = 256
 HIST_SIZE = 257
 NO_HIST = (HIST_NONE, HIST_NONE)
+# a copy candidate that is not a byte: the message being copied has ended (SlotChunk.cand, Lookup)
+CAND_END = 256
+CAND_SIZE = 257
+_END = -2  # Lookup's reference for CAND_END
 
 
 def message_hist(ids: Sequence[int]) -> list[tuple[int, int]]:
@@ -102,9 +107,11 @@ class Lookup:
     text-in/context slots the model may say next (HIST_NONE where there is none).
 
     - First: while the model is copying (it said a candidate byte), the byte after that one in the same
-      message (HIST_NONE at the message's end): a pointer that follows one message, so a repeated
-      pair ("lo" in "Oslo clouds") cannot send it elsewhere. Otherwise the byte that most recently
-      followed (h1, h2).
+      message: a pointer that follows one message, so a repeated pair ("lo" in "Oslo clouds") cannot
+      send it elsewhere. At the message's end, CAND_END once the message is known complete (its
+      stream's queue held no more of it when its last byte took a slot, or the next message began),
+      HIST_NONE while more may arrive. Without CAND_END the copy ran on past a name's end: "weather
+      Oslok," for "tell me the weather in Oslo". Otherwise the byte that most recently followed (h1, h2).
     - Second: the byte that most recently followed h1 alone.
     - Except inside a <delegate> task, right after a space: there the first candidate is the first
       letter of the first name (a capitalised word after a space: "Denver" in "Tell me the weather
@@ -138,11 +145,21 @@ class Lookup:
     name: int | None = None  # index of the first letter of the first name in the newest typed message
     opening: int | None = None  # index of the newest typed message's first byte when it is a capital
     earlier: int | None = None  # what an earlier typed message offered (the newest one that offered a name)
+    ends: set[int] = field(default_factory=set)  # positions of sources known to end their message
 
-    def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool) -> None:
+    def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool,
+            complete: bool = False) -> None:
+        """Register one turn's bytes of one stream (typed/heard text or context); `complete`: the last of
+        them ends its message (the stream's queue holds no more of it)."""
         for k, (b, (h1, h2)) in enumerate(zip(ids, hist, strict=True)):
+            if h1 == HIST_START:
+                last = next((j for j in range(len(self.sources) - 1, -1, -1) if self.sources[j][4] == context), None)
+                if last is not None:
+                    self.ends.add(self.sources[last][0])
             self.sources.append((position + k, b, h1, h2, context))
             self._index(len(self.sources) - 1, offer=True)
+        if complete and ids:
+            self.ends.add(position + len(ids) - 1)
 
     def _index(self, i: int, offer: bool) -> None:
         _, b, h1, h2, context = self.sources[i]
@@ -171,11 +188,14 @@ class Lookup:
         return False
 
     def _next(self, i: int) -> int | None:
-        """Index of the byte after source i in the same message (None at its end or not arrived yet)."""
+        """Index of the byte after source i in the same message, _END at the message's known end, None
+        where the next byte has not arrived yet."""
+        if self.sources[i][0] in self.ends:
+            return _END
         ctx = self.sources[i][4]
         for j in range(i + 1, len(self.sources)):
             if self.sources[j][4] == ctx:
-                return None if self.sources[j][2] == HIST_START else j
+                return _END if self.sources[j][2] == HIST_START else j
         return None
 
     def _offered(self) -> int | None:
@@ -196,7 +216,8 @@ class Lookup:
         return first, second
 
     def cand(self, hist: tuple[int, int]) -> tuple[int, int]:
-        return tuple(HIST_NONE if i is None else self.sources[i][1] for i in self._refs(hist))
+        return tuple(HIST_NONE if i is None else CAND_END if i == _END else self.sources[i][1]
+                     for i in self._refs(hist))
 
     def push(self, token: int, hist: tuple[int, int] = NO_HIST) -> None:
         """The model emitted `token` at a position with History ids `hist` (those it was chosen under).
@@ -205,9 +226,9 @@ class Lookup:
         history: the lookup offers what arrived since the last utterance ended, so a voiced result is
         not copied into the next reply ("ok, 23 C")."""
         first, second = self._refs(hist)
-        if first is not None and self.sources[first][1] == token:
+        if first is not None and first >= 0 and self.sources[first][1] == token:
             self.pointer = first
-        elif second is not None and self.sources[second][1] == token:
+        elif second is not None and second >= 0 and self.sources[second][1] == token:
             self.pointer = second
         else:
             self.pointer = None
@@ -225,6 +246,7 @@ class Lookup:
         copy pointer is dropped."""
         kept = [(p - (hi - lo) if p >= hi else p, *rest, i < self.spent)
                 for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
+        self.ends = {p - (hi - lo) if p >= hi else p for p in self.ends if not lo <= p < hi}
         self.sources, self.after_pair, self.after_byte, self.in_command_word = [], {}, {}, False
         self.pointer, self.name, self.opening, self.earlier = None, None, None, None
         self.spent = sum(spent for *_, spent in kept)

@@ -2,7 +2,8 @@
 
 `step_batch` advances several sessions (at any lengths) by exactly one turn as one batch: featurize
 each session's inputs, one chunk forward over the turn's input slots (layout.py), K-1 one-token
-decode steps for the output slots, flow-head mel for voiced sessions, then the vocoder. Nothing of
+decode steps for the output slots, flow-head mel for voiced sessions (read from the tokens they
+said last turn and this one, model/reader.py), then the vocoder. Nothing of
 the history is recomputed. Decoding waits on nothing: greedy, or sampled with noise that is a pure
 function of (session seed, turn, slot), so a session replays exactly.
 
@@ -13,8 +14,9 @@ K is stored RoPE-rotated, so moved keys are re-rotated by the shift (positions s
 equal cache slots). The current turn is never dropped: compaction runs before it is written and
 always leaves room for it. Requires capacity >= prefix + 2 turns.
 
-Outputs: bytes become `text` (UTF-8 decoded across turns); <start_speaking>/<stop_speaking> set
-whether the NEXT turns are voiced (a barge-in silences the current turn at once); <delegate> opens a
+Outputs: bytes become `text` (UTF-8 decoded across turns); <start_speaking> voices its own turn
+and the ones after it until <stop_speaking> (whose turn still plays); a barge-in or <listen>
+silences the current turn at once (`turn_voiced`); <delegate> opens a
 task whose bytes (possibly over several turns) are collected instead of spoken text, and the turn
 that closes it with </delegate> reports "delegate" in `controls` with `delegate_task` (a task left
 open is closed with what it has by <start_speaking>, or after 50 turns or 1024 bytes; an empty task
@@ -34,6 +36,7 @@ from interaction_actor.model.featurize import InputStreams, featurize_turn
 from interaction_actor.model.flow_head import frame_noise
 from interaction_actor.model.fusion import InteractionModel
 from interaction_actor.model.layout import NO_HIST, History, Lookup, SlotChunk, turn_chunk
+from interaction_actor.model.reader import ReadState, frame_windows
 from interaction_actor.model.vocoder import VocoderState, reset, vocode_turns
 from interplay.log import get_logger
 
@@ -149,6 +152,7 @@ class Speech:
     task_since: int = 0  # the turn it opened
     task_confidence: float | None = None  # p(<delegate>) when the open task's token was chosen
     opened: list[float] = field(default_factory=list)  # this turn's p(<delegate>) per opening, in order
+    reader: ReadState | None = None  # what the voice reads (model/reader.py), made for the model's K
 
 
 @dataclass
@@ -172,6 +176,13 @@ def voiced_now(speaking: bool, barge_in: bool) -> bool:
     """The voicing rule, one copy for the session, the trainer and the evaluation: a turn is voiced
     when the assistant was speaking at its start, and a barge-in silences it at once."""
     return speaking and not barge_in
+
+
+def turn_voiced(at_start: bool, barge_in: bool, tokens: list[int]) -> bool:
+    """Whether a turn plays the assistant's voice, once its tokens are known: it was voiced at its start
+    (`voiced_now`), or it opens an utterance (<start_speaking>: the voice says the turn's own bytes at
+    once), unless a barge-in silences it or the model yields the floor in it (<listen>)."""
+    return (at_start or (T.START_SPEAKING in tokens and not barge_in)) and T.LISTEN not in tokens
 
 
 def speaking_after(speaking: bool, tokens: list[int]) -> bool:
@@ -200,9 +211,11 @@ def new_session(model: InteractionModel, session_id: str, capacity: int | None =
         raise ValueError(f"capacity {capacity} < prefix {prefix} + 2 turns of {lay.turn_len} positions")
     if capacity > cfg.max_seq_len:
         raise ValueError(f"capacity {capacity} > max_seq_len {cfg.max_seq_len}")
-    return SessionState(id=session_id, seed=session_seed(session_id) if seed is None else int(seed),
-                        cache=KVCache(model.transformer.new_cache(capacity), capacity),
-                        record=SessionRecord() if record else None)
+    s = SessionState(id=session_id, seed=session_seed(session_id) if seed is None else int(seed),
+                     cache=KVCache(model.transformer.new_cache(capacity), capacity),
+                     record=SessionRecord() if record else None)
+    s.speech.reader = ReadState(cfg.text_out_slots)
+    return s
 
 
 def _plan(model: InteractionModel, capacity: int, pos: int) -> int:
@@ -307,7 +320,8 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
     """Advance each session exactly one turn (batched compute) and return its output.
 
     open each turn (compaction, the voicing rule, featurize, lay out the chunk) → one forward over
-    all chunks → mel frames of the voiced turns → the output tokens → audio → close each turn."""
+    all chunks → the output tokens → mel frames of the voiced turns (the flow head reads the tokens
+    said last turn and this turn, model/reader.py) → audio → close each turn."""
     if len(sessions) != len(inputs):
         raise ValueError("one TurnInput per session")
     if len({id(s) for s in sessions}) != len(sessions):
@@ -326,12 +340,9 @@ def step_batch(model: InteractionModel, sessions: list[SessionState], inputs: li
     hidden = model.forward_chunk(SlotChunk.stack(chunks), [s.cache.kv for s in sessions], starts)
     for i, s in enumerate(sessions):
         _record(s, model, starts[i], chunks[i], hidden[i])
-    mels = _sample_mels(model, sessions, hidden, voiced)
     ys = _decode_outputs(model, sessions, hidden)
-    for i, y in enumerate(ys):
-        if T.LISTEN in y and voiced[i]:  # the model yields the floor: this turn's audio is not played
-            voiced[i] = False
-            mels.pop(i, None)
+    voiced = [turn_voiced(v, inp.barge_in, y) for v, inp, y in zip(voiced, inputs, ys, strict=True)]
+    mels = _sample_mels(model, sessions, ys, voiced)
     vi = sorted(mels)
     pcms = dict(zip(vi, vocode_turns([sessions[i].speech.vocoder for i in vi], [mels[i] for i in vi], cfg),
                     strict=True))
@@ -352,15 +363,15 @@ def _open_turn(model: InteractionModel, s: SessionState, inp: TurnInput) -> Slot
     return SlotChunk.cat_time([_one(cfg, p.token, p.hist, p.cand), block])
 
 
-def _sample_mels(model: InteractionModel, sessions: list[SessionState], hidden: torch.Tensor,
+def _sample_mels(model: InteractionModel, sessions: list[SessionState], ys: list[list[int]],
                  voiced: list[bool]) -> dict[int, torch.Tensor]:
-    """Mel frames [frames, n_mels] of the voiced sessions (the flow head reads the mel-out slots), by row."""
+    """Mel frames [frames, n_mels] of the voiced sessions (the flow head reads each one's window), by row."""
     cfg, lay = model.config, model.layout
     vi = [i for i, v in enumerate(voiced) if v]
     if not vi:
         return {}
-    a = 1 + lay.mel
-    cond = hidden[vi, a : a + lay.frames].reshape(-1, cfg.d_model)
+    cond = torch.cat([frame_windows(_reader(sessions[i], cfg).window(ys[i]), lay.frames) for i in vi])
+    cond = cond.to(model.device)
     if cfg.flow_noise == 0.0:  # the mean path: no per-session noise to draw
         noise = torch.zeros(len(vi) * lay.frames, cfg.n_mels)
     else:
@@ -369,6 +380,12 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], hidden: 
     out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
     out = out.cpu()
     return {i: out[j].clone() for j, i in enumerate(vi)}
+
+
+def _reader(s: SessionState, cfg) -> ReadState:
+    if s.speech.reader is None:
+        s.speech.reader = ReadState(cfg.text_out_slots)
+    return s.speech.reader
 
 
 def _decode_outputs(model: InteractionModel, sessions: list[SessionState], hidden: torch.Tensor) -> list[list[int]]:
@@ -401,6 +418,7 @@ def _close_turn(model: InteractionModel, s: SessionState, ys: list[int], voiced:
     if not voiced:
         reset(sp.vocoder)
     out = _finish_turn(s, ys, voiced, mel, pcm, model.config.n_mels)
+    _reader(s, model.config).push(ys)
     hist = sp.history.ids()
     s.pending = Pending(ys[-1], hist, s.lookup.cand(hist))
     s.cache.pos += model.layout.turn_len

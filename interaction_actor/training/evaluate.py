@@ -271,7 +271,7 @@ def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None)
     the session's own output rules (session._finish_turn, the barge-in and voicing rules) without a
     model. The scorer's upper bound: the targets themselves must score as right."""
     from interaction_actor.model.config import ModelConfig
-    from interaction_actor.model.session import KVCache, SessionState, _finish_turn, voiced_now
+    from interaction_actor.model.session import KVCache, SessionState, _finish_turn, turn_voiced, voiced_now
     from interaction_actor.model.vocoder import VocoderState, reset, vocode_turns
 
     s = SessionState(id="oracle", seed=0, cache=KVCache(torch.zeros(0), 0))
@@ -281,7 +281,7 @@ def oracle_transcript(ep: synth.Episode, outputs: list[list[int]] | None = None)
     for k, inp in enumerate(ep.inputs):
         s.speech.speaking = voiced = voiced_now(s.speech.speaking, inp.barge_in)
         ys = list((outputs or ep.targets)[k])
-        voiced = voiced and T.LISTEN not in ys
+        voiced = turn_voiced(voiced, inp.barge_in, ys)
         mel = ep.voice.get(k) if voiced and own else None  # the targets' own voice, through the real vocoder
         pcm = vocode_turns([voc], [mel], cfg)[0] if mel is not None else None
         if mel is None:
@@ -377,10 +377,37 @@ def _utterance_audio(tr: list[Delivered], start: int) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0)
 
 
-def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int = 40,
-              cfg: ModelConfig | None = None) -> dict:
+def voice_pairs(groups: list[list[list[Delivered]]], limit: int = 40, same: int = 2) -> list[tuple[str, torch.Tensor]]:
+    """(text, audio) of up to `limit` utterances of two or more characters, taken from the groups (one a
+    task: its episodes' transcripts) in turn, at most `same` of one text: the voice is measured on what
+    every task says (the weather answers as much as the time task's four words), not on the first task's."""
+    queues = []
+    for trs in groups:
+        q = []
+        for tr in trs:
+            for start, text in utterances(tr):
+                audio = _utterance_audio(tr, start)
+                if len(text.strip()) >= 2 and audio.numel():
+                    q.append((text.strip(), audio))
+        queues.append(q)
+    pairs: list[tuple[str, torch.Tensor]] = []
+    seen: dict[str, int] = {}
+    while len(pairs) < limit and any(queues):
+        for q in queues:
+            while q:
+                text, audio = q.pop(0)
+                if seen.get(text, 0) < same:
+                    seen[text] = seen.get(text, 0) + 1
+                    pairs.append((text, audio))
+                    break
+            if len(pairs) >= limit:
+                break
+    return pairs
+
+
+def voice_wer(groups: list[list[list[Delivered]]], limit: int = 40, cfg: ModelConfig | None = None) -> dict:
     """The assistant's voice through the ears' transcriber (Whisper tiny.en), against the text it said:
-    word errors / words over up to `limit` utterances of two or more characters (`voice_wer`), and the
+    word errors / words over up to `limit` utterances (`voice_pairs`: every task's, in turn) (`voice_wer`), and the
     same texts rendered by espeak-ng in the voice the model was trained on, through the same
     transcriber (`voice_wer_reference`); with `cfg`, also the flow head's own training targets for
     those texts (voice.utterance's planned mel) through the runtime vocoder (`voice_wer_vocoder`):
@@ -392,13 +419,7 @@ def voice_wer(eps: list[synth.Episode], trs: list[list[Delivered]], limit: int =
     from interaction_actor.ears.bench import word_errors
     from interaction_actor.training import spoken, voice
 
-    pairs = []
-    for _ep, tr in zip(eps, trs, strict=True):
-        for start, text in utterances(tr):
-            audio = _utterance_audio(tr, start)
-            if len(text.strip()) >= 2 and audio.numel():
-                pairs.append((text.strip(), audio))
-    pairs = pairs[:limit]
+    pairs = voice_pairs(groups, limit)
     if not pairs:
         return {"voice_wer": None, "voice_wer_reference": None, "voice_utterances": 0}
     errs = ref_errs = voc_errs = words = 0
@@ -533,8 +554,7 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     result = dict(ours)
     if extras:
         tick("the voice through the transcriber")
-        result.update(voice_wer([e for t in synth.TASKS for e in eps[t]], [x for t in synth.TASKS for x in trs[t]],
-                                limit=15 if quick else 40, cfg=model.config))
+        result.update(voice_wer([trs[t] for t in synth.TASKS], limit=15 if quick else 40, cfg=model.config))
         tick("delegation without the copy lookup")
         with _NoCopy():
             no_copy = run_interactive(model, eps["delegation"])

@@ -39,7 +39,12 @@ TRAIN, EVAL = "train", "eval"
 REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city}", "how is the weather in {city}",
                             "what's the weather like in {city}", "can you check the weather in {city}",
                             "give me the {city} weather", "is it raining in {city}", "weather report, {city}",
-                            "check the {city} weather now", "how cold is it in {city} today"),
+                            "check the {city} weather now", "how cold is it in {city} today",
+                            # six with words after the city: the held-out "weather for {city} please" went
+                            # undelegated in 9 of 20 typed episodes when only two training ones had any
+                            "{city} weather please", "how warm is it in {city} right now",
+                            "any rain in {city} this week", "do you know the weather in {city} today",
+                            "quick weather check on {city} please", "what does {city} look like today"),
                      EVAL: ("tell me the weather in {city}", "weather for {city} please")}
 CITIES = {TRAIN: ("Rome", "Paris", "Madrid", "Tokyo", "London", "Athens", "Prague", "Miami", "Sydney", "Moscow",
                   "Kyiv", "Warsaw"),

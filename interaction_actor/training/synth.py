@@ -43,9 +43,10 @@ far at each frame's last patch; delegation and pause_handling repeat <empty> at 
 ("out") of the turns where the model must hold: inside a mid-request pause, and after a SILENT result.
 
 Speaking protocol (K slots per turn): the turn that starts speaking emits <start_speaking> then
-bytes; later turns emit bytes (<empty> pads); the turn after the last bytes emits <stop_speaking>.
-Speech follows text by one turn: a voiced turn's mel target is espeak-ng's rendering of the reply in
-the assistant's voice, aligned to the bytes (training/voice.py). A "quiet" turn is one whose last
+bytes; later turns emit bytes (<empty> pads); the turn whose audio ends emits <stop_speaking>.
+Speech sounds in the turn that writes it: a voiced turn's mel target (the <start_speaking> turn's
+too) is espeak-ng's rendering of the reply in the assistant's voice, aligned to the bytes
+(training/voice.py). A "quiet" turn is one whose last
 QUIET_FRAMES dMel frames hold no user speech. User speech is espeak-ng in the split's voices, rates and
 pitches over a room-tone or noise floor, and what the ears hear is Whisper tiny.en's transcript of that
 audio, arriving 3-4 turns after the speech ends (training/spoken.py; committed in heard.json, so
@@ -68,7 +69,7 @@ from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-8"
+DATA_VERSION = "synth-9"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
 # a held-out episode has the trained length too: in 32-turn fresh sessions the shipped model (trained on
@@ -259,7 +260,7 @@ class _Build:
             if turn + j < self.turns:
                 self.targets[turn + j] = list(toks)
         for j in range(u.voiced_turns):
-            self.voice[turn + 1 + j] = u.turn_mel(j)
+            self.voice[turn + j] = u.turn_mel(j)
         self.says.append((turn, text))
         return turn + len(u.turns)
 

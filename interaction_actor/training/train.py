@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import kernels
+from interaction_actor.model import reader
 from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig, preset
 from interaction_actor.model.featurize import InputStreams, featurize_turn
@@ -44,7 +45,7 @@ from interaction_actor.model.layout import (
     text_targets,
     turn_chunk,
 )
-from interaction_actor.model.session import speaking_after, voiced_now
+from interaction_actor.model.session import speaking_after, turn_voiced, voiced_now
 from interaction_actor.model.weights import DEFAULT_CHECKPOINT, card_path
 from interaction_actor.training import synth, voice
 from interplay.log import get_logger
@@ -95,6 +96,7 @@ class Features:
     mel_mask: torch.Tensor  # [1, L]
     voiced: list[bool]
     aux_targets: torch.Tensor | None = None  # [1, L]: Episode.aux at their slots, IGNORE elsewhere
+    read: torch.Tensor | None = None  # [1, L, 4K + 1]: the flow head's read window at mel-out slots
 
 
 def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None) -> Features:
@@ -127,7 +129,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
             out_cand.append(lookup.cand(history.ids()))
         chunks.append(turn_chunk(cfg, barge_in=inp.barge_in, voiced=voiced, prev_mel=prev_mel, **f.slots(),
                                  out_tokens=list(outputs[k]), out_hist=out_hist, out_cand=out_cand))
-        mel = voice_map.get(k) if voiced and k > 0 else None
+        mel = voice_map.get(k) if turn_voiced(voiced, inp.barge_in, outputs[k]) else None
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
         prev_mel = mel
@@ -137,16 +139,19 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     slots = mel_slot_mask(length, lay)
     mel_targets = torch.zeros(1, length, cfg.n_mels)
     mel_mask = torch.zeros(1, length, dtype=torch.bool)
+    read = torch.full((1, length, 4 * cfg.text_out_slots + 1), reader.PAD, dtype=torch.long)
+    read_windows = reader.windows(outputs, cfg.text_out_slots)
     for k, v in enumerate(voiced_turns):
         a = lay.turn_start(k) + lay.mel
         mel_targets[0, a : a + lay.frames] = mel_rows[k]
         mel_mask[0, a : a + lay.frames] = v
+        read[0, a : a + lay.frames] = reader.frame_windows(read_windows[k], lay.frames)
     assert bool((mel_mask[0] <= slots).all())
     aux = torch.full((1, length), IGNORE, dtype=torch.long)
     group = {"turn": 0, "audio": lay.audio, "image": lay.image, "text": lay.text, "ctx": lay.ctx, "out": lay.out}
     for turn, name, index, token in ep.aux:
         aux[0, lay.turn_start(turn) + group[name] + index] = token
-    return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux)
+    return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux, read)
 
 
 def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None, per_row: int = 1) -> Features:
@@ -165,7 +170,8 @@ def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None =
     feats = [featurize(ep, cfg) for ep in rows]
     return Features(SlotChunk.stack([f.chunk for f in feats]), torch.cat([f.text_targets for f in feats]),
                     torch.cat([f.mel_targets for f in feats]), torch.cat([f.mel_mask for f in feats]),
-                    [v for f in feats for v in f.voiced], torch.cat([f.aux_targets for f in feats]))
+                    [v for f in feats for v in f.voiced], torch.cat([f.aux_targets for f in feats]),
+                    torch.cat([f.read for f in feats]))
 
 
 def batch_tasks(tc: TrainConfig, step: int = 0) -> list[str]:
@@ -338,7 +344,7 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
             g["lr"] = _lr(tc, step, tc.steps, time.perf_counter() - t0)
         gen = torch.Generator().manual_seed(tc.seed * 7919 + step)
         res = model.training_loss(feats.chunk, feats.text_targets, feats.mel_targets, feats.mel_mask,
-                                  generator=gen, flow_weight=tc.flow_weight)
+                                  generator=gen, flow_weight=tc.flow_weight, read=feats.read)
         if tc.content_weight != 1.0 or tc.decision_weight != 1.0:
             res = _reweighted(model, res, feats.text_targets, tc)
         if tc.reading_weight > 0:

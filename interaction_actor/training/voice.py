@@ -1,21 +1,25 @@
 """The assistant's voice for training: espeak-ng's rendering of what it says, aligned to its bytes.
 
-The interaction model speaks one turn behind its text: the bytes it emits in turn k are heard in turn
-k + 1's audio, and its flow head produces that turn's 16 mel frames. So the targets of an utterance
-are a *plan*: which output tokens go in which turn, and the mel of each voiced turn, such that every
-byte is emitted in the turn before the audio that says it.
+The interaction model speaks in the turn it writes: the bytes it emits in turn k are heard in turn
+k's own audio (the session samples the turn's mel after its tokens, model/reader.py), and the turn
+that emits <start_speaking> already plays the first sound. So the targets of an utterance are a
+*plan*: which output tokens go in which turn, and the mel of each of its turns, such that every byte
+is emitted in the turn whose audio starts saying it.
 
 `utterance(text, k)` renders `text` once with espeak-ng in the assistant's voice (ASSISTANT: one
 voice, rate and pitch), takes espeak's word events (where each word starts in the audio), gives each
 byte a start time (linear within its word; spaces and punctuation go with the byte before them),
-and places bytes K per turn (the first turn holds <start_speaking> and two bytes) at the turn
-before the one whose audio says them. Where a turn would hold more bytes than it has slots (espeak
-says "ok" faster than 3 bytes per 200 ms), the later bytes move to the next turn and the audio from
-there on is delayed with them: the mel is time-warped, piecewise linearly between byte anchors, so
-the speech slows where the text cannot keep up and is never cut. The plan ends with <stop_speaking>
-in the last voiced turn (when the audio ends, at least one turn after the last byte).
+and places bytes K per turn (the first turn holds <start_speaking> and two bytes) in the turn whose
+audio says them. Where a turn would hold more bytes than it has slots (espeak says "ok" faster than
+3 bytes per 200 ms), the later bytes move to the next turn and the audio from there on is delayed
+with them: the mel is time-warped, piecewise linearly between byte anchors, so the speech slows
+where the text cannot keep up and is never cut. The plan ends with <stop_speaking> in its last turn
+(when the audio ends; one silent turn more when that turn's slots are full).
 
-Plans are a pure function of (text, K, ASSISTANT, the libespeak-ng version) and cached in memory.
+Plans are cached in memory: espeak-ng renders the same text a few samples longer or shorter from
+one call to the next (measured: 14673 vs 14670 samples for "ok, sure."), so a plan is fixed per
+process, not across them (two renderings of 39 texts: the tokens agreed for 38, the mel differs
+slightly).
 `voice_mels(outputs)` rebuilds the voiced turns' mel of a whole token stream (for outputs that are
 not an episode's own targets, e.g. a model's): each utterance from <start_speaking> to
 <stop_speaking> is planned from its bytes; turns past the plan's audio are silence.
@@ -51,8 +55,8 @@ ASSISTANT = VoiceSpec()
 @dataclass(frozen=True)
 class Utterance:
     """The plan of one utterance: `turns[j]` are the K output tokens of turn start + j (turn 0 opens
-    with <start_speaking>, the last holds <stop_speaking>); `mel` [16 * (len(turns) - 1), n_mels] is the
-    log10 mel of voiced turns start + 1 .. start + len(turns) - 1, 16 frames each."""
+    with <start_speaking>, the last holds <stop_speaking>); `mel` [16 * len(turns), n_mels] is the
+    log10 mel of those same turns' audio, 16 frames each."""
 
     text: str
     turns: tuple[tuple[int, ...], ...]
@@ -61,10 +65,10 @@ class Utterance:
 
     @property
     def voiced_turns(self) -> int:
-        return len(self.turns) - 1
+        return len(self.turns)
 
     def turn_mel(self, j: int) -> torch.Tensor:
-        """Mel of the j-th voiced turn (0 = the turn after <start_speaking>)."""
+        """Mel of turn start + j (0 = the <start_speaking> turn)."""
         return self.mel[j * FRAMES_PER_TURN : (j + 1) * FRAMES_PER_TURN]
 
 
@@ -150,14 +154,14 @@ def utterance(text: str, k: int = 3, n_mels: int = 80, spec: VoiceSpec = ASSISTA
     hi = (lo + 1).clamp(max=src.shape[0] - 1)
     w = (pos - lo.double()).float()[:, None]
     mel = (src[lo] * (1 - w) + src[hi] * w).contiguous()
-    rows: list[list[int]] = [[] for _ in range(voiced + 1)]
+    rows: list[list[int]] = [[] for _ in range(voiced)]
     rows[0].append(T.START_SPEAKING)
     for b, turn in zip(ids, turns, strict=True):
         rows[turn].append(b)
-    rows[voiced].append(T.STOP_SPEAKING)
-    if len(rows[voiced]) > k:  # the last byte's turn is full: stop one turn later (one more voiced turn)
+    if len(rows[-1]) < k:
+        rows[-1].append(T.STOP_SPEAKING)
+    else:  # the last turn's slots are full: stop one turn later (one more, silent, voiced turn)
         rows.append([T.STOP_SPEAKING])
-        rows[voiced].pop()
         mel = torch.cat([mel, torch.full((FRAMES_PER_TURN, mel.shape[1]), cfg.dmel_min)])
     padded = tuple(tuple([*r, *[T.EMPTY] * (k - len(r))]) for r in rows)
     return Utterance(text, padded, mel, stretch=round(max(new_end, 1.0) / max(old_end, 1.0), 3))
@@ -199,7 +203,7 @@ def silence_mel(n_mels: int = 80) -> torch.Tensor:
 
 def voice_mels(outputs: list[list[int]], k: int = 3, n_mels: int = 80) -> dict[int, torch.Tensor]:
     """turn -> the mel a voiced turn says, for a whole stream of output tokens (see module doc): the turns
-    after each <start_speaking> up to and including its <stop_speaking> (or <listen>, or the end)."""
+    from each <start_speaking> up to and including its <stop_speaking> (or <listen>, or the end)."""
     out: dict[int, torch.Tensor] = {}
     start: int | None = None
     said: list[int] = []
@@ -207,7 +211,7 @@ def voice_mels(outputs: list[list[int]], k: int = 3, n_mels: int = 80) -> dict[i
     def close(last: int) -> None:
         text = T.decode(said)
         plan = utterance(text, k, n_mels) if said else None
-        for j, turn in enumerate(range(start + 1, last + 1)):
+        for j, turn in enumerate(range(start, last + 1)):
             out[turn] = plan.turn_mel(j) if plan is not None and j < plan.voiced_turns else silence_mel(n_mels)
 
     for turn, toks in enumerate(outputs):

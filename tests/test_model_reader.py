@@ -1,0 +1,102 @@
+"""The voice's read window (model/reader.py): what the flow head reads of the model's own tokens."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from interaction_actor.model import text as T
+from interaction_actor.model.reader import PAD, START, STOP, ReadState, frame_windows, windows
+from interaction_actor.model.session import new_session, step_batch, turn_voiced
+from interaction_actor.training import train
+
+E = T.EMPTY
+
+
+def _stream(rng: random.Random, turns: int, k: int = 3) -> list[list[int]]:
+    pool = [*b"abc xyz", T.START_SPEAKING, T.STOP_SPEAKING, T.LISTEN, T.DELEGATE, T.DELEGATE_END, E, E, E]
+    return [[rng.choice(pool) for _ in range(k)] for _ in range(turns)]
+
+
+def test_a_turn_reads_the_bytes_said_before_it_the_previous_turn_and_its_own():
+    out = [[T.START_SPEAKING, *b"he"], [*b"llo"], [*b" yo"], [T.STOP_SPEAKING, E, E]]
+    w = windows(out, 3)
+    assert w[1] == [PAD] * 6 + [START, *b"he"] + [*b"llo"]
+    assert w[2] == [PAD] * 4 + [*b"he"] + [*b"llo"] + [*b" yo"]
+    assert w[3] == [PAD, *b"hello"] + [*b" yo"] + [STOP, PAD, PAD]
+
+
+def test_the_history_holds_the_last_six_bytes_of_the_utterance_only():
+    out = [[T.START_SPEAKING, *b"ab"], [*b"cde"], [*b"fgh"], [*b"ijk"], [T.STOP_SPEAKING, E, E],
+           [T.START_SPEAKING, *b"xy"], [*b"z", E, E]]
+    w = windows(out, 3)
+    assert w[4][:6] == [*b"cdefgh"]
+    assert w[6][:6] == [PAD] * 6  # a new utterance forgets the last one
+    assert w[6][6:9] == [START, *b"xy"]
+
+
+def test_delegate_task_bytes_are_never_read_as_speech():
+    out = [[T.DELEGATE, *b"we"], [*b"ath", ], [T.DELEGATE_END, T.START_SPEAKING, ord("o")], [*b"k, ", ]]
+    w = windows(out, 3)
+    assert w[1] == [PAD] * 6 + [PAD, PAD, PAD] + [PAD, PAD, PAD]
+    assert w[2] == [PAD] * 9 + [START, ord("o"), PAD]  # an utterance reads from its <start_speaking> on
+    assert w[3][6:] == [START, ord("o"), PAD] + [*b"k, "]
+
+
+def test_the_streaming_read_state_gives_the_training_windows_on_any_token_stream():
+    rng = random.Random(7)
+    for _ in range(50):
+        out = _stream(rng, 20)
+        st, got = ReadState(3), []
+        for toks in out:
+            got.append(st.window(toks))
+            st.push(toks)
+        assert got == windows(out, 3)
+
+
+def test_each_frame_reads_the_window_with_its_own_index():
+    fw = frame_windows([PAD] * 12, 16)
+    assert fw.shape == (16, 13) and fw[:, -1].tolist() == list(range(16)) and bool((fw[:, :12] == PAD).all())
+    assert STOP == 258
+
+
+def test_training_features_carry_the_windows_the_session_reads():
+    """The trainer's read windows at the mel-out slots are the ones a session reading the same tokens
+    computes: train.featurize on an episode whose outputs are what a session emitted (an untrained tiny
+    model sampling at temperature 2: bytes, controls and tasks in every mix)."""
+    from interaction_actor.model.config import preset
+    from interaction_actor.model.fusion import InteractionModel
+    from interaction_actor.training import synth
+
+    torch.manual_seed(0)
+    model = InteractionModel(preset("tiny").replace(temperature=2.0)).eval()
+    ep = synth.episode(3, "turn_taking", cfg=model.config, turns=12)
+    s = new_session(model, "read")
+    outs, wins = [], []
+    for inp in ep.inputs:
+        before = ReadState(3, list(s.speech.reader.said), s.speech.reader.prev, s.speech.reader.inside_task)
+        o = step_batch(model, [s], [inp])[0]
+        toks = list(s.speech.reader.prev)
+        outs.append(toks)
+        wins.append(before.window(toks))
+        assert o is not None
+    f = train.featurize(ep, model.config, outputs=outs)
+    lay = model.layout
+    for k in range(len(outs)):
+        a = lay.turn_start(k) + lay.mel
+        assert f.read[0, a, :-1].tolist() == wins[k]
+    assert torch.equal(f.read[0, lay.turn_start(1) + lay.mel : lay.turn_start(1) + lay.mel + lay.frames, -1],
+                       torch.arange(lay.frames))
+
+
+def test_the_turn_that_starts_speaking_plays_its_own_audio():
+    assert turn_voiced(False, False, [T.START_SPEAKING, *b"ok"])
+    assert turn_voiced(True, False, [*b"ok,"])  # an utterance goes on
+    assert turn_voiced(True, False, [T.STOP_SPEAKING, E, E])  # its last turn still plays
+    assert not turn_voiced(False, False, [E, E, E])
+
+
+def test_a_barge_in_or_listen_silences_the_turn_even_where_it_starts_speaking():
+    assert not turn_voiced(False, True, [T.START_SPEAKING, *b"ok"])
+    assert not turn_voiced(True, False, [T.LISTEN, E, E])
