@@ -487,7 +487,9 @@ def sent_packages(interaction_actor) -> list[dict]:
     for raw in ray.get(interaction_actor.recent_packages.remote(), timeout=10):
         p = xpb.ContextPackage.FromString(raw)
         out.append({"task_id": p.task_id, "task": p.task, "transcript_entries": len(p.transcript),
-                    "transcript": [e.text for e in p.transcript][-6:], "allowed_tools": list(p.allowed_tools),
+                    # its non-empty entries: the model may delegate many turns after the request, so the
+                    # newest few would not show the request the package carries
+                    "transcript": [e.text for e in p.transcript if e.text.strip()], "allowed_tools": list(p.allowed_tools),
                     "bytes": len(raw)})
     return out
 

@@ -103,10 +103,16 @@ def test_frame_that_is_not_rgb_uint8_is_a_typed_error():
         frame_to_patches(torch.zeros(40, 40, dtype=torch.uint8), CFG)
 
 
+def _windows(n: int) -> torch.Tensor:
+    """n random read windows [n, 4K + 1]: byte ids, then each one's frame index."""
+    ids = torch.randint(0, 259, (n, 4 * CFG.text_out_slots))
+    return torch.cat([ids, (torch.arange(n) % CFG.frames_per_turn)[:, None]], dim=1)
+
+
 def test_flow_head_loss_falls_on_a_toy_fit():
     torch.manual_seed(0)
     head = FlowHead(CFG)
-    cond = torch.randn(4, CFG.d_model)
+    cond = _windows(4)  # four read windows (model/reader.py), each a different target
     target = torch.linspace(-6, 1, 80).repeat(4, 1) + torch.arange(4)[:, None] * 0.5
     opt = torch.optim.Adam(head.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
@@ -131,7 +137,7 @@ def test_flow_sampler_replays_for_a_seed_and_differs_across_seeds():
     with torch.no_grad():
         for p in head.parameters():
             p.normal_(0, 0.1)
-    cond = torch.randn(16, CFG.d_model)
+    cond = _windows(16)
     a = head.sample(cond, frame_noise(11, 5, 16, 80), 4)
     b = head.sample(cond, frame_noise(11, 5, 16, 80), 4)
     c = head.sample(cond, frame_noise(11, 6, 16, 80), 4)
