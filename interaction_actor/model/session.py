@@ -152,7 +152,7 @@ class Speech:
     task_since: int = 0  # the turn it opened
     task_confidence: float | None = None  # p(<delegate>) when the open task's token was chosen
     opened: list[float] = field(default_factory=list)  # this turn's p(<delegate>) per opening, in order
-    reader: ReadState | None = None  # what the voice reads (model/reader.py), made for the model's K
+    reader: ReadState = field(default_factory=ReadState)  # what the voice reads (model/reader.py); new_session sets K
 
 
 @dataclass
@@ -370,7 +370,7 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], ys: list
     vi = [i for i, v in enumerate(voiced) if v]
     if not vi:
         return {}
-    cond = torch.cat([frame_windows(_reader(sessions[i], cfg).window(ys[i]), lay.frames) for i in vi])
+    cond = torch.cat([frame_windows(sessions[i].speech.reader.window(ys[i]), lay.frames) for i in vi])
     cond = cond.to(model.device)
     if cfg.flow_noise == 0.0:  # the mean path: no per-session noise to draw
         noise = torch.zeros(len(vi) * lay.frames, cfg.n_mels)
@@ -380,12 +380,6 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], ys: list
     out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
     out = out.cpu()
     return {i: out[j].clone() for j, i in enumerate(vi)}
-
-
-def _reader(s: SessionState, cfg) -> ReadState:
-    if s.speech.reader is None:
-        s.speech.reader = ReadState(cfg.text_out_slots)
-    return s.speech.reader
 
 
 def _decode_outputs(model: InteractionModel, sessions: list[SessionState], hidden: torch.Tensor) -> list[list[int]]:
@@ -418,7 +412,7 @@ def _close_turn(model: InteractionModel, s: SessionState, ys: list[int], voiced:
     if not voiced:
         reset(sp.vocoder)
     out = _finish_turn(s, ys, voiced, mel, pcm, model.config.n_mels)
-    _reader(s, model.config).push(ys)
+    sp.reader.push(ys)
     hist = sp.history.ids()
     s.pending = Pending(ys[-1], hist, s.lookup.cand(hist))
     s.cache.pos += model.layout.turn_len
