@@ -228,17 +228,22 @@ class FirstOfPolicy(Policy):
 
     E.g. `first_of` with ["model_token", "rule"]: the interaction model decides, and an intent rule
     on typed requests backs it up. A decision within `dedupe_turns` turns of the last one, while that
-    delegation still runs, is dropped (the backup must not repeat what the model already sent).
+    delegation still runs, is dropped (the backup must not repeat what the model already sent); so is
+    one made while the user's newest utterance is still the one the last decision answered, within
+    `same_request_turns` (the model's own token may come after the rule's delegation has finished).
     """
 
     name = "first_of"
 
-    def __init__(self, policies: Iterable[Any] = ("model_token", "rule"), dedupe_turns: int = 10) -> None:
+    def __init__(self, policies: Iterable[Any] = ("model_token", "rule"), dedupe_turns: int = 10,
+                 same_request_turns: int = 100) -> None:
         self.inner = [load_policy(p) for p in policies]
         if not self.inner:
             raise PolicyError("first_of needs at least one policy")
         self.dedupe_turns = int(dedupe_turns)
+        self.same_request_turns = int(same_request_turns)
         self._last_turn: int | None = None
+        self._last_utterance = ""
         names = ",".join(getattr(p, "name", type(p).__name__) for p in self.inner)
         self.name = f"first_of({names})"
 
@@ -247,10 +252,13 @@ class FirstOfPolicy(Policy):
         policy, d = next(((p, d) for p, d in decisions if d is not None), (None, None))
         if d is None:
             return None
-        if (self._last_turn is not None and state.active_tasks
-                and state.turn - self._last_turn < self.dedupe_turns):
-            return None
-        self._last_turn = state.turn
+        if self._last_turn is not None:
+            since = state.turn - self._last_turn
+            if state.active_tasks and since < self.dedupe_turns:
+                return None
+            if state.utterance and state.utterance == self._last_utterance and since < self.same_request_turns:
+                return None
+        self._last_turn, self._last_utterance = state.turn, state.utterance
         d.reason = d.reason or getattr(policy, "name", "")
         return d
 
@@ -263,7 +271,7 @@ class FirstOfPolicy(Policy):
             p.on_cancel(task_id, reason)
 
     def reset(self) -> None:
-        self._last_turn = None
+        self._last_turn, self._last_utterance = None, ""
         for p in self.inner:
             if hasattr(p, "reset"):
                 p.reset()

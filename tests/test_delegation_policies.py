@@ -127,6 +127,16 @@ def test_first_of_lets_the_model_decide_and_a_rule_back_it_up_once_per_request()
     assert model is not None and model.task == "weather Rome"
 
 
+def test_first_of_drops_the_models_late_token_for_a_request_the_rule_already_answered():
+    p = load_policy("first_of", policies=["model_token", "rule"])
+    ask = "what's the weather in Oslo?"
+    assert p.decide(final(ask, turn=3)) is not None  # the rule, when the transcript arrives
+    late = TurnState(turn=29, utterance=ask, controls=["delegate"], delegate_task="weather Oslo")  # its task done
+    assert p.decide(late) is None
+    later = TurnState(turn=60, utterance="and in Rome?", controls=["delegate"], delegate_task="weather Rome")
+    assert p.decide(later) is not None
+
+
 def test_the_model_token_policy_forgets_tasks_older_than_its_dedupe_window():
     from delegation import ModelTokenPolicy, TurnState
 
