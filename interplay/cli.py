@@ -260,6 +260,9 @@ def train(
                                   "(same preset), with a fresh optimizer and schedule."),
     lr: float = typer.Option(None, help="Peak learning rate (default: the training config's)."),
     evaluate_after: bool = typer.Option(True, "--eval/--no-eval", help="Run the quick eval and record it in the card."),
+    self_voice: bool = typer.Option(False, "--self-voice", help="Feed the model its own flow head's voice (as the "
+                                    "session does), not espeak's, and keep that voice fixed: a fine-tune after "
+                                    "train-voice."),
 ) -> None:
     """Co-train the interaction model on synthetic micro-turn episodes (from scratch, or fine-tune with
     --init-from); writes weights + card."""
@@ -273,7 +276,7 @@ def train(
             raise UserError(f"--init-from {init_from}: no such checkpoint (give a .pt that interplay train wrote)")
     card = train_main(preset=preset, steps=steps, minutes=minutes, seed=seed, out=out, resume=resume,
                       threads=threads, init_from=init_from, lr=lr, evaluate_after=evaluate_after, eval_quick=True,
-                      progress=True)
+                      progress=True, self_voice=self_voice)
     typer.echo(json.dumps({k: card[k] for k in ("checkpoint", "steps", "train_seconds", "final_losses")
                            if k in card}))
 
@@ -302,6 +305,7 @@ def train_voice(
     lr: float = typer.Option(None, help="Peak learning rate (default: the voice training config's)."),
     task_repeat: int = typer.Option(None, help="How many times each task utterance stands in the data."),
     init_voice: bool = typer.Option(False, "--init-voice", help="Continue from the checkpoint's own flow head."),
+    reader: str = typer.Option(None, help="The flow head's reader: mlp or align (default: the checkpoint's)."),
 ) -> None:
     """Train the model's voice (the flow head, reading the bytes it says) on espeak-ng's assistant voice of
     training-split text, then measure it: Whisper's word error rate on held-out texts (JSON)."""
@@ -314,7 +318,9 @@ def train_voice(
     with user_errors():
         if not Path(checkpoint).is_file():
             raise UserError(f"--checkpoint {checkpoint}: no such checkpoint")
-    tc = VoiceTrainConfig()
+        if reader not in (None, "mlp", "align"):
+            raise UserError(f"--reader {reader}: choose mlp or align")
+    tc = VoiceTrainConfig(reader=reader or "")
     if steps is not None:
         tc.steps = steps
     if minutes is not None:

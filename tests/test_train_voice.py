@@ -71,3 +71,15 @@ def test_a_continuation_starts_from_the_given_flow_head():
                             init=first.state_dict())
     assert run["steps"] == 0
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_train_voice_can_give_a_checkpoint_the_align_reader(tmp_path):
+    from interaction_actor.model.fusion import build_model
+    from interaction_actor.training.train import save_shipped
+
+    src = tmp_path / "base.pt"
+    save_shipped(build_model("tiny", seed=3), src)
+    tc = VoiceTrainConfig(phrases=4, task_episodes=1, steps=2, batch=4, threads=0, reader="align")
+    train_voice(src, tmp_path / "aligned.pt", tc, measure_after=False)
+    out = build_model("tiny", checkpoint=str(tmp_path / "aligned.pt"))
+    assert out.config.voice_reader == "align" and out.flow.reader.__class__.__name__ == "AlignReader"

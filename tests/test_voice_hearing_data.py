@@ -46,6 +46,11 @@ def test_the_assistant_speaks_about_three_bytes_a_turn_and_slows_only_where_the_
     assert all(1.0 <= u.stretch <= 1.6 for u in plans)
 
 
+def test_each_turns_letters_start_evenly_over_the_turn_and_punctuation_anchors_nothing():
+    anchors = voice._even([*b"ab, c"], [0, 0, 0, 0, 1], [0.0, 100.0, 200.0, 200.0, 3000.0])
+    assert anchors == [(0.0, 0.0), (1600.0, 100.0), (3200.0, 3000.0)]
+
+
 def test_the_planned_voice_is_speech_the_transcriber_understands():
     """The targets of the flow head, through the project's own vocoder, are heard as the words they say
     (the ceiling of the model's voice, `voice_wer_reference`'s kin)."""

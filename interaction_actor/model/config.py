@@ -41,6 +41,7 @@ class ModelConfig:
     flow_dim: int = 256
     flow_blocks: int = 3
     flow_steps: int = 4
+    voice_reader: str = "mlp"  # the flow head's reader (model/reader.py): "mlp" or "align"
     # the sampler's noise scale (1.0 = the flow's own prior): lower is closer to the mean voice, with less
     # frame-to-frame speckle (each mel frame is sampled on its own). 0.0 was chosen on training-split
     # utterances with the flow head that read the hidden state (Whisper WER 1.00 at 0.0, 1.61 at 0.5,
@@ -87,6 +88,8 @@ class ModelConfig:
             raise ValueError("moe_top_k must be in 1..moe_experts")
         if self.text_out_slots < 1:
             raise ValueError("text_out_slots must be >= 1")
+        if self.voice_reader not in ("mlp", "align"):
+            raise ValueError("voice_reader must be 'mlp' or 'align'")
         if not 0.0 < self.keep_fraction < 1.0:
             raise ValueError("keep_fraction must be in (0, 1)")
         if self.capacity > self.max_seq_len:

@@ -18,7 +18,7 @@ from torch import nn
 
 import kernels
 from interaction_actor.model.config import ModelConfig
-from interaction_actor.model.reader import Reader
+from interaction_actor.model.reader import make_reader
 
 MEL_MEAN = -2.5  # log10 mel normalisation for the flow (dMel range [-7, 2] -> about [-1.8, 1.8])
 MEL_STD = 2.5
@@ -64,7 +64,7 @@ class FlowHead(nn.Module):
         self.eps = cfg.norm_eps
         self.n_mels = m
         self.w_in = nn.Parameter(torch.randn(w, m) / math.sqrt(m))
-        self.reader = Reader(cfg.text_out_slots, w, cfg.frames_per_turn, hidden=2 * w)
+        self.reader = make_reader(cfg.voice_reader, cfg.text_out_slots, w, cfg.frames_per_turn)
         self.w_time = nn.Parameter(torch.randn(w, TIME_FEATURES) / math.sqrt(TIME_FEATURES))
         self.blocks = nn.ModuleList(_AdaBlock(w) for _ in range(cfg.flow_blocks))
         self.out_mod = nn.Parameter(torch.zeros(2 * w, w))

@@ -59,6 +59,7 @@ class VoiceTrainConfig:
     init_seed: int = 0  # the flow head's initialisation and the batches
     threads: int = 2
     max_minutes: float = 0.0  # > 0: stop early when this much wall time has passed
+    reader: str = ""  # the flow head's reader (config voice_reader); "" keeps the checkpoint's
 
 
 def utterance_texts(outputs: list[list[int]]) -> list[str]:
@@ -140,8 +141,11 @@ def train_flow(cfg: ModelConfig, tc: VoiceTrainConfig, data: tuple[torch.Tensor,
     while step < tc.steps:
         if tc.max_minutes > 0 and time.perf_counter() - t0 > tc.max_minutes * 60:
             break
+        done = step / tc.steps  # the schedule's progress: by steps, or by the wall-clock budget if sooner
+        if tc.max_minutes > 0:
+            done = max(done, (time.perf_counter() - t0) / (tc.max_minutes * 60))
         lr = tc.lr * min(1.0, (step + 1) / tc.warmup) * (
-            tc.min_lr_fraction + (1 - tc.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * step / tc.steps)))
+            tc.min_lr_fraction + (1 - tc.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, W.shape[0], (tc.batch,))
@@ -213,6 +217,10 @@ def train_voice(checkpoint: str | Path, out: str | Path, tc: VoiceTrainConfig | 
     conf = dict(blob["config"])
     conf["image_grid"] = tuple(conf["image_grid"])
     cfg = ModelConfig(**conf).validate()
+    if tc.reader and tc.reader != cfg.voice_reader:
+        if tc.init_from_checkpoint:
+            raise ValueError(f"cannot continue a {cfg.voice_reader} voice as {tc.reader}")
+        cfg = cfg.replace(voice_reader=tc.reader)
     t0 = time.perf_counter()
     data = dataset(tc, cfg)
     log.info("voice_data", turns=int(data[0].shape[0]), seconds=round(time.perf_counter() - t0, 1))
@@ -223,7 +231,9 @@ def train_voice(checkpoint: str | Path, out: str | Path, tc: VoiceTrainConfig | 
     state = {k: v for k, v in blob["state_dict"].items() if not k.startswith("flow.")}
     state.update({f"flow.{k}": v for k, v in head.state_dict().items()})
     model.load_state_dict(state)
-    section = {"train_config": asdict(tc), "data_turns": int(data[0].shape[0]), **run,
+    from interaction_actor.training import voice
+
+    section = {"train_config": asdict(tc), "voice_spec": asdict(voice.ASSISTANT), "data_turns": int(data[0].shape[0]), **run,
                "init": str(checkpoint)}
     if measure_after:
         section["measure"] = measure(head, cfg)
