@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 
+import kernels
 from interaction_actor.model import text as T
-from interaction_actor.model.reader import PAD, START, STOP, ReadState, frame_windows, windows
+from interaction_actor.model.config import ModelConfig
+from interaction_actor.model.reader import (
+    PAD,
+    START,
+    STOP,
+    VOCAB,
+    AlignReader,
+    ReadState,
+    frame_windows,
+    make_reader,
+    windows,
+)
 from interaction_actor.model.session import new_session, step_batch, turn_voiced
 from interaction_actor.training import train
 
@@ -100,3 +113,56 @@ def test_the_turn_that_starts_speaking_plays_its_own_audio():
 def test_a_barge_in_or_listen_silences_the_turn_even_where_it_starts_speaking():
     assert not turn_voiced(False, True, [T.START_SPEAKING, *b"ok"])
     assert not turn_voiced(True, False, [T.LISTEN, E, E])
+
+
+@pytest.mark.bitwise
+def test_the_align_reader_gives_a_row_the_same_bits_whatever_rows_share_the_call():
+    torch.manual_seed(0)
+    reader = AlignReader(3, 64, 16, hidden=128)
+    rng = random.Random(4)
+    rows = torch.tensor([[rng.randrange(VOCAB) for _ in range(12)] + [rng.randrange(16)] for _ in range(37)])
+    with torch.no_grad(), kernels.deterministic():
+        whole = reader(rows)
+        assert all(torch.equal(reader(rows[i : i + m]), whole[i : i + m]) for i, m in ((0, 1), (5, 3), (20, 17)))
+
+
+def test_the_align_reader_gives_each_frame_of_a_turn_its_own_condition():
+    torch.manual_seed(0)
+    reader = AlignReader(3, 64, 16, hidden=128)
+    with torch.no_grad():
+        cond = reader(frame_windows([*b"hello there!"], 16))
+    assert cond.shape == (16, 64) and len({tuple(r.tolist()) for r in cond}) == 16
+
+
+def test_an_unknown_voice_reader_is_a_clear_error():
+    with pytest.raises(ValueError, match="voice_reader"):
+        ModelConfig(voice_reader="lstm").validate()
+    assert isinstance(make_reader("align", 3, 32, 16), AlignReader)
+
+
+def test_with_self_voice_the_trainer_feeds_back_the_mel_the_session_feeds_back():
+    """train.featurize(voice_head=the model's flow head) puts in each mel-out slot what a session that
+    emitted the same tokens fed back there: the flow head's own rendering of its previous turn (the
+    shipped model answering a turn-taking episode, so that it speaks)."""
+    from interaction_actor.model.fusion import build_model
+    from interaction_actor.model.weights import DEFAULT_CHECKPOINT
+    from interaction_actor.training import synth
+
+    model = build_model(checkpoint=str(DEFAULT_CHECKPOINT))
+    ep = synth.episode(7, "turn_taking", cfg=model.config)
+    s = new_session(model, "self-voice")
+    outs, fed = [], []
+    for inp in ep.inputs:
+        fed.append(s.speech.prev_mel)
+        step_batch(model, [s], [inp])
+        outs.append(list(s.speech.reader.prev))
+    f = train.featurize(ep, model.config, outputs=outs, voice_head=model.flow)
+    lay = model.layout
+    assert sum(m is not None for m in fed) >= 3, "the model did not speak"
+    for k, m in enumerate(fed):
+        a = lay.turn_start(k) + lay.mel
+        got = f.chunk.mel_in[0, a : a + lay.frames]
+        if m is None:
+            assert not bool(got.abs().sum())
+        else:
+            torch.testing.assert_close(got, m, rtol=1e-4, atol=1e-4)

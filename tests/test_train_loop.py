@@ -93,3 +93,13 @@ def test_fine_tuning_from_a_checkpoint_of_another_preset_is_refused(tmp_path):
     with pytest.raises(ValueError, match="another model configuration"):
         train(tmp_path / "x.pt", config=dataclasses.replace(_cfg(1), init_from=str(DEFAULT_CHECKPOINT)),
               progress=False, work_dir=tmp_path / "w")
+
+
+def test_a_self_voice_fine_tune_trains_the_transformer_under_a_fixed_voice(short_run, tmp_path):
+    base, _ = short_run
+    tc = dataclasses.replace(_cfg(3), init_from=str(base), self_voice=True, flow_weight=0.0)
+    train(tmp_path / "sv.pt", config=tc, progress=False, work_dir=tmp_path / "w")
+    a = torch.load(base, weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "sv.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("flow."))
+    assert not all(torch.equal(a[k], b[k]) for k in a if not k.startswith("flow."))

@@ -32,6 +32,7 @@ from interaction_actor.model import reader
 from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig, preset
 from interaction_actor.model.featurize import InputStreams, featurize_turn
+from interaction_actor.model.flow_head import FlowHead, frame_noise
 from interaction_actor.model.fusion import InteractionModel
 from interaction_actor.model.layout import (
     IGNORE,
@@ -86,6 +87,12 @@ class TrainConfig:
     # fresh optimizer, warmup and schedule; "" = from scratch. The steps behind it (its card's steps plus
     # its own init_steps) are recorded as `init_steps`
     init_from: str = ""
+    # True: the mel-out slots carry what the model's own flow head says for the previous turn (as the
+    # session feeds them at run time), not the voice plan's espeak mel; the flow loss still targets
+    # the plan. With flow_weight 0 the flow head is frozen (a transformer fine-tune under a fixed voice).
+    # Tried once (592 steps, lr 3e-4, under an even-timed voice): time_speak 0.94 -> 0.76 and turn-taking
+    # 0.84 -> 0.78 on held-out episodes, so no shipped checkpoint is trained this way
+    self_voice: bool = False
 
 
 @dataclass
@@ -99,12 +106,14 @@ class Features:
     read: torch.Tensor | None = None  # [1, L, 4K + 1]: the flow head's read window at mel-out slots
 
 
-def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None) -> Features:
+def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | None = None,
+              voice_head: FlowHead | None = None) -> Features:
     """The training sequence of an episode: what the streaming session would write, position by
     position, if the model emitted `outputs` (default: the episode's targets), with the previous voiced
     turn's target mel fed to the mel-out slots (teacher forcing). The mel of a voiced turn is the
     episode's own voice plan (synth.Episode.voice) for its targets, else rebuilt from `outputs`
-    (voice.voice_mels)."""
+    (voice.voice_mels). With `voice_head`, the mel-out slots carry that flow head's own rendering of
+    each voiced turn instead (`own_voice`: what the session feeds back); the targets stay the plan's."""
     voice_map = ep.voice if outputs is None or outputs is ep.targets else voice.voice_mels(
         outputs, cfg.text_out_slots, cfg.n_mels)
     outputs = ep.targets if outputs is None else outputs
@@ -117,6 +126,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     chunks = [bos_chunk(cfg)]
     mel_rows: list[torch.Tensor] = []
     voiced_turns: list[bool] = []
+    read_windows = reader.windows(outputs, cfg.text_out_slots)
     for k, inp in enumerate(ep.inputs):
         voiced = speaking = voiced_now(speaking, inp.barge_in)
         f = featurize_turn(streams, inp, cfg, lay, lay.turn_start(k), lookup)
@@ -132,7 +142,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         mel = voice_map.get(k) if turn_voiced(voiced, inp.barge_in, outputs[k]) else None
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
-        prev_mel = mel
+        prev_mel = mel if mel is None or voice_head is None else own_voice(voice_head, cfg, read_windows[k], k)
         speaking = speaking_after(speaking, outputs[k])
     chunk = SlotChunk.cat_time(chunks)
     length = chunk.tokens.shape[1]
@@ -140,7 +150,6 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     mel_targets = torch.zeros(1, length, cfg.n_mels)
     mel_mask = torch.zeros(1, length, dtype=torch.bool)
     read = torch.full((1, length, 4 * cfg.text_out_slots + 1), reader.PAD, dtype=torch.long)
-    read_windows = reader.windows(outputs, cfg.text_out_slots)
     for k, v in enumerate(voiced_turns):
         a = lay.turn_start(k) + lay.mel
         mel_targets[0, a : a + lay.frames] = mel_rows[k]
@@ -154,9 +163,20 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux, read)
 
 
-def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None, per_row: int = 1) -> Features:
+def own_voice(head: FlowHead, cfg: ModelConfig, window: list[int], turn: int) -> torch.Tensor:
+    """A voiced turn's mel [frames, n_mels] as the session samples it (model/session._sample_mels at the
+    mean path, flow_noise 0; else session seed 0's noise for `turn`)."""
+    frames = cfg.frames_per_turn
+    noise = torch.zeros(frames, cfg.n_mels) if cfg.flow_noise == 0.0 else \
+        frame_noise(0, turn, frames, cfg.n_mels) * cfg.flow_noise
+    with torch.no_grad():
+        return head.sample(reader.frame_windows(window, frames), noise, cfg.flow_steps)
+
+
+def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None, per_row: int = 1,
+                   voice_head: FlowHead | None = None) -> Features:
     """Episodes for `seeds` (of `tasks[i]`, default seed % 5), `per_row` consecutive ones chained into
-    one session per row (synth.chain), featurized and stacked (one length)."""
+    one session per row (synth.chain), featurized (with `voice_head`, see featurize) and stacked."""
     tasks = tasks or [None] * len(seeds)
     if len(seeds) % per_row:
         raise ValueError("the number of episodes must be a multiple of per_row")
@@ -167,7 +187,7 @@ def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None =
         for nxt in eps[r + 1 : r + per_row]:
             ep = synth.chain(ep, nxt)
         rows.append(ep)
-    feats = [featurize(ep, cfg) for ep in rows]
+    feats = [featurize(ep, cfg, voice_head=voice_head) for ep in rows]
     return Features(SlotChunk.stack([f.chunk for f in feats]), torch.cat([f.text_targets for f in feats]),
                     torch.cat([f.mel_targets for f in feats]), torch.cat([f.mel_mask for f in feats]),
                     [v for f in feats for v in f.voiced], torch.cat([f.aux_targets for f in feats]),
@@ -190,11 +210,13 @@ def batch_tasks(tc: TrainConfig, step: int = 0) -> list[str]:
     return out
 
 
-def step_features(tc: TrainConfig, cfg: ModelConfig, step: int) -> tuple[list[str], Features]:
-    """The tasks and the features of training step `step`: a pure function of (tc, step)."""
+def step_features(tc: TrainConfig, cfg: ModelConfig, step: int, voice_head: FlowHead | None = None
+                  ) -> tuple[list[str], Features]:
+    """The tasks and the features of training step `step`: a pure function of (tc, step) (and, with
+    self_voice, of the flow head `voice_head`)."""
     tasks = batch_tasks(tc, step)
     n = tc.batch * tc.episodes_per_row
-    return tasks, batch_features(train_seeds(step, n, tc.seed), cfg, tasks, tc.episodes_per_row)
+    return tasks, batch_features(train_seeds(step, n, tc.seed), cfg, tasks, tc.episodes_per_row, voice_head)
 
 
 def train_seeds(step: int, batch: int, seed: int) -> list[int]:
@@ -264,6 +286,8 @@ def content_accuracy(logits: torch.Tensor, targets: torch.Tensor, tasks: list[st
 def _param_groups(model: InteractionModel, wd: float) -> list[dict]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.dim() < 2 or "norm" in name or name.endswith(("_b", ".b1", ".b2", ".b3")) else decay).append(p)
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -317,6 +341,8 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
     model = InteractionModel(cfg)
     init_steps = _init_from(model, tc.init_from) if tc.init_from else 0
     model.train()
+    if tc.self_voice and tc.flow_weight == 0:  # a fixed voice: the flow head is not trained (nor decayed)
+        model.flow.requires_grad_(False)
     opt = torch.optim.AdamW(_param_groups(model, tc.weight_decay), lr=tc.lr, betas=(0.9, 0.98))
     step, elapsed, history = 0, 0.0, []
     resumed_from = 0
@@ -338,7 +364,7 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
     ema: dict[str, float] = {}
     stopped_early = False
     while step < tc.steps:
-        tasks, feats = step_features(tc, cfg, step)
+        tasks, feats = step_features(tc, cfg, step, model.flow if tc.self_voice else None)
         row_tasks = tasks[tc.episodes_per_row - 1 :: tc.episodes_per_row]  # a row is named by its last episode
         for g in opt.param_groups:
             g["lr"] = _lr(tc, step, tc.steps, time.perf_counter() - t0)
@@ -420,12 +446,15 @@ def _thin(history: list[dict], n: int) -> list[dict]:
 
 def train_main(preset: str = "small", steps: int | None = None, minutes: float | None = None, seed: int | None = None,
                out: str | None = None, resume: bool = False, threads: int | None = None,
-               init_from: str | None = None, lr: float | None = None, evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True) -> dict:
+               init_from: str | None = None, lr: float | None = None, evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True,
+               self_voice: bool = False) -> dict:
     """`interplay train`: train `preset` from scratch (or `resume` the run that writes `out`) and write
     the checkpoint + JSON card to `out` (default: runs/train/<preset>.pt; the shipped
     interaction_actor/checkpoints/<preset>.pt only when it is given as `out`).
     `steps` and `minutes` bound the run (defaults: TrainConfig's, the settings of the shipped model);
-    `threads` defaults to TrainConfig's. Returns the card (with quick eval scores if `evaluate_after`)."""
+    `threads` defaults to TrainConfig's. `self_voice`: the model hears its own flow head's voice in the
+    mel-out slots and the flow head stays fixed (TrainConfig.self_voice, flow_weight 0).
+    Returns the card (with quick eval scores if `evaluate_after`)."""
     tc = TrainConfig(preset=preset)
     if seed is not None:
         tc.seed = int(seed)
@@ -439,6 +468,8 @@ def train_main(preset: str = "small", steps: int | None = None, minutes: float |
         tc.init_from = str(init_from)
     if lr is not None:
         tc.lr = float(lr)
+    if self_voice:
+        tc.self_voice, tc.flow_weight = True, 0.0
     return train(out or default_out(preset), config=tc, resume=resume, evaluate_after=evaluate_after,
                  eval_quick=eval_quick, progress=progress)
 
