@@ -126,14 +126,20 @@ class Reader(nn.Module):
         self.w3 = nn.Parameter(torch.randn(width, width) / math.sqrt(width))
         self.b3 = nn.Parameter(torch.zeros(width))
 
-    def forward(self, window: torch.Tensor) -> torch.Tensor:
+    def _summary(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the tokens' embeddings [N, 4K, emb], the window's summary [N, width], the frame's index [N])."""
         ids, frame = window[:, : self.n], window[:, self.n]
-        x = (self.emb[ids] + self.place).reshape(ids.shape[0], -1)
-        base = kernels.linear(kernels.silu(kernels.linear(x, self.w1, self.b1)), self.w2, self.b2)
+        e = self.emb[ids] + self.place
+        base = kernels.linear(kernels.silu(kernels.linear(e.reshape(ids.shape[0], -1), self.w1, self.b1)),
+                              self.w2, self.b2)
+        return e, base, frame
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        _, base, frame = self._summary(window)
         return kernels.linear(kernels.silu(base + self.frame[frame]), self.w3, self.b3)
 
 
-class AlignReader(nn.Module):
+class AlignReader(Reader):
     """Read window [N, 4K + 1] -> condition [N, width], with an alignment: each frame takes a soft pick
     of the window's tokens as well as the whole window's summary.
 
@@ -153,16 +159,9 @@ class AlignReader(nn.Module):
 
     def __init__(self, k: int, width: int, frames: int, emb: int = 48, hidden: int = 512, tok: int = 128,
                  heads: int = 4, head_dim: int = 32) -> None:
-        super().__init__()
-        n = 4 * k
-        self.n, self.heads, self.head_dim = n, heads, head_dim
-        self.emb = nn.Parameter(torch.randn(VOCAB, emb) * 0.1)
-        self.place = nn.Parameter(torch.randn(n, emb) * 0.1)
-        self.w1 = nn.Parameter(torch.randn(hidden, n * emb) / math.sqrt(n * emb))
-        self.b1 = nn.Parameter(torch.zeros(hidden))
-        self.w2 = nn.Parameter(torch.randn(width, hidden) / math.sqrt(hidden))
-        self.b2 = nn.Parameter(torch.zeros(width))
-        self.frame = nn.Parameter(torch.randn(frames, width) * 0.1)
+        super().__init__(k, width, frames, emb, hidden)
+        n = self.n
+        self.heads, self.head_dim = heads, head_dim
         self.w_conv = nn.Parameter(torch.randn(tok, 3 * emb) / math.sqrt(3 * emb))
         self.w_ctx = nn.Parameter(torch.randn(tok, width) / math.sqrt(width) * 0.5)
         self.b_conv = nn.Parameter(torch.zeros(tok))
@@ -170,13 +169,10 @@ class AlignReader(nn.Module):
         self.w_pick = nn.Parameter(torch.randn(heads * n, width) / math.sqrt(width))
         self.b_pick = nn.Parameter(torch.zeros(heads * n))
         self.w3 = nn.Parameter(torch.randn(width, width + heads * head_dim) / math.sqrt(width + heads * head_dim))
-        self.b3 = nn.Parameter(torch.zeros(width))
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
-        ids, frame = window[:, : self.n], window[:, self.n]
-        rows = ids.shape[0]
-        e = self.emb[ids] + self.place  # [N, n, emb]
-        base = kernels.linear(kernels.silu(kernels.linear(e.reshape(rows, -1), self.w1, self.b1)), self.w2, self.b2)
+        e, base, frame = self._summary(window)
+        rows = e.shape[0]
         z = e.new_zeros(rows, 1, e.shape[-1])
         near = torch.cat([torch.cat([z, e[:, :-1]], 1), e, torch.cat([e[:, 1:], z], 1)], dim=-1)
         tok = kernels.silu(kernels.linear(near, self.w_conv, self.b_conv)
