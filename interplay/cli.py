@@ -306,6 +306,12 @@ def train_voice(
     task_repeat: int = typer.Option(None, help="How many times each task utterance stands in the data."),
     init_voice: bool = typer.Option(False, "--init-voice", help="Continue from the checkpoint's own flow head."),
     reader: str = typer.Option(None, help="The flow head's reader: mlp or align (default: the checkpoint's)."),
+    context: int = typer.Option(None, help="The previous turn's last mel frames the flow head sees, 0-16 "
+                                "(default: the checkpoint's)."),
+    mix: int = typer.Option(None, help="Frames each flow block mixes within a turn: 0 or odd (default: the "
+                            "checkpoint's)."),
+    own_context: float = typer.Option(None, help="Share of turns whose context is the head's own rendering of "
+                                      "the turn before (default: the voice training config's)."),
 ) -> None:
     """Train the model's voice (the flow head, reading the bytes it says) on espeak-ng's assistant voice of
     training-split text, then measure it: Whisper's word error rate on held-out texts (JSON)."""
@@ -320,7 +326,14 @@ def train_voice(
             raise UserError(f"--checkpoint {checkpoint}: no such checkpoint")
         if reader not in (None, "mlp", "align"):
             raise UserError(f"--reader {reader}: choose mlp or align")
-    tc = VoiceTrainConfig(reader=reader or "")
+        if context is not None and not 0 <= context <= 16:
+            raise UserError(f"--context {context}: choose 0 to 16 frames")
+        if mix is not None and (mix < 0 or (mix and mix % 2 == 0)):
+            raise UserError(f"--mix {mix}: choose 0 or an odd width")
+        if own_context is not None and not 0.0 <= own_context <= 1.0:
+            raise UserError(f"--own-context {own_context}: choose a share in 0..1")
+    tc = VoiceTrainConfig(reader=reader or "", context=-1 if context is None else context,
+                          mix=-1 if mix is None else mix)
     if steps is not None:
         tc.steps = steps
     if minutes is not None:
@@ -329,6 +342,8 @@ def train_voice(
         tc.lr = lr
     if task_repeat is not None:
         tc.task_repeat = task_repeat
+    if own_context is not None:
+        tc.own_context = own_context
     tc.init_from_checkpoint = init_voice
     section = run(checkpoint, out, tc, progress=True)
     typer.echo(json.dumps({k: section[k] for k in ("steps", "train_seconds", "measure") if k in section}))

@@ -12,6 +12,7 @@ from interaction_actor.model.reader import START
 from interaction_actor.training import voice
 from interaction_actor.training.train_voice import (
     VoiceTrainConfig,
+    examples,
     plan_examples,
     train_flow,
     train_voice,
@@ -34,13 +35,8 @@ def test_the_texts_a_token_stream_says_leave_out_delegate_tasks():
 
 def test_training_the_voice_lowers_its_flow_loss():
     cfg = preset("tiny")
-    ws, ms = [], []
-    for text in ("ok, sure.", "red!", "hello there"):
-        w, m = plan_examples(text, cfg.text_out_slots, cfg.frames_per_turn)
-        ws += w
-        ms += m
     tc = VoiceTrainConfig(steps=201, batch=8, lr=3e-3, threads=0)
-    _, run = train_flow(cfg, tc, (torch.stack(ws), torch.stack(ms)))
+    _, run = train_flow(cfg, tc, examples(["ok, sure.", "red!", "hello there"], cfg))
     hist = run["loss_history"]
     assert run["steps"] == 201 and hist[-1]["flow"] < 0.6 * hist[0]["flow"]
 
@@ -64,8 +60,7 @@ def test_train_voice_keeps_the_transformer_and_writes_its_card(tmp_path):
 
 def test_a_continuation_starts_from_the_given_flow_head():
     cfg = preset("tiny")
-    ws, ms = plan_examples("red!", cfg.text_out_slots, cfg.frames_per_turn)
-    data = (torch.stack(ws), torch.stack(ms))
+    data = examples(["red!"], cfg)
     first, _ = train_flow(cfg, VoiceTrainConfig(steps=5, batch=2, threads=0), data)
     again, run = train_flow(cfg, VoiceTrainConfig(steps=0, batch=2, threads=0, init_seed=9), data,
                             init=first.state_dict())

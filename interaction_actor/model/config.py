@@ -42,6 +42,10 @@ class ModelConfig:
     flow_blocks: int = 3
     flow_steps: int = 4
     voice_reader: str = "mlp"  # the flow head's reader (model/reader.py): "mlp" or "align"
+    # the previous turn's last mel frames the flow head sees (0: none; the head reads only the bytes)
+    flow_context: int = 0
+    # frames each flow block mixes within a turn (0: each frame on its own; else an odd width, e.g. 3)
+    flow_mix: int = 0
     # the sampler's noise scale (1.0 = the flow's own prior): lower is closer to the mean voice, with less
     # frame-to-frame speckle (each mel frame is sampled on its own). 0.0 was chosen on training-split
     # utterances with the flow head that read the hidden state (Whisper WER 1.00 at 0.0, 1.61 at 0.5,
@@ -90,6 +94,10 @@ class ModelConfig:
             raise ValueError("text_out_slots must be >= 1")
         if self.voice_reader not in ("mlp", "align"):
             raise ValueError("voice_reader must be 'mlp' or 'align'")
+        if not 0 <= self.flow_context <= self.frames_per_turn:
+            raise ValueError(f"flow_context must be in 0..{self.frames_per_turn}")
+        if self.flow_mix < 0 or (self.flow_mix and self.flow_mix % 2 == 0):
+            raise ValueError("flow_mix must be 0 or an odd width")
         if not 0.0 < self.keep_fraction < 1.0:
             raise ValueError("keep_fraction must be in (0, 1)")
         if self.capacity > self.max_seq_len:

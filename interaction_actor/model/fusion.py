@@ -149,12 +149,36 @@ class InteractionModel(nn.Module):
             cond = read.to(self.device)[mel_loss_mask]
             target = mel_targets[mel_loss_mask]
             noise = torch.randn(target.shape, generator=generator).to(self.device)
-            t = torch.rand(target.shape[0], generator=generator).to(self.device)
-            flow = self.flow.loss(cond, target, noise, t)
+            if self.config.flow_mix:  # a turn's frames are sampled together: one flow time per turn
+                f = self.layout.frames
+                if target.shape[0] % f:
+                    raise ValueError("a mixing flow head needs whole voiced turns in the mel loss mask")
+                t = torch.rand(target.shape[0] // f, generator=generator).repeat_interleave(f).to(self.device)
+            else:
+                t = torch.rand(target.shape[0], generator=generator).to(self.device)
+            ctx = self._flow_contexts(mel_targets, mel_loss_mask) if self.config.flow_context else None
+            flow = self.flow.loss(cond, target, noise, t, ctx)
         else:
             flow = hidden.sum() * 0.0
         return {"loss": text_ce + flow_weight * flow, "text_ce": text_ce, "flow": flow,
                 "hidden": hidden, "logits": logits}
+
+    def _flow_contexts(self, mel_targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The flow context of each masked mel row (teacher forcing: the previous turn's last target
+        frames, silence where that turn was not voiced) -> [mask.sum(), flow_context, n_mels]."""
+        cfg, lay = self.config, self.layout
+        p = cfg.flow_context
+        turns = max(0, (mel_targets.shape[1] - 1 - lay.mel - lay.frames) // lay.turn_len + 1)
+        first = torch.tensor([lay.turn_start(k) + lay.mel for k in range(turns)], dtype=torch.long,
+                             device=mask.device)
+        voiced = mask[:, first]  # [B, turns]
+        last = mel_targets[:, first[:, None] + torch.arange(lay.frames - p, lay.frames, device=mask.device)]
+        prev = torch.full_like(last, cfg.dmel_min)
+        prev[:, 1:] = torch.where(voiced[:, :-1, None, None], last[:, :-1], prev[:, 1:])
+        rows = prev[voiced].repeat_interleave(lay.frames, dim=0)
+        if rows.shape[0] != int(mask.sum()):
+            raise ValueError("a flow context needs whole voiced turns in the mel loss mask")
+        return rows
 
 
 def _pad_cand_rows(state: dict, prefix: str, *args) -> None:

@@ -33,7 +33,7 @@ import torch
 
 from interaction_actor.model import text as T
 from interaction_actor.model.featurize import InputStreams, featurize_turn
-from interaction_actor.model.flow_head import frame_noise
+from interaction_actor.model.flow_head import frame_noise, turn_context
 from interaction_actor.model.fusion import InteractionModel
 from interaction_actor.model.layout import NO_HIST, History, Lookup, SlotChunk, turn_chunk
 from interaction_actor.model.reader import ReadState, frame_windows
@@ -377,7 +377,11 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], ys: list
     else:
         noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels)
                            for i in vi]) * cfg.flow_noise
-    out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps).view(len(vi), lay.frames, cfg.n_mels)
+    ctx = None
+    if cfg.flow_context:  # each turn's previous rendering (silence after a quiet turn), one per frame row
+        ctx = torch.stack([turn_context(sessions[i].speech.prev_mel, cfg) for i in vi])
+        ctx = ctx.repeat_interleave(lay.frames, dim=0).to(model.device)
+    out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps, ctx).view(len(vi), lay.frames, cfg.n_mels)
     out = out.cpu()
     return {i: out[j].clone() for j, i in enumerate(vi)}
 

@@ -32,7 +32,7 @@ from interaction_actor.model import reader
 from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig, preset
 from interaction_actor.model.featurize import InputStreams, featurize_turn
-from interaction_actor.model.flow_head import FlowHead, frame_noise
+from interaction_actor.model.flow_head import FlowHead, frame_noise, turn_context
 from interaction_actor.model.fusion import InteractionModel
 from interaction_actor.model.layout import (
     IGNORE,
@@ -142,7 +142,7 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
         mel = voice_map.get(k) if turn_voiced(voiced, inp.barge_in, outputs[k]) else None
         mel_rows.append(mel if mel is not None else torch.zeros(lay.frames, cfg.n_mels))
         voiced_turns.append(mel is not None)
-        prev_mel = mel if mel is None or voice_head is None else own_voice(voice_head, cfg, read_windows[k], k)
+        prev_mel = mel if mel is None or voice_head is None else own_voice(voice_head, cfg, read_windows[k], k, prev_mel)
         speaking = speaking_after(speaking, outputs[k])
     chunk = SlotChunk.cat_time(chunks)
     length = chunk.tokens.shape[1]
@@ -163,14 +163,17 @@ def featurize(ep: synth.Episode, cfg: ModelConfig, outputs: list[list[int]] | No
     return Features(chunk, text_targets(chunk.tokens, lay), mel_targets, mel_mask, voiced_turns, aux, read)
 
 
-def own_voice(head: FlowHead, cfg: ModelConfig, window: list[int], turn: int) -> torch.Tensor:
+def own_voice(head: FlowHead, cfg: ModelConfig, window: list[int], turn: int,
+              prev: torch.Tensor | None = None) -> torch.Tensor:
     """A voiced turn's mel [frames, n_mels] as the session samples it (model/session._sample_mels at the
-    mean path, flow_noise 0; else session seed 0's noise for `turn`)."""
+    mean path, flow_noise 0; else session seed 0's noise for `turn`), after the rendering `prev` of the
+    turn before (None: it was quiet)."""
     frames = cfg.frames_per_turn
     noise = torch.zeros(frames, cfg.n_mels) if cfg.flow_noise == 0.0 else \
         frame_noise(0, turn, frames, cfg.n_mels) * cfg.flow_noise
+    ctx = turn_context(prev, cfg)[None].expand(frames, -1, -1) if cfg.flow_context else None
     with torch.no_grad():
-        return head.sample(reader.frame_windows(window, frames), noise, cfg.flow_steps)
+        return head.sample(reader.frame_windows(window, frames), noise, cfg.flow_steps, ctx)
 
 
 def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None = None, per_row: int = 1,

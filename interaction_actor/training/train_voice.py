@@ -60,6 +60,11 @@ class VoiceTrainConfig:
     threads: int = 2
     max_minutes: float = 0.0  # > 0: stop early when this much wall time has passed
     reader: str = ""  # the flow head's reader (config voice_reader); "" keeps the checkpoint's
+    context: int = -1  # config flow_context (the previous turn's frames the head sees); -1 keeps the checkpoint's
+    mix: int = -1  # config flow_mix (frames mixed within a turn); -1 keeps the checkpoint's
+    # the share of a batch's turns whose context is the head's own rendering of the turn before (itself
+    # rendered after its target context), as a session feeds it; the rest read the target's frames
+    own_context: float = 0.0
 
 
 def utterance_texts(outputs: list[list[int]]) -> list[str]:
@@ -117,24 +122,77 @@ def plan_examples(text: str, k: int, frames: int) -> tuple[list[torch.Tensor], l
             [plan.turn_mel(j) for j in range(plan.voiced_turns)])
 
 
-def dataset(tc: VoiceTrainConfig, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    ws, ms = [], []
-    for text in training_texts(tc):
+def dataset(tc: VoiceTrainConfig, cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The examples (see `examples`) of the training texts."""
+    return examples(training_texts(tc), cfg)
+
+
+def examples(texts: list[str], cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(windows [N, 16, 4K + 1], mel [N, 16, n_mels], prev [N]: the row of the turn before in its
+    utterance, -1 for an utterance's first turn) of every voiced turn of `texts`' plans."""
+    ws, ms, prev = [], [], []
+    for text in texts:
         w, m = plan_examples(text, cfg.text_out_slots, cfg.frames_per_turn)
+        prev += [len(ms) + j - 1 if j else -1 for j in range(len(m))]
         ws += w
         ms += m
-    return torch.stack(ws), torch.stack(ms)
+    return torch.stack(ws), torch.stack(ms), torch.tensor(prev, dtype=torch.long)
 
 
-def train_flow(cfg: ModelConfig, tc: VoiceTrainConfig, data: tuple[torch.Tensor, torch.Tensor],
+def contexts(cfg: ModelConfig, mel: torch.Tensor, prev: torch.Tensor) -> torch.Tensor | None:
+    """The flow contexts [len(prev) * 16, flow_context, n_mels] of turns whose previous turns are rows
+    `prev` of `mel` (-1: none, silence), one per frame row; None for a head without a context."""
+    if not cfg.flow_context:
+        return None
+    ctx = mel[prev.clamp(min=0), mel.shape[1] - cfg.flow_context:].clone()
+    ctx[prev < 0] = cfg.dmel_min
+    return ctx.repeat_interleave(cfg.frames_per_turn, dim=0)
+
+
+def _batch_contexts(head: FlowHead, cfg: ModelConfig, tc: VoiceTrainConfig,
+                    data: tuple[torch.Tensor, torch.Tensor, torch.Tensor], idx: torch.Tensor) -> torch.Tensor | None:
+    """A batch's contexts (see `contexts`); `tc.own_context` of its turns that follow a voiced turn read
+    the head's own rendering of that turn instead of its target frames."""
+    W, M, P = data
+    ctx = contexts(cfg, M, P[idx])
+    if ctx is None or tc.own_context <= 0:
+        return ctx
+    f = cfg.frames_per_turn
+    pick = (torch.rand(idx.shape[0]) < tc.own_context) & (P[idx] >= 0)
+    if bool(pick.any()):
+        before = P[idx][pick]
+        with torch.no_grad():
+            mel = head.sample(W[before].reshape(-1, W.shape[-1]), torch.zeros(before.shape[0] * f, cfg.n_mels),
+                              cfg.flow_steps, contexts(cfg, M, P[before])).view(-1, f, cfg.n_mels)
+        ctx = ctx.view(idx.shape[0], f, cfg.flow_context, cfg.n_mels)
+        ctx[pick] = mel[:, None, f - cfg.flow_context:].expand(-1, f, -1, -1)
+        ctx = ctx.view(-1, cfg.flow_context, cfg.n_mels)
+    return ctx
+
+
+def say(head: FlowHead, cfg: ModelConfig, text: str) -> list[torch.Tensor]:
+    """The mel [16, n_mels] of each voiced turn of `text`'s plan as a session renders it: turn by turn at
+    the mean path, each turn's context its own previous rendering."""
+    from interaction_actor.model.flow_head import turn_context
+
+    ws, _ = plan_examples(text, cfg.text_out_slots, cfg.frames_per_turn)
+    out: list[torch.Tensor] = []
+    for w in ws:
+        ctx = None
+        if cfg.flow_context:
+            ctx = turn_context(out[-1] if out else None, cfg)[None].expand(w.shape[0], -1, -1)
+        out.append(head.sample(w, torch.zeros(cfg.frames_per_turn, cfg.n_mels), cfg.flow_steps, ctx))
+    return out
+
+
+def train_flow(cfg: ModelConfig, tc: VoiceTrainConfig, data: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
                progress: bool = False, init: dict | None = None) -> tuple[FlowHead, dict]:
-    """A flow head for `cfg` (fresh, or from the state `init`), trained on `data` (windows
-    [N, 16, 4K + 1], mel [N, 16, n_mels])."""
+    """A flow head for `cfg` (fresh, or from the state `init`), trained on `data` (see `dataset`)."""
     torch.manual_seed(tc.init_seed)
     head = FlowHead(cfg)
     if init is not None:
         head.load_state_dict({k: v.float() for k, v in init.items()})
-    W, M = data
+    W, M, P = data
     opt = torch.optim.AdamW(head.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     t0 = time.perf_counter()
     ema, hist, step = None, [], 0
@@ -150,8 +208,10 @@ def train_flow(cfg: ModelConfig, tc: VoiceTrainConfig, data: tuple[torch.Tensor,
             g["lr"] = lr
         idx = torch.randint(0, W.shape[0], (tc.batch,))
         w, m = W[idx].reshape(-1, W.shape[-1]), M[idx].reshape(-1, M.shape[-1])
-        noise, t = torch.randn_like(m), torch.rand(m.shape[0])
-        loss = head.loss(w, m, noise, t)
+        noise = torch.randn_like(m)
+        # one flow time per row; a mixing head samples a turn's frames together, so one per turn
+        t = torch.rand(idx.shape[0]).repeat_interleave(W.shape[1]) if cfg.flow_mix else torch.rand(m.shape[0])
+        loss = head.loss(w, m, noise, t, _batch_contexts(head, cfg, tc, data, idx))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), tc.grad_clip)
@@ -183,12 +243,9 @@ def measure(head: FlowHead, cfg: ModelConfig, texts: list[str] | None = None) ->
     n = 0
     samples = []
     for text in texts:
-        ws, _ = plan_examples(text, cfg.text_out_slots, cfg.frames_per_turn)
-        st, pcm = VocoderState(), []
+        st = VocoderState()
         with torch.no_grad():
-            for w in ws:
-                mel = head.sample(w, torch.zeros(cfg.frames_per_turn, cfg.n_mels), cfg.flow_steps)
-                pcm.append(vocode_turns([st], [mel], cfg)[0])
+            pcm = [vocode_turns([st], [mel], cfg)[0] for mel in say(head, cfg, text)]
         heard = spoken.transcribe(torch.cat(pcm).numpy())
         e, k = word_errors(_okay(text), _okay(heard))
         errs["voice"] += e
@@ -217,10 +274,14 @@ def train_voice(checkpoint: str | Path, out: str | Path, tc: VoiceTrainConfig | 
     conf = dict(blob["config"])
     conf["image_grid"] = tuple(conf["image_grid"])
     cfg = ModelConfig(**conf).validate()
-    if tc.reader and tc.reader != cfg.voice_reader:
+    shape = {"voice_reader": tc.reader or cfg.voice_reader,
+             "flow_context": cfg.flow_context if tc.context < 0 else tc.context,
+             "flow_mix": cfg.flow_mix if tc.mix < 0 else tc.mix}
+    changed = {k: v for k, v in shape.items() if getattr(cfg, k) != v}
+    if changed:
         if tc.init_from_checkpoint:
-            raise ValueError(f"cannot continue a {cfg.voice_reader} voice as {tc.reader}")
-        cfg = cfg.replace(voice_reader=tc.reader)
+            raise ValueError(f"cannot continue the checkpoint's voice with a new shape {changed}")
+        cfg = cfg.replace(**changed)
     t0 = time.perf_counter()
     data = dataset(tc, cfg)
     log.info("voice_data", turns=int(data[0].shape[0]), seconds=round(time.perf_counter() - t0, 1))
