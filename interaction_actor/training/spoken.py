@@ -157,10 +157,12 @@ def render(text: str, split: str, variant: int) -> np.ndarray:
 
 def _key(text: str, split: str, variant: int) -> str:
     from interaction_actor.ears import speech
+    from interaction_actor.ears.transcriber import WhisperConfig
 
     spec = variant_spec(text, split, variant)
     ver = speech._espeak().version
-    return hashlib.sha256(f"{ver}|{text}|{json.dumps(spec, sort_keys=True)}".encode()).hexdigest()[:20]
+    beam = WhisperConfig().beam_size  # a transcript is keyed by how it was decoded too
+    return hashlib.sha256(f"{ver}|beam{beam}|{text}|{json.dumps(spec, sort_keys=True)}".encode()).hexdigest()[:20]
 
 
 @functools.lru_cache(maxsize=1)

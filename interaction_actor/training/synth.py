@@ -69,7 +69,7 @@ from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-9"
+DATA_VERSION = "synth-10"  # synth-10: the ears decode with beam 5 (heard.json rebuilt)
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
 # a held-out episode has the trained length too: in 32-turn fresh sessions the shipped model (trained on
