@@ -12,7 +12,6 @@ import kernels
 from interaction_actor.model.config import ModelConfig, preset
 from interaction_actor.model.flow_head import FlowHead, turn_context
 from interaction_actor.model.reader import VOCAB, frame_windows
-from interaction_actor.model.session import new_session, step_batch
 from interaction_actor.training import synth, train
 from interaction_actor.training.train_voice import VoiceTrainConfig, examples, plan_examples, say, train_flow
 
@@ -103,39 +102,6 @@ def test_the_trainer_gives_each_voiced_turn_the_previous_turns_last_target_frame
         assert all(torch.equal(ctx[row + i], want) for i in range(16))
         row += 16
     assert row == ctx.shape[0]
-
-
-def test_with_a_context_head_the_trainer_feeds_back_the_mel_the_session_feeds_back():
-    """The shipped transformer with a fresh context-and-mix voice: train.featurize(voice_head=...) puts
-    in each mel-out slot what a session that emitted the same tokens fed back there, each turn rendered
-    after the session's own rendering of the turn before."""
-    from interaction_actor.model.fusion import InteractionModel, build_model
-    from interaction_actor.model.weights import DEFAULT_CHECKPOINT
-
-    shipped = build_model(checkpoint=str(DEFAULT_CHECKPOINT))
-    cfg = shipped.config.replace(flow_context=4, flow_mix=3)
-    model = InteractionModel(cfg).eval()
-    state = {k: v for k, v in shipped.state_dict().items() if not k.startswith("flow.")}
-    assert not model.load_state_dict(state, strict=False).unexpected_keys
-    torch.manual_seed(0)
-    _draw_zeros(model.flow)
-    ep = synth.episode(7, "turn_taking", cfg=cfg)
-    s = new_session(model, "self-voice")
-    outs, fed = [], []
-    for inp in ep.inputs:
-        fed.append(s.speech.prev_mel)
-        step_batch(model, [s], [inp])
-        outs.append(list(s.speech.reader.prev))
-    f = train.featurize(ep, cfg, outputs=outs, voice_head=model.flow)
-    lay = model.layout
-    assert sum(m is not None for m in fed) >= 3, "the model did not speak"
-    for k, m in enumerate(fed):
-        a = lay.turn_start(k) + lay.mel
-        got = f.chunk.mel_in[0, a : a + lay.frames]
-        if m is None:
-            assert not bool(got.abs().sum())
-        else:
-            torch.testing.assert_close(got, m, rtol=1e-4, atol=1e-4)
 
 
 def test_train_voice_says_a_text_turn_by_turn_each_after_its_own_rendering():

@@ -140,15 +140,35 @@ def test_an_unknown_voice_reader_is_a_clear_error():
     assert isinstance(make_reader("align", 3, 32, 16), AlignReader)
 
 
-def test_with_self_voice_the_trainer_feeds_back_the_mel_the_session_feeds_back():
+def _with_context_voice(shipped):
+    """The shipped transformer with a fresh flow head that reads a 4-frame context and mixes 3 frames
+    (its zero-initialised weights drawn, so that its input shows)."""
+    from interaction_actor.model.fusion import InteractionModel
+
+    model = InteractionModel(shipped.config.replace(flow_context=4, flow_mix=3)).eval()
+    state = {k: v for k, v in shipped.state_dict().items() if not k.startswith("flow.")}
+    assert not model.load_state_dict(state, strict=False).unexpected_keys
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.flow.parameters():
+            if not p.any():
+                p.normal_(std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("voice", ["shipped", "context and mix"])
+def test_with_self_voice_the_trainer_feeds_back_the_mel_the_session_feeds_back(voice):
     """train.featurize(voice_head=the model's flow head) puts in each mel-out slot what a session that
     emitted the same tokens fed back there: the flow head's own rendering of its previous turn (the
-    shipped model answering a turn-taking episode, so that it speaks)."""
+    shipped model answering a turn-taking episode, so that it speaks; with a context head, each turn
+    rendered after the session's own rendering of the turn before)."""
     from interaction_actor.model.fusion import build_model
     from interaction_actor.model.weights import DEFAULT_CHECKPOINT
     from interaction_actor.training import synth
 
     model = build_model(checkpoint=str(DEFAULT_CHECKPOINT))
+    if voice != "shipped":
+        model = _with_context_voice(model)
     ep = synth.episode(7, "turn_taking", cfg=model.config)
     s = new_session(model, "self-voice")
     outs, fed = [], []
