@@ -8,6 +8,7 @@ import torch
 
 from interaction_actor.model import text as T
 from interaction_actor.model.config import preset
+from interaction_actor.model.flow_head import FlowHead
 from interaction_actor.model.reader import START
 from interaction_actor.training import voice
 from interaction_actor.training.train_voice import (
@@ -78,3 +79,16 @@ def test_train_voice_can_give_a_checkpoint_the_align_reader(tmp_path):
     train_voice(src, tmp_path / "aligned.pt", tc, measure_after=False)
     out = build_model("tiny", checkpoint=str(tmp_path / "aligned.pt"))
     assert out.config.voice_reader == "align" and out.flow.reader.__class__.__name__ == "AlignReader"
+
+
+def test_the_voice_measure_hears_espeak_and_counts_at_most_one_error_per_word_when_clipped():
+    """The real transcriber on real renderings: espeak-ng's own "ok, sure." is heard nearly right; a
+    fresh head's voice is not, and its clipped rate never passes one error per word."""
+    from interaction_actor.training.train_voice import measure
+
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    r = measure(FlowHead(cfg).eval(), cfg, texts=["ok, sure.", "red!"])
+    assert r["words"] == 3 and r["wer_reference"] <= 0.34
+    assert all(r[f"wer_{k}_clipped"] <= min(1.0, r[f"wer_{k}"]) for k in ("voice", "reference", "vocoder"))
+    assert r["samples"][0]["said"] == "ok, sure."

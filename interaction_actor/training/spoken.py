@@ -194,6 +194,17 @@ def _transcribe(audio: np.ndarray) -> str:
     return _transcriber.transcribe(pad).text.strip()
 
 
+def heard_errors(text: str, audio: np.ndarray) -> tuple[int, int, str]:
+    """(word errors, words, transcript): Whisper's transcript of the assistant saying `text` in `audio`,
+    scored as `interplay eval` scores the voice (the ears' normalisation, "okay" read as "ok")."""
+    from interaction_actor.ears.bench import word_errors
+    from interaction_actor.training.evaluate import _okay
+
+    got = transcribe(np.asarray(audio, dtype=np.float32))
+    e, n = word_errors(_okay(text), _okay(got))
+    return e, n, got
+
+
 def heard(text: str, split: str, variant: int) -> str:
     """Whisper tiny.en's transcript of `render(text, split, variant)` (from heard.json, the user cache,
     or transcribed now and kept in the user cache)."""

@@ -167,10 +167,8 @@ def measure(net: MagnitudeNet | None, iters: tuple[int, ...] = (8, 32)) -> dict:
     (`reference`), and the planned mel vocoded with the filterbank inversion and with `net`, at each
     Griffin-Lim iteration count in `iters`."""
     from interaction_actor.ears import speech
-    from interaction_actor.ears.bench import word_errors
     from interaction_actor.model.vocoder import griffin_lim
     from interaction_actor.training import spoken, voice
-    from interaction_actor.training.evaluate import _okay
 
     cfg = preset("small")
     a = voice.ASSISTANT
@@ -180,7 +178,7 @@ def measure(net: MagnitudeNet | None, iters: tuple[int, ...] = (8, 32)) -> dict:
     def wer(audios) -> float:
         e = n = 0
         for t, x in zip(texts, audios, strict=True):
-            d, k = word_errors(_okay(t), _okay(spoken.transcribe(np.asarray(x, dtype=np.float32))))
+            d, k, _ = spoken.heard_errors(t, x)
             e, n = e + d, n + k
         return round(e / max(1, n), 4)
 
