@@ -5,9 +5,10 @@ condition (model/reader.py: the bytes the model said last turn, before it and th
 frame's index in the turn) and the flow time. Two options (config, both off in the shipped voice):
 `flow_context` P: the condition also reads the previous turn's last P mel frames (log10 mel; silence
 when that turn was not voiced), which show where the sound was when this turn begins: what the bytes
-alone cannot (where earlier words fell). `flow_mix` W: each block reads each frame with its W - 1
-neighbours within the turn (zeros past the turn's ends), so a turn's 16 frames are sampled together;
-the rows of a call are then whole turns, 16 consecutive rows each. Trained with the conditional flow-matching loss
+alone cannot (where earlier words fell); one context per turn. `flow_mix` W: each block reads each
+frame with its W - 1 neighbours within the turn (zeros past the turn's ends), so a turn's 16 frames
+are sampled together (and trained at one flow time, `flow_times`). With either, the rows of a call
+are whole turns, 16 consecutive rows each. Trained with the conditional flow-matching loss
 (straight path x_t = (1-t) x0 + t x1, target velocity x1 - x0) and sampled with Euler steps from
 Gaussian noise that the caller seeds (per session and position, see `frame_noise`), so sampling
 replays exactly.
@@ -94,14 +95,26 @@ class FlowHead(nn.Module):
         return kernels.rms_norm(x, self.ones, self.eps) * (1.0 + scale) + shift
 
     def condition(self, window: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """window [N, 4K + 1] read windows (+ context [N, flow_context, n_mels] log10 mel when the head
-        has one) -> the rows' projected condition [N, flow_dim]."""
+        """window [N, 4K + 1] read windows (+ context [N / 16, flow_context, n_mels] log10 mel, one per
+        turn, when the head has one) -> the rows' projected condition [N, flow_dim]."""
         c = self.reader(window)
         if self.context:
-            if context is None or context.shape[1:] != (self.context, self.n_mels):
-                raise ValueError(f"this flow head reads a context of {self.context} frames per row")
-            c = c + kernels.linear(normalize_mel(context).reshape(context.shape[0], -1), self.w_ctx)
+            if context is None or context.shape[1:] != (self.context, self.n_mels) \
+                    or context.shape[0] * self.frames != c.shape[0]:
+                raise ValueError(f"this flow head reads a context of {self.context} frames per turn of "
+                                 f"{self.frames} rows")
+            ctx = kernels.linear(normalize_mel(context).reshape(context.shape[0], -1), self.w_ctx)
+            c = c + ctx.repeat_interleave(self.frames, dim=0)
         return c
+
+    def flow_times(self, rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training flow times for `rows` rows: one per row, or for a mixing head (whose turn's frames
+        are sampled together) one per turn."""
+        if not self.mix:
+            return torch.rand(rows, generator=generator)
+        if rows % self.frames:
+            raise ValueError("a mixing flow head trains on whole voiced turns")
+        return torch.rand(rows // self.frames, generator=generator).repeat_interleave(self.frames)
 
     def _neighbours(self, y: torch.Tensor) -> torch.Tensor:
         """[N, w] rows of whole turns -> [N, mix * w]: each frame beside its neighbours in its turn."""

@@ -149,13 +149,7 @@ class InteractionModel(nn.Module):
             cond = read.to(self.device)[mel_loss_mask]
             target = mel_targets[mel_loss_mask]
             noise = torch.randn(target.shape, generator=generator).to(self.device)
-            if self.config.flow_mix:  # a turn's frames are sampled together: one flow time per turn
-                f = self.layout.frames
-                if target.shape[0] % f:
-                    raise ValueError("a mixing flow head needs whole voiced turns in the mel loss mask")
-                t = torch.rand(target.shape[0] // f, generator=generator).repeat_interleave(f).to(self.device)
-            else:
-                t = torch.rand(target.shape[0], generator=generator).to(self.device)
+            t = self.flow.flow_times(target.shape[0], generator).to(self.device)
             ctx = self._flow_contexts(mel_targets, mel_loss_mask) if self.config.flow_context else None
             flow = self.flow.loss(cond, target, noise, t, ctx)
         else:
@@ -165,7 +159,8 @@ class InteractionModel(nn.Module):
 
     def _flow_contexts(self, mel_targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The flow context of each masked mel row (teacher forcing: the previous turn's last target
-        frames, silence where that turn was not voiced) -> [mask.sum(), flow_context, n_mels]."""
+        frames, silence where that turn was not voiced) -> [voiced turns, flow_context, n_mels], one
+        per 16 masked rows."""
         cfg, lay = self.config, self.layout
         p = cfg.flow_context
         turns = max(0, (mel_targets.shape[1] - 1 - lay.mel - lay.frames) // lay.turn_len + 1)
@@ -175,10 +170,10 @@ class InteractionModel(nn.Module):
         last = mel_targets[:, first[:, None] + torch.arange(lay.frames - p, lay.frames, device=mask.device)]
         prev = torch.full_like(last, cfg.dmel_min)
         prev[:, 1:] = torch.where(voiced[:, :-1, None, None], last[:, :-1], prev[:, 1:])
-        rows = prev[voiced].repeat_interleave(lay.frames, dim=0)
-        if rows.shape[0] != int(mask.sum()):
+        turns_ctx = prev[voiced]
+        if turns_ctx.shape[0] * lay.frames != int(mask.sum()):
             raise ValueError("a flow context needs whole voiced turns in the mel loss mask")
-        return rows
+        return turns_ctx
 
 
 def _pad_cand_rows(state: dict, prefix: str, *args) -> None:

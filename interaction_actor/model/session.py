@@ -378,9 +378,8 @@ def _sample_mels(model: InteractionModel, sessions: list[SessionState], ys: list
         noise = torch.cat([frame_noise(sessions[i].seed, sessions[i].turn, lay.frames, cfg.n_mels)
                            for i in vi]) * cfg.flow_noise
     ctx = None
-    if cfg.flow_context:  # each turn's previous rendering (silence after a quiet turn), one per frame row
-        ctx = torch.stack([turn_context(sessions[i].speech.prev_mel, cfg) for i in vi])
-        ctx = ctx.repeat_interleave(lay.frames, dim=0).to(model.device)
+    if cfg.flow_context:  # each turn's previous rendering (silence after a quiet turn)
+        ctx = torch.stack([turn_context(sessions[i].speech.prev_mel, cfg) for i in vi]).to(model.device)
     out = model.flow.sample(cond, noise.to(cond.device), cfg.flow_steps, ctx).view(len(vi), lay.frames, cfg.n_mels)
     out = out.cpu()
     return {i: out[j].clone() for j, i in enumerate(vi)}

@@ -416,7 +416,6 @@ def voice_wer(groups: list[list[list[Delivered]]], limit: int = 40, cfg: ModelCo
     normalises (ears/bench.py)."""
 
     from interaction_actor.ears import speech
-    from interaction_actor.ears.bench import word_errors
     from interaction_actor.training import spoken, voice
 
     pairs = voice_pairs(groups, limit)
@@ -425,20 +424,17 @@ def voice_wer(groups: list[list[list[Delivered]]], limit: int = 40, cfg: ModelCo
     errs = ref_errs = voc_errs = words = 0
     samples = []
     for text, audio in pairs:
-        got = spoken.transcribe(audio.numpy())
         a = voice.ASSISTANT
-        ref = speech.say(text, a.voice, a.rate, a.pitch)
-        got_ref = spoken.transcribe(ref)
-        e, n = word_errors(_okay(text), _okay(got))
-        e2, _ = word_errors(_okay(text), _okay(got_ref))
+        e, n, got = spoken.heard_errors(text, audio.numpy())
+        e2, _, got_ref = spoken.heard_errors(text, speech.say(text, a.voice, a.rate, a.pitch))
         errs, ref_errs, words = errs + e, ref_errs + e2, words + n
         sample = {"said": text, "heard": got.strip(), "heard_reference": got_ref.strip()}
         if cfg is not None:
             from interaction_actor.model.vocoder import griffin_lim
 
             plan = voice.utterance(text, cfg.text_out_slots, cfg.n_mels)
-            got_voc = spoken.transcribe(griffin_lim(plan.mel, cfg).numpy())
-            voc_errs += word_errors(_okay(text), _okay(got_voc))[0]
+            e3, _, got_voc = spoken.heard_errors(text, griffin_lim(plan.mel, cfg).numpy())
+            voc_errs += e3
             sample["heard_vocoder"] = got_voc.strip()
         if len(samples) < 8:
             samples.append(sample)

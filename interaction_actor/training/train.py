@@ -171,7 +171,7 @@ def own_voice(head: FlowHead, cfg: ModelConfig, window: list[int], turn: int,
     frames = cfg.frames_per_turn
     noise = torch.zeros(frames, cfg.n_mels) if cfg.flow_noise == 0.0 else \
         frame_noise(0, turn, frames, cfg.n_mels) * cfg.flow_noise
-    ctx = turn_context(prev, cfg)[None].expand(frames, -1, -1) if cfg.flow_context else None
+    ctx = turn_context(prev, cfg)[None] if cfg.flow_context else None
     with torch.no_grad():
         return head.sample(reader.frame_windows(window, frames), noise, cfg.flow_steps, ctx)
 

@@ -140,13 +140,13 @@ def examples(texts: list[str], cfg: ModelConfig) -> tuple[torch.Tensor, torch.Te
 
 
 def contexts(cfg: ModelConfig, mel: torch.Tensor, prev: torch.Tensor) -> torch.Tensor | None:
-    """The flow contexts [len(prev) * 16, flow_context, n_mels] of turns whose previous turns are rows
-    `prev` of `mel` (-1: none, silence), one per frame row; None for a head without a context."""
+    """The flow contexts [len(prev), flow_context, n_mels] of turns whose previous turns are rows `prev`
+    of `mel` (-1: none, silence); None for a head without a context."""
     if not cfg.flow_context:
         return None
     ctx = mel[prev.clamp(min=0), mel.shape[1] - cfg.flow_context:].clone()
     ctx[prev < 0] = cfg.dmel_min
-    return ctx.repeat_interleave(cfg.frames_per_turn, dim=0)
+    return ctx
 
 
 def _batch_contexts(head: FlowHead, cfg: ModelConfig, tc: VoiceTrainConfig,
@@ -164,24 +164,21 @@ def _batch_contexts(head: FlowHead, cfg: ModelConfig, tc: VoiceTrainConfig,
         with torch.no_grad():
             mel = head.sample(W[before].reshape(-1, W.shape[-1]), torch.zeros(before.shape[0] * f, cfg.n_mels),
                               cfg.flow_steps, contexts(cfg, M, P[before])).view(-1, f, cfg.n_mels)
-        ctx = ctx.view(idx.shape[0], f, cfg.flow_context, cfg.n_mels)
-        ctx[pick] = mel[:, None, f - cfg.flow_context:].expand(-1, f, -1, -1)
-        ctx = ctx.view(-1, cfg.flow_context, cfg.n_mels)
+        ctx[pick] = mel[:, f - cfg.flow_context:]
     return ctx
 
 
 def say(head: FlowHead, cfg: ModelConfig, text: str) -> list[torch.Tensor]:
     """The mel [16, n_mels] of each voiced turn of `text`'s plan as a session renders it: turn by turn at
-    the mean path, each turn's context its own previous rendering."""
-    from interaction_actor.model.flow_head import turn_context
+    the sampler's settings (train.own_voice), each turn's context its own previous rendering."""
+    from interaction_actor.training import voice
+    from interaction_actor.training.train import own_voice
 
-    ws, _ = plan_examples(text, cfg.text_out_slots, cfg.frames_per_turn)
+    plan = voice.utterance(text, cfg.text_out_slots)
+    ws = windows([list(t) for t in plan.turns], cfg.text_out_slots)
     out: list[torch.Tensor] = []
-    for w in ws:
-        ctx = None
-        if cfg.flow_context:
-            ctx = turn_context(out[-1] if out else None, cfg)[None].expand(w.shape[0], -1, -1)
-        out.append(head.sample(w, torch.zeros(cfg.frames_per_turn, cfg.n_mels), cfg.flow_steps, ctx))
+    for j in range(plan.voiced_turns):
+        out.append(own_voice(head, cfg, ws[j], j, out[-1] if out else None))
     return out
 
 
@@ -208,9 +205,7 @@ def train_flow(cfg: ModelConfig, tc: VoiceTrainConfig, data: tuple[torch.Tensor,
             g["lr"] = lr
         idx = torch.randint(0, W.shape[0], (tc.batch,))
         w, m = W[idx].reshape(-1, W.shape[-1]), M[idx].reshape(-1, M.shape[-1])
-        noise = torch.randn_like(m)
-        # one flow time per row; a mixing head samples a turn's frames together, so one per turn
-        t = torch.rand(idx.shape[0]).repeat_interleave(W.shape[1]) if cfg.flow_mix else torch.rand(m.shape[0])
+        noise, t = torch.randn_like(m), head.flow_times(m.shape[0])
         loss = head.loss(w, m, noise, t, _batch_contexts(head, cfg, tc, data, idx))
         opt.zero_grad()
         loss.backward()
