@@ -250,8 +250,11 @@ class Player:
         await self._wav(client, Path(self.cfg.assets) / "barge_in.wav")
 
     def _waiting(self) -> bool:
-        """True while a delegation has not come back (result surfaced or error) or the assistant speaks."""
+        """True while a delegation has not come back (result surfaced or error), while the assistant
+        speaks, and, once every delegation is back, until the assistant has spoken after that (a WHEN_IDLE
+        result is voiced a few turns after it surfaces; the caller bounds this wait by `voice_s`)."""
         open_tasks: set[str] = set()
+        back = None  # the turn the last delegation came back in
         for c in self.chunks:
             for e in c.events:
                 if e.kind == spb.EVENT_KIND_DELEGATION_STARTED:
@@ -259,10 +262,12 @@ class Player:
                 elif e.kind == spb.EVENT_KIND_ERROR or (e.kind == spb.EVENT_KIND_RESULT_SURFACED
                                                       and e.update == spb.EVENT_UPDATE_FINAL):
                     open_tasks.discard(e.task_id)
+                    back = c.turn
         speaking = bool(self.chunks) and bool(self.chunks[-1].audio.pcm16)
         if not open_tasks and self._settled_at is None:
             self._settled_at = time.monotonic()
-        return bool(open_tasks) or speaking
+        answered = back is None or any(c.audio.pcm16 for c in self.chunks if c.turn > back)
+        return bool(open_tasks) or speaking or not answered
 
     async def play(self, address: str) -> list[spb.OutputChunk]:
         cues = script(self.cfg)
