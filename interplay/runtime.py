@@ -134,7 +134,8 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
     backend = backend or m.backend
     ia = InteractionPlan(host=host, port=s.session_port if port is None else port,
                          metrics_port=_metrics_port(s.metrics_port if metrics_port is None else metrics_port),
-                         backend=backend, backend_options=_cascade_data(s) if backend == "cascade" else {},
+                         backend=backend, backend_options=_cascade_data(s) if backend == "cascade" else (
+                             {"kv_capacity": m.kv_capacity} if backend == "native" and m.kv_capacity else {}),
                          preset=m.preset, checkpoint=checkpoint or m.checkpoint,
                          deterministic=m.deterministic, turn_ms=lp.turn_ms, max_sessions=lp.max_sessions,
                          output_queue=lp.output_queue, kernel_threads=lp.kernel_threads,

@@ -67,6 +67,9 @@ class ModelSettings(_Group):
     cascade: CascadeSettings = CascadeSettings()
     preset: str = Field("small", description="Named preset of the interaction model config.")
     checkpoint: str | None = Field(None, description="Path to a checkpoint; the shipped default when empty.")
+    kv_capacity: int = Field(0, ge=0, description="KV cache positions per native session; 0: the checkpoint's "
+                             "own (small: 5120, the trained length of two chained episodes). Fewer make a "
+                             "turn at a full cache cheaper and compaction come sooner.")
     deterministic: bool = Field(True, description="Route through the batch-invariant kernels.")
 
 

@@ -71,6 +71,17 @@ def test_the_native_backend_steps_the_model_and_states_its_capabilities():
     assert [(o.session_id, o.turn) for o in outs] == [("s", 0), ("s", 1)]
 
 
+def test_the_native_backend_opens_sessions_with_the_kv_capacity_it_was_given():
+    tiny = build_model("tiny", seed=0)
+    assert load_backend("native", model=tiny).open("a").cache.capacity == tiny.config.capacity
+    assert load_backend("native", model=tiny, kv_capacity=1024).open("b").cache.capacity == 1024
+
+
+def test_a_kv_capacity_too_small_for_two_turns_is_refused_when_the_backend_starts():
+    with pytest.raises(BackendError, match="capacity 10 <"):
+        load_backend("native", model=build_model("tiny", seed=0), kv_capacity=10)
+
+
 @pytest.mark.parametrize("spec,reason", [
     ("nope", "unknown backend 'nope'"),
     ("outside_backend:Missing", "cannot load backend"),

@@ -75,6 +75,12 @@ def test_model_settings_reach_the_interaction_actor(monkeypatch, tmp_path: Path)
         (str(ckpt), False, "tests.outside_backend:EchoBackend")
 
 
+def test_the_kv_capacity_setting_reaches_the_native_backend_s_options(monkeypatch):
+    monkeypatch.setenv("INTERPLAY_MODEL__KV_CAPACITY", "3072")
+    actor = InteractionActorImpl(**interaction_kwargs(plan_from_settings(load_settings()), []))
+    assert actor.backend_spec == "native" and actor.backend_options == {"kv_capacity": 3072}
+
+
 def test_delegation_settings_reach_the_loop(monkeypatch):
     monkeypatch.setenv("INTERPLAY_DELEGATION__POLICY", "never")
     monkeypatch.setenv("INTERPLAY_DELEGATION__ALLOWED_TOOLS", '["clock"]')

@@ -74,19 +74,25 @@ class NativeBackend:
     """
 
     def __init__(self, model: Any = None, *, preset: str = "small", checkpoint: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, kv_capacity: int = 0) -> None:
         if model is None:
             from interaction_actor.model.fusion import build_model
             from interaction_actor.model.weights import resolve_checkpoint
 
             model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
         self.model = model
+        self.kv_capacity = kv_capacity or None  # None: the model config's capacity
+        if kv_capacity:  # a clear error now, not at the first session
+            try:
+                new_session(model, "capacity-check", kv_capacity)
+            except ValueError as exc:
+                raise BackendError(f"kv_capacity: {exc}") from exc
         kernels.native.warm(model)  # the fixed-order decode kernels' build and checks, before any turn
         cfg = model.config
         self.capabilities = Capabilities(name="native", turn_ms=cfg.turn_ms, sample_rate=cfg.sample_rate)
 
     def open(self, session_id: str) -> SessionState:
-        return new_session(self.model, session_id)
+        return new_session(self.model, session_id, self.kv_capacity)
 
     def step(self, states: list[SessionState], inputs: list[TurnInput]) -> list[TurnOutput]:
         return step_batch(self.model, states, inputs)
@@ -113,7 +119,7 @@ class BackendError(ValueError):
 def load_backend(spec: Any = "native", **options: Any) -> InteractionBackend:
     """A backend from a registered name, "module:attr", a class / factory, or a ready instance.
 
-    `options` go to the class or factory (for `native`: model, preset, checkpoint, seed); a ready
+    `options` go to the class or factory (for `native`: model, preset, checkpoint, seed, kv_capacity); a ready
     instance takes none. Raises BackendError with the reason when the spec cannot be used."""
     target: Any = spec
     if isinstance(spec, str):
