@@ -77,10 +77,11 @@ def test_the_shipped_model_scores_at_least_the_floor_on_held_out_episodes_of_eve
 
 
 def test_the_shipped_model_never_voices_a_silent_result(shipped):
-    """Issue 21: results behind the SILENT marker stay context. The shipped checkpoint voices none (0 of 16
+    """Issue 21: results behind the SILENT marker stay context. The shipped checkpoint voices none (0 of 20
     in its card's 50-episode run; a checkpoint before the hold targets voiced 7 of 13 in a synth-7 run): training repeats <empty> as an
     auxiliary target for six turns after a SILENT result arrives (synth._holds). Held-out delegation
-    episodes whose result is SILENT, through the real streaming session."""
+    episodes whose result is SILENT, through the real streaming session. (Later in a session it is not
+    yet so: eval's `silent_voiced_in_session` counts 4 of 10 voiced in the next episode.)"""
     from interaction_actor.training.evaluate import run_interactive, silent_voiced
 
     offset = (*synth.TASKS, *synth.SITUATIONS).index("delegation") * 1_000_000

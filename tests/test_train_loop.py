@@ -87,6 +87,20 @@ def test_a_fine_tuning_run_starts_from_the_named_checkpoints_weights(short_run, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_fine_tune_may_continue_a_checkpoint_saved_with_another_kv_capacity(short_run, tmp_path):
+    """The KV capacity is a session's setting, not the weights' (synth-11's longer episodes needed a larger
+    one than the checkpoint it continued): the run starts from the weights and keeps its own capacity."""
+    base, _ = short_run
+    blob = torch.load(base, weights_only=True)
+    blob["config"] = {**blob["config"], "capacity": blob["config"]["capacity"] // 2}
+    torch.save(blob, tmp_path / "small_cache.pt")
+    train(tmp_path / "ft.pt", config=dataclasses.replace(_cfg(1), lr=0.0, init_from=str(tmp_path / "small_cache.pt")),
+          progress=False, work_dir=tmp_path / "w")
+    out = torch.load(tmp_path / "ft.pt", weights_only=True)
+    assert out["config"]["capacity"] == 2 * blob["config"]["capacity"]
+    assert all(torch.equal(blob["state_dict"][k], out["state_dict"][k]) for k in blob["state_dict"])
+
+
 def test_fine_tuning_from_a_checkpoint_of_another_preset_is_refused(tmp_path):
     from interaction_actor.model.weights import DEFAULT_CHECKPOINT
 

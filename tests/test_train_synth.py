@@ -341,6 +341,19 @@ def test_a_chained_episode_is_the_second_task_continuing_the_first_ones_session(
     assert ab.inputs[a.turns].text == b.inputs[0].text
 
 
+def test_a_held_out_delegation_episode_finishes_voicing_its_result_before_it_ends():
+    """synth-11: 40 turns hold a spoken request's whole business (24 cut most spoken results, so a chained
+    session's next episode began mid-result); of 200 held-out episodes one is still cut at 40 turns."""
+    voiced = cut = 0
+    for s in synth.held_out_seeds(60, offset=synth.TASKS.index("delegation") * 1_000_000):
+        ep = synth.episode(s, "delegation")
+        if ep.expect["turn"] is None:
+            continue
+        voiced += 1
+        cut += not any(t in (T.STOP_SPEAKING, T.LISTEN) for toks in ep.targets[ep.expect["turn"]:] for t in toks)
+    assert voiced >= 25 and cut <= 1
+
+
 def _holds(ep: synth.Episode) -> list[int]:
     return [t for t, group, i, tok in ep.aux if group == "out" and i == 0 and tok == T.EMPTY]
 

@@ -31,9 +31,9 @@ class ModelConfig:
     context_slots: int = 8
     text_out_slots: int = 3
     # session
-    # default KV capacity in positions (small: ~53 turns = 10.7 s): two training episodes (48 turns, the
+    # default KV capacity in positions (small: 89 turns = 17.9 s): two training episodes (80 turns, the
     # longest sequence the model is trained on) fit before the first compaction
-    capacity: int = 3072
+    capacity: int = 5120
     prefix_turns: int = 1  # compaction keeps BOS + the first `prefix_turns` turns ...
     keep_fraction: float = 0.75  # ... and the newest whole turns filling this share of the rest
     temperature: float = 0.0  # 0 = greedy text decoding; > 0 = seeded sampling

@@ -325,6 +325,17 @@ def silent_voiced(ep: synth.Episode, tr: list[Delivered]) -> int:
     return int(said or any(d.audible for d in tr[r + 1 :]))
 
 
+def silent_voiced_later(ep: synth.Episode, tr: list[Delivered]) -> int | None:
+    """For a chained episode whose session began with a delegation that got a SILENT result: 1 when the
+    session voiced that result afterwards (an utterance from its arrival on, in either episode, that
+    names the result's city), else 0; None when the session had no SILENT result."""
+    b = ep.expect.get("before") or {}
+    if b.get("task") != "delegation" or b.get("mode") != "silent" or b.get("result_turn") is None:
+        return None
+    city = b["result"].split()[0].lower()
+    return int(any(start >= b["result_turn"] and city[:3] in said.lower() for start, said in utterances(tr)))
+
+
 def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, list[list[Delivered]]],
            compute_ms: float) -> dict:
     """Scores of one system (the interaction model, or the cascade baseline)."""
@@ -489,16 +500,20 @@ def _quiet(done: int, total: int, what: str) -> None:
 
 
 def in_session_scores(model: InteractionModel, eps_by_task: dict[str, list[synth.Episode]],
-                      tick: Callable[[str], None] | None = None) -> dict[str, float]:
-    """Accuracy of each task's second episode (scored on its own turns) in the chained sessions;
-    `tick(task)` before each task's sessions run."""
-    out = {}
+                      tick: Callable[[str], None] | None = None) -> dict:
+    """`tasks_in_session`: the accuracy of each task's second episode (scored on its own turns) in the
+    chained sessions, and `silent_voiced_in_session` of `silent_results_in_session`: the sessions'
+    first-episode SILENT results voiced at any later turn (silent_voiced_later; the fresh suite's
+    `silent_voiced` sees only the turns left in the result's own episode). `tick(task)` before each
+    task's sessions run."""
+    out, silent = {}, []
     for task, eps in eps_by_task.items():
         if tick is not None:
             tick(task)
         trs = run_interactive(model, eps)
         out[task] = round(sum(score(e, t[e.expect["offset"]:]) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
-    return out
+        silent += [v for e, t in zip(eps, trs, strict=True) if (v := silent_voiced_later(e, t)) is not None]
+    return {"tasks_in_session": out, "silent_voiced_in_session": sum(silent), "silent_results_in_session": len(silent)}
 
 
 QUICK_EPISODES = 10  # per task: --quick takes ~15 s on a shared 2-core CPU (full: ~1 min), plus ~17 s for the
@@ -562,8 +577,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     result |= {"episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
                "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
     if in_session:
-        result["tasks_in_session"] = in_session_scores(model, in_session_episodes(n, model.config),
-                                                       tick=lambda t: tick(f"in session: {t}"))
+        result |= in_session_scores(model, in_session_episodes(n, model.config),
+                                    tick=lambda t: tick(f"in session: {t}"))
     if baseline:
         from interaction_actor.ears.worker import LocalEars
         from interaction_actor.runtime.backend import load_backend

@@ -69,14 +69,21 @@ from interaction_actor.model.dmel import STREAM_LAG_FRAMES
 from interaction_actor.model.session import TurnInput
 from interaction_actor.training import spoken, voice
 
-DATA_VERSION = "synth-10"  # synth-10: the ears decode with beam 5 (heard.json rebuilt)
+# synth-10: the ears decode with beam 5 (heard.json rebuilt); synth-11: 40-turn episodes, so that a spoken
+# request's result is voiced (or, when SILENT, passed over) before the session's next episode begins
+DATA_VERSION = "synth-11"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
-EPISODE_TURNS = 24  # a training episode: 4.8 s (two chained fit the small preset's capacity uncompacted)
-# a held-out episode has the trained length too: in 32-turn fresh sessions the shipped model (trained on
-# 24-turn episodes, chained in pairs) started speaking again around turn 26, where training always
-# began a second episode. A spoken request's result is often cut at the end; the scorer checks the part
-# the plan says by then (evaluate.planned)
-EVAL_TURNS = 24
+# a training episode: 8 s (two chained fit the small preset's capacity uncompacted). 24 turns (synth-10)
+# cut a spoken request's business short: its result arrives around turn 21 and takes ~7 turns to say (more
+# when the user is talking as it comes in), so a chained session began its next episode mid-result, whose
+# targets then dropped it, and a SILENT result arriving at turn 22 was voiced in the next episode (6 of 19
+# in the chained held-out sessions). Of 200 held-out delegation episodes, a voiced result is cut by the
+# end in 10 at 36 turns, 1 at 40, none at 44
+EPISODE_TURNS = 40
+# a held-out episode has the trained length too: in 32-turn fresh sessions a model trained on 24-turn
+# episodes (chained in pairs) started speaking again around turn 26, where its training always began a
+# second episode. The scorer checks the part of a result the plan says by the end (evaluate.planned)
+EVAL_TURNS = 40
 QUIET_FRAMES = 6  # trailing speech-free dMel frames (75 ms + window) that make a turn "quiet"
 SR = 16000
 NOISE = 0.002  # microphone noise floor (std)
@@ -581,10 +588,12 @@ def chain(first: Episode, second: Episode) -> Episode:
     """`second` as the continuation of the session `first` began: one sequence of both episodes' turns,
     so that a task also arrives after earlier conversation (a finished delegation, a reply, a count),
     as it does in a live session, not only at position 0. Targets, aux, speech and voice of `second`
-    move by first.turns; `expect` is second's with "offset" = first.turns (its turns are relative to it)."""
+    move by first.turns; `expect` is second's with "offset" = first.turns (its turns are relative to it)
+    and "before" = first's expect with its "task" (what the session left behind: e.g. a SILENT result)."""
     off = first.turns
+    before = {k: v for k, v in first.expect.items() if k != "before"} | {"task": first.task}
     return Episode(second.task, second.seed, [*first.inputs, *second.inputs], [*first.targets, *second.targets],
-                   {**second.expect, "offset": off},
+                   {**second.expect, "offset": off, "before": before},
                    [*first.speech, *((a + off * 3200, b + off * 3200) for a, b in second.speech)],
                    [*first.aux, *((t + off, g, i, tok) for t, g, i, tok in second.aux)],
                    {**first.voice, **{t + off: m for t, m in second.voice.items()}},

@@ -421,14 +421,20 @@ def train(out: str | Path | None = None, *, config: TrainConfig | None = None, r
     return card
 
 
+# settings of a session, not of the weights: a fine-tune may change them (synth-11's longer episodes
+# needed a larger KV capacity than the checkpoint it continued)
+RUNTIME_ONLY = ("capacity",)
+
+
 def _init_from(model: InteractionModel, checkpoint: str) -> int:
-    """Load a checkpoint's weights into `model` (build_model reads it; same config, else ValueError);
+    """Load a checkpoint's weights into `model` (build_model reads it; same config but RUNTIME_ONLY,
+    else ValueError);
     returns the steps behind it: its card's steps plus the card's own init_steps (0 without a card)."""
     from interaction_actor.model.fusion import build_model
 
     src = build_model(checkpoint=checkpoint)
-    diff = [f.name for f in dataclasses.fields(model.config)
-            if getattr(src.config, f.name) != getattr(model.config, f.name)]
+    diff = [f.name for f in dataclasses.fields(model.config) if f.name not in RUNTIME_ONLY
+            and getattr(src.config, f.name) != getattr(model.config, f.name)]
     if diff:
         raise ValueError(f"{checkpoint} has another model configuration ({', '.join(diff)}); train from scratch instead")
     model.load_state_dict(src.state_dict())
