@@ -201,9 +201,9 @@ def session_seed(session_id: str, model_seed: int = 0) -> int:
     return int.from_bytes(digest, "little") & ((1 << 62) - 1)
 
 
-def new_session(model: InteractionModel, session_id: str, capacity: int | None = None, *,
-                seed: int | None = None, record: bool = False) -> SessionState:
-    """A fresh session with its KV cache preallocated (`capacity` positions, default the config's)."""
+def check_capacity(model: InteractionModel, capacity: int | None = None) -> int:
+    """The KV capacity a session of `model` gets (`capacity`, default the config's); ValueError when it
+    cannot hold the prefix and two turns, or exceeds max_seq_len."""
     cfg, lay = model.config, model.layout
     capacity = cfg.capacity if capacity is None else int(capacity)
     prefix = 1 + cfg.prefix_turns * lay.turn_len
@@ -211,6 +211,14 @@ def new_session(model: InteractionModel, session_id: str, capacity: int | None =
         raise ValueError(f"capacity {capacity} < prefix {prefix} + 2 turns of {lay.turn_len} positions")
     if capacity > cfg.max_seq_len:
         raise ValueError(f"capacity {capacity} > max_seq_len {cfg.max_seq_len}")
+    return capacity
+
+
+def new_session(model: InteractionModel, session_id: str, capacity: int | None = None, *,
+                seed: int | None = None, record: bool = False) -> SessionState:
+    """A fresh session with its KV cache preallocated (`capacity` positions, default the config's)."""
+    cfg = model.config
+    capacity = check_capacity(model, capacity)
     s = SessionState(id=session_id, seed=session_seed(session_id) if seed is None else int(seed),
                      cache=KVCache(model.transformer.new_cache(capacity), capacity),
                      record=SessionRecord() if record else None)

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import kernels.native
-from interaction_actor.model.session import SessionState, TurnInput, TurnOutput, new_session, step_batch
+from interaction_actor.model.session import (
+    SessionState,
+    TurnInput,
+    TurnOutput,
+    check_capacity,
+    new_session,
+    step_batch,
+)
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,10 @@ class NativeBackend:
 
             model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
         self.model = model
-        self.kv_capacity = kv_capacity or None  # None: the model config's capacity
-        if kv_capacity:  # a clear error now, not at the first session
-            try:
-                new_session(model, "capacity-check", kv_capacity)
-            except ValueError as exc:
-                raise BackendError(f"kv_capacity: {exc}") from exc
+        try:  # a clear error now, not at the first session
+            self.kv_capacity = check_capacity(model, kv_capacity or None)
+        except ValueError as exc:
+            raise BackendError(f"kv_capacity: {exc}") from exc
         kernels.native.warm(model)  # the fixed-order decode kernels' build and checks, before any turn
         cfg = model.config
         self.capabilities = Capabilities(name="native", turn_ms=cfg.turn_ms, sample_rate=cfg.sample_rate)

@@ -327,8 +327,9 @@ def silent_voiced(ep: synth.Episode, tr: list[Delivered]) -> int:
 
 def silent_voiced_later(ep: synth.Episode, tr: list[Delivered]) -> int | None:
     """For a chained episode whose session began with a delegation that got a SILENT result: 1 when the
-    session voiced that result afterwards (an utterance from its arrival on, in either episode, that
-    names the result's city), else 0; None when the session had no SILENT result."""
+    session voiced that result afterwards (an utterance from its arrival on, in either episode, holding
+    the first three letters of the result's city, so a result cut short counts too), else 0; None when
+    the session had no SILENT result."""
     b = ep.expect.get("before") or {}
     if b.get("task") != "delegation" or b.get("mode") != "silent" or b.get("result_turn") is None:
         return None
