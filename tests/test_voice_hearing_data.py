@@ -79,8 +79,8 @@ def test_voice_mels_rebuild_an_episodes_own_voice_from_its_tokens():
 
 def test_training_and_evaluation_share_no_content_voice_or_template():
     assert spoken.content_overlap() == 0.0
-    for pool in (spoken.CITIES, spoken.CONDITIONS, spoken.WORDS, spoken.CHAT, spoken.BARGE, spoken.VOICES,
-                 spoken.REQUEST_TEMPLATES):
+    for pool in (spoken.CITIES, spoken.TYPED_CITIES, spoken.CONDITIONS, spoken.WORDS, spoken.CHAT, spoken.BARGE,
+                 spoken.VOICES, spoken.REQUEST_TEMPLATES):
         assert not set(pool[spoken.TRAIN]) & set(pool[spoken.EVAL])
 
 
@@ -192,3 +192,15 @@ def test_every_training_delegation_can_copy_its_city_from_what_the_model_was_giv
         assert all(y in c for y, c in city)
         checked += 1
     assert checked >= 20
+
+
+def test_typed_training_requests_name_many_cities_and_spoken_ones_only_cities_with_shipped_transcripts():
+    """A name learnt by heart is not copied: typed requests draw from spoken.TYPED_CITIES (text only),
+    spoken ones from the few whose audio and transcripts heard.json ships."""
+    typed, said = set(), set()
+    for s in range(200):
+        ex = synth.episode(s, "delegation").expect
+        (said if ex["spoken"] else typed).add(ex["task"].split(" ", 1)[1])
+    assert len(typed - set(spoken.CITIES[spoken.TRAIN])) >= 40
+    assert said <= set(spoken.CITIES[spoken.TRAIN])
+    assert all(c.isascii() and c.isalpha() and c[0].isupper() for c in spoken.TYPED_CITIES[spoken.TRAIN])

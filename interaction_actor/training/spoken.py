@@ -49,6 +49,26 @@ REQUEST_TEMPLATES = {TRAIN: ("weather in {city}?", "what is the weather in {city
 CITIES = {TRAIN: ("Rome", "Paris", "Madrid", "Tokyo", "London", "Athens", "Prague", "Miami", "Sydney", "Moscow",
                   "Kyiv", "Warsaw"),
           EVAL: ("Oslo", "Lima", "Denver", "Dublin", "Nairobi", "Helsinki")}
+# typed requests name many more cities (text only: nothing to render or transcribe). With the twelve
+# spoken ones alone, the synth-11 model left held-out names undelegated ("tell me the weather in Oslo"
+# typed -> no <delegate>, or "weather Oslok,"): twelve names are few enough to learn by heart rather than
+# to copy. One-word ASCII names (the task carries `layout.first_name`), none of EVAL's, no "Cairo" (the
+# replay study holds it out)
+TYPED_CITIES = {TRAIN: CITIES[TRAIN] + (
+    "Berlin", "Vienna", "Lisbon", "Brussels", "Amsterdam", "Stockholm", "Copenhagen", "Zurich", "Geneva",
+    "Munich", "Hamburg", "Milan", "Naples", "Venice", "Florence", "Barcelona", "Seville", "Valencia", "Porto",
+    "Marseille", "Lyon", "Nice", "Bordeaux", "Edinburgh", "Glasgow", "Manchester", "Liverpool", "Cardiff",
+    "Belfast", "Bristol", "Leeds", "Budapest", "Bucharest", "Sofia", "Belgrade", "Zagreb", "Riga", "Tallinn",
+    "Vilnius", "Minsk", "Istanbul", "Ankara", "Beirut", "Tehran", "Dubai", "Doha", "Riyadh", "Karachi",
+    "Lahore", "Delhi", "Mumbai", "Chennai", "Kolkata", "Dhaka", "Bangkok", "Hanoi", "Manila", "Jakarta",
+    "Singapore", "Seoul", "Busan", "Osaka", "Kyoto", "Beijing", "Shanghai", "Taipei", "Melbourne", "Brisbane",
+    "Perth", "Auckland", "Wellington", "Toronto", "Montreal", "Vancouver", "Ottawa", "Calgary", "Chicago",
+    "Boston", "Seattle", "Houston", "Dallas", "Austin", "Phoenix", "Atlanta", "Detroit", "Portland",
+    "Nashville", "Memphis", "Orlando", "Havana", "Bogota", "Quito", "Caracas", "Santiago", "Montevideo",
+    "Accra", "Lagos", "Dakar", "Tunis", "Algiers", "Casablanca", "Kampala", "Luanda", "Harare", "Durban",
+    "Reykjavik", "Bergen", "Gothenburg", "Krakow", "Gdansk", "Oxford", "Cambridge", "Kobe",
+    "Ulm", "Bonn", "Graz", "Pisa", "Bath", "York", "Hull", "Cork", "Nantes", "Turin", "Genoa"),
+    EVAL: CITIES[EVAL]}
 CONDITIONS = {TRAIN: ("rain", "sun", "snow", "fog"), EVAL: ("hail", "wind", "clouds")}
 # typed "say W in Ns": the words split; the template is shared
 WORDS = {TRAIN: ("hello", "go", "now", "stop", "yes", "done", "ready", "bye"),
@@ -110,7 +130,7 @@ def content_overlap() -> float:
     typed words, chit-chat and barge-in sentences, request templates, voices, and whole sentences
     (lower-cased). 0.0 when the split is clean."""
     held = shared = 0
-    for pool in (CITIES, CONDITIONS, WORDS, CHAT, BARGE, HOLD_HEADS, REQUEST_TEMPLATES, VOICES):
+    for pool in (CITIES, TYPED_CITIES, CONDITIONS, WORDS, CHAT, BARGE, HOLD_HEADS, REQUEST_TEMPLATES, VOICES):
         ev, tr = {x.lower() for x in pool[EVAL]}, {x.lower() for x in pool[TRAIN]}
         held, shared = held + len(ev), shared + len(ev & tr)
     ev, tr = {x.lower() for x in sentences(EVAL)}, {x.lower() for x in sentences(TRAIN)}

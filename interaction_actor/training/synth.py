@@ -71,7 +71,9 @@ from interaction_actor.training import spoken, voice
 
 # synth-10: the ears decode with beam 5 (heard.json rebuilt); synth-11: 40-turn episodes, so that a spoken
 # request's result is voiced (or, when SILENT, passed over) before the session's next episode begins
-DATA_VERSION = "synth-11"
+# synth-12: a typed request names one of spoken.TYPED_CITIES (133 training names, was 12), so the model
+# learns to copy a name it has never seen rather than to recall one of twelve
+DATA_VERSION = "synth-12"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 # a training episode: 8 s (two chained fit the small preset's capacity uncompacted). 24 turns (synth-10)
 # cut a spoken request's business short: its result arrives around turn 21 and takes ~7 turns to say (more
@@ -455,7 +457,8 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
     is_spoken = pause or rng.random() < 0.5
     must_name = is_spoken and b.split == spoken.TRAIN  # training asks only for a city the transcript offers
     for _ in range(20):
-        city, cond = rng.choice(spoken.CITIES[b.split]), rng.choice(spoken.CONDITIONS[b.split])
+        city = rng.choice((spoken.CITIES if is_spoken else spoken.TYPED_CITIES)[b.split])
+        cond = rng.choice(spoken.CONDITIONS[b.split])
         template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
         msg = template.format(city=city)
         head, tail = spoken.pause_split(template, city)
