@@ -36,6 +36,9 @@ class SchedulerConfig:
     min_voice_turns: int = 1
     max_voice_turns: int = 60
     idle_turns: int = 1                    # consecutive silent user turns that make a pause
+    # WHEN_IDLE also waits for the assistant's own speech to end, but for at most this many consecutive
+    # speaking turns (a model that never stops does not hold results forever); 0: never waits for it
+    assistant_hold_turns: int = 15
     max_redeliveries: int = 2              # beyond this an interrupted result is surfaced silently
     result_mode: SurfacingMode | None = None   # force the mode of FINAL/ERROR (the scheduler's last word)
     progress_mode: SurfacingMode | None = None  # force the mode of PROGRESS/PARTIAL
@@ -147,6 +150,7 @@ class InterleaveScheduler:
         self._voicing: _Item | None = None
         self._last_turn = -1
         self._silent_run = 0
+        self._speaking_run = 0  # consecutive turns the assistant spoke (step's assistant_speaking)
         self._pending_drops: list[Dropped] = []
         self._pending_settled: list[Settlement] = []
 
@@ -197,8 +201,9 @@ class InterleaveScheduler:
         return self._cancel(self.tasks[task_id], turn, reason, None)
 
     # ---- the boundary --------------------------------------------------------------------------
-    def step(self, turn: int, user_state: UserState | int) -> Decision:
-        """Decide what enters context and what is voiced in `turn`.
+    def step(self, turn: int, user_state: UserState | int, assistant_speaking: bool = False) -> Decision:
+        """Decide what enters context and what is voiced in `turn`. `assistant_speaking`: the assistant's
+        own output of the turn before was speech (its text or audio), as far as the caller knows.
 
         Order of the rules at each boundary:
           1. A voicing whose estimated length has passed has completed; a completed result
@@ -213,7 +218,10 @@ class InterleaveScheduler:
              voicing is treated as in rule 1: a result is redelivered at the next pause).
           5. If nothing is being voiced, one pending update starts: the oldest INTERRUPT one (even
              while the user speaks), else the oldest WHEN_IDLE one once the user has been silent
-             for `idle_turns` turns. One voicing at a time; two INTERRUPT updates queue.
+             for `idle_turns` turns and the assistant is not speaking (for up to
+             `assistant_hold_turns` turns of its speech; a pause is both sides quiet:
+             a WHEN_IDLE result that surfaced while the native model said "red!" in the demo came
+             out garbled with it). One voicing at a time; two INTERRUPT updates queue.
         Only updates offered with `received_turn <= turn` are considered.
         """
         if turn <= self._last_turn:
@@ -221,6 +229,8 @@ class InterleaveScheduler:
         self._last_turn = turn
         state = UserState(user_state)
         self._silent_run = self._silent_run + 1 if state == UserState.SILENT else 0
+        self._speaking_run = self._speaking_run + 1 if assistant_speaking else 0
+        assistant_busy = 0 < self._speaking_run <= self.config.assistant_hold_turns
         d = Decision(turn=turn)
         now = self.clock()
         v = self._voicing
@@ -253,7 +263,7 @@ class InterleaveScheduler:
             self._cut(self._voicing, turn, d, "preempted")
         if self._voicing is None:
             pick = urgent[0] if urgent else None
-            if pick is None and self._silent_run >= self.config.idle_turns:
+            if pick is None and self._silent_run >= self.config.idle_turns and not assistant_busy:
                 idle = [i for i in voiceable if i.mode == SurfacingMode.WHEN_IDLE]
                 pick = idle[0] if idle else None
             if pick is not None:

@@ -61,6 +61,30 @@ def test_when_idle_update_is_voiced_at_the_users_next_pause():
     assert voiced == {5: ["a#0"]}
 
 
+def test_a_when_idle_result_waits_for_the_assistants_own_speech_to_end():
+    s, c = new()
+    voiced = {}
+    for t, talking in enumerate([False, True, True, True, False, False]):
+        c.turn = t
+        d = s.step(t, SILENT, assistant_speaking=talking)
+        voiced.update({t: [x.task_id for x in d.voice]} if d.voice else {})
+        if t == 0:
+            s.offer(upd("a", 0, mode=SurfacingMode.WHEN_IDLE), t)
+    assert voiced == {4: ["a"]}
+
+
+def test_an_assistant_that_never_stops_speaking_holds_a_when_idle_result_only_so_long():
+    s, c = new(assistant_hold_turns=3)
+    voiced = {}
+    for t in range(8):
+        c.turn = t
+        d = s.step(t, SILENT, assistant_speaking=True)
+        voiced.update({t: [x.task_id for x in d.voice]} if d.voice else {})
+        if t == 0:
+            s.offer(upd("a", 0, mode=SurfacingMode.WHEN_IDLE), t)
+    assert voiced == {3: ["a"]}  # turns 0-2 held it (three speaking turns); the fourth does not
+
+
 def test_silent_update_enters_context_at_the_next_boundary_and_is_never_voiced():
     s, c = new()
     contexts = []

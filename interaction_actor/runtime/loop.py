@@ -151,6 +151,7 @@ class LiveSession:
     span: tracing.Span = tracing.INVALID_SPAN  # the session's trace root (a long span: ended in close)
     recorder: object | None = None  # the interplay.replay Recorder writing this session, if any
     last: spb.OutputChunk | None = None  # for tests and the actor's inspection
+    speaking: bool = False  # its last turn's output was speech (text or audio): no pause for WHEN_IDLE yet
 
 
 @dataclass
@@ -484,7 +485,7 @@ class TurnLoop:
         state = user_state(inp.audio, inp.text, inp.barge_in)
         if inp.barge_in:
             w.events.append(event(spb.EVENT_KIND_BARGE_IN, "user barged in"))  # rides this turn's chunk
-        woven, surfaced = live.weave.decide(live.turn, state)
+        woven, surfaced = live.weave.decide(live.turn, state, live.speaking)
         w.events.extend(surfaced)
         self.metrics.results_surfaced(surfaced)
         inp.context, inp.heard = (marked_context(surfaced) if woven else ""), w.heard
@@ -516,6 +517,7 @@ class TurnLoop:
 
     def _chunk(self, w: _Work, out: TurnOutput) -> spb.OutputChunk:
         w.live.turn = out.turn + 1
+        w.live.speaking = out.speaking or bool(out.text)
         chunk = spb.OutputChunk(session_id=out.session_id, turn=out.turn, time_ms=w.time_ms, text=out.text,
                                 controls=[CONTROL_TOKENS[c] for c in out.controls if c in CONTROL_TOKENS],
                                 events=w.events)

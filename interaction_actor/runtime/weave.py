@@ -136,10 +136,11 @@ class Weaver:
         return [event(spb.EVENT_KIND_PROGRESS, text, task_id=upd.task_id, update=event_update(upd.kind),
                       seq=upd.seq, progress=upd.progress)]
 
-    def decide(self, turn: int, state: UserState) -> tuple[str, list[spb.Event]]:
-        """This turn's context text and the surfacing events (called once per turn, turns increasing)."""
+    def decide(self, turn: int, state: UserState, assistant_speaking: bool = False) -> tuple[str, list[spb.Event]]:
+        """This turn's context text and the surfacing events (called once per turn, turns increasing);
+        `assistant_speaking`: the session's previous turn was speech (WHEN_IDLE waits for it to end)."""
         try:
-            d = self.scheduler.step(turn, state)
+            d = self.scheduler.step(turn, state, assistant_speaking)
         except SchedulerError as exc:  # a turn replayed out of order: surface nothing, keep going
             log.warning("scheduler_step_refused", error=str(exc), turn=turn)
             return "", []
