@@ -38,7 +38,7 @@ class SchedulerConfig:
     idle_turns: int = 1                    # consecutive silent user turns that make a pause
     # WHEN_IDLE also waits for the assistant's own speech to end, but for at most this many consecutive
     # speaking turns (a model that never stops does not hold results forever); 0: never waits for it
-    assistant_hold_turns: int = 15
+    assistant_hold_turns: int = 10
     max_redeliveries: int = 2              # beyond this an interrupted result is surfaced silently
     result_mode: SurfacingMode | None = None   # force the mode of FINAL/ERROR (the scheduler's last word)
     progress_mode: SurfacingMode | None = None  # force the mode of PROGRESS/PARTIAL
