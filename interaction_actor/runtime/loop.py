@@ -532,7 +532,7 @@ class TurnLoop:
             chunk.audio.n_mels = int(out.mel.shape[1])
         w.live.log.record_turn(out.turn, user_speaking=w.user == UserState.SPEAKING and not w.typed,
                                typed_text=w.typed, assistant_text=out.text,
-                               assistant_speaking=out.speaking or bool(out.text), barge_in=w.user == UserState.INTERRUPTED)
+                               assistant_speaking=w.live.speaking, barge_in=w.user == UserState.INTERRUPTED)
         return chunk
 
     def _emit(self, results: list, lateness_ms: float, compute_ms: float, missed: bool) -> None:

@@ -71,7 +71,7 @@ from interaction_actor.training import spoken, voice
 
 # synth-10: the ears decode with beam 5 (heard.json rebuilt); synth-11: 40-turn episodes, so that a spoken
 # request's result is voiced (or, when SILENT, passed over) before the session's next episode begins
-# synth-12: a typed request names one of spoken.TYPED_CITIES (133 training names, was 12), so the model
+# synth-12: a typed request names one of spoken.TYPED_CITIES (136 training names, was 12), so the model
 # learns to copy a name it has never seen rather than to recall one of twelve
 DATA_VERSION = "synth-12"
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
