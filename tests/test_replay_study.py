@@ -81,3 +81,11 @@ def test_a_result_voiced_on_two_turns_counts_as_voiced_twice_and_its_answer_spok
 def test_a_final_result_that_arrived_and_was_never_voiced_counts_as_lost():
     s = scored([turn(0), turn(1), turn(3, events=(STARTED,)), turn(6, updates=(FINAL,)), turn(7)])
     assert (s["results_lost"], s["results_voiced"], s["answers_spoken"]) == (1, 0, 0)
+
+
+def test_the_replay_study_s_held_out_cities_are_named_by_no_training_episode():
+    from interaction_actor.training import spoken
+    from interplay.replay.sessions import HELD_OUT_CITIES
+
+    trained = {*spoken.CITIES[spoken.TRAIN], *spoken.TYPED_CITIES[spoken.TRAIN]}
+    assert HELD_OUT_CITIES and not trained & set(HELD_OUT_CITIES)
