@@ -45,6 +45,14 @@ def test_saying_nothing_scores_as_wrong_when_something_was_due():
     assert not score(ep, oracle_transcript(ep, silent))
 
 
+def test_a_cue_episode_with_a_colliding_result_scores_only_when_red_and_the_result_are_both_said():
+    ep = next(e for e in (synth.episode(s, "cue_with_result") for s in synth.held_out_seeds(20))
+              if e.expect.get("result_say") is not None)
+    start = ep.expect["result_say"]
+    no_result = [row if k < start else [T.EMPTY] * len(row) for k, row in enumerate(ep.targets)]
+    assert score(ep, oracle_transcript(ep)) and not score(ep, oracle_transcript(ep, no_result))
+
+
 def test_turn_taking_latency_of_the_targets_is_the_quiet_detection_delay_alone():
     """Replying at the first quiet turn, the voice sounding in the turn that starts speaking (no turn of
     voice lag), the targets' own audio (the planned voice through the vocoder) starts 100..400 ms after

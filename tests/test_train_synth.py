@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from interaction_actor.model import text as T
+from interaction_actor.model.config import ModelConfig
 from interaction_actor.model.fusion import build_model
 from interaction_actor.model.layout import TurnLayout
 from interaction_actor.model.session import new_session, step_batch
@@ -331,6 +332,20 @@ def test_echo_strings_arrive_in_context_and_are_voiced_whole_once_complete():
             assert text == body or text is None  # whole, or cut by the episode's end
 
 
+def test_echo_teaches_reading_messages_as_long_as_a_background_answer_to_the_end():
+    """The shipped synth-12 model voiced no context message over 30 bytes (4 turns of slots): the
+    background's 63-byte demo answer went unsaid. Some echo strings must be that long, and said whole."""
+    long = []
+    for s in range(40):
+        ep = synth.episode(s, "echo")
+        for body, turn in ep.expect["says"]:
+            said = [t for row in ep.targets[turn:] for t in row]
+            if len(body) > 4 * ModelConfig().context_slots:
+                assert T.STOP_SPEAKING in said  # a long string is said to its end inside the episode
+                long.append(body)
+    assert len(long) >= 10 and max(map(len, long)) >= 56  # 7 turns of slots: the demo answer is 63
+
+
 def test_a_chained_episode_is_the_second_task_continuing_the_first_ones_session():
     cfg = build_model("tiny", seed=0).config
     a, b = synth.episode(3, "delegation", cfg), synth.episode(4, "time_speak", cfg)
@@ -365,6 +380,21 @@ def test_a_pause_episode_holds_every_turn_whose_output_would_reach_the_user_insi
         inside = [k for k in range(ep.turns) if lo <= (k + 1) * 3200 <= hi]
         assert inside and set(_holds(ep)) >= set(inside)
         assert all(ep.targets[k] == [T.EMPTY] * len(ep.targets[k]) for k in inside)
+
+
+def test_a_result_arriving_at_the_red_frame_is_said_after_red_and_a_silent_one_never():
+    """The demo's answer surfaced the turn before its red frame and the model said neither
+    (cue_with_result, a situation evaluated apart)."""
+    seen = {"when_idle": 0, "silent": 0}
+    for s in range(0, 60):
+        ep = synth.episode(s, "cue_with_result")
+        ex = ep.expect
+        seen[ex["mode"]] += 1
+        assert ex["result_ready"] >= ex["turn"]  # still arriving when the red frame comes
+        assert [x for _, x in ep.says] == (["red!", ex["result"]] if ex["mode"] == "when_idle" else ["red!"])
+        if ex["mode"] == "when_idle":
+            assert ex["result_say"] >= max(ex["result_ready"], ex["turn"] + 2)  # after red! and complete
+    assert seen["when_idle"] >= 10 and seen["silent"] >= 3
 
 
 def test_a_silent_result_is_held_for_six_turns_and_a_voiced_one_not_at_all():

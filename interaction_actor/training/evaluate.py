@@ -128,10 +128,13 @@ def score(ep: synth.Episode, tr: list[Delivered]) -> bool:
     ex, utt = ep.expect, utterances(tr)
     if ep.task in ("time_speak", "rep_count"):
         return len(utt) == 1 and utt[0][1].strip() == ex["say"] and _at(ex["turn"], utt[0][0])
-    if ep.task == "cue_speak":
+    if ep.task in ("cue_speak", "cue_with_result"):
         if ex["say"] is None:
             return not utt
-        return len(utt) == 1 and utt[0][1].strip() == ex["say"] and _at(ex["turn"], utt[0][0])
+        cue_ok = bool(utt) and utt[0][1].strip() == ex["say"] and _at(ex["turn"], utt[0][0])
+        if ex.get("result_say") is None:  # no result, or a SILENT one: "red!" and nothing else
+            return cue_ok and len(utt) == 1
+        return cue_ok and len(utt) == 2 and _says_planned(ep, utt[1], ex["result_say"], ex["result"])
     if ep.task == "turn_taking":
         if ex["turn"] is None:
             return not utt
@@ -344,11 +347,15 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
     by_split: dict[str, dict[str, list[bool]]] = {"spoken": {}, "typed": {}}
     tp = emitted = needed = 0
     silent = silent_n = pause_n = takeovers = 0
+    collide: list[bool] = []
     for task, eps in eps_by_task.items():
         trs = trs_by_task[task]
         if task == "pause_handling":
             pause_n += len(eps)
             takeovers += sum(took_over(e, t) for e, t in zip(eps, trs, strict=True))
+            continue
+        if task == "cue_with_result":  # "red!", then the colliding result (or, SILENT, nothing more)
+            collide = [score(e, t) for e, t in zip(eps, trs, strict=True)]
             continue
         tasks[task] = round(sum(score(e, t) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
         for e, t in zip(eps, trs, strict=True):
@@ -372,6 +379,7 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
             "silent_voiced": silent, "silent_results": silent_n,
             "delegation_precision": round(tp / emitted, 4) if emitted else 0.0,
             "delegation_recall": round(tp / needed, 4) if needed else 0.0,
+            "cue_with_result": round(sum(collide) / len(collide), 4) if collide else None,
             "turn_taking_responses": len(take), "barge_in_stops": len(stop),
             # the ears' ceiling on spoken delegation: the share of spoken requests whose transcript names
             # the city at all (the model can only carry the city it was given)

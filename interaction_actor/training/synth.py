@@ -1,6 +1,6 @@
 """Deterministic synthetic micro-turn episodes for co-training and evaluating the interaction model.
 
-`episode(seed, task)` is a pure function of (DATA_VERSION, task, seed): the user's side as one
+`episode(seed, task)` is a pure function of (its key, task, seed): the user's side as one
 `TurnInput` per 200 ms turn (audio with a noise floor, 80x80 frames, typed text, what the ears heard,
 background context, barge-in flags), the K output tokens the model should emit at each turn (teacher
 forcing), the assistant's voice for them, and `expect`, what evaluation checks. Seeds split the content
@@ -19,10 +19,15 @@ spoken.EVAL's. Five task families (see each builder):
                T C", a random temperature: it must be read, not guessed) arrives in the context slots
                behind its surfacing-mode marker -> voiced at once, at the first quiet turn, or never
 
-One situation scored apart (SITUATIONS; trained on the training split like the tasks):
+Situations scored apart (SITUATIONS; trainable on the training split like the tasks when
+TrainConfig.mix names them):
 
   pause_handling  a spoken request with a 600-1500 ms pause before the city, its first half ending
                on a continuation -> no speech in the pause; then as a spoken delegation
+  cue_with_result  cue_speak with a background result still arriving at the red frame -> "red!"
+               first, then the result at the first quiet turn (never when SILENT). Not in the
+               default mix: a 341-step fine-tune on it (30 % of cue episodes) left it unlearnt and
+               time_speak fell from 1.00 to 0.60
 
 A training-only curriculum (CURRICULUM, drawn through TrainConfig.mix, never evaluated):
 
@@ -51,7 +56,9 @@ QUIET_FRAMES dMel frames hold no user speech. User speech is espeak-ng in the sp
 pitches over a room-tone or noise floor, and what the ears hear is Whisper tiny.en's transcript of that
 audio, arriving 3-4 turns after the speech ends (training/spoken.py; committed in heard.json, so
 episodes stay a pure function of the seed without running the transcriber). Changing any builder
-means bumping DATA_VERSION.
+means bumping DATA_VERSION (the key of every training draw) and, when the builder is evaluated, its
+EPISODE_KEY (the key of its held-out draws) to it: a task's held-out episodes change only when its
+builder does, so held-out scores of the other tasks stay comparable across data versions.
 """
 
 from __future__ import annotations
@@ -73,7 +80,14 @@ from interaction_actor.training import spoken, voice
 # request's result is voiced (or, when SILENT, passed over) before the session's next episode begins
 # synth-12: a typed request names one of spoken.TYPED_CITIES (136 training names, was 12), so the model
 # learns to copy a name it has never seen rather than to recall one of twelve
-DATA_VERSION = "synth-12"
+# synth-13: a third of the echo strings are sentences of 28-72 bytes (4-9 turns of context slots): the
+# shipped model voiced a background answer of up to 30 bytes and none from 34 up (the demo's 63-byte
+# "The weather in Oslo is quite snowy, ..." was never said), as no context message it trained on was longer
+DATA_VERSION = "synth-13"
+# the version whose draw each evaluated builder's held-out episodes come from (its last change; the
+# rest: "synth-12"). cue_with_result is new in synth-13: the demo's answer surfaced the turn before its
+# red frame, and the model said neither
+EPISODE_KEY = {"cue_with_result": "synth-13"}
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 # a training episode: 8 s (two chained fit the small preset's capacity uncompacted). 24 turns (synth-10)
 # cut a spoken request's business short: its result arrives around turn 21 and takes ~7 turns to say (more
@@ -321,14 +335,15 @@ def _time_speak(rng: random.Random, b: _Build) -> Episode:
     return b.done("time_speak", {"say": word, "turn": turn, "n": n, "sent": a}, aux)
 
 
-def _cue_speak(rng: random.Random, b: _Build) -> Episode:
-    """expect: say ("red!" or None when no red shape appears), turn (cue turn or None)."""
+def _cue_speak(rng: random.Random, b: _Build, collide: bool = False) -> Episode:
+    """expect: say ("red!" or None when no red shape appears), turn (cue turn or None). With `collide`
+    (cue_with_result) a red shape always appears and a background result collides with it (_collide)."""
     cfg = b.cfg
     msg = "tell me when red"
     a = rng.randint(0, 1)
     b.inputs[a].text = msg
     done = a + text_turns(msg, cfg.text_in_slots) - 1
-    cue = rng.randint(done + 1, min(b.turns - 4, done + 14)) if rng.random() < 0.8 else None
+    cue = rng.randint(done + 1, min(b.turns - 4, done + 14)) if collide or rng.random() < 0.8 else None
     others = ("blue", "green", "yellow", "white")
     aux = []
     for i in range(b.turns):
@@ -343,9 +358,60 @@ def _cue_speak(rng: random.Random, b: _Build) -> Episode:
         aux += [(i, "ctx", j, count_token(int(red))) for j in range(cfg.context_slots)]
     for t in range(done, b.turns if cue is None else cue):  # watching: red frames seen so far, 0
         b.targets[t][0] = T.state_token(0)
+    expect: dict = {"say": CUE_TEXT if cue is not None else None, "turn": cue, "sent": a}
+    hold: list[int] = []
     if cue is not None:
-        b.speak(cue, CUE_TEXT)
-    return b.done("cue_speak", {"say": CUE_TEXT if cue is not None else None, "turn": cue, "sent": a}, aux)
+        end = b.speak(cue, CUE_TEXT)
+        if collide:
+            hold = _collide(rng, b, cue, end, expect)
+            busy = range(expect["result_turn"], expect["result_ready"] + 1)
+            aux = [x for x in aux if not (x[1] == "ctx" and x[0] in busy)]  # those slots read the result
+    return b.done("cue_with_result" if collide else "cue_speak", expect, aux + _holds(b, hold))
+
+
+def _cue_with_result(rng: random.Random, b: _Build) -> Episode:
+    return _cue_speak(rng, b, collide=True)
+
+
+def _collide(rng: random.Random, b: _Build, cue: int, end: int, expect: dict) -> list[int]:
+    """A background result still arriving in the context slots at the red frame (its last bytes come at
+    the red frame or after), while the model watches: WHEN_IDLE (70 %) -> said at the first
+    quiet turn once "red!" has ended and the result is complete; SILENT -> never (held for 6 turns).
+    Its text: a weather result of the split's cities and conditions ("Lima hail, 7 C"); half the time a
+    longer one: in training a sentence of the reading vocabulary (_sentence), held out "The weather in C
+    is W, with a temperature of T C." (a template no training episode uses). Sets expect's result,
+    result_turn, result_ready, mode and result_say (turn, or None); returns the turns to hold."""
+    cfg = b.cfg
+    city = rng.choice(spoken.TYPED_CITIES[b.split])
+    cond = rng.choice(spoken.CONDITIONS[b.split])
+    temp = rng.randint(-9, 29)
+    offset = rng.random()  # where in its arrival the red frame falls
+
+    def arrival(text: str) -> tuple[int, int]:  # (arrive, ready): it is complete at the red frame or after
+        n = math.ceil((1 + len(T.encode(text))) / cfg.context_slots)
+        arrive = max(expect["sent"] + 2, cue - int(offset * n))
+        return arrive, arrive + n - 1
+
+    def fits(text: str) -> bool:  # said to its end inside the episode, with a turn to spare
+        return max(arrival(text)[1], end) + math.ceil(len(text) / 3) + 2 < b.turns
+
+    body = f"{city} {cond}, {temp} C"
+    if rng.random() < 0.5:
+        long = (_sentence(rng, voice.reading_vocabulary()) if b.split == spoken.TRAIN
+                else f"The weather in {city} is {cond}, with a temperature of {temp} C.")
+        if fits(long):
+            body = long
+    arrive, ready = arrival(body)
+    mode = "when_idle" if rng.random() < 0.7 else "silent"
+    b.inputs[arrive].context = MODES[mode] + body
+    expect.update(result=body, result_turn=arrive, result_ready=ready, mode=mode, result_say=None)
+    if mode == "silent":
+        return list(range(arrive, arrive + 6))
+    turn = _first_quiet(b.quiet(), max(ready, end))
+    if turn is not None and turn < b.turns:
+        b.speak(turn, body)
+        expect["result_say"] = turn
+    return []
 
 
 def _rep_count(rng: random.Random, b: _Build) -> Episode:
@@ -518,11 +584,34 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
 
 
 ECHO_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.-"
+LONG_ECHO = 0.4  # the share of echo strings that are sentences (_sentence), where one fits the episode
+LONG_ECHO_BYTES = (28, 72)  # a 40-turn episode fits up to 65 (room in _echo)
+
+
+def _sentence(rng: random.Random, vocab: tuple[str, ...], hi: int = LONG_ECHO_BYTES[1]) -> str:
+    """A sentence of about LONG_ECHO_BYTES[0] to `hi` bytes (whole words, so a few short of the lower
+    bound now and then) from the reading vocabulary, as a background answer reads: capitalised, a comma
+    after a clause, a number now and then (a temperature, a count), a full stop. Long context messages
+    are what the model must read aloud when the background explains itself."""
+    target = rng.randint(LONG_ECHO_BYTES[0], max(hi, LONG_ECHO_BYTES[0]))
+    words: list[str] = []
+    while len(" ".join(words)) < target - 6:
+        words.append(rng.choice(vocab))
+    if rng.random() < 0.5:
+        words.append(f"{rng.randint(-9, 40)}{' C' if rng.random() < 0.5 else ''}")
+    if len(words) > 3:
+        k = rng.randint(1, len(words) - 2)
+        words[k] += ","
+    text = " ".join(words)
+    while len(text) > hi - 1 and " " in text:  # keep within the bound, whole words
+        text = text.rsplit(" ", 1)[0]
+    text = text.rstrip(",")
+    return text[:1].upper() + text[1:] + "."
 
 
 def _echo(rng: random.Random, b: _Build) -> Episode:
-    """A training curriculum, not an evaluated task: random strings of 2-20 bytes arrive in the
-    context slots (as a background result would, led by a mode marker); the model voices each at the
+    """A training curriculum, not an evaluated task: random strings of 2-20 bytes, or (LONG_ECHO of
+    them, where one fits the episode) sentences of 28-72 bytes (_sentence), arrive in the context slots (as a background result would, led by a mode marker); the model voices each at the
     first quiet turn once it is complete (at once for CTX_NOW, never for CTX_SILENT), then the next
     string comes. Random content cannot be guessed, only read (through the copy candidates,
     layout.Lookup): the skill that voicing delegation results needs. Half the strings are real words
@@ -532,7 +621,11 @@ def _echo(rng: random.Random, b: _Build) -> Episode:
     says: list[tuple[str, int]] = []
     vocab = voice.reading_vocabulary()
     while t < b.turns - 3:
-        if rng.random() < 0.5:
+        room = (b.turns - t - 10) * 24 // 11  # the most bytes that arrive (8 a turn) and are said (3) in time,
+        # with 6 turns to spare for a user talking when it is ready
+        if room >= LONG_ECHO_BYTES[0] and rng.random() < LONG_ECHO:
+            body = _sentence(rng, vocab, min(room, LONG_ECHO_BYTES[1]))
+        elif rng.random() < 0.5:
             body = "".join(rng.choice(ECHO_CHARS) for _ in range(rng.randint(2, 20))).strip() or "ok"
         else:
             words = [rng.choice(vocab) for _ in range(rng.randint(1, 3))]
@@ -564,10 +657,12 @@ def _pause_handling(rng: random.Random, b: _Build) -> Episode:
 
 
 CURRICULUM = ("echo",)  # training-only tasks (TrainConfig.mix may draw them; eval does not)
-SITUATIONS = ("pause_handling",)  # scored apart from TASKS (by takeover rate); trained like them
+# scored apart from TASKS (pause takeover rate; cue_with_result's accuracy); trained when the mix names them
+SITUATIONS = ("pause_handling", "cue_with_result")
 
 _BUILDERS = {"echo": _echo, "time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
-             "turn_taking": _turn_taking, "delegation": _delegation, "pause_handling": _pause_handling}
+             "turn_taking": _turn_taking, "delegation": _delegation, "pause_handling": _pause_handling,
+             "cue_with_result": _cue_with_result}
 
 
 def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None, turns: int | None = None) -> Episode:
@@ -580,7 +675,8 @@ def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None, 
         raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM + SITUATIONS)}")
     split = split_of(seed)
     turns = turns or (EVAL_TURNS if split == spoken.EVAL else EPISODE_TURNS)
-    rng = random.Random(f"{DATA_VERSION}:{task}:{seed}")
+    key = DATA_VERSION if split == spoken.TRAIN else EPISODE_KEY.get(task, "synth-12")
+    rng = random.Random(f"{key}:{task}:{seed}")
     g = torch.Generator().manual_seed(rng.getrandbits(62))
     ep = _BUILDERS[task](rng, _Build(cfg, split, turns, g))
     ep.seed = seed

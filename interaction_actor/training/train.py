@@ -65,10 +65,11 @@ class TrainConfig:
     episodes_per_row: int = 2  # > 1: a task also arrives after earlier conversation, as in a live session
     # see batch_tasks: every task follows every task; rep_count (the slowest to learn), turn_taking and
     # delegation (spoken, heard, barge-in from audio, surfacing modes) come twice;
-    # echo (synth.CURRICULUM) teaches reading the slots; pause_handling (synth.SITUATIONS) staying quiet
-    # through a pause that ends on a continuation
+    # echo (synth.CURRICULUM) teaches reading the slots, twice since synth-13 (sentences as long as a
+    # background answer); pause_handling (synth.SITUATIONS) staying quiet through a pause that ends on a
+    # continuation
     mix: tuple[str, ...] = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation", "echo",
-                            "rep_count", "turn_taking", "delegation", "pause_handling")
+                            "rep_count", "turn_taking", "delegation", "pause_handling", "echo")
     lr: float = 2e-3
     min_lr_fraction: float = 0.1
     warmup: int = 20
