@@ -85,9 +85,10 @@ from interaction_actor.training import spoken, voice
 # "The weather in Oslo is quite snowy, ..." was never said), as no context message it trained on was longer
 DATA_VERSION = "synth-13"
 # the version whose draw each evaluated builder's held-out episodes come from (its last change; the
-# rest: "synth-12"). cue_with_result is new in synth-13: the demo's answer surfaced the turn before its
+# rest: HELD_OUT_KEY). cue_with_result is new in synth-13: the demo's answer surfaced the turn before its
 # red frame, and the model said neither
 EPISODE_KEY = {"cue_with_result": "synth-13"}
+HELD_OUT_KEY = "synth-12"  # the held-out key of every builder EPISODE_KEY does not name
 TASKS = ("time_speak", "cue_speak", "rep_count", "turn_taking", "delegation")
 # a training episode: 8 s (two chained fit the small preset's capacity uncompacted). 24 turns (synth-10)
 # cut a spoken request's business short: its result arrives around turn 21 and takes ~7 turns to say (more
@@ -256,6 +257,12 @@ def text_turns(text: str, slots: int) -> int:
     return max(1, math.ceil(len(T.encode(text)) / slots))
 
 
+def context_turns(text: str, slots: int) -> int:
+    """Turns a background message occupies in the context slots: its mode marker, then its bytes,
+    `slots` a turn. Arriving at turn t, it is complete at t + context_turns - 1."""
+    return math.ceil((1 + len(T.encode(text))) / slots)
+
+
 @dataclass
 class _Build:
     """One episode under construction: the user's side, the targets, the assistant's voice."""
@@ -388,7 +395,7 @@ def _collide(rng: random.Random, b: _Build, cue: int, end: int, expect: dict) ->
     offset = rng.random()  # where in its arrival the red frame falls
 
     def arrival(text: str) -> tuple[int, int]:  # (arrive, ready): it is complete at the red frame or after
-        n = math.ceil((1 + len(T.encode(text))) / cfg.context_slots)
+        n = context_turns(text, cfg.context_slots)
         arrive = max(expect["sent"] + 2, cue - int(offset * n))
         return arrive, arrive + n - 1
 
@@ -569,7 +576,7 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
         return b.done(name, expect, _holds(b, hold_pause))
     expect.update(result_turn=arrive, mode=mode, result=result)
     b.inputs[arrive].context = MODES[mode] + result
-    ready = arrive + math.ceil((1 + len(T.encode(result))) / cfg.context_slots) - 1
+    ready = arrive + context_turns(result, cfg.context_slots) - 1
     if mode == "when_idle" and rng.random() < 0.5:  # the user is talking when the result comes in
         onset = (arrive - 1) * 3200 + rng.randint(0, 3000)
         b.user_says(rng.choice(spoken.CHAT[b.split]), onset, rng.randrange(spoken.VARIANTS), _lag(rng))
@@ -611,8 +618,9 @@ def _sentence(rng: random.Random, vocab: tuple[str, ...], hi: int = LONG_ECHO_BY
 
 def _echo(rng: random.Random, b: _Build) -> Episode:
     """A training curriculum, not an evaluated task: random strings of 2-20 bytes, or (LONG_ECHO of
-    them, where one fits the episode) sentences of 28-72 bytes (_sentence), arrive in the context slots (as a background result would, led by a mode marker); the model voices each at the
-    first quiet turn once it is complete (at once for CTX_NOW, never for CTX_SILENT), then the next
+    them, where one fits the episode) sentences of 28-72 bytes (_sentence), arrive in the context
+    slots (as a background result would, led by a mode marker); the model voices each at the first
+    quiet turn once it is complete (at once for CTX_NOW, never for CTX_SILENT), then the next
     string comes. Random content cannot be guessed, only read (through the copy candidates,
     layout.Lookup): the skill that voicing delegation results needs. Half the strings are real words
     (voice.reading_vocabulary, with a number now and then): the voice learns to read words it will meet
@@ -634,7 +642,7 @@ def _echo(rng: random.Random, b: _Build) -> Episode:
             body = " ".join(words)
         mode = rng.choices(("when_idle", "interrupt", "silent"), (0.6, 0.2, 0.2))[0]
         b.inputs[t].context = MODES[mode] + body
-        ready = t + math.ceil((1 + len(T.encode(body))) / b.cfg.context_slots) - 1
+        ready = t + context_turns(body, b.cfg.context_slots) - 1
         if mode == "silent":
             t = ready + 1 + rng.randint(0, 1)
             continue
@@ -675,7 +683,7 @@ def episode(seed: int, task: str | None = None, cfg: ModelConfig | None = None, 
         raise KeyError(f"unknown task {task!r}; choose one of {list(TASKS + CURRICULUM + SITUATIONS)}")
     split = split_of(seed)
     turns = turns or (EVAL_TURNS if split == spoken.EVAL else EPISODE_TURNS)
-    key = DATA_VERSION if split == spoken.TRAIN else EPISODE_KEY.get(task, "synth-12")
+    key = DATA_VERSION if split == spoken.TRAIN else EPISODE_KEY.get(task, HELD_OUT_KEY)
     rng = random.Random(f"{key}:{task}:{seed}")
     g = torch.Generator().manual_seed(rng.getrandbits(62))
     ep = _BUILDERS[task](rng, _Build(cfg, split, turns, g))
