@@ -87,8 +87,20 @@ def test_two_sessions_talking_at_once_are_heard_apart(make):
     assert "timer" in got["a"] and "seven" in got["b"] and "eight" in got["b"]
 
 
-def test_feed_returns_at_once_while_the_transcriber_works(make):
-    ears = make()
+class Slow:
+    """Fault injection: the real transcriber, `delay_s` slower (a loaded host, a bigger model)."""
+    name = "slow"
+
+    def __init__(self, real, delay_s=0.3):
+        self.real, self.delay_s = real, delay_s
+
+    def transcribe(self, samples):
+        time.sleep(self.delay_s)
+        return self.real.transcribe(samples)
+
+
+def test_feed_returns_at_once_while_the_transcriber_works(make, parts):
+    ears = make(transcriber=Slow(parts[0]))  # each transcription takes > 300 ms
     ws = utterance("remind me to call my mother")
     worst = 0.0
     for turn in range(len(ws) + 10):  # the segment closes, then 2 s of feeds while it is transcribed
@@ -97,19 +109,15 @@ def test_feed_returns_at_once_while_the_transcriber_works(make):
         ears.feed([("s", turn, window), ("t", turn, window)])
         worst = max(worst, time.perf_counter() - t0)
         time.sleep(0.02)
-    assert worst < 0.005  # a lock and an append (~20 µs here); generous for a shared CPU
+    # A feed is a lock and an append (~20 µs here), but while the worker thread runs Python it holds
+    # the GIL and a feed may wait a switch interval (5 ms) or more on 2 shared cores (CI once saw
+    # 5.2 ms). A feed that waited for the transcriber would take its 300 ms.
+    assert worst < 0.1
     assert len(collect(ears, 2)) == 2
 
 
 def test_latency_is_counted_from_the_feed_of_the_closing_window(make, parts):
-    class Slow:  # fault injection: the real transcriber, 300 ms slower
-        name = "slow"
-
-        def transcribe(self, samples):
-            time.sleep(0.3)
-            return parts[0].transcribe(samples)
-
-    ears, slow = make(), make(transcriber=Slow())
+    ears, slow = make(), make(transcriber=Slow(parts[0]))  # fault injection: 300 ms slower
     ws = utterance("hello how are you")
     feed_all(ears, {"s": ws})
     feed_all(slow, {"s": ws})
