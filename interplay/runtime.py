@@ -185,14 +185,15 @@ def ears_config(data: dict | None):
     if data is None:
         return None
     from interaction_actor.ears.segmenter import SegmenterConfig
-    from interaction_actor.ears.transcriber import RemoteConfig, WhisperConfig
+    from interaction_actor.ears.transcriber import CITY_PROMPT, RemoteConfig, WhisperConfig
     from interaction_actor.ears.worker import EarsConfig
 
+    prompt = "" if data["prompt"] == "-" else (data["prompt"] or CITY_PROMPT)
     return EarsConfig(segmenter=SegmenterConfig(silence_ms=data["silence_ms"]), transcriber=data["engine"],
                       whisper=WhisperConfig(model=data["model"] or "", cpu_threads=data["cpu_threads"],
-                                                  beam_size=data["beam_size"]),
+                                            beam_size=data["beam_size"], prompt=prompt),
                       remote=RemoteConfig(base_url=data["openai_base_url"], model=data["openai_model"],
-                                          api_key=data["openai_api_key"]))
+                                          api_key=data["openai_api_key"], prompt=prompt))
 
 
 # ---- checks before Ray starts -------------------------------------------------------------------

@@ -119,6 +119,9 @@ class EarsSettings(_Group):
     model: str | None = Field(None, description="faster-whisper model path or size; the shipped tiny.en when empty.")
     cpu_threads: int = Field(1, ge=1, le=64, description="Threads of the faster-whisper model.")
     beam_size: int = Field(5, ge=1, le=16, description="Beam width of the faster-whisper decode (1: greedy).")
+    prompt: str | None = Field(None, description="Text the recogniser reads before each segment (Whisper's initial "
+                               "prompt): the names it should expect. Empty: the shipped world-city list "
+                               "(ears/transcriber.py CITY_PROMPT); \"-\": none.")
     silence_ms: int = Field(320, ge=100, le=5000, description="Silence that ends a spoken segment.")
     openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="Transcription server (engine openai).")
     openai_model: str = Field("whisper-1", description="Model name sent to the transcription server.")

@@ -47,14 +47,14 @@ def test_the_fitted_encoder_window_is_several_times_faster_than_the_full_one_and
     assert a.compute_s * 2 < b.compute_s  # ~0.15 s vs ~0.85 s here
 
 
-def test_noise_and_music_are_judged_as_nothing_heard(whisper):
-    judge = Judge()
+def test_noise_and_music_are_judged_as_nothing_heard_with_or_without_the_vocabulary_prompt(whisper):
+    judge, bare = Judge(), WhisperTranscriber(WhisperConfig(prompt=""))
     for name, clip in [("room tone -55 dB seed 0", speech.room_tone(3, seed=0)),
                        ("white noise -25 dB seed 1", speech.noise(3, seed=1, kind="white")),
                        ("music -20 dB seed 2", speech.music(3, seed=2))]:
-        t = whisper.transcribe(clip)
-        assert t.no_speech_prob > 0.75, (name, t)
-        assert not judge(t).keep, (name, t)
+        t, u = whisper.transcribe(clip), bare.transcribe(clip)
+        assert u.no_speech_prob > 0.75 and not judge(u).keep, (name, u)
+        assert t.prompted and not judge(t).keep, (name, t)
 
 
 def test_a_model_size_that_is_not_on_disk_is_an_error_not_a_download():

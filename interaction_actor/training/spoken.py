@@ -181,8 +181,9 @@ def _key(text: str, split: str, variant: int) -> str:
 
     spec = variant_spec(text, split, variant)
     ver = speech._espeak().version
-    beam = WhisperConfig().beam_size  # a transcript is keyed by how it was decoded too
-    return hashlib.sha256(f"{ver}|beam{beam}|{text}|{json.dumps(spec, sort_keys=True)}".encode()).hexdigest()[:20]
+    cfg = WhisperConfig()  # a transcript is keyed by how it was decoded too: the beam and the vocabulary prompt
+    how = f"beam{cfg.beam_size}" + (f"|prompt{hashlib.sha256(cfg.prompt.encode()).hexdigest()[:12]}" if cfg.prompt else "")
+    return hashlib.sha256(f"{ver}|{how}|{text}|{json.dumps(spec, sort_keys=True)}".encode()).hexdigest()[:20]
 
 
 @functools.lru_cache(maxsize=1)
@@ -195,23 +196,25 @@ def _user_cache() -> Path:
     return root / "interplay" / "heard"
 
 
-_transcriber = None
+_transcribers: dict[bool, object] = {}
 
 
 def transcribe(audio: np.ndarray) -> str:
-    """Whisper tiny.en (the ears' transcriber, loaded once per process) on float32 16 kHz `audio`, padded
-    as the ears' segmenter pads a segment: the one way training, evaluation and the demo transcribe."""
-    return _transcribe(audio)
+    """Whisper tiny.en on float32 16 kHz `audio` of the assistant, padded as the ears' segmenter pads a
+    segment, without the ears' vocabulary prompt: a measure of the voice (evaluation, the demo's
+    summary, train-voice) must not lean towards the city names the prompt lists."""
+    return _transcribe(audio, prompt=False)
 
 
-def _transcribe(audio: np.ndarray) -> str:
-    global _transcriber
-    from interaction_actor.ears.transcriber import WhisperTranscriber
+def _transcribe(audio: np.ndarray, prompt: bool = True) -> str:
+    """The ears' transcriber as the loop runs it (`prompt`: with its vocabulary prompt, the default
+    WhisperConfig), loaded once per process: how training, evaluation and the demo hear the user."""
+    from interaction_actor.ears.transcriber import WhisperConfig, WhisperTranscriber
 
-    if _transcriber is None:
-        _transcriber = WhisperTranscriber()
+    if prompt not in _transcribers:
+        _transcribers[prompt] = WhisperTranscriber(None if prompt else WhisperConfig(prompt=""))
     pad = np.concatenate([np.zeros(4800, np.float32), audio, np.zeros(4800, np.float32)])  # the segmenter's pads
-    return _transcriber.transcribe(pad).text.strip()
+    return _transcribers[prompt].transcribe(pad).text.strip()
 
 
 def heard_errors(text: str, audio: np.ndarray) -> tuple[int, int, str]:

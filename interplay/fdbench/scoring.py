@@ -94,7 +94,9 @@ class Scorer:
         from interaction_actor.ears.transcriber import Judge, WhisperConfig, WhisperTranscriber
 
         self.config = cfg = config or ScoringConfig()
-        self.transcriber = transcriber or WhisperTranscriber(WhisperConfig(cpu_threads=cfg.transcriber_threads))
+        # the judge's ears: no vocabulary prompt, so a score does not lean towards the names the ears expect
+        self.transcriber = transcriber or WhisperTranscriber(WhisperConfig(cpu_threads=cfg.transcriber_threads,
+                                                                           prompt=""))
         self.judge = Judge()
 
     def speech(self, track: np.ndarray, t0: float = 0.0, t1: float | None = None,
