@@ -25,6 +25,7 @@ from background_actor.engine import Engine
 from background_actor.service import BackgroundServer, ServerConfig, serve
 from background_actor.tasks import TaskConfig
 from interplay.log import configure_logging, get_logger
+from interplay.priority import yield_cpu
 from tools import Registry
 
 log = get_logger("background_actor.actor")
@@ -103,7 +104,15 @@ class BackgroundActorImpl:
 
 @ray.remote(max_restarts=10, max_task_retries=3)
 class BackgroundActor(BackgroundActorImpl):
-    """Ray actor with restarts enabled; its methods are cheap and idempotent (safe to retry)."""
+    """Ray actor with restarts enabled; its methods are cheap and idempotent (safe to retry).
+
+    Its process is its own, so once the server is up every thread of it (and each thread they start
+    later: the engine's, the tools') runs at `config.niceness`: reasoning never takes a core from a turn
+    loop on the same host; it gets whatever CPU the loop leaves."""
+
+    def __init__(self, config: ServerConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        yield_cpu(config.niceness)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -121,7 +130,7 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
                      host: str = "127.0.0.1", log_dir: str | None = None, mcp: tuple[str, ...] = (),
                      secrets: dict[str, str] | None = None, engine_factory: Callable[[], Engine] | None = None,
                      metrics_port: int | None = None, trace_file: str | None = None,
-                     otlp_endpoint: str | None = None) -> tuple[ray.actor.ActorHandle, str]:
+                     otlp_endpoint: str | None = None, niceness: int | None = 10) -> tuple[ray.actor.ActorHandle, str]:
     """Create a BackgroundActor (Ray must be initialised) and wait for its address "127.0.0.1:port".
 
     The port is fixed at creation (a free one when None) so the address survives restarts.
@@ -131,12 +140,12 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
     {name: value} for tools that declare them; `engine_factory` (picklable) replaces `engine` by name.
     `metrics_port`: serve the actor's Prometheus /metrics there (0: a free port; see `metrics_endpoint`);
     `trace_file`: record the actor's spans there (JSON lines, interplay.tracing); `otlp_endpoint`: send
-    them to that OTLP/gRPC collector too.
+    them to that OTLP/gRPC collector too. `niceness`: the actor's process runs at it (None: as Ray started it).
     """
     cfg = ServerConfig(host=host, port=port or free_port(host), engine=engine, engine_options=dict(engine_options or {}),
                        tools=tuple(tools), tasks=TaskConfig(max_concurrent=max_concurrent, max_queued=max_queued),
                        mcp=tuple(mcp), secrets=dict(secrets or {}), metrics_port=metrics_port,
-                       trace_file=trace_file, otlp_endpoint=otlp_endpoint)
+                       trace_file=trace_file, otlp_endpoint=otlp_endpoint, niceness=niceness)
     if agent is not None:
         cfg = replace(cfg, agent=agent)
     opts: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": max_restarts}

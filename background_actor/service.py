@@ -93,6 +93,7 @@ class ServerConfig:
     metrics_port: int | None = None                # Prometheus /metrics on host:port (0: a free one; None: off)
     trace_file: str | None = None                  # record this process's spans there (interplay.tracing)
     otlp_endpoint: str | None = None               # and/or send them to this OTLP/gRPC collector
+    niceness: int | None = 10                      # a BackgroundActor's process runs at this niceness (None: as started)
 
 
 @dataclass

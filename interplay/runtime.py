@@ -43,6 +43,7 @@ class BackgroundPlan:
     host: str = "127.0.0.1"
     first_port: int = 0  # 0: any free port for each actor; else actor i listens on first_port + i
     actors: int = 2
+    niceness: int | None = 10  # each actor's process (interplay.priority.yield_cpu)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
                         secrets={k: v.get_secret_value() for k, v in t.secrets.items()},
                         max_concurrent=b.max_concurrent_tasks, max_queued=b.max_queued_tasks, max_steps=b.max_steps,
                         system_prompt=b.system_prompt, host=host, first_port=s.background_port,
-                        actors=backgrounds or b.actors)
+                        actors=backgrounds or b.actors, niceness=b.niceness)
     if policy is None and "policy" not in d.model_fields_set and (backend or m.backend) == "cascade":
         # the cascade's reply model delegates by its own `delegate` call; the default first_of would add the
         # rule's decision on the same words: two delegations, the answer voiced twice
@@ -193,7 +194,8 @@ def ears_config(data: dict | None):
                       whisper=WhisperConfig(model=data["model"] or "", cpu_threads=data["cpu_threads"],
                                             beam_size=data["beam_size"], prompt=prompt),
                       remote=RemoteConfig(base_url=data["openai_base_url"], model=data["openai_model"],
-                                          api_key=data["openai_api_key"], prompt=prompt))
+                                          api_key=data["openai_api_key"], prompt=prompt),
+                      niceness=data["niceness"])
 
 
 # ---- checks before Ray starts -------------------------------------------------------------------
@@ -301,7 +303,8 @@ def background_kwargs(plan: RuntimePlan, index: int = 0) -> dict[str, Any]:
                                   max_concurrent=bg.max_concurrent, max_queued=bg.max_queued, agent=agent,
                                   registry_factory=functools.partial(load_registry, bg.registry, bg.builtin),
                                   log_level=plan.log_level, log_dir=plan.log_dir, trace_file=plan.trace_file,
-                                  metrics_port=0 if plan.interaction.metrics_port is not None else None)
+                                  metrics_port=0 if plan.interaction.metrics_port is not None else None,
+                                  niceness=bg.niceness)
     if bg.mcp:
         kwargs["mcp"] = tuple(bg.mcp)
     if bg.secrets:

@@ -86,6 +86,9 @@ class BackgroundSettings(_Group):
     task_deadline_ms: int = Field(30_000, ge=100, description="Deadline a delegation gives its task.")
     max_steps: int = Field(4, ge=1, le=32, description="Engine calls per task (the agent's step budget).")
     system_prompt: str | None = Field(None, description="The agent's system prompt; the built-in one when empty.")
+    niceness: int | None = Field(10, ge=-20, le=19, description="Linux niceness of each background actor's "
+                                 "process (engine and tools included): above the loop's (0), so reasoning gets "
+                                 "the CPU the 200 ms clock leaves; unset: as Ray starts it.")
 
 
 class DelegationSettings(_Group):
@@ -123,6 +126,9 @@ class EarsSettings(_Group):
                                "prompt): the names it should expect. Empty: the shipped world-city list "
                                "(ears/transcriber.py CITY_PROMPT); \"-\": none.")
     silence_ms: int = Field(320, ge=100, le=5000, description="Silence that ends a spoken segment.")
+    niceness: int | None = Field(10, ge=-20, le=19, description="Linux niceness of the ears' process: above the "
+                                 "loop's (0), so a Whisper decode never takes a core from a turn; unset: as Ray "
+                                 "starts it.")
     openai_base_url: str = Field("http://127.0.0.1:8000/v1", description="Transcription server (engine openai).")
     openai_model: str = Field("whisper-1", description="Model name sent to the transcription server.")
     openai_api_key: SecretStr | None = Field(None, description="Bearer token for it; never printed.")

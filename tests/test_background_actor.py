@@ -17,6 +17,7 @@ from background_actor.actor import start_background
 from background_actor.agent import AgentConfig
 from background_actor.service import wait_serving
 from interaction_actor.runtime.delegator import DelegationRequest, Delegator
+from interplay.priority import thread_niceness
 from interplay.v1 import background_pb2 as bpb
 
 TERMINAL = (bpb.UPDATE_KIND_FINAL, bpb.UPDATE_KIND_ERROR, bpb.UPDATE_KIND_CANCELLED)
@@ -27,6 +28,13 @@ def actor(ray_local):
     handle, address = start_background("local", agent=AgentConfig(max_steps=2, max_tokens=160), log_level="warning")
     yield handle, address
     ray.kill(handle, no_restart=True)
+
+
+def test_every_thread_of_the_actor_s_process_runs_below_the_loop_s_priority(actor):
+    """The engine's and the tools' threads included: niceness 10 (ServerConfig.niceness); the loop's is 0."""
+    handle, _ = actor
+    nice = thread_niceness(ray.get(handle.pid.remote(), timeout=30))
+    assert len(nice) > 3 and set(nice.values()) == {10}
 
 
 async def wait_for(inbox: deque, pred, limit_s: float) -> float:

@@ -7,12 +7,14 @@ import signal
 import time
 
 import pytest
+import ray
 
 from interaction_actor.ears import speech
 from interaction_actor.ears.actor import start_ears
 from interaction_actor.ears.bench import normalise
 from interaction_actor.ears.contract import Ears
 from interaction_actor.ears.segmenter import windows
+from interplay.priority import thread_niceness
 
 
 def utterance(text, voice="en-us", seed=0):
@@ -54,6 +56,13 @@ def ray_ears(ray_local, trace_file):
     handle, ears = start_ears(max_restarts=2, trace_file=str(trace_file))
     yield handle, ears
     ears.stop()
+
+
+def test_every_thread_of_the_ears_process_runs_below_the_loop_s_priority(ray_ears):
+    """The Whisper decode's threads included: niceness 10 (EarsConfig.niceness), where the loop's is 0."""
+    handle, _ = ray_ears
+    nice = thread_niceness(ray.get(handle.pid.remote(), timeout=30))
+    assert len(nice) > 3 and set(nice.values()) == {10}
 
 
 def test_the_ray_ears_hear_a_spoken_request_without_the_loop_waiting(ray_ears):

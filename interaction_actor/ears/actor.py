@@ -33,6 +33,7 @@ from interaction_actor.ears.contract import Heard
 from interaction_actor.ears.worker import EarsConfig, LocalEars
 from interplay import tracing
 from interplay.log import configure_logging, get_logger
+from interplay.priority import yield_cpu
 
 log = get_logger("interaction_actor.ears.actor")
 
@@ -88,7 +89,14 @@ class EarsActorImpl:
 
 @ray.remote(max_restarts=3, max_task_retries=0)
 class EarsActor(EarsActorImpl):
-    """Ray actor with restarts; in-flight calls of a dead process fail (RayEars reports them)."""
+    """Ray actor with restarts; in-flight calls of a dead process fail (RayEars reports them).
+
+    Its process is the ears' own, so once the model is loaded every thread of it (and each thread they
+    start later) runs at `config.niceness`: a Whisper decode never takes a core from the turn loop."""
+
+    def __init__(self, config: EarsConfig | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        yield_cpu((config or EarsConfig()).niceness)
 
 
 class RayEars:

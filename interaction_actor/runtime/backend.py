@@ -30,6 +30,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import torch
+
 import kernels.native
 from interaction_actor.model.session import (
     SessionState,
@@ -95,6 +97,21 @@ class NativeBackend:
         kernels.native.warm(model)  # the fixed-order decode kernels' build and checks, before any turn
         cfg = model.config
         self.capabilities = Capabilities(name="native", turn_ms=cfg.turn_ms, sample_rate=cfg.sample_rate)
+        self.warm()
+
+    def warm(self) -> None:
+        """A throwaway session's listening turn and speaking turn, before any real session's.
+
+        The first voiced turn of a process loads the vocoder's magnitude net from disk and pays each
+        path's first-call costs; in a live session that turn took 307 ms of a 200 ms slot (the demo,
+        2026-12-02). Sessions share nothing but the weights and that cached net, so no real session's
+        output changes."""
+        s = self.open("warm-up")
+        n = self.capabilities.sample_rate * self.capabilities.turn_ms // 1000
+        step_batch(self.model, [s], [TurnInput(audio=torch.zeros(n))])
+        s.speech.speaking = True  # as if its last turn had opened speech: this turn is voiced
+        step_batch(self.model, [s], [TurnInput(audio=torch.zeros(n))])
+        self.close(s)
 
     def open(self, session_id: str) -> SessionState:
         return new_session(self.model, session_id, self.kv_capacity)

@@ -25,10 +25,8 @@ the least loaded one and fails over before a task has started (see delegation.cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
-import os
 import time
 import uuid
 from collections import deque
@@ -43,6 +41,7 @@ from delegation.client import BackgroundPool, error_update
 from delegation.package import ConversationSource, check_request
 from interplay import tracing
 from interplay.log import get_logger
+from interplay.priority import lower_thread
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import common_pb2 as cpb
 from interplay.v1 import context_pb2 as xpb
@@ -95,12 +94,6 @@ def prepare(req: DelegationRequest, task_id: str, deadline_ms: int, allowed_tool
                              budget_bytes)
 
 
-def _lower_priority(step: int = 5) -> None:
-    """Build threads run a few niceness steps below the loop's threads (Linux: per thread)."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + step))
-
-
 class Delegator:
     """Starts delegations as tasks on the running asyncio loop, through one BackgroundPool."""
 
@@ -119,7 +112,7 @@ class Delegator:
         self.metrics = None  # a LoopMetrics (set by the TurnLoop): delegations settled, by outcome, and latency
         # package builds: one thread of their own (started at the first build), below the loop's priority
         self._builds = ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-build",
-                                          initializer=_lower_priority)
+                                          initializer=lower_thread)
 
     @property
     def inflight(self) -> dict[str, int]:

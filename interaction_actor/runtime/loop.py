@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import time
 import uuid
 from collections import deque
@@ -62,6 +61,7 @@ from interaction_actor.runtime.sink import OutputSink
 from interaction_actor.runtime.weave import Weaver, event, marked_context, user_state
 from interplay import tracing
 from interplay.log import get_logger
+from interplay.priority import raise_priority
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import session_pb2 as spb
 from kernels import threads as kernel_pool
@@ -106,25 +106,6 @@ class SessionError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-def raise_priority(niceness: int | None) -> int:
-    """Lower the calling thread's niceness to `niceness` when it is higher (Linux: per thread).
-
-    Ray starts worker processes at niceness 15 (`worker_niceness`), so without this any ordinary
-    CPU-hungry process on the machine starves the clock. Needs CAP_SYS_NICE to go down; without it
-    the loop logs a warning (start Ray with RAY_worker_niceness=0 instead). Returns the niceness.
-    """
-    current = os.getpriority(os.PRIO_PROCESS, 0)
-    if niceness is None or current <= niceness:
-        return current
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-        return niceness
-    except OSError as exc:
-        log.warning("loop_priority_unchanged", niceness=current, wanted=niceness, error=str(exc),
-                    advice="start Ray with RAY_worker_niceness=0 or grant CAP_SYS_NICE")
-        return current
 
 
 @dataclass
