@@ -46,6 +46,19 @@ def wait_for(ears, pred, timeout_s=20.0):
     return got
 
 
+def pid_once_restarted(handle, timeout_s):
+    """The actor's pid once it answers again. An EarsActor has max_task_retries=0, so Ray fails a call made
+    while it restarts (ActorUnavailableError: "temporarily unavailable") instead of queueing it: ask again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get(handle.pid.remote(), timeout=max(1.0, deadline - time.monotonic()))
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def trace_file(tmp_path_factory):
     return tmp_path_factory.mktemp("ears-trace") / "trace.jsonl"
@@ -98,7 +111,7 @@ def test_the_ray_ears_actor_restarts_after_it_is_killed(ray_ears, ray_local):
     os.kill(pid, signal.SIGKILL)
     errors = wait_for(ears, lambda g: len(g) >= 2, timeout_s=20)  # one per live session ("s1" was closed)
     assert sorted((h.session_id, h.error) for h in errors) == [("a", "transcriber_failed"), ("b", "transcriber_failed")]
-    new_pid = ray_local.get(handle.pid.remote(), timeout=60)  # Ray brought it back (max_restarts)
+    new_pid = pid_once_restarted(handle, timeout_s=60)  # Ray brought it back (max_restarts)
     assert new_pid != pid
     got, _ = feed_and_take(ears, {"a": utterance("set a timer for ten minutes", seed=4)}, first_turn=200)
     got += wait_for(ears, lambda g: any(h.session_id == "a" for h in got + g))
