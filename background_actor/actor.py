@@ -25,7 +25,7 @@ from background_actor.engine import Engine
 from background_actor.service import BackgroundServer, ServerConfig, serve
 from background_actor.tasks import TaskConfig
 from interplay.log import configure_logging, get_logger
-from interplay.priority import yield_cpu
+from interplay.priority import ASYNC_NICENESS, yield_cpu
 from tools import Registry
 
 log = get_logger("background_actor.actor")
@@ -130,7 +130,7 @@ def start_background(engine: str = "local", *, engine_options: dict[str, Any] | 
                      host: str = "127.0.0.1", log_dir: str | None = None, mcp: tuple[str, ...] = (),
                      secrets: dict[str, str] | None = None, engine_factory: Callable[[], Engine] | None = None,
                      metrics_port: int | None = None, trace_file: str | None = None,
-                     otlp_endpoint: str | None = None, niceness: int | None = 10) -> tuple[ray.actor.ActorHandle, str]:
+                     otlp_endpoint: str | None = None, niceness: int | None = ASYNC_NICENESS) -> tuple[ray.actor.ActorHandle, str]:
     """Create a BackgroundActor (Ray must be initialised) and wait for its address "127.0.0.1:port".
 
     The port is fixed at creation (a free one when None) so the address survives restarts.

@@ -34,6 +34,7 @@ from background_actor.tasks import TaskConfig, TaskManager
 from delegation.scheduler import TERMINAL
 from interplay import tracing
 from interplay.log import get_logger
+from interplay.priority import ASYNC_NICENESS
 from interplay.secrets import SecretStore, register, unregister
 from interplay.v1 import background_pb2 as bpb
 from interplay.v1 import background_pb2_grpc as bgrpc
@@ -93,7 +94,7 @@ class ServerConfig:
     metrics_port: int | None = None                # Prometheus /metrics on host:port (0: a free one; None: off)
     trace_file: str | None = None                  # record this process's spans there (interplay.tracing)
     otlp_endpoint: str | None = None               # and/or send them to this OTLP/gRPC collector
-    niceness: int | None = 10                      # a BackgroundActor's process runs at this niceness (None: as started)
+    niceness: int | None = ASYNC_NICENESS          # a BackgroundActor's process runs at this niceness (None: as started)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 
 from interplay.client import UserError
 from interplay.log import get_logger
+from interplay.priority import ASYNC_NICENESS
 from interplay.settings import DelegationSettings, Settings
 
 log = get_logger("interplay.runtime")
@@ -43,7 +44,7 @@ class BackgroundPlan:
     host: str = "127.0.0.1"
     first_port: int = 0  # 0: any free port for each actor; else actor i listens on first_port + i
     actors: int = 2
-    niceness: int | None = 10  # each actor's process (interplay.priority.yield_cpu)
+    niceness: int | None = ASYNC_NICENESS  # each actor's process (interplay.priority.yield_cpu)
 
 
 @dataclass

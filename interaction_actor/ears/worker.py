@@ -55,6 +55,7 @@ from interaction_actor.ears.transcriber import (
 )
 from interplay import tracing
 from interplay.log import get_logger
+from interplay.priority import ASYNC_NICENESS
 
 log = get_logger("interaction_actor.ears")
 
@@ -71,7 +72,7 @@ class EarsConfig:
     max_results: int = 1024  # results waiting for `take`
     emit_low_confidence: bool = True  # False: a low-confidence transcript gives no Heard at all
     expect_language: str = "en"  # a transcript in another language is marked `foreign` (detecting models only)
-    niceness: int | None = 10  # the ears' own process (an EarsActor) runs its threads at this niceness: the clock wins
+    niceness: int | None = ASYNC_NICENESS  # the ears' own process (an EarsActor) runs its threads at this niceness: the clock wins
 
 
 def make_transcriber(config: EarsConfig) -> Transcriber:
