@@ -347,6 +347,20 @@ def mode_name(mode: int) -> str:
     return cpb.SurfacingMode.Name(mode).removeprefix("SURFACING_MODE_")
 
 
+def said_fraction(answer: str, said: str) -> float:
+    """The share of `answer`'s words (ears.bench.normalise: lower case, no punctuation) whose longest
+    prefix stands, word for word and in a row, in `said`: words, not bytes, since a long answer is
+    said in pieces (model/pacing.py) that drop a comma at the cut."""
+    from interaction_actor.ears.bench import normalise
+
+    want, got = normalise(answer), normalise(said)
+    if not want:
+        return 0.0
+    k = max((k for k in range(1, len(want) + 1)
+             if any(got[i:i + k] == want[:k] for i in range(len(got) - k + 1))), default=0)
+    return round(k / len(want), 3)
+
+
 def utterances(chunks: list[spb.OutputChunk], gap_turns: int = 4) -> list[dict]:
     """What the assistant said, one entry per utterance: {"turn": its first turn, "text"}. An utterance
     runs from the first turn with text until a STOP_SPEAKING or LISTEN control or `gap_turns` turns
@@ -401,10 +415,8 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
     red = player.sent_at_turn.get("red frame")
     asked = player.sent_at_turn.get("tell me when red")
     said_red = _first_said(chunks, "red", asked)
-    answer, voiced_chars = (voiced[0][1].text if voiced else ""), 0
-    if voiced:
-        after = "".join(c.text for c in chunks if c.turn >= voiced[0][0])
-        voiced_chars = max((k for k in range(1, len(answer) + 1) if answer[:k] in after), default=0)
+    answer = voiced[0][1].text if voiced else ""
+    said_after = " ".join(u["text"] for u in utterances(chunks) if voiced and u["turn"] >= voiced[0][0])
     return {
         "turns": len(chunks),
         "missed_deadlines": sum(int(c.timing.missed) for c in chunks),
@@ -427,7 +439,7 @@ def summarize(chunks: list[spb.OutputChunk], player: Player, turn_ms: int) -> di
         "request_to_voiced_ms": (voice_turn - req) * turn_ms if req is not None and voice_turn is not None else None,
         "assistant_said": utterances(chunks),  # one entry per utterance, with its first turn
         "answer": answer,  # the tool-backed result the scheduler surfaced for voicing
-        "answer_said_fraction": round(voiced_chars / len(answer), 3) if answer else 0.0,  # its longest prefix, as text
+        "answer_said_fraction": said_fraction(answer, said_after),  # its longest prefix of words, as text
         "answer_voiced_fraction": 0.0,  # filled by run_demo from the assistant's audio (heard_in_audio)
     }
 

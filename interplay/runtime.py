@@ -137,7 +137,7 @@ def plan_from_settings(s: Settings, *, host: str | None = None, port: int | None
     ia = InteractionPlan(host=host, port=s.session_port if port is None else port,
                          metrics_port=_metrics_port(s.metrics_port if metrics_port is None else metrics_port),
                          backend=backend, backend_options=_cascade_data(s) if backend == "cascade" else (
-                             {"kv_capacity": m.kv_capacity} if backend == "native" and m.kv_capacity else {}),
+                             _native_options(m) if backend == "native" else {}),
                          preset=m.preset, checkpoint=checkpoint or m.checkpoint,
                          deterministic=m.deterministic, turn_ms=lp.turn_ms, max_sessions=lp.max_sessions,
                          output_queue=lp.output_queue, kernel_threads=lp.kernel_threads,
@@ -164,6 +164,11 @@ def _metrics_port(port: int | None) -> int | None:
     if port is not None and port < 0:
         return None
     return 0 if port is None else port
+
+
+def _native_options(m) -> dict:
+    """The native backend's options from `[model]`: its reading pace, and a KV capacity when one is set."""
+    return {"read_bytes": m.read_bytes, **({"kv_capacity": m.kv_capacity} if m.kv_capacity else {})}
 
 
 def _cascade_data(s: Settings) -> dict:

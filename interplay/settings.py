@@ -70,6 +70,10 @@ class ModelSettings(_Group):
     kv_capacity: int = Field(0, ge=0, description="KV cache positions per native session; 0: the checkpoint's "
                              "own (small: 5120, the trained length of two chained episodes). Fewer make a "
                              "turn at a full cache cheaper and compaction come sooner.")
+    read_bytes: int = Field(20, ge=0, description="A voiced background result longer than this (UTF-8 bytes) "
+                            "reaches a native session's context slots in pieces, the next after the model ends "
+                            "an utterance (interaction_actor/model/pacing.py); 0: whole. The shipped model "
+                            "said 28 of 48 long answers unpaced, 44 of 48 in pieces of 20.")
     deterministic: bool = Field(True, description="Route through the batch-invariant kernels.")
 
 

@@ -78,7 +78,13 @@ def test_model_settings_reach_the_interaction_actor(monkeypatch, tmp_path: Path)
 def test_the_kv_capacity_setting_reaches_the_native_backend_s_options(monkeypatch):
     monkeypatch.setenv("INTERPLAY_MODEL__KV_CAPACITY", "3072")
     actor = InteractionActorImpl(**interaction_kwargs(plan_from_settings(load_settings()), []))
-    assert actor.backend_spec == "native" and actor.backend_options == {"kv_capacity": 3072}
+    assert actor.backend_spec == "native" and actor.backend_options["kv_capacity"] == 3072
+
+
+def test_the_read_bytes_setting_reaches_the_native_backend_s_options(monkeypatch):
+    monkeypatch.setenv("INTERPLAY_MODEL__READ_BYTES", "0")
+    actor = InteractionActorImpl(**interaction_kwargs(plan_from_settings(load_settings()), []))
+    assert actor.backend_options == {"read_bytes": 0}
 
 
 def test_delegation_settings_reach_the_loop(monkeypatch):

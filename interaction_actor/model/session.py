@@ -22,12 +22,16 @@ that closes it with </delegate> reports "delegate" in `controls` with `delegate_
 open is closed with what it has by <start_speaking>, or after 50 turns or 1024 bytes; an empty task
 is dropped). A silent <state:n> token (a countdown or tally the model keeps for itself) is reported
 as `state`, never as text.
+
+Reading pace (model/pacing.py): a session made with `read_bytes` > 0 gives the model a voiced context
+line longer than that in pieces, the next after the model's <stop_speaking>; off (0) by default,
+as in training and evaluation.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -36,6 +40,7 @@ from interaction_actor.model.featurize import InputStreams, featurize_turn
 from interaction_actor.model.flow_head import frame_noise, turn_context
 from interaction_actor.model.fusion import InteractionModel
 from interaction_actor.model.layout import NO_HIST, History, Lookup, SlotChunk, turn_chunk
+from interaction_actor.model.pacing import ReadPacer
 from interaction_actor.model.reader import ReadState, frame_windows
 from interaction_actor.model.vocoder import VocoderState, reset, vocode_turns
 from interplay.log import get_logger
@@ -169,6 +174,7 @@ class SessionState:
     inputs: InputStreams = field(default_factory=InputStreams)  # dMel stream, text/context slot queues
     lookup: Lookup = field(default_factory=Lookup)  # bytes in the text/context slots still in the cache
     speech: Speech = field(default_factory=Speech)
+    pacer: ReadPacer = field(default_factory=ReadPacer)  # long voiced context in pieces (off by default)
     record: SessionRecord | None = None
 
 
@@ -215,13 +221,15 @@ def check_capacity(model: InteractionModel, capacity: int | None = None) -> int:
 
 
 def new_session(model: InteractionModel, session_id: str, capacity: int | None = None, *,
-                seed: int | None = None, record: bool = False) -> SessionState:
-    """A fresh session with its KV cache preallocated (`capacity` positions, default the config's)."""
+                seed: int | None = None, record: bool = False, read_bytes: int = 0) -> SessionState:
+    """A fresh session with its KV cache preallocated (`capacity` positions, default the config's).
+    `read_bytes` > 0 paces voiced context longer than that into pieces (model/pacing.py); 0 (the
+    trainer's and the evaluation's sessions) gives the model every line whole."""
     cfg = model.config
     capacity = check_capacity(model, capacity)
     s = SessionState(id=session_id, seed=session_seed(session_id) if seed is None else int(seed),
                      cache=KVCache(model.transformer.new_cache(capacity), capacity),
-                     record=SessionRecord() if record else None)
+                     record=SessionRecord() if record else None, pacer=ReadPacer(read_bytes=int(read_bytes)))
     s.speech.reader = ReadState(cfg.text_out_slots)
     return s
 
@@ -364,6 +372,8 @@ def _open_turn(model: InteractionModel, s: SessionState, inp: TurnInput) -> Slot
         compact(model, s)
     sp = s.speech
     sp.speaking = voiced_now(sp.speaking, inp.barge_in)
+    if s.pacer.read_bytes:
+        inp = replace(inp, context=s.pacer.feed(inp.context, inp.barge_in))
     f = featurize_turn(s.inputs, inp, cfg, lay, s.cache.pos, s.lookup, s.id)
     block = turn_chunk(cfg, barge_in=inp.barge_in, voiced=sp.speaking, prev_mel=sp.prev_mel, **f.slots(),
                        out_hist=[sp.history.ids()], out_cand=[s.lookup.cand(sp.history.ids())])
@@ -424,6 +434,7 @@ def _close_turn(model: InteractionModel, s: SessionState, ys: list[int], voiced:
         reset(sp.vocoder)
     out = _finish_turn(s, ys, voiced, mel, pcm, model.config.n_mels)
     sp.reader.push(ys)
+    s.pacer.after(ys)
     hist = sp.history.ids()
     s.pending = Pending(ys[-1], hist, s.lookup.cand(hist))
     s.cache.pos += model.layout.turn_len

@@ -33,6 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 import kernels.native
+from interaction_actor.model.pacing import READ_BYTES
 from interaction_actor.model.session import (
     SessionState,
     TurnInput,
@@ -80,16 +81,22 @@ class NativeBackend:
 
     Each session's state is a session.SessionState (a KV cache written by position and the small
     streaming states of its parts); `step` is session.step_batch: one batched forward for the turn.
+    A voiced background result longer than `read_bytes` reaches a session in pieces (model/pacing.py:
+    unpaced, the model said 28 of 48 long answers after a delegation, in pieces of 20 bytes 44); 0
+    gives it whole.
     """
 
     def __init__(self, model: Any = None, *, preset: str = "small", checkpoint: str | None = None,
-                 seed: int = 0, kv_capacity: int = 0) -> None:
+                 seed: int = 0, kv_capacity: int = 0, read_bytes: int = READ_BYTES) -> None:
         if model is None:
             from interaction_actor.model.fusion import build_model
             from interaction_actor.model.weights import resolve_checkpoint
 
             model = build_model(preset, resolve_checkpoint(preset, checkpoint), seed)
         self.model = model
+        if int(read_bytes) < 0:
+            raise BackendError(f"read_bytes: {read_bytes} < 0")
+        self.read_bytes = int(read_bytes)
         try:  # a clear error now, not at the first session
             self.kv_capacity = check_capacity(model, kv_capacity or None)
         except ValueError as exc:
@@ -114,7 +121,7 @@ class NativeBackend:
         self.close(s)
 
     def open(self, session_id: str) -> SessionState:
-        return new_session(self.model, session_id, self.kv_capacity)
+        return new_session(self.model, session_id, self.kv_capacity, read_bytes=self.read_bytes)
 
     def step(self, states: list[SessionState], inputs: list[TurnInput]) -> list[TurnOutput]:
         return step_batch(self.model, states, inputs)
