@@ -222,6 +222,22 @@ def test_a_delegated_task_spanning_turns_is_reported_once_when_closed(model):
     assert (second.text, second.controls, second.delegate_task) == ("", ["delegate"], "timer")
 
 
+def test_a_delegated_task_is_reported_without_the_heard_full_stop_it_copied(model):
+    from interaction_actor.model.session import _finish_turn
+
+    s = new_session(model, "stop")
+    out = _finish_turn(s, [T.DELEGATE, *T.encode("weather Nairobi. "), T.DELEGATE_END], False, None, None, 80)
+    assert (out.controls, out.delegate_task) == (["delegate"], "weather Nairobi")
+
+
+def test_a_delegated_task_of_punctuation_alone_is_dropped(model):
+    from interaction_actor.model.session import _finish_turn
+
+    s = new_session(model, "dots")
+    out = _finish_turn(s, [T.DELEGATE, *T.encode(" ."), T.DELEGATE_END], False, None, None, 80)
+    assert (out.controls, out.delegate_task, s.speech.task) == ([], None, None)
+
+
 def test_a_silent_state_token_is_reported_as_state_and_never_as_text_or_speech(model):
     s = new_session(model, "state")
     bias = model.output_bias.clone()
