@@ -11,6 +11,9 @@ from interaction_actor.model import text as T
 from interaction_actor.model.fusion import build_model
 from interaction_actor.training import synth
 from interaction_actor.training.evaluate import (
+    DEEP_DEPTH,
+    DEEP_TASKS,
+    deep_session_episodes,
     evaluate,
     in_session_episodes,
     latencies,
@@ -82,6 +85,8 @@ def test_the_suite_runs_end_to_end_on_a_tiny_model_and_reports_the_figures_keys(
     assert set(r["tasks_in_session"]) == set(synth.TASKS)
     assert all(2 * v in (0, 1, 2) for v in r["tasks_in_session"].values())
     assert 0 <= r["silent_voiced_in_session"] <= r["silent_results_in_session"]
+    assert set(r["tasks_deep_session"]) == set(DEEP_TASKS) and r["deep_session_turns_before"] == 3 * synth.EVAL_TURNS
+    assert all(2 * v in (0, 1, 2) for v in r["tasks_deep_session"].values())
 
 
 def test_the_cascade_baseline_is_scored_on_the_same_episodes_with_the_same_figures(suite):
@@ -113,6 +118,16 @@ def test_an_in_session_episode_follows_another_task_and_its_targets_score_as_rig
         off = ep.expect["offset"]
         assert ep.task == task and off == synth.EVAL_TURNS and ep.turns == 2 * synth.EVAL_TURNS
         assert ep.inputs[off].text == synth.episode(ep.seed, task).inputs[0].text
+        assert score(ep, oracle_transcript(ep)[off:])
+
+
+@pytest.mark.parametrize("task", DEEP_TASKS)
+def test_a_deep_session_episode_follows_three_other_tasks_past_the_length_training_rows_hold(task):
+    for ep in deep_session_episodes(3, synth.ModelConfig())[task]:
+        off = ep.expect["offset"]
+        assert ep.task == task and off == DEEP_DEPTH * synth.EVAL_TURNS > 80 and ep.turns == off + synth.EVAL_TURNS
+        assert ep.inputs[off].text == synth.episode(ep.seed, task).inputs[0].text
+        assert ep.expect["before"]["task"] != task
         assert score(ep, oracle_transcript(ep)[off:])
 
 

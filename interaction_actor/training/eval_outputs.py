@@ -81,6 +81,9 @@ def plot(result: dict, path: Path) -> None:
         series.append(("interaction (fresh session)", [_num(result["tasks"][t]) for t in tasks]))
     if "tasks_in_session" in result:
         series.append(("interaction (in session)", [_num(result["tasks_in_session"].get(t)) for t in tasks]))
+    if "tasks_deep_session" in result:
+        series.append((f"interaction ({result.get('deep_session_turns_before', '?')} turns in)",
+                       [_num(result["tasks_deep_session"].get(t)) for t in tasks]))
     if isinstance(first, dict) and "baseline" in first:
         series.append(("cascade baseline", [_num(result["tasks"][t]["baseline"]) for t in tasks]))
     fig = Figure(figsize=(12, 4.8), layout="constrained")

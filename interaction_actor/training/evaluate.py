@@ -6,7 +6,8 @@ session.new_session/step_batch, reads what the model said and when, and scores: 
 end of the turn whose output starts the reply, plus the measured per-turn compute), barge-in stop
 latency (barge-in onset -> the end of the first turn whose output is silent, plus compute), and
 delegation precision/recall; and each task's accuracy when it arrives after another task in the same
-session (`tasks_in_session`: a live session is never fresh). The same suite runs the baseline product
+session (`tasks_in_session`: a live session is never fresh), and turn-taking's and delegation's after
+three others (`tasks_deep_session`: past the 80 turns a training row holds). The same suite runs the baseline product
 teams would build instead: the cascade backend (VAD endpointing → the ears' speech recognition → a reply
 model → TTS; `run_cascade`), on the same episodes, stepped on a real-time grid. Keys follow
 ../shared/FIGURES.md.
@@ -501,6 +502,47 @@ def in_session_episodes(n: int, cfg) -> dict[str, list[synth.Episode]]:
     return out
 
 
+DEEP_DEPTH = 3  # finished episodes before the scored one: 120 turns, past the 80 a training row holds
+DEEP_TASKS = ("turn_taking", "delegation")  # the two tasks that lose accuracy later in a session
+
+
+def deep_session_episodes(n: int, cfg, depth: int = DEEP_DEPTH,
+                          tasks: tuple[str, ...] = DEEP_TASKS) -> dict[str, list[synth.Episode]]:
+    """Each of `tasks`' held-out episodes (the fresh suite's seeds) after `depth` finished held-out
+    episodes of the other tasks in turn, in one session: the task arrives later than anything training
+    shows (its rows hold 80 turns), after the session's KV cache has been compacted at least once at the
+    default capacity. A live session that talks for a minute is here."""
+    out = {}
+    for i, task in enumerate(synth.TASKS):
+        if task not in tasks:
+            continue
+        others = [t for t in synth.TASKS if t != task]
+        eps = []
+        for j, seed in enumerate(synth.held_out_seeds(n, offset=i * 1_000_000)):
+            ep = None
+            for d in range(depth):
+                prior = synth.episode(synth.held_out_seeds(1, offset=20_000_000 + (i * depth + d) * 100_000 + j)[0],
+                                      others[(j + d) % len(others)], cfg)
+                ep = prior if ep is None else synth.chain(ep, prior)
+            eps.append(synth.chain(ep, synth.episode(seed, task, cfg)))
+        out[task] = eps
+    return out
+
+
+def deep_session_scores(model: InteractionModel, eps_by_task: dict[str, list[synth.Episode]],
+                        tick: Callable[[str], None] | None = None) -> dict:
+    """`tasks_deep_session`: the accuracy of each task's last episode (scored on its own turns) in the
+    sessions of deep_session_episodes, and `deep_session_turns_before` (the turns before it)."""
+    out, before = {}, 0
+    for task, eps in eps_by_task.items():
+        if tick is not None:
+            tick(task)
+        trs = run_interactive(model, eps)
+        out[task] = round(sum(score(e, t[e.expect["offset"]:]) for e, t in zip(eps, trs, strict=True)) / len(eps), 4)
+        before = eps[0].expect["offset"]
+    return {"tasks_deep_session": out, "deep_session_turns_before": before}
+
+
 Progress = Callable[[int, int, str], None]  # (stages done, stages in all, the stage starting now)
 
 
@@ -534,7 +576,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
              preset: str = "small", baseline: bool = True, in_session: bool = True, threads: int | None = 1,
              model: InteractionModel | None = None, progress: Progress | None = None, extras: bool = True) -> dict:
     """Run the suite on held-out seeds -> FIGURES.md keys (plus `baseline` with the same suite, and
-    with `in_session` the accuracy `tasks_in_session` of each task arriving after another one).
+    with `in_session` the accuracy `tasks_in_session` of each task arriving after another one, and
+    `tasks_deep_session` of DEEP_TASKS arriving after DEEP_DEPTH others).
 
     `checkpoint` defaults to the shipped one (weights.DEFAULT_CHECKPOINT); `episodes` per task
     (default QUICK_EPISODES with `quick`, else FULL_EPISODES). `threads` (default 1): a session's
@@ -553,7 +596,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
     report = progress or _quiet
     suite_tasks = (*synth.TASKS, *synth.SITUATIONS)
-    total = 1 + 2 * int(extras) + len(suite_tasks) * (1 + int(baseline)) + len(synth.TASKS) * int(in_session)
+    total = 1 + 2 * int(extras) + len(suite_tasks) * (1 + int(baseline)) \
+        + (len(synth.TASKS) + len(DEEP_TASKS)) * int(in_session)
     done = 0
 
     def tick(what: str) -> None:
@@ -588,6 +632,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     if in_session:
         result |= in_session_scores(model, in_session_episodes(n, model.config),
                                     tick=lambda t: tick(f"in session: {t}"))
+        result |= deep_session_scores(model, deep_session_episodes(n, model.config),
+                                      tick=lambda t: tick(f"deep in a session: {t}"))
     if baseline:
         from interaction_actor.ears.worker import LocalEars
         from interaction_actor.runtime.backend import load_backend
