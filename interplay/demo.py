@@ -54,6 +54,9 @@ class DemoConfig:
     tail_s: float = 3.0  # keep listening after the last cue, then until every delegation has come back
     max_s: float = 90.0  # hard stop
     voice_s: float = 8.0  # once every delegation is back, wait at most this long for the voiced answer
+    # the assistant has finished speaking after this long without sound: a long answer reaches the model
+    # in pieces ([model] read_bytes) and it pauses a turn or two between them
+    quiet_s: float = 1.0
     city: str = "Oslo"
     # What a delegation may use. The demo asks only for weather, and a 135M background model picks
     # far more reliably among few tools; widen this (calculator, clock) with a larger engine.
@@ -251,7 +254,7 @@ class Player:
 
     def _waiting(self) -> bool:
         """True while a delegation has not come back (result surfaced or error), while the assistant
-        speaks, and, once every delegation is back, until the assistant has spoken after that (a WHEN_IDLE
+        speaks (sound in the last `quiet_s`), and, once every delegation is back, until the assistant has spoken after that (a WHEN_IDLE
         result is voiced a few turns after it surfaces; the caller bounds this wait by `voice_s`)."""
         open_tasks: set[str] = set()
         back = None  # the turn the last delegation came back in
@@ -263,7 +266,8 @@ class Player:
                                                       and e.update == spb.EVENT_UPDATE_FINAL):
                     open_tasks.discard(e.task_id)
                     back = c.turn
-        speaking = bool(self.chunks) and bool(self.chunks[-1].audio.pcm16)
+        quiet = max(1, round(self.cfg.quiet_s * 1000 / self.cfg.turn_ms))
+        speaking = any(c.audio.pcm16 for c in self.chunks[-quiet:])
         if not open_tasks and self._settled_at is None:
             self._settled_at = time.monotonic()
         answered = back is None or any(c.audio.pcm16 for c in self.chunks if c.turn > back)
