@@ -84,11 +84,13 @@ def test_training_and_evaluation_share_no_content_voice_or_template():
         assert not set(pool[spoken.TRAIN]) & set(pool[spoken.EVAL])
 
 
-def test_every_training_sentence_has_its_transcripts_shipped_so_training_never_runs_the_transcriber(monkeypatch):
+def test_every_training_sentence_has_its_transcripts_shipped_so_training_never_runs_the_transcriber(
+        monkeypatch, tmp_path):
     def refuse(_audio):
         raise AssertionError("training asked the transcriber")
 
     monkeypatch.setattr(spoken, "_transcribe", refuse)
+    monkeypatch.setattr(spoken, "_user_cache", lambda: tmp_path)  # heard.json alone, not this machine's cache
     got = [spoken.heard(s, spoken.TRAIN, v) for s in spoken.sentences(spoken.TRAIN) for v in range(spoken.VARIANTS)]
     assert all(isinstance(x, str) for x in got) and sum(bool(x) for x in got) > 0.9 * len(got)
 
@@ -196,11 +198,20 @@ def test_every_training_delegation_can_copy_its_city_from_what_the_model_was_giv
 
 def test_typed_training_requests_name_many_cities_and_spoken_ones_only_cities_with_shipped_transcripts():
     """A name learnt by heart is not copied: typed requests draw from spoken.TYPED_CITIES (text only),
-    spoken ones from the few whose audio and transcripts heard.json ships."""
+    spoken ones from the cities whose audio and transcripts heard.json ships (spoken.request_pairs)."""
     typed, said = set(), set()
     for s in range(200):
         ex = synth.episode(s, "delegation").expect
         (said if ex["spoken"] else typed).add(ex["task"].split(" ", 1)[1])
     assert len(typed - set(spoken.CITIES[spoken.TRAIN])) >= 40
-    assert said <= set(spoken.CITIES[spoken.TRAIN])
+    assert said <= {c for _, c in spoken.request_pairs(spoken.TRAIN)} and len(said) >= 30
     assert all(c.isascii() and c.isalpha() and c[0].isupper() for c in spoken.TYPED_CITIES[spoken.TRAIN])
+
+
+def test_spoken_training_requests_name_sixty_cities_and_held_out_ones_keep_their_six_in_both_phrasings():
+    train = spoken.request_pairs(spoken.TRAIN)
+    assert len({c for _, c in train}) == len(spoken.CITIES[spoken.TRAIN]) + len(spoken.SPOKEN_EXTRA) == 60
+    assert {t for t, _ in train} == set(spoken.REQUEST_TEMPLATES[spoken.TRAIN])
+    assert not {c for _, c in train} & set(spoken.CITIES[spoken.EVAL])
+    assert spoken.request_pairs(spoken.EVAL) == [(t, c) for t in spoken.REQUEST_TEMPLATES[spoken.EVAL]
+                                                 for c in spoken.CITIES[spoken.EVAL]]

@@ -69,6 +69,17 @@ TYPED_CITIES = {TRAIN: CITIES[TRAIN] + (
     "Reykjavik", "Bergen", "Gothenburg", "Krakow", "Gdansk", "Oxford", "Cambridge", "Kobe",
     "Ulm", "Bonn", "Graz", "Pisa", "Bath", "York", "Hull", "Cork", "Nantes", "Turin", "Genoa"),
     EVAL: CITIES[EVAL]}
+# synth-14: spoken requests also name these 48 (each in SPOKEN_EXTRA_TEMPLATES of the training phrasings,
+# rotating, so heard.json holds 48 x 6 x VARIANTS more transcripts). With the twelve alone, a held-out
+# spoken name was copied past its end ("weather Oslo, Osl", "weather Nairobi." then no </delegate>):
+# spoken delegation 12 of 26 held-out requests (shipped synth-13 checkpoint) against 22 of 24 typed
+SPOKEN_EXTRA = ("Berlin", "Vienna", "Lisbon", "Brussels", "Amsterdam", "Stockholm", "Zurich", "Geneva",
+                "Munich", "Hamburg", "Milan", "Naples", "Venice", "Florence", "Barcelona", "Porto", "Lyon",
+                "Edinburgh", "Glasgow", "Manchester", "Liverpool", "Budapest", "Sofia", "Istanbul", "Dubai",
+                "Delhi", "Mumbai", "Bangkok", "Manila", "Jakarta", "Singapore", "Osaka", "Beijing", "Shanghai",
+                "Melbourne", "Toronto", "Montreal", "Vancouver", "Chicago", "Boston", "Seattle", "Houston",
+                "Dallas", "Phoenix", "Atlanta", "Havana", "Santiago", "Lagos")
+SPOKEN_EXTRA_TEMPLATES = 6
 CONDITIONS = {TRAIN: ("rain", "sun", "snow", "fog"), EVAL: ("hail", "wind", "clouds")}
 # typed "say W in Ns": the words split; the template is shared
 WORDS = {TRAIN: ("hello", "go", "now", "stop", "yes", "done", "ready", "bye"),
@@ -103,9 +114,22 @@ _CACHE_FILE = Path(__file__).with_name("heard.json")
 _lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=4)
+def request_pairs(split: str) -> list[tuple[str, str]]:
+    """(template, city) of every spoken weather request in the split: each of CITIES in every phrasing,
+    and in training each of SPOKEN_EXTRA in SPOKEN_EXTRA_TEMPLATES phrasings (the i-th city from
+    phrasing i * SPOKEN_EXTRA_TEMPLATES on, wrapping)."""
+    temps = REQUEST_TEMPLATES[split]
+    pairs = [(t, c) for t in temps for c in CITIES[split]]
+    if split == TRAIN:
+        n = SPOKEN_EXTRA_TEMPLATES
+        pairs += [(temps[(i * n + j) % len(temps)], c) for i, c in enumerate(SPOKEN_EXTRA) for j in range(n)]
+    return pairs
+
+
 def requests(split: str) -> list[tuple[str, str]]:
-    """(request sentence, city) of every weather request in the split."""
-    return [(t.format(city=c), c) for t in REQUEST_TEMPLATES[split] for c in CITIES[split]]
+    """(request sentence, city) of every spoken weather request in the split."""
+    return [(t.format(city=c), c) for t, c in request_pairs(split)]
 
 
 def pause_split(template: str, city: str) -> tuple[str, str]:
@@ -249,12 +273,11 @@ def heard(text: str, split: str, variant: int) -> str:
 def build(splits: tuple[str, ...] = (TRAIN, EVAL)) -> dict[str, str]:
     """Transcribe every variant of every sentence of `splits` and write them into heard.json, dropping
     transcripts no sentence of those splits uses any more."""
-    old, table = dict(_shipped()), {}
+    table = {}
     for split in splits:
         for s in sentences(split):
             for v in range(VARIANTS):
-                key = _key(s, split, v)
-                table[key] = old[key] if key in old else _transcribe(render(s, split, v))
+                table[_key(s, split, v)] = heard(s, split, v)  # shipped, the user cache, or transcribed now
     _CACHE_FILE.write_text(json.dumps(dict(sorted(table.items())), indent=0))
     _shipped.cache_clear()
     return table

@@ -83,7 +83,9 @@ from interaction_actor.training import spoken, voice
 # synth-13: a third of the echo strings are sentences of 28-72 bytes (4-9 turns of context slots): the
 # shipped model voiced a background answer of up to 30 bytes and none from 34 up (the demo's 63-byte
 # "The weather in Oslo is quite snowy, ..." was never said), as no context message it trained on was longer
-DATA_VERSION = "synth-13"
+# synth-14: spoken requests name 60 training cities (spoken.SPOKEN_EXTRA), not 12: on held-out names the
+# synth-13 model copied the transcript past the name ("weather Nairobi." and no </delegate>)
+DATA_VERSION = "synth-14"
 # the version whose draw each evaluated builder's held-out episodes come from (its last change; the
 # rest: HELD_OUT_KEY). cue_with_result is new in synth-13: the demo's answer surfaced the turn before its
 # red frame, and the model said neither
@@ -530,9 +532,13 @@ def _delegation(rng: random.Random, b: _Build, pause: bool = False) -> Episode:
     is_spoken = pause or rng.random() < 0.5
     must_name = is_spoken and b.split == spoken.TRAIN  # training asks only for a city the transcript offers
     for _ in range(20):
-        city = rng.choice((spoken.CITIES if is_spoken else spoken.TYPED_CITIES)[b.split])
-        cond = rng.choice(spoken.CONDITIONS[b.split])
-        template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
+        if is_spoken and not pause and b.split == spoken.TRAIN:  # 60 names (synth-14); held-out draws as before
+            template, city = rng.choice(spoken.request_pairs(b.split))
+            cond = rng.choice(spoken.CONDITIONS[b.split])
+        else:
+            city = rng.choice((spoken.CITIES if is_spoken else spoken.TYPED_CITIES)[b.split])
+            cond = rng.choice(spoken.CONDITIONS[b.split])
+            template = rng.choice(spoken.REQUEST_TEMPLATES[b.split])
         msg = template.format(city=city)
         head, tail = spoken.pause_split(template, city)
         parts = (head, tail) if pause else (msg,)
