@@ -287,7 +287,69 @@ def test_a_delegate_task_is_offered_the_name_the_user_said_after_a_space_first()
     # first, where the copy habit looks; the byte the message goes on with ("i" of "in") second
     assert _say(look, history, [T.DELEGATE, *T.encode("weather ")]) == (ord("D"), ord("i"))
     assert _say(look, history, T.encode("Denve"))[0] == ord("r")  # then the pointer reads on
-    assert _say(look, history, T.encode("r"))[0] == ord(".")
+
+
+def test_a_task_copying_the_name_is_offered_its_end_where_the_name_s_letters_end():
+    from interaction_actor.model.layout import CAND_END, History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    heard = T.encode("What's the weather in Oslo, please?")
+    look.add(10, heard, message_hist(heard), context=False)
+    assert _say(look, history, [T.DELEGATE, *T.encode("weather Oslo")]) == (CAND_END, ord(","))
+    assert _say(look, history, T.encode(","))[0] == ord(" ")  # copied on anyway: plain copying again
+
+
+def test_a_task_copying_another_word_is_not_offered_an_end_at_the_word_s_end():
+    from interaction_actor.model.layout import CAND_END, History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    heard = T.encode("tell me the weather in Oslo")
+    look.add(10, heard, message_hist(heard), context=False)
+    assert _say(look, history, [T.DELEGATE, *T.encode("weather")])[0] != CAND_END
+
+
+def test_a_silent_result_is_never_offered_as_a_copy_candidate():
+    from interaction_actor.model.config import preset
+    from interaction_actor.model.featurize import InputStreams, featurize_turn
+    from interaction_actor.model.layout import HIST_NONE, History, Lookup, TurnLayout
+    from interaction_actor.model.session import TurnInput
+
+    cfg = preset("small")
+    lay = TurnLayout.from_config(cfg)
+    streams, look, history = InputStreams(), Lookup(), History()
+    featurize_turn(streams, TurnInput(text="say wait in 1s"), cfg, lay, lay.turn_start(0), look)
+    featurize_turn(streams, TurnInput(context=T.CTX_SILENT + "Lima fog, 14 C"), cfg, lay, lay.turn_start(1), look)
+    for k in range(2, 5):
+        featurize_turn(streams, TurnInput(), cfg, lay, lay.turn_start(k), look)
+    # a reply starts with the typed argument, as with no result on offer, not "Lima" nor the marker
+    assert _say(look, history, [T.START_SPEAKING]) == (ord("w"), HIST_NONE)
+    assert look.cand((ord("f"), ord(" "))) == (HIST_NONE, HIST_NONE)  # "o" of "fog" is not offered
+    assert look.cand((ord("i"), ord("L")))[0] == HIST_NONE  # nor "m" of "Lima"
+
+
+def test_a_mode_marker_whose_result_has_not_arrived_is_not_offered():
+    from interaction_actor.model.layout import HIST_NONE, HIST_START, Lookup, message_hist
+
+    look = Lookup()
+    mark = T.encode(T.CTX_IDLE)
+    look.add(10, mark, message_hist(mark), context=True)  # the result's text takes the next turn's slots
+    assert look.cand((HIST_START, HIST_START)) == (HIST_NONE, HIST_NONE)
+
+
+def test_a_voiced_result_after_a_silent_one_is_offered():
+    from interaction_actor.model.config import preset
+    from interaction_actor.model.featurize import InputStreams, featurize_turn
+    from interaction_actor.model.layout import History, Lookup, TurnLayout
+    from interaction_actor.model.session import TurnInput
+
+    cfg = preset("small")
+    lay = TurnLayout.from_config(cfg)
+    streams, look, history = InputStreams(), Lookup(), History()
+    ctx = T.CTX_SILENT + "Lima fog, 14 C\n" + T.CTX_IDLE + "Oslo snow, -3 C"
+    for k in range(6):
+        featurize_turn(streams, TurnInput(context=ctx if k == 0 else ""), cfg, lay, lay.turn_start(k), look)
+    assert _say(look, history, [T.START_SPEAKING])[0] == ord("O")
+    assert _say(look, history, T.encode("Oslo snow, -3 "))[0] == ord("C")
 
 
 def test_a_delegate_task_is_still_offered_the_name_after_a_message_without_one():

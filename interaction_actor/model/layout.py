@@ -53,6 +53,12 @@ NO_HIST = (HIST_NONE, HIST_NONE)
 CAND_END = 256
 CAND_SIZE = 257
 _END = -2  # Lookup's reference for CAND_END
+_MARKERS = frozenset(T.encode(T.MODE_MARKERS))
+_SILENT = T.encode(T.CTX_SILENT)[0]
+
+
+def _letter(b: int) -> bool:
+    return ord("A") <= b <= ord("Z") or ord("a") <= b <= ord("z")
 
 
 def message_hist(ids: Sequence[int]) -> list[tuple[int, int]]:
@@ -122,6 +128,13 @@ class Lookup:
       stands first because "say the first candidate" is the habit every copy trains; as the second
       candidate, the shipped model mostly copied the request on ("weather in Denver": typed
       delegation 2 of 17 held-out requests; with the name first, 12 of 17, the same weights).
+    - Inside a task that is copying that name, where the name's letters end (the next byte of its
+      message is known and is not a letter), CAND_END first and that byte second: the task is the
+      name, and the model had copied on past it from heard transcripts ("weather Oslo, Osl").
+    - Never a SILENT result's text (its message after a CTX_SILENT marker) nor a mode marker: a
+      SILENT result is context only, and a marker is not content. Offered as a reply's first byte, a
+      SILENT result that came in at the end of one request was voiced in the next ("Lima fog" as the
+      reply to "say wait in 1s": 5 of 22 sessions with the synth-14 checkpoint).
 
     For an utterance's first byte (HIST_START) the first candidate is the start of the newest context
     message (the assistant voices what the background sent; it does not parrot the user's typing)
@@ -146,6 +159,10 @@ class Lookup:
     opening: int | None = None  # index of the newest typed message's first byte when it is a capital
     earlier: int | None = None  # what an earlier typed message offered (the newest one that offered a name)
     ends: set[int] = field(default_factory=set)  # positions of sources known to end their message
+    mute: set[int] = field(default_factory=set)  # positions of sources that offer nothing (markers, SILENT text)
+    ctx_mark: int = -1  # a context mode marker (text.CTX_*) whose message has not started yet
+    ctx_silent: bool = False  # the newest context message is a SILENT result
+    on_name: bool = False  # the model is copying the offered name in a task (the pointer follows it)
 
     def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool,
             complete: bool = False) -> None:
@@ -156,8 +173,18 @@ class Lookup:
                 last = next((j for j in range(len(self.sources) - 1, -1, -1) if self.sources[j][4] == context), None)
                 if last is not None:
                     self.ends.add(self.sources[last][0])
+            if context and h1 == HIST_START:
+                marker = b in _MARKERS
+                if marker:
+                    self.ctx_mark = b
+                else:  # a message starts: it is in the mode of the marker just before it, if any
+                    self.ctx_silent, self.ctx_mark = self.ctx_mark == _SILENT, -1
+                if marker or self.ctx_silent:
+                    self.mute.add(position + k)
+            elif context and self.ctx_silent:
+                self.mute.add(position + k)
             self.sources.append((position + k, b, h1, h2, context))
-            self._index(len(self.sources) - 1, offer=True)
+            self._index(len(self.sources) - 1, offer=position + k not in self.mute)
         if complete and ids:
             self.ends.add(position + len(ids) - 1)
 
@@ -210,6 +237,8 @@ class Lookup:
         name = self._offered()
         if self.in_task and hist[0] == ord(" ") and name is not None:
             return name, first
+        if self.on_name and first is not None and first >= 0 and not _letter(self.sources[first][1]):
+            return _END, first  # the name's letters end here: the task is the name
         second = self.after_byte.get(hist[0])
         if first is None and hist[0] == HIST_START:  # no context to voice: a typed command's argument first
             return second, None
@@ -232,6 +261,10 @@ class Lookup:
             self.pointer = second
         else:
             self.pointer = None
+        if self.pointer is None or self.pointer != first:
+            self.on_name = False
+        elif self.in_task and hist[0] == ord(" ") and self._offered() is not None:
+            self.on_name = True  # began copying the offered name (it stays on while the pointer follows it)
         if token == T.DELEGATE:
             self.in_task = True
         elif token in (T.DELEGATE_END, T.START_SPEAKING, T.STOP_SPEAKING):
@@ -247,12 +280,13 @@ class Lookup:
         kept = [(p - (hi - lo) if p >= hi else p, *rest, i < self.spent)
                 for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
         self.ends = {p - (hi - lo) if p >= hi else p for p in self.ends if not lo <= p < hi}
+        self.mute = {p - (hi - lo) if p >= hi else p for p in self.mute if not lo <= p < hi}
         self.sources, self.after_pair, self.after_byte, self.in_command_word = [], {}, {}, False
-        self.pointer, self.name, self.opening, self.earlier = None, None, None, None
+        self.pointer, self.name, self.opening, self.earlier, self.on_name = None, None, None, None, False
         self.spent = sum(spent for *_, spent in kept)
         for p, b, h1, h2, ctx, spent in kept:
             self.sources.append((p, b, h1, h2, ctx))
-            self._index(len(self.sources) - 1, offer=not spent)
+            self._index(len(self.sources) - 1, offer=not spent and p not in self.mute)
 
 
 @dataclass(frozen=True)
