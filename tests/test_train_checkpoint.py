@@ -97,14 +97,11 @@ def test_the_shipped_model_does_not_voice_a_silent_result_in_the_reply_that_foll
     reply is the model's own, not the result (held-out sessions of eval's `in_session_episodes`, turn
     taking after a delegation). Before the copy lookup stopped offering a SILENT result's text, the
     synth-14 checkpoint began the reply with it in 5 of 22 such sessions ("Lima fog, ...")."""
-    from interaction_actor.training.evaluate import run_interactive, silent_voiced_later
+    from interaction_actor.training.evaluate import in_session_episodes, run_interactive, silent_voiced_later
 
-    i = synth.TASKS.index("turn_taking")
-    firsts = [synth.episode(s, "delegation", shipped.config)
-              for s in synth.held_out_seeds(40, offset=10_000_000 + i * 1_000_000)]
-    eps = [synth.chain(a, synth.episode(s, "turn_taking", shipped.config))
-           for a, s in zip(firsts, synth.held_out_seeds(40, offset=i * 1_000_000), strict=True)
-           if a.expect.get("mode") == "silent" and a.expect.get("result_turn") is not None][:6]
+    chained = in_session_episodes(40, shipped.config, tasks=("turn_taking",))["turn_taking"]
+    eps = [e for e in chained if e.expect["before"].get("mode") == "silent"
+           and e.expect["before"].get("result_turn") is not None][:6]
     assert len(eps) == 6
     trs = run_interactive(shipped, eps)
     assert [silent_voiced_later(e, t) for e, t in zip(eps, trs, strict=True)] == [0] * 6

@@ -57,10 +57,6 @@ _MARKERS = frozenset(T.encode(T.MODE_MARKERS))
 _SILENT = T.encode(T.CTX_SILENT)[0]
 
 
-def _letter(b: int) -> bool:
-    return ord("A") <= b <= ord("Z") or ord("a") <= b <= ord("z")
-
-
 def message_hist(ids: Sequence[int]) -> list[tuple[int, int]]:
     """(previous byte, the one before) of each byte of one message, HIST_START before its start."""
     pad = [HIST_START, HIST_START, *ids]
@@ -133,8 +129,8 @@ class Lookup:
       name, and the model had copied on past it from heard transcripts ("weather Oslo, Osl").
     - Never a SILENT result's text (its message after a CTX_SILENT marker) nor a mode marker: a
       SILENT result is context only, and a marker is not content. Offered as a reply's first byte, a
-      SILENT result that came in at the end of one request was voiced in the next ("Lima fog" as the
-      reply to "say wait in 1s": 5 of 22 sessions with the synth-14 checkpoint).
+      SILENT result that came in at the end of one request was voiced in the next ("Lima fog, ..." as the
+      reply to chit-chat: 5 of 22 held-out sessions with the synth-14 checkpoint).
 
     For an utterance's first byte (HIST_START) the first candidate is the start of the newest context
     message (the assistant voices what the background sent; it does not parrot the user's typing)
@@ -230,14 +226,17 @@ class Lookup:
         an earlier message's (a request, then "keep it short": the task still names the city)."""
         return next((i for i in (self.name, self.opening, self.earlier) if i is not None), None)
 
+    def _naming(self, hist: tuple[int, int]) -> bool:
+        """At a task's position after a space, with a name on offer: the name is the first candidate."""
+        return self.in_task and hist[0] == ord(" ") and self._offered() is not None
+
     def _refs(self, hist: tuple[int, int]) -> tuple[int | None, int | None]:
         if hist[0] < 0:
             return None, None
         first = self._next(self.pointer) if self.pointer is not None else self.after_pair.get(tuple(hist))
-        name = self._offered()
-        if self.in_task and hist[0] == ord(" ") and name is not None:
-            return name, first
-        if self.on_name and first is not None and first >= 0 and not _letter(self.sources[first][1]):
+        if self._naming(hist):
+            return self._offered(), first
+        if self.on_name and first is not None and first >= 0 and not bytes((self.sources[first][1],)).isalpha():
             return _END, first  # the name's letters end here: the task is the name
         second = self.after_byte.get(hist[0])
         if first is None and hist[0] == HIST_START:  # no context to voice: a typed command's argument first
@@ -263,7 +262,7 @@ class Lookup:
             self.pointer = None
         if self.pointer is None or self.pointer != first:
             self.on_name = False
-        elif self.in_task and hist[0] == ord(" ") and self._offered() is not None:
+        elif self._naming(hist):
             self.on_name = True  # began copying the offered name (it stays on while the pointer follows it)
         if token == T.DELEGATE:
             self.in_task = True

@@ -489,12 +489,14 @@ class _NoCopy:
         layout.Lookup.cand = self._orig
 
 
-def in_session_episodes(n: int, cfg) -> dict[str, list[synth.Episode]]:
-    """Each task's held-out episodes (the same seeds as the fresh suite), each following a held-out
+def in_session_episodes(n: int, cfg, tasks: tuple[str, ...] = synth.TASKS) -> dict[str, list[synth.Episode]]:
+    """Each of `tasks`' held-out episodes (the same seeds as the fresh suite), each following a held-out
     episode of the next task in synth.TASKS in one session (synth.chain): the task arrives after a
     finished conversation, at positions and with a history a fresh session never has."""
     out = {}
     for i, task in enumerate(synth.TASKS):
+        if task not in tasks:
+            continue
         before = synth.TASKS[(i + 1) % len(synth.TASKS)]
         firsts = [synth.episode(s, before, cfg) for s in synth.held_out_seeds(n, offset=10_000_000 + i * 1_000_000)]
         out[task] = [synth.chain(a, synth.episode(s, task, cfg))
