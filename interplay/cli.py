@@ -263,6 +263,8 @@ def train(
     self_voice: bool = typer.Option(False, "--self-voice", help="Feed the model its own flow head's voice (as the "
                                     "session does), not espeak's, and keep that voice fixed: a fine-tune after "
                                     "train-voice."),
+    mix: str = typer.Option(None, help="The episode mix, comma-separated task names in rotation (a name twice "
+                            "comes twice as often; default: the training config's)."),
 ) -> None:
     """Co-train the interaction model on synthetic micro-turn episodes (from scratch, or fine-tune with
     --init-from); writes weights + card."""
@@ -274,9 +276,18 @@ def train(
     with user_errors():
         if init_from and not Path(init_from).is_file():
             raise UserError(f"--init-from {init_from}: no such checkpoint (give a .pt that interplay train wrote)")
+        names = tuple(x.strip() for x in mix.split(",") if x.strip()) if mix is not None else None
+        if names is not None:
+            from interaction_actor.training import synth
+
+            known = synth.TASKS + synth.CURRICULUM + synth.SITUATIONS
+            bad = [x for x in names if x not in known]
+            if bad or not names:
+                raise UserError(f"--mix {mix}: unknown task {bad[0] if bad else '(none)'!r}; choose among "
+                                f"{', '.join(known)}")
     card = train_main(preset=preset, steps=steps, minutes=minutes, seed=seed, out=out, resume=resume,
                       threads=threads, init_from=init_from, lr=lr, evaluate_after=evaluate_after, eval_quick=True,
-                      progress=True, self_voice=self_voice)
+                      progress=True, self_voice=self_voice, mix=names)
     typer.echo(json.dumps({k: card[k] for k in ("checkpoint", "steps", "train_seconds", "final_losses")
                            if k in card}))
 

@@ -35,6 +35,7 @@ def closed_port() -> int:
     (["serve", "--engine", "foo"], "'foo'"),
     (["demo", "--engine", "foo"], "'foo'"),
     (["train", "--init-from", "nope.pt"], "nope.pt"),
+    (["train", "--mix", "delegation,weather"], "'weather'"),
 ])
 def test_a_wrong_serve_demo_or_train_option_is_one_line_and_exit_code_2_before_anything_starts(args, names):
     code, lines, took = run(args)

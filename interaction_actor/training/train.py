@@ -457,13 +457,14 @@ def _thin(history: list[dict], n: int) -> list[dict]:
 def train_main(preset: str = "small", steps: int | None = None, minutes: float | None = None, seed: int | None = None,
                out: str | None = None, resume: bool = False, threads: int | None = None,
                init_from: str | None = None, lr: float | None = None, evaluate_after: bool = True, eval_quick: bool = True, progress: bool = True,
-               self_voice: bool = False) -> dict:
+               self_voice: bool = False, mix: tuple[str, ...] | None = None) -> dict:
     """`interplay train`: train `preset` from scratch (or `resume` the run that writes `out`) and write
     the checkpoint + JSON card to `out` (default: runs/train/<preset>.pt; the shipped
     interaction_actor/checkpoints/<preset>.pt only when it is given as `out`).
     `steps` and `minutes` bound the run (defaults: TrainConfig's, the settings of the shipped model);
     `threads` defaults to TrainConfig's. `self_voice`: the model hears its own flow head's voice in the
-    mel-out slots and the flow head stays fixed (TrainConfig.self_voice, flow_weight 0).
+    mel-out slots and the flow head stays fixed (TrainConfig.self_voice, flow_weight 0). `mix`: the
+    episode mix (TrainConfig.mix) in place of the default.
     Returns the card (with quick eval scores if `evaluate_after`)."""
     tc = TrainConfig(preset=preset)
     if seed is not None:
@@ -480,6 +481,8 @@ def train_main(preset: str = "small", steps: int | None = None, minutes: float |
         tc.lr = float(lr)
     if self_voice:
         tc.self_voice, tc.flow_weight = True, 0.0
+    if mix:
+        tc.mix = tuple(mix)
     return train(out or default_out(preset), config=tc, resume=resume, evaluate_after=evaluate_after,
                  eval_quick=eval_quick, progress=progress)
 
