@@ -201,15 +201,14 @@ def test_compaction_forgets_the_copy_candidates_it_drops():
 
 
 def test_a_voiced_result_is_not_offered_again_once_its_utterance_has_ended():
-    from interaction_actor.model.layout import HIST_NONE, HIST_START, Lookup, message_hist
+    from interaction_actor.model.layout import HIST_NONE, HIST_START, History, Lookup, message_hist
 
-    look = Lookup()
+    look, history = Lookup(), History()
     start = (HIST_START, HIST_START)
     res = T.encode("Oslo snow")
     look.add(10, res, message_hist(res), context=True)
-    look.push(T.START_SPEAKING)
-    assert look.cand(start) == (ord("O"), ord("O"))  # offered while the utterance that voices it starts
-    look.push(T.STOP_SPEAKING)
+    assert _say(look, history, [T.START_SPEAKING]) == (ord("O"), ord("O"))  # offered as the utterance starts
+    _say(look, history, [*res, T.STOP_SPEAKING])  # the model says it
     assert look.cand(start) == (HIST_NONE, HIST_NONE)  # the next reply ("ok, sure.") is not offered it
     assert look.cand((ord(" "), ord("o"))) == (HIST_NONE, HIST_NONE)  # nor any byte of it
     look.drop(0, 5)  # compaction rebuilds the index: what was spent stays spent
@@ -217,6 +216,27 @@ def test_a_voiced_result_is_not_offered_again_once_its_utterance_has_ended():
     new = T.encode("Rome")
     look.add(30, new, message_hist(new), context=True)
     assert look.cand(start) == (ord("R"), ord("R"))  # a message after the utterance is offered
+
+
+def test_a_result_the_model_has_not_said_is_still_offered_after_another_utterance():
+    """The cue_with_result collision: a WHEN_IDLE result arrives, the red frame comes, the model says
+    "red!" (not copying the result); the result is still owed, so the next utterance's first byte is
+    offered its start (before, everything that arrived before an utterance ended was spent, and the
+    model trained on collisions said "red!" and then garbled the result: "Daen  sn.")."""
+    from interaction_actor.model.layout import HIST_NONE, HIST_START, History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    start = (HIST_START, HIST_START)
+    res = T.encode("Oslo snow")
+    look.add(10, res, message_hist(res), context=True, complete=True)
+    _say(look, history, [T.START_SPEAKING, *T.encode("red!"), T.STOP_SPEAKING])
+    assert look.cand(start)[0] == ord("O")
+    assert look.cand((ord(" "), ord("o")))[0] == HIST_NONE  # its start only: no byte of it by history
+    look.drop(0, 5)  # compaction keeps it owed
+    assert look.cand(start)[0] == ord("O")
+    assert _say(look, history, [T.START_SPEAKING, *T.encode("Oslo")])[0] == ord(" ")  # the pointer reads on
+    _say(look, history, [*T.encode(" snow"), T.STOP_SPEAKING])
+    assert look.cand(start) == (HIST_NONE, HIST_NONE)  # said: no longer owed
 
 
 def _say(look, history, tokens):

@@ -159,6 +159,8 @@ class Lookup:
     ctx_mark: int = -1  # a context mode marker (text.CTX_*) whose message has not started yet
     ctx_silent: bool = False  # the newest context message is a SILENT result
     on_name: bool = False  # the model is copying the offered name in a task (the pointer follows it)
+    copied: set[int] = field(default_factory=set)  # positions of context bytes the model has said (copying)
+    owed: int | None = None  # position of an unsaid context message's start, offered past an utterance's end
 
     def add(self, position: int, ids: Sequence[int], hist: Sequence[tuple[int, int]], context: bool,
             complete: bool = False) -> None:
@@ -260,6 +262,8 @@ class Lookup:
             self.pointer = second
         else:
             self.pointer = None
+        if self.pointer is not None and self.sources[self.pointer][4]:
+            self.copied.add(self.sources[self.pointer][0])
         if self.pointer is None or self.pointer != first:
             self.on_name = False
         elif self._naming(hist):
@@ -269,9 +273,26 @@ class Lookup:
         elif token in (T.DELEGATE_END, T.START_SPEAKING, T.STOP_SPEAKING):
             self.in_task = False
         if token == T.STOP_SPEAKING:
+            start = self.after_pair.get((HIST_START, HIST_START))
             self.after_pair.clear()
             self.after_byte.clear()
             self.spent = len(self.sources)
+            self.owed = None
+            if start is not None and self.sources[start][4] and not self._said(start):
+                self.owed = self.sources[start][0]
+                self.after_pair[(HIST_START, HIST_START)] = start
+
+    def _said(self, i: int) -> bool:
+        """Whether the model has said any byte of the context message that starts at source i."""
+        for j in range(i, len(self.sources)):
+            pos, _, h1, _, ctx = self.sources[j]
+            if not ctx:
+                continue
+            if j > i and h1 == HIST_START:
+                return False
+            if pos in self.copied:
+                return True
+        return False
 
     def drop(self, lo: int, hi: int) -> None:
         """Forget sources at positions lo..hi-1 and move later ones left by hi - lo (compaction); the
@@ -280,12 +301,18 @@ class Lookup:
                 for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
         self.ends = {p - (hi - lo) if p >= hi else p for p in self.ends if not lo <= p < hi}
         self.mute = {p - (hi - lo) if p >= hi else p for p in self.mute if not lo <= p < hi}
+        self.copied = {p - (hi - lo) if p >= hi else p for p in self.copied if not lo <= p < hi}
+        owed = None if self.owed is None or lo <= self.owed < hi else \
+            self.owed - (hi - lo) if self.owed >= hi else self.owed
         self.sources, self.after_pair, self.after_byte, self.in_command_word = [], {}, {}, False
         self.pointer, self.name, self.opening, self.earlier, self.on_name = None, None, None, None, False
         self.spent = sum(spent for *_, spent in kept)
         for p, b, h1, h2, ctx, spent in kept:
             self.sources.append((p, b, h1, h2, ctx))
             self._index(len(self.sources) - 1, offer=not spent and p not in self.mute)
+        self.owed = owed
+        if owed is not None and (HIST_START, HIST_START) not in self.after_pair:
+            self.after_pair[(HIST_START, HIST_START)] = next(i for i, s in enumerate(self.sources) if s[0] == owed)
 
 
 @dataclass(frozen=True)
