@@ -278,13 +278,12 @@ def train(
             raise UserError(f"--init-from {init_from}: no such checkpoint (give a .pt that interplay train wrote)")
         names = tuple(x.strip() for x in mix.split(",") if x.strip()) if mix is not None else None
         if names is not None:
-            from interaction_actor.training import synth
+            from interaction_actor.training.train import check_mix
 
-            known = synth.TASKS + synth.CURRICULUM + synth.SITUATIONS
-            bad = [x for x in names if x not in known]
-            if bad or not names:
-                raise UserError(f"--mix {mix}: unknown task {bad[0] if bad else '(none)'!r}; choose among "
-                                f"{', '.join(known)}")
+            try:
+                check_mix(names)
+            except ValueError as exc:
+                raise UserError(f"--mix {mix}: {exc}") from None
     card = train_main(preset=preset, steps=steps, minutes=minutes, seed=seed, out=out, resume=resume,
                       threads=threads, init_from=init_from, lr=lr, evaluate_after=evaluate_after, eval_quick=True,
                       progress=True, self_voice=self_voice, mix=names)

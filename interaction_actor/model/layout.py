@@ -140,8 +140,10 @@ class Lookup:
     model said the eight training words it had memorised instead ("de" for "say wait in 1s": 0.54
     of held-out time_speak; with it first, 1.00, the same weights). Whether to say it at all ("me"
     of "tell me when red" is offered too) is the model's to learn. Only what arrived since the model's last
-    utterance ended is offered by (h1, h2) and h1 (`push`); the name is offered whatever came
-    after it. Sources are registered with their positions so that compaction can forget the dropped
+    utterance ended is offered by (h1, h2) and h1 (`push`), except that the newest context
+    message, while the model has said none of it, keeps its start on offer for the next utterance's
+    first byte (a result owed to the user: a WHEN_IDLE result that came while the model said "red!");
+    the name is offered whatever came after it. Sources are registered with their positions so that compaction can forget the dropped
     ones. Session and trainer register the same bytes and push the same tokens in the same order."""
 
     sources: list[tuple[int, int, int, int, bool]] = field(default_factory=list)  # (pos, byte, h1, h2, ctx)
@@ -254,7 +256,8 @@ class Lookup:
         Saying a candidate byte moves the pointer to it; any other token drops the pointer. Once an
         utterance ends (<stop_speaking>), what is already in the slots stops offering candidates by
         history: the lookup offers what arrived since the last utterance ended, so a voiced result is
-        not copied into the next reply ("ok, 23 C")."""
+        not copied into the next reply ("ok, 23 C"); only an unsaid newest context message keeps its
+        start on offer (`owed`)."""
         first, second = self._refs(hist)
         if first is not None and first >= 0 and self.sources[first][1] == token:
             self.pointer = first
@@ -297,13 +300,13 @@ class Lookup:
     def drop(self, lo: int, hi: int) -> None:
         """Forget sources at positions lo..hi-1 and move later ones left by hi - lo (compaction); the
         copy pointer is dropped."""
+        def moved(ps) -> set[int]:
+            return {p - (hi - lo) if p >= hi else p for p in ps if not lo <= p < hi}
+
         kept = [(p - (hi - lo) if p >= hi else p, *rest, i < self.spent)
                 for i, (p, *rest) in enumerate(self.sources) if not lo <= p < hi]
-        self.ends = {p - (hi - lo) if p >= hi else p for p in self.ends if not lo <= p < hi}
-        self.mute = {p - (hi - lo) if p >= hi else p for p in self.mute if not lo <= p < hi}
-        self.copied = {p - (hi - lo) if p >= hi else p for p in self.copied if not lo <= p < hi}
-        owed = None if self.owed is None or lo <= self.owed < hi else \
-            self.owed - (hi - lo) if self.owed >= hi else self.owed
+        self.ends, self.mute, self.copied = moved(self.ends), moved(self.mute), moved(self.copied)
+        owed = next(iter(moved({self.owed})), None) if self.owed is not None else None
         self.sources, self.after_pair, self.after_byte, self.in_command_word = [], {}, {}, False
         self.pointer, self.name, self.opening, self.earlier, self.on_name = None, None, None, None, False
         self.spent = sum(spent for *_, spent in kept)

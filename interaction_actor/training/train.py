@@ -198,13 +198,21 @@ def batch_features(seeds: list[int], cfg: ModelConfig, tasks: list[str] | None =
                     torch.cat([f.read for f in feats]))
 
 
+def check_mix(mix: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first unknown task of a training mix (or an empty mix)."""
+    known = synth.TASKS + synth.CURRICULUM + synth.SITUATIONS
+    if not mix:
+        raise ValueError(f"an empty mix; choose among {list(known)}")
+    for t in mix:
+        if t not in known:
+            raise ValueError(f"unknown task {t!r} in mix; choose among {list(known)}")
+
+
 def batch_tasks(tc: TrainConfig, step: int = 0) -> list[str]:
     """The task of each episode of a step, batch * episodes_per_row of them (row r chains episodes
     r * episodes_per_row ...): each row's last episode takes TrainConfig.mix in rotation, the ones
     before it are `step` places further on per episode, so every ordered pair of tasks comes up."""
-    for t in tc.mix:
-        if t not in synth.TASKS + synth.CURRICULUM + synth.SITUATIONS:
-            raise ValueError(f"unknown task {t!r} in mix; choose among {list(synth.TASKS + synth.CURRICULUM + synth.SITUATIONS)}")
+    check_mix(tc.mix)
     n, per, size = tc.batch, tc.episodes_per_row, len(tc.mix)
     out = []
     for r in range(n):
