@@ -13,6 +13,7 @@ from interaction_actor.training import synth
 from interaction_actor.training.evaluate import (
     DEEP_DEPTH,
     DEEP_TASKS,
+    _suite,
     deep_session_episodes,
     evaluate,
     in_session_episodes,
@@ -54,6 +55,16 @@ def test_a_cue_episode_with_a_colliding_result_scores_only_when_red_and_the_resu
     start = ep.expect["result_say"]
     no_result = [row if k < start else [T.EMPTY] * len(row) for k, row in enumerate(ep.targets)]
     assert score(ep, oracle_transcript(ep)) and not score(ep, oracle_transcript(ep, no_result))
+
+
+def test_a_reply_to_chit_chat_that_also_delegates_counts_as_an_unneeded_delegation():
+    """The turn-taking score checks the reply; a weather call beside it ("weather We" for "We went to
+    the park.", which a fine-tune did 9 times in 50) is counted apart, per task."""
+    eps = [synth.episode(s, "turn_taking") for s in synth.held_out_seeds(2)]
+    trs = [oracle_transcript(ep) for ep in eps]
+    trs[1][eps[1].expect["turn"]].delegate_tasks.append("weather We")
+    r = _suite({"turn_taking": eps}, {"turn_taking": trs}, 0.0)
+    assert r["unneeded_delegations"] == {"turn_taking": 1} and r["tasks"]["turn_taking"] == 1.0
 
 
 def test_turn_taking_latency_of_the_targets_is_the_quiet_detection_delay_alone():

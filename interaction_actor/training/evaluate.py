@@ -349,6 +349,7 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
     tp = emitted = needed = 0
     silent = silent_n = pause_n = takeovers = 0
     collide: list[bool] = []
+    unneeded: dict[str, int] = {}  # task -> its episodes that delegated though nothing asked for it
     for task, eps in eps_by_task.items():
         trs = trs_by_task[task]
         if task == "pause_handling":
@@ -366,7 +367,9 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
             stop += b
             emitted_here = [x for d in t for x in d.delegate_tasks]
             emitted += len(emitted_here)
-            if task == "delegation":
+            if task != "delegation":
+                unneeded[task] = unneeded.get(task, 0) + int(bool(emitted_here))
+            else:
                 needed += 1
                 tp += int(bool(emitted_here) and emitted_here[0] == e.expect["task"])
                 if e.expect.get("mode") == "silent" and e.expect.get("result_turn") is not None:
@@ -380,6 +383,9 @@ def _suite(eps_by_task: dict[str, list[synth.Episode]], trs_by_task: dict[str, l
             "silent_voiced": silent, "silent_results": silent_n,
             "delegation_precision": round(tp / emitted, 4) if emitted else 0.0,
             "delegation_recall": round(tp / needed, 4) if needed else 0.0,
+            # episodes of the other tasks (chit-chat, timers, cues, counts) that delegated anyway: a
+            # task's score checks what it says, not this ("weather We" for "We went to the park.")
+            "unneeded_delegations": unneeded,
             "cue_with_result": round(sum(collide) / len(collide), 4) if collide else None,
             "turn_taking_responses": len(take), "barge_in_stops": len(stop),
             # the ears' ceiling on spoken delegation: the share of spoken requests whose transcript names
