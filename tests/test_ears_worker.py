@@ -84,7 +84,11 @@ def test_two_sessions_talking_at_once_are_heard_apart(make):
     feed_all(ears, {"a": utterance("set a timer for ten minutes", seed=1),
                     "b": utterance("what is seven times eight", "en-us+m3", seed=2)})
     got = {h.session_id: normalise(h.text) for h in collect(ears, 2)}
-    assert "timer" in got["a"] and "seven" in got["b"] and "eight" in got["b"]
+    # each session's words in its own transcript and none of the other's ("eight" itself is not
+    # required: on an AVX2-only EPYC, tiny.en int8 hears "what is seven times made")
+    a, b = {"set", "timer", "ten", "minutes"}, {"what", "seven", "times", "eight"}
+    assert {"timer", "minutes"} <= set(got["a"]) and {"seven", "times"} <= set(got["b"])
+    assert not set(got["a"]) & b and not set(got["b"]) & a
 
 
 class Slow:
