@@ -259,6 +259,20 @@ def test_a_copy_follows_its_message_past_a_repeated_pair():
     assert _say(look, history, T.encode(" clouds"))[0] == HIST_NONE  # the message's end
 
 
+def test_a_copy_paused_by_an_empty_slot_resumes_where_it_stopped():
+    """The result came in before the model's previous utterance ("red!") ended, so by history it offers
+    nothing; only the pointer knows the next byte. An <empty> slot (the voice's pace) must not lose it."""
+    from interaction_actor.model.layout import History, Lookup, message_hist
+
+    look, history = Lookup(), History()
+    res = T.encode("Lima hail, -1 C")
+    look.add(10, res, message_hist(res), context=True, complete=True)
+    _say(look, history, [T.START_SPEAKING, *T.encode("red!"), T.STOP_SPEAKING])  # the result is spent
+    assert _say(look, history, [T.START_SPEAKING, *T.encode("Lima hail, -")])[0] == ord("1")
+    assert _say(look, history, [T.EMPTY, T.EMPTY])[0] == ord("1")
+    assert _say(look, history, [ord("1")])[0] == ord(" ")
+
+
 def test_a_copy_is_offered_the_end_of_its_message_once_the_message_is_complete():
     from interaction_actor.model.layout import CAND_END, History, Lookup, message_hist
 

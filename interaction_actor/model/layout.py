@@ -257,7 +257,12 @@ class Lookup:
         utterance ends (<stop_speaking>), what is already in the slots stops offering candidates by
         history: the lookup offers what arrived since the last utterance ended, so a voiced result is
         not copied into the next reply ("ok, 23 C"); only an unsaid newest context message keeps its
-        start on offer (`owed`)."""
+        start on offer (`owed`). A slot that says nothing (<empty>, a silent state token) moves nothing:
+        a copy paused mid-message resumes where it stopped. Dropping the pointer there cost the number
+        of a result read after a red cue ("Helsinki hail, -" then <empty>, then "15 C" for "-1 C": the
+        result's bytes had come before "red!" ended, so nothing else offered them)."""
+        if token == T.EMPTY or token >= T.STATE_BASE:
+            return
         first, second = self._refs(hist)
         if first is not None and first >= 0 and self.sources[first][1] == token:
             self.pointer = first
