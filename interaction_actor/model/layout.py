@@ -261,7 +261,7 @@ class Lookup:
         a copy paused mid-message resumes where it stopped. Dropping the pointer there cost the number
         of a result read after a red cue ("Helsinki hail, -" then <empty>, then "15 C" for "-1 C": the
         result's bytes had come before "red!" ended, so nothing else offered them)."""
-        if token == T.EMPTY or token >= T.STATE_BASE:
+        if token == T.EMPTY or T.state_value(token) is not None:
             return
         first, second = self._refs(hist)
         if first is not None and first >= 0 and self.sources[first][1] == token:
