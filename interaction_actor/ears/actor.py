@@ -8,7 +8,8 @@ The model loads in `__init__`; `ready()` answers once it has.
 `RayEars` implements the `Ears` contract for the turn loop without ever waiting on the actor:
 `feed` is `actor.feed.remote(batch)`, fire-and-forget (the refs are kept only to be reaped, so a
 failed feed is not an unhandled Ray error); `take` checks ONE outstanding `poll` ref with
-`ray.wait([ref], timeout=0)` and reissues it when it is done. When that poll fails because the
+`ray.wait([ref], timeout=0)` and issues the next one once it has read that one (a poll issued and then
+dropped unread would take the actor's ready results with it). When that poll fails because the
 actor died, `take` returns one `Heard(error="transcriber_failed")` per live session it has fed
 (open segments and queued audio died with the process), and the next poll is queued for the
 restarted actor (Ray restarts it up to `max_restarts` times). After restarts run out, the failure is
@@ -137,11 +138,15 @@ class RayEars:
         ready, _ = ray.wait([self._poll], timeout=0, fetch_local=True)
         if not ready:
             return []
-        ref, self._poll = self._poll, self.actor.poll.remote(self.poll_timeout_s)
+        ref, self._poll = self._poll, None
         try:
             results = ray.get(ref, timeout=0)
         except ray.exceptions.RayError as e:
-            return self._died(e)
+            lost = self._died(e)
+            if self.alive:  # the next poll waits for the restarted actor; once gone for good, retried later
+                self._poll = self.actor.poll.remote(self.poll_timeout_s)
+            return lost
+        self._poll = self.actor.poll.remote(self.poll_timeout_s)
         self._failures_in_row = 0
         self.alive = True
         return [h for h in results if h.session_id in self._last_turn]
@@ -177,7 +182,6 @@ class RayEars:
         self._failures_in_row += 1
         if self._failures_in_row >= 2:  # a poll queued for the restarted actor failed too: gone for good
             self.alive = False
-            self._poll = None
             self._retry_at = time.monotonic() + 1.0
         log.warning("ears_actor_failed", error=type(error).__name__, alive=self.alive, sessions=len(self._last_turn))
         if self._failures_in_row > 1:  # the same outage seen again: said once already
