@@ -442,6 +442,26 @@ def test_echo_teaches_reading_messages_as_long_as_a_background_answer_to_the_end
     assert len(long) >= 10 and max(map(len, long)) >= 56  # 7 turns of slots: the demo answer is 63
 
 
+def test_a_paced_echo_gives_the_next_piece_the_turn_after_the_model_stops_as_the_live_pacer_does():
+    """paced_echo trains what the live loop's ReadPacer does to a long answer: pieces of at most
+    READ_BYTES, each said once complete, the next one (a sentence ends with its full stop) entering
+    the turn after the utterance that said the last one stopped."""
+    from interaction_actor.model.pacing import READ_BYTES
+
+    cut = 0
+    for s in range(20):
+        ep = synth.episode(s, "paced_echo")
+        arrivals = [(k, i.context[1:]) for k, i in enumerate(ep.inputs) if i.context]
+        assert all(len(body.encode()) <= READ_BYTES for _, body in arrivals)
+        assert [b for b, _ in ep.expect["says"]] == [b for _, b in arrivals][: len(ep.expect["says"])]
+        for (body, turn), (nxt, _) in zip(ep.expect["says"], arrivals[1:], strict=False):
+            stop = next(k for k in range(turn, ep.turns) if T.STOP_SPEAKING in ep.targets[k])
+            if not body.endswith("."):  # more of its sentence follows
+                assert nxt == stop + 1
+                cut += 1
+    assert cut >= 20  # about two cuts a sentence
+
+
 def test_a_chained_episode_is_the_second_task_continuing_the_first_ones_session():
     cfg = build_model("tiny", seed=0).config
     a, b = synth.episode(3, "delegation", cfg), synth.episode(4, "time_speak", cfg)

@@ -33,6 +33,8 @@ A training-only curriculum (CURRICULUM, drawn through TrainConfig.mix, never eva
 
   echo         strings (random, or real words) arrive in the context slots -> voice each at the first
                quiet turn once it is complete: content that cannot be guessed, only read
+  paced_echo   long sentences arrive in pieces, as the live loop's ReadPacer cuts them (the next
+               piece after the model's <stop_speaking>) -> voice each piece as echo does
 
 Silent state (<state:n> output tokens, text.state_token): a number the model writes to itself in a
 silent turn's first output slot and reads back the next turn, never voiced. time_speak counts down
@@ -69,7 +71,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from interaction_actor.model import layout
+from interaction_actor.model import layout, pacing
 from interaction_actor.model import text as T
 from interaction_actor.model.config import ModelConfig
 from interaction_actor.model.dmel import STREAM_LAG_FRAMES
@@ -663,6 +665,42 @@ def _echo(rng: random.Random, b: _Build) -> Episode:
     return b.done("echo", {"says": says})
 
 
+def _paced_echo(rng: random.Random, b: _Build) -> Episode:
+    """A training curriculum: long sentences (_sentence, LONG_ECHO_BYTES, a temperature at the end half
+    the time) reach the context slots in pieces, as the live loop's ReadPacer gives them to the model
+    (pacing.pieces at READ_BYTES, each led by the line's marker): the first piece when the message comes,
+    each next one the turn after the model's <stop_speaking>. The model voices each piece at the first
+    quiet turn once it is complete (at once for CTX_NOW). echo delivers a message whole, as training and
+    evaluation sessions do; the live loop cuts one longer than READ_BYTES, and the model, never trained
+    on that, stopped inside a piece now and then ("... with a temperature | of -" and silence).
+    expect: says (list of (piece, turn))."""
+    t = rng.randint(0, 1)
+    says: list[tuple[str, int]] = []
+    vocab = voice.reading_vocabulary()
+    while True:
+        room = (b.turns - t - 16) * 24 // 11  # as _echo's room, with a turn or two per piece boundary
+        if room < LONG_ECHO_BYTES[0]:
+            break
+        body = _sentence(rng, vocab, min(room, LONG_ECHO_BYTES[1]))
+        mode = rng.choices(("when_idle", "interrupt"), (0.8, 0.2))[0]
+        talk = mode == "when_idle" and rng.random() < 0.3  # the user talks when one piece is ready
+        parts = pacing.pieces(body, pacing.READ_BYTES)
+        which = rng.randrange(len(parts))
+        for i, piece in enumerate(parts):
+            b.inputs[t].context = MODES[mode] + piece
+            ready = t + context_turns(piece, b.cfg.context_slots) - 1
+            if talk and i == which:
+                onset = ready * 3200 + rng.randint(0, 2000)
+                b.user_says(rng.choice(spoken.BARGE[b.split]), onset, rng.randrange(spoken.VARIANTS), _lag(rng))
+            turn = _first_quiet(b.quiet(), ready) if mode == "when_idle" else ready
+            if turn is None or turn >= b.turns:
+                return b.done("paced_echo", {"says": says})
+            says.append((piece, turn))
+            t = b.speak(turn, piece)  # the turn after its <stop_speaking>: when the pacer lets the next in
+        t += rng.randint(1, 3)
+    return b.done("paced_echo", {"says": says})
+
+
 def _pause_handling(rng: random.Random, b: _Build) -> Episode:
     """A spoken weather request with a pause of 600-1500 ms before the city ("tell me the weather in,
     ... Oslo"): the delegation episode with `pause`. A takeover is any speech of the model that starts
@@ -670,11 +708,11 @@ def _pause_handling(rng: random.Random, b: _Build) -> Episode:
     return _delegation(rng, b, pause=True)
 
 
-CURRICULUM = ("echo",)  # training-only tasks (TrainConfig.mix may draw them; eval does not)
+CURRICULUM = ("echo", "paced_echo")  # training-only tasks (TrainConfig.mix may draw them; eval does not)
 # scored apart from TASKS (pause takeover rate; cue_with_result's accuracy); trained when the mix names them
 SITUATIONS = ("pause_handling", "cue_with_result")
 
-_BUILDERS = {"echo": _echo, "time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
+_BUILDERS = {"echo": _echo, "paced_echo": _paced_echo, "time_speak": _time_speak, "cue_speak": _cue_speak, "rep_count": _rep_count,
              "turn_taking": _turn_taking, "delegation": _delegation, "pause_handling": _pause_handling,
              "cue_with_result": _cue_with_result}
 
