@@ -98,6 +98,7 @@ def test_the_suite_runs_end_to_end_on_a_tiny_model_and_reports_the_figures_keys(
     assert 0 <= r["silent_voiced_in_session"] <= r["silent_results_in_session"]
     assert set(r["tasks_deep_session"]) == set(DEEP_TASKS) and r["deep_session_turns_before"] == 3 * synth.EVAL_TURNS
     assert all(2 * v in (0, 1, 2) for v in r["tasks_deep_session"].values())
+    assert r["long_answers"] == 2 and 2 * r["long_answers_said"] in (0, 1, 2)  # read in pieces (eval_long)
 
 
 def test_the_cascade_baseline_is_scored_on_the_same_episodes_with_the_same_figures(suite):
@@ -170,10 +171,11 @@ def test_a_silent_result_said_in_the_next_episode_counts_as_voiced_later_in_the_
 def test_the_suite_reports_its_progress_stage_by_stage_up_to_the_total(tiny):
     calls: list[tuple[int, int, str]] = []
     evaluate(model=tiny, episodes=1, baseline=False, in_session=False, progress=lambda *a: calls.append(a))
-    # compute, one stage per task (no baseline, no in-session stages), the voice's WER, no-copy delegation
-    total = 3 + len(synth.TASKS) + len(synth.SITUATIONS)
+    # compute, one stage per task (no baseline, no in-session stages), the voice's WER, no-copy delegation,
+    # the long answers in pieces
+    total = 4 + len(synth.TASKS) + len(synth.SITUATIONS)
     assert [d for d, _, _ in calls] == list(range(total + 1)) and {t for _, t, _ in calls} == {total}
-    assert calls[-1][2] == "done" and [w for _, _, w in calls[1:-3]] == [
+    assert calls[-1][2] == "done" and [w for _, _, w in calls[1:-4]] == [
         f"interaction: {t}" for t in (*synth.TASKS, *synth.SITUATIONS)]
 
 

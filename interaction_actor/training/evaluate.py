@@ -7,7 +7,9 @@ end of the turn whose output starts the reply, plus the measured per-turn comput
 latency (barge-in onset -> the end of the first turn whose output is silent, plus compute), and
 delegation precision/recall; and each task's accuracy when it arrives after another task in the same
 session (`tasks_in_session`: a live session is never fresh), and turn-taking's and delegation's after
-three others (`tasks_deep_session`: past the 80 turns a training row holds). The same suite runs the baseline product
+three others (`tasks_deep_session`: past the 80 turns a training row holds), and with the extras the
+share of long answers said whole when the live loop's pacer gives them in pieces (`long_answers_said`,
+eval_long.py). The same suite runs the baseline product
 teams would build instead: the cascade backend (VAD endpointing → the ears' speech recognition → a reply
 model → TTS; `run_cascade`), on the same episodes, stepped on a real-time grid. Keys follow
 ../shared/FIGURES.md.
@@ -32,6 +34,7 @@ from interaction_actor.model.fusion import InteractionModel, build_model
 from interaction_actor.model.session import TurnOutput, new_session, step_batch
 from interaction_actor.model.weights import DEFAULT_CHECKPOINT
 from interaction_actor.training import synth
+from interaction_actor.training.eval_long import long_answer_scores
 from interplay.log import get_logger
 
 log = get_logger("interaction_actor.training.evaluate")
@@ -592,8 +595,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     ops are small, and on a shared CPU a second OpenMP thread mostly waits (measured: many times
     slower under load); None leaves torch's setting. `progress(done, total, what)` is called before each
     stage (a task's episodes on one system) and once at the end with done == total. `extras=False` skips
-    the voice through the transcriber (voice_wer) and the delegation without the copy lookup, for a
-    check of the task scores alone."""
+    the voice through the transcriber (voice_wer), the delegation without the copy lookup and the long
+    answers read in pieces (eval_long.py), for a check of the task scores alone."""
     if threads:
         torch.set_num_threads(threads)
     if model is None:
@@ -604,7 +607,7 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
     n = episodes or (QUICK_EPISODES if quick else FULL_EPISODES)
     report = progress or _quiet
     suite_tasks = (*synth.TASKS, *synth.SITUATIONS)
-    total = 1 + 2 * int(extras) + len(suite_tasks) * (1 + int(baseline)) \
+    total = 1 + 3 * int(extras) + len(suite_tasks) * (1 + int(baseline)) \
         + (len(synth.TASKS) + len(DEEP_TASKS)) * int(in_session)
     done = 0
 
@@ -635,6 +638,8 @@ def evaluate(checkpoint: str | None = None, *, quick: bool = False, episodes: in
         result["content_overlap"] = spoken.content_overlap()
         result["tasks_without_copy"] = {"delegation": round(sum(score(e, t) for e, t in zip(
             eps["delegation"], no_copy, strict=True)) / len(no_copy), 4)}
+        tick("long answers in pieces, as the live loop reads them")
+        result |= long_answer_scores(model, n=min(n, 10 if quick else 40))
     result |= {"episodes_per_task": n, "tolerance_turns": TOL, "turn_compute_ms": round(compute_ms, 2),
                "checkpoint": ckpt or "", "data_version": synth.DATA_VERSION}
     if in_session:
