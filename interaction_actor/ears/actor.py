@@ -11,10 +11,10 @@ failed feed is not an unhandled Ray error); `take` checks ONE outstanding `poll`
 `ray.wait([ref], timeout=0)` and issues the next one once it has read that one (a poll issued and then
 dropped unread would take the actor's ready results with it). When that poll fails because the
 actor died, `take` returns one `Heard(error="transcriber_failed")` per live session it has fed
-(open segments and queued audio died with the process), and the next poll is queued for the
-restarted actor (Ray restarts it up to `max_restarts` times). After restarts run out, the failure is
-reported once (two polls in a row failed: `alive` False, a poll is retried once a second), and
-feeds go nowhere.
+(open segments and queued audio died with the process), once per outage. While Ray restarts it (up to
+`max_restarts` times) a call fails at once with ActorUnavailableError, so `take` polls again every
+RESTART_POLL_S until the new process answers. After restarts run out (ActorDiedError) `alive` is
+False, a poll is retried once a second, and feeds go nowhere.
 
 `start_ears(config)` → (actor handle, RayEars), once the model is loaded.
 """
@@ -100,6 +100,9 @@ class EarsActor(EarsActorImpl):
         yield_cpu((config or EarsConfig()).niceness)
 
 
+RESTART_POLL_S = 0.2  # while Ray restarts the actor: how soon take() polls again
+
+
 class RayEars:
     """`Ears` for the loop's process, backed by an EarsActor. Not thread-safe: the loop's thread only."""
 
@@ -126,7 +129,7 @@ class RayEars:
         self._feeds.append(self.actor.feed.remote(turn_audio))
         if len(self._feeds) > self.max_pending_feeds:  # the actor is gone or stuck: stop tracking the oldest
             self._feeds.popleft()
-        if self._poll is None and self.alive:
+        if self._poll is None and self.alive and time.monotonic() >= self._retry_at:
             self._poll = self.actor.poll.remote(self.poll_timeout_s)
 
     def take(self) -> list[Heard]:
@@ -142,10 +145,7 @@ class RayEars:
         try:
             results = ray.get(ref, timeout=0)
         except ray.exceptions.RayError as e:
-            lost = self._died(e)
-            if self.alive:  # the next poll waits for the restarted actor; once gone for good, retried later
-                self._poll = self.actor.poll.remote(self.poll_timeout_s)
-            return lost
+            return self._died(e)  # the next poll is issued by take() once `_retry_at` has passed
         self._poll = self.actor.poll.remote(self.poll_timeout_s)
         self._failures_in_row = 0
         self.alive = True
@@ -178,9 +178,14 @@ class RayEars:
         self._feeds = deque(r for r in self._feeds if r not in finished)
 
     def _died(self, error: BaseException) -> list[Heard]:
-        self.deaths += 1
+        """A poll failed. ActorUnavailableError: the process died and Ray is restarting it (a call made
+        meanwhile fails at once, max_task_retries=0), so poll again in RESTART_POLL_S; any other error
+        (ActorDiedError: restarts ran out) marks the actor gone (`alive` False), polled once a second."""
         self._failures_in_row += 1
-        if self._failures_in_row >= 2:  # a poll queued for the restarted actor failed too: gone for good
+        self.deaths += int(self._failures_in_row == 1)  # one outage, however many polls it fails
+        if isinstance(error, ray.exceptions.ActorUnavailableError):
+            self._retry_at = time.monotonic() + RESTART_POLL_S
+        else:
             self.alive = False
             self._retry_at = time.monotonic() + 1.0
         log.warning("ears_actor_failed", error=type(error).__name__, alive=self.alive, sessions=len(self._last_turn))
