@@ -13,7 +13,8 @@ and silence). This measures that path without the wall clock:
     the model's </delegate>, or at turn DEFAULT_ARRIVAL when it delegated nothing (the answer is
     what is measured here, not the delegation);
   - `said_whole(answer, text)`: the text the model said from the answer's arrival on holds the answer
-    to its end (commas aside: a cut after a comma drops it, pacing.pieces).
+    to its end, nothing between its words (commas and full stops aside: a cut after a comma drops it,
+    pacing.pieces).
 
 `long_answer_scores(model, n)` -> {"long_answers_said": fraction, "long_answers": n,
 "long_answer_misses": up to five (answer, said) pairs}.
@@ -26,7 +27,7 @@ import random
 from interaction_actor.model import text as T
 from interaction_actor.model.fusion import InteractionModel
 from interaction_actor.model.pacing import READ_BYTES
-from interaction_actor.model.session import TurnInput, new_session, step_batch
+from interaction_actor.model.session import SessionState, TurnInput, new_session, step_batch
 from interaction_actor.training import spoken
 
 ANSWER_DELAY = 5  # turns from </delegate> to the answer (about the demo's one second at 200 ms a turn)
@@ -45,20 +46,27 @@ def answer_for(seed: int) -> tuple[str, str]:
 
 
 def _words(text: str) -> list[str]:
-    return text.replace(",", " ").split()
+    return text.replace(",", " ").replace(".", " ").split()
 
 
 def said_whole(answer: str, text: str) -> bool:
-    """`text` holds `answer`'s words in order to its last one (commas aside), and nothing cut them."""
+    """`text` holds `answer`'s words in order to its last one, nothing between them (commas and full
+    stops aside: a cut after a comma drops it, and neither is heard as a word)."""
     want, got = _words(answer), _words(text)
     return any(got[i : i + len(want)] == want for i in range(len(got) - len(want) + 1))
+
+
+def paced_session(model: InteractionModel, seed: int) -> SessionState:
+    """A session that reads a voiced context message longer than READ_BYTES in pieces, as the live
+    loop's do (runtime settings `[model] read_bytes`)."""
+    return new_session(model, f"long-{seed}", read_bytes=READ_BYTES)
 
 
 def long_answer_scores(model: InteractionModel, n: int = 40, seed_base: int = 0) -> dict:
     """n held-out sessions through the pacer (see the module doc)."""
     seeds = [seed_base + i for i in range(n)]
     pairs = [answer_for(s) for s in seeds]
-    sessions = [new_session(model, f"long-{s}", read_bytes=READ_BYTES) for s in seeds]
+    sessions = [paced_session(model, s) for s in seeds]
     arrival: list[int | None] = [None] * n
     said = [""] * n
     for turn in range(DEFAULT_ARRIVAL + ANSWER_DELAY + AFTER_TURNS + 1):

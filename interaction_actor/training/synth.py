@@ -666,8 +666,8 @@ def _echo(rng: random.Random, b: _Build) -> Episode:
 
 
 def _paced_echo(rng: random.Random, b: _Build) -> Episode:
-    """A training curriculum: long sentences (_sentence, LONG_ECHO_BYTES, a temperature at the end half
-    the time) reach the context slots in pieces, as the live loop's ReadPacer gives them to the model
+    """A training curriculum: long sentences (_sentence, LONG_ECHO_BYTES, a number near the end now and
+    then) reach the context slots in pieces, as the live loop's ReadPacer gives them to the model
     (pacing.pieces at READ_BYTES, each led by the line's marker): the first piece when the message comes,
     each next one the turn after the model's <stop_speaking>. The model voices each piece at the first
     quiet turn once it is complete (at once for CTX_NOW). echo delivers a message whole, as training and
@@ -677,16 +677,22 @@ def _paced_echo(rng: random.Random, b: _Build) -> Episode:
     t = rng.randint(0, 1)
     says: list[tuple[str, int]] = []
     vocab = voice.reading_vocabulary()
+    first = True
     while True:
         room = (b.turns - t - 16) * 24 // 11  # as _echo's room, with a turn or two per piece boundary
-        if room < LONG_ECHO_BYTES[0]:
+        if room < LONG_ECHO_BYTES[0] and not first:
             break
-        body = _sentence(rng, vocab, min(room, LONG_ECHO_BYTES[1]))
+        # the first sentence may be as long as any (up to four pieces, as the demo's 63-byte answer), though
+        # its end may then fall past the episode's; a later one must fit the turns left
+        body = _sentence(rng, vocab, LONG_ECHO_BYTES[1] if first else min(room, LONG_ECHO_BYTES[1]))
+        first = False
         mode = rng.choices(("when_idle", "interrupt"), (0.8, 0.2))[0]
         talk = mode == "when_idle" and rng.random() < 0.3  # the user talks when one piece is ready
         parts = pacing.pieces(body, pacing.READ_BYTES)
         which = rng.randrange(len(parts))
         for i, piece in enumerate(parts):
+            if t >= b.turns:  # the episode ended before this piece's turn
+                return b.done("paced_echo", {"says": says})
             b.inputs[t].context = MODES[mode] + piece
             ready = t + context_turns(piece, b.cfg.context_slots) - 1
             if talk and i == which:
