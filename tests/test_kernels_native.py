@@ -38,6 +38,9 @@ def test_the_native_library_builds_where_a_compiler_and_avx2_exist():
 @needs_native
 @pytest.mark.parametrize("k", [1, 16, 48, 64, 100, 192, 193, 384, 385, 512, 513, 1200])
 def test_fixed_order_rows_equal_the_padded_gemm_bit_for_bit(k):
+    """What the runtime relies on: `native.rows` gives the padded gemm's bits, or None where this CPU's
+    gemm sums in another order (the shape is refused and runs the padded gemm; on an Intel Xeon of
+    2026-12-03, k >= 193 with n = 1)."""
     g = torch.Generator().manual_seed(1000 + k)
     for n, bias_on in itertools.product((1, 5, 16, 24, 48, 80, 288, 1024), (False, True)):
         w, x = torch.randn(n, k, generator=g), torch.randn(8, k, generator=g)
@@ -45,7 +48,8 @@ def test_fixed_order_rows_equal_the_padded_gemm_bit_for_bit(k):
         with torch.no_grad():
             ref = bi.padded_gemm(x, w, b)
             for m in (1, 2, 3):
-                assert torch.equal(native.run(x[:m], w, b), ref[:m]), (k, n, bias_on, m)
+                out = native.rows(x[:m], w, b)
+                assert out is None or torch.equal(out, ref[:m]), (k, n, bias_on, m)
 
 
 @needs_native
