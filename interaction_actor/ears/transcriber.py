@@ -315,6 +315,10 @@ class JudgeConfig:
     min_chars: int = 2  # a transcript with fewer letters or digits is nothing heard
     prompted_drop_no_speech: float = 0.35
     prompted_drop_confidence: float = 0.3
+    # a prompted transcript this unsure is nothing heard, whatever no_speech_prob says: on an Intel Xeon
+    # (2026-12-03) "music -20 dB seed 0" came out "I ... It..." at confidence 0.05 and no_speech_prob
+    # 0.15 (the AMD fit above: 0.43 at least); speech, at least 0.265
+    prompted_floor_confidence: float = 0.15
 
 
 @dataclass
@@ -334,6 +338,8 @@ class Judge:
         if t.no_speech_prob > cfg.drop_no_speech and t.confidence < cfg.drop_confidence:
             return Verdict(keep=False, low_confidence=True)
         if t.prompted and t.no_speech_prob > cfg.prompted_drop_no_speech and t.confidence < cfg.prompted_drop_confidence:
+            return Verdict(keep=False, low_confidence=True)
+        if t.prompted and t.confidence < cfg.prompted_floor_confidence:
             return Verdict(keep=False, low_confidence=True)
         low = t.no_speech_prob > cfg.low_no_speech or t.confidence < cfg.low_confidence
         return Verdict(keep=True, low_confidence=low)
