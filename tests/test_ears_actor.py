@@ -36,7 +36,7 @@ def feed_and_take(ears, streams, first_turn=0, extra_turns=15):
     return got, worst
 
 
-def wait_for(ears, pred, timeout_s=20.0):
+def wait_for(ears, pred, timeout_s=60.0):  # ends as soon as pred holds; a loaded host's first decode is slow
     got, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         got += ears.take()

@@ -112,8 +112,13 @@ async def test_a_client_that_stops_reading_does_not_delay_other_sessions_and_its
             if spb.EVENT_KIND_OUTPUT_DROPPED in [e.kind for e in chunk.events] or len(seen) > 300:
                 break
     assert_gapless(others)
-    # no turn of the others overran its slot, or started a whole turn late (a generous bound for a shared machine)
-    assert max(c.timing.lateness_ms for c in others) < TURN_MS and not any(c.timing.missed for c in others)
+    # No turn of the others started a whole turn late (a generous bound for a shared machine): the loop sends
+    # after the turn's clock has finished, so a send that waited on the stalled client would make the next
+    # turn late. A turn whose own compute overran its slot (`missed`) is the host's doing, not the stalled
+    # client's: the landing CI of stop 49, on a loaded host (compute ~1.7x this machine's), had one such turn
+    # of ~30 at 7 ms lateness; a bystander that waited on the stalled client would miss every turn.
+    assert max(c.timing.lateness_ms for c in others) < TURN_MS
+    assert sum(c.timing.missed for c in others) <= 2, [round(c.timing.compute_ms) for c in others]
     assert dropped > 0
     report = seen[-1]
     ev = next(e for e in report.events if e.kind == spb.EVENT_KIND_OUTPUT_DROPPED)

@@ -91,8 +91,11 @@ async def test_a_hanging_background_server_does_not_delay_any_turn(tiny):
     assert any(spb.EVENT_KIND_DELEGATION_STARTED in kinds(c) for c in chunks)
     assert bg.received and bg.received[0].task == "look up the weather"
     assert not any(spb.EVENT_KIND_RESULT_SURFACED in kinds(c) for c in chunks)  # it was still hanging
-    # no turn overran its slot or started a whole turn late (a generous bound for a shared machine)
-    assert max(c.timing.lateness_ms for c in chunks) < 100.0 and not any(c.timing.missed for c in chunks)
+    # No turn started a whole turn late (a generous bound for a shared machine): a loop that waited on the
+    # hanging server would be late every turn after. A turn whose own compute overran (`missed`) is the
+    # host's doing; a loaded CI host overran about one tiny-model turn in 30 (tests/test_loop_actor.py).
+    assert max(c.timing.lateness_ms for c in chunks) < 100.0
+    assert sum(c.timing.missed for c in chunks) <= 1, [round(c.timing.compute_ms) for c in chunks]
 
 
 async def answered_session(tiny, turns: int, speak_turns: int) -> list[spb.OutputChunk]:
